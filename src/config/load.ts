@@ -1,0 +1,98 @@
+// Loading and validating configuration: defaults <- config file <- environment.
+import fs from 'node:fs';
+import path from 'node:path';
+import { makeConfig, validateCamera, type CameraConfig } from './schema.js';
+
+type Props = ReturnType<ReturnType<typeof makeConfig>['getProperties']>;
+/** The validated, effective configuration the daemon runs with. */
+export type AppConfig = Omit<Props, 'cameras'> & { cameras: CameraConfig[] };
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/**
+ * Load a config file (JSON) over the defaults and validate it strictly: unknown keys, wrong types
+ * and out-of-range values are errors naming the key. Relative paths are resolved against the file.
+ */
+export function loadConfig(file?: string, overrides: Record<string, unknown> = {}): AppConfig {
+  const config = makeConfig();
+  let baseDir = process.cwd();
+  if (file) {
+    baseDir = path.dirname(path.resolve(file));
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError(`config file ${file} must hold a JSON object`);
+    }
+    config.load(parsed);
+  }
+  if (Object.keys(overrides).length > 0) config.load(overrides);
+  return validateLoaded(config, baseDir);
+}
+
+/** Validate a plain config object (already merged) the same way a file is validated. */
+export function validateConfigObject(value: Record<string, unknown>, baseDir = process.cwd()): AppConfig {
+  const config = makeConfig();
+  config.load(value);
+  return validateLoaded(config, baseDir);
+}
+
+function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string): AppConfig {
+  try {
+    config.validate({ allowed: 'strict' });
+  } catch (err) {
+    throw new ConfigError(`invalid configuration:\n${(err as Error).message}`);
+  }
+  const props = config.getProperties() as Props;
+  const cameras = (props.cameras as unknown[]).map((c, i) => validateCamera(c, i));
+  const resolved: AppConfig = { ...props, cameras };
+  resolved.model = { ...props.model, path: resolveFrom(baseDir, props.model.path) };
+  for (const cam of cameras) {
+    if ((cam.source === 'folder' || cam.source === 'file') && cam.path) cam.path = resolveFrom(baseDir, cam.path);
+  }
+  if (resolved.inference.sensitivity < -0.5 || resolved.inference.sensitivity > 0.5) {
+    throw new ConfigError('invalid configuration:\ninference.sensitivity: must be between -0.5 and 0.5');
+  }
+  for (const key of ['crops.quality', 'overlay.quality'] as const) {
+    const [group, leaf] = key.split('.') as ['crops' | 'overlay', 'quality'];
+    const q = resolved[group][leaf];
+    if (q < 1 || q > 100) throw new ConfigError(`invalid configuration:\n${key}: must be between 1 and 100`);
+  }
+  if (resolved.overlay.alpha < 0 || resolved.overlay.alpha > 1) {
+    throw new ConfigError('invalid configuration:\noverlay.alpha: must be between 0 and 1');
+  }
+  if (resolved.inference.maxBatch < 1) throw new ConfigError('invalid configuration:\ninference.maxBatch: must be >= 1');
+  return resolved;
+}
+
+function resolveFrom(baseDir: string, p: string): string {
+  return p && !path.isAbsolute(p) ? path.resolve(baseDir, p) : p;
+}
+
+const SECRET_KEYS = new Set(['password', 'key', 'url']);
+
+/** A copy of the config with secrets replaced, for printing and for config/get answers. */
+export function redact(config: AppConfig): unknown {
+  const walk = (value: unknown, key: string): unknown => {
+    if (Array.isArray(value)) return value.map((v) => walk(v, ''));
+    if (value && typeof value === 'object') {
+      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, walk(v, k)]));
+    }
+    if (SECRET_KEYS.has(key) && typeof value === 'string' && value) {
+      return key === 'url' ? value.replace(/\/\/([^@/]*)@/, '//[redacted]@') : '[redacted]';
+    }
+    return value;
+  };
+  return walk(config, '');
+}
