@@ -10,6 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 APT_PACKAGES=(
   # daemon: OpenCV with GStreamer/FFmpeg for @u4/opencv4nodejs, and the build tools for native addons
   build-essential pkg-config python3 libopencv-dev
+  # sd-notify (READY/WATCHDOG/STATUS to systemd) links against libsystemd
+  libsystemd-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav
   # GigE Vision / USB3 Vision: aravissrc GStreamer element, and the simulated camera used by tests
   libaravis-0.8-0 aravis-tools
