@@ -383,6 +383,11 @@ export const schema = {
       default: '',
     },
     maxPayloadBytes: { doc: 'Largest accepted config push.', format: 'nat', default: 65536 },
+    revision: {
+      doc: 'Revision of this configuration: 0 for a hand-written file, raised by one by every applied remote push, which must name it as its baseRevision. Written by the daemon when it persists a pushed config; a push can never set it.',
+      format: 'nat',
+      default: 0,
+    },
   },
   service: {
     stateDir: {
