@@ -87,6 +87,9 @@ class BackboneWeightsError(FileNotFoundError):
 # name -> "module:function". Each family's owner adds its own line here.
 _REGISTRY: dict[str, str] = {
     "efficientnet-b4": "crad.backbones.efficientnet_b4:build",
+    "mobilenet-v1-0.75": "crad.backbones.mobilenet_v1:build",
+    "mobilenet-v2": "crad.backbones.mobilenet_v2:build",
+    "mobilenet-v2-nsfwjs": "crad.backbones.nsfwjs:build",
 }
 
 
