@@ -1,0 +1,100 @@
+import type { Frame } from '../capture/frame.js';
+
+export interface BatcherStats {
+  /** Frames replaced by a newer frame of the same camera before the model could take them. */
+  dropped: Record<string, number>;
+  /** Frames waiting now. */
+  waiting: number;
+}
+
+/**
+ * Per-camera frame slots between capture and the model. A free-running camera keeps only its
+ * latest frame (a slow model never builds a backlog of stale frames); a triggered camera keeps a
+ * short FIFO, because every trigger asked for an inspection. Frames that lose their place are
+ * released here and counted.
+ */
+export class FrameBatcher {
+  private readonly slots = new Map<string, Frame[]>();
+  private readonly capacity = new Map<string, number>();
+  private readonly dropped: Record<string, number> = {};
+  private wake: (() => void) | null = null;
+  private closed = false;
+
+  /** capacity 1 = latest frame wins; more = FIFO of that length (oldest dropped when full). */
+  setCapacity(cameraId: string, capacity: number): void {
+    this.capacity.set(cameraId, Math.max(1, capacity));
+  }
+
+  put(frame: Frame): void {
+    if (this.closed) {
+      frame.release();
+      return;
+    }
+    const slot = this.slots.get(frame.cameraId) ?? [];
+    this.slots.set(frame.cameraId, slot);
+    slot.push(frame);
+    const limit = this.capacity.get(frame.cameraId) ?? 1;
+    while (slot.length > limit) {
+      slot.shift()!.release();
+      this.dropped[frame.cameraId] = (this.dropped[frame.cameraId] ?? 0) + 1;
+    }
+    this.wake?.();
+  }
+
+  get waiting(): number {
+    let n = 0;
+    for (const slot of this.slots.values()) n += slot.length;
+    return n;
+  }
+
+  /**
+   * Wait for at least one frame, then up to maxWaitMs for the batch to fill, and take up to
+   * maxBatch frames, oldest first across cameras. Resolves with [] once closed and empty.
+   */
+  async take(maxBatch: number, maxWaitMs: number): Promise<Frame[]> {
+    while (this.waiting === 0) {
+      if (this.closed) return [];
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = null;
+    }
+    if (this.waiting < maxBatch && maxWaitMs > 0 && !this.closed) {
+      const deadline = performance.now() + maxWaitMs;
+      while (this.waiting < maxBatch && !this.closed) {
+        const left = deadline - performance.now();
+        if (left <= 0) break;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, left);
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wake = null;
+      }
+    }
+    const all: Frame[] = [];
+    for (const slot of this.slots.values()) all.push(...slot);
+    all.sort((a, b) => a.capturedMono - b.capturedMono);
+    const batch = all.slice(0, maxBatch);
+    for (const frame of batch) {
+      const slot = this.slots.get(frame.cameraId)!;
+      slot.splice(slot.indexOf(frame), 1);
+    }
+    return batch;
+  }
+
+  stats(): BatcherStats {
+    return { dropped: { ...this.dropped }, waiting: this.waiting };
+  }
+
+  /** Stop accepting frames; frames already waiting can still be taken (graceful drain). */
+  close(): void {
+    this.closed = true;
+    this.wake?.();
+  }
+
+  /** Release everything still waiting (after drain, or on hard stop). */
+  releaseAll(): void {
+    for (const slot of this.slots.values()) for (const frame of slot.splice(0)) frame.release();
+  }
+}

@@ -1,0 +1,91 @@
+// The CLI: parses the command, builds what it needs, nothing else.
+import './cv.js';
+import { Command, Option } from 'commander';
+import { createRequire } from 'node:module';
+import { ConfigError, loadConfig, redact } from './config/load.js';
+import { createLogger } from './service/log.js';
+import { runDaemonUntilSignal } from './cli/run.js';
+import { inferCommand } from './cli/infer.js';
+import { demoCommand } from './cli/demo.js';
+import { configReference } from './cli/config-docs.js';
+import { signCommand } from './cli/sign.js';
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+
+const program = new Command('crad-edge')
+  .description('Visual inspection daemon: cameras -> CRAD anomaly detection (onnxruntime) -> MQTT')
+  .version(version);
+
+program
+  .command('run')
+  .description('run the daemon')
+  .option('-c, --config <file>', 'config file (JSON); defaults and environment apply underneath')
+  .action(async (opts: { config?: string }) => {
+    process.exitCode = await runDaemonUntilSignal(opts.config);
+  });
+
+program
+  .command('infer')
+  .description('score images without a broker: one line (or JSON line) per image')
+  .argument('<path>', 'an image file or a folder of images')
+  .option('-m, --model <file>', 'ONNX model (default: the config\'s model.path)')
+  .option('-c, --config <file>', 'config file for thresholds, regions and crops')
+  .option('--json', 'print one JSON object per line')
+  .option('-o, --out <dir>', 'write heatmap overlays (and region crops) to this folder')
+  .action(async (target: string, opts: { model?: string; config?: string; json?: boolean; out?: string }) => {
+    process.exitCode = await inferCommand(target, opts);
+  });
+
+const config = program.command('config').description('check or print configuration');
+config
+  .command('check')
+  .description('validate a config file; every error names its key')
+  .argument('<file>')
+  .action((file: string) => {
+    try {
+      loadConfig(file);
+      console.log(`${file}: OK`);
+    } catch (err) {
+      console.error(err instanceof ConfigError ? err.message : `${file}: ${(err as Error).message}`);
+      process.exitCode = 1;
+    }
+  });
+config
+  .command('print')
+  .description('print the effective configuration (defaults <- file <- environment), secrets redacted')
+  .option('-c, --config <file>')
+  .action((opts: { config?: string }) => {
+    try {
+      console.log(JSON.stringify(redact(loadConfig(opts.config)), null, 2));
+    } catch (err) {
+      console.error((err as Error).message);
+      process.exitCode = 1;
+    }
+  });
+config
+  .command('docs')
+  .description('print the configuration reference (Markdown) generated from the schema')
+  .action(() => console.log(configReference()));
+config
+  .command('sign')
+  .description('sign a remote config push with an Ed25519 private key (PEM); prints the signed request')
+  .argument('<request>', 'JSON file with {transaction, baseRevision, changes}')
+  .requiredOption('-k, --key <file>', 'Ed25519 private key, PEM')
+  .action((request: string, opts: { key: string }) => {
+    process.exitCode = signCommand(request, opts.key);
+  });
+
+program
+  .command('demo')
+  .description('run the committed demo model on the sample images with an embedded MQTT broker')
+  .addOption(new Option('-p, --port <port>', 'broker port on 127.0.0.1').default(1883).argParser(Number))
+  .addOption(new Option('--frames <n>', 'stop after this many results (default: run until Ctrl-C)').argParser(Number))
+  .addOption(new Option('--fps <n>', 'frames per second from the sample camera').default(4).argParser(Number))
+  .action(async (opts: { port: number; frames?: number; fps: number }) => {
+    process.exitCode = await demoCommand(opts);
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  createLogger('error').fatal({ err }, 'crad-edge failed');
+  process.exitCode = 1;
+});

@@ -1,0 +1,199 @@
+// The running daemon: builds the stages from config, joins them with the pipeline, and owns
+// everything that outlives one stage — remote configuration, model hot swap, systemd, shutdown.
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadConfig, redact, type AppConfig } from '../config/load.js';
+import { applyConfigPush } from '../config/remote.js';
+import { persistConfig, loadPersistedRevision } from '../config/persist.js';
+import { createCamera } from '../capture/index.js';
+import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
+import { Pipeline } from '../pipeline.js';
+import { Publisher } from '../publish/index.js';
+import type { Logger } from './log.js';
+import { SystemdNotifier, type Health } from './systemd.js';
+
+export interface DaemonOptions {
+  /** Config file: read at start, rewritten (atomically) by accepted remote pushes. */
+  configFile?: string;
+  /** A config object used instead of a file (demo, tests). Pushes are then persisted to stateDir. */
+  config?: AppConfig;
+  log: Logger;
+}
+
+export class Daemon {
+  private config: AppConfig;
+  private revision = 0;
+  private readonly configFile: string;
+  private publisher!: Publisher;
+  private pipeline!: Pipeline;
+  private readonly notifier: SystemdNotifier;
+  private modelWatcher: fs.FSWatcher | null = null;
+  private swapTimer: NodeJS.Timeout | null = null;
+  private modelLoading: Promise<unknown> = Promise.resolve();
+  private stopping: Promise<void> | null = null;
+
+  constructor(private readonly options: DaemonOptions) {
+    this.config = options.config ?? loadConfig(options.configFile);
+    this.configFile = options.configFile ?? path.join(this.config.service.stateDir, 'config.json');
+    this.revision = loadPersistedRevision(this.configFile);
+    this.notifier = new SystemdNotifier(options.log);
+  }
+
+  get log(): Logger {
+    return this.options.log;
+  }
+
+  async start(): Promise<void> {
+    const model = await loadModel(this.config.model.path, modelOptions(this.config), this.log);
+    this.publisher = new Publisher(this.config, this.log);
+    this.publisher.setDeviceStatus({ model: model.info, revision: this.revision });
+    this.publisher.onConfigRequest((kind, payload, reply) => {
+      if (kind === 'get') reply({ status: 'ok', revision: this.revision, config: redact(this.config) });
+      else void this.handleConfigPush(payload).then(reply);
+    });
+    await this.publisher.start();
+
+    this.pipeline = new Pipeline(this.config, model, this.publisher, this.log);
+    for (const camera of this.config.cameras.filter((c) => c.enabled)) {
+      this.pipeline.addCamera(createCamera(camera, this.log), camera.trigger === 'mqtt');
+    }
+    this.pipeline.start();
+    this.watchModelFile();
+    this.notifier.ready(() => this.health());
+    this.log.info(
+      { cameras: this.config.cameras.map((c) => c.id), model: model.info.path, provider: model.info.executionProvider },
+      'crad-edge running',
+    );
+  }
+
+  /** Healthy while results flow, or while idle by design (triggered cameras, no cameras). */
+  health(): Health {
+    const stats = this.pipeline.stats();
+    const publisher = this.publisher.stats();
+    const freeRunning = this.config.cameras.filter((c) => c.enabled && c.trigger === 'free').length;
+    const sinceResult = performance.now() - stats.lastResultMono;
+    const flowing = stats.lastResultMono > 0 && sinceResult < this.config.service.watchdogStallMs;
+    const startingUp = stats.lastResultMono === 0 && performance.now() < this.config.service.watchdogStallMs + this.startedMono;
+    const healthy = freeRunning === 0 || flowing || startingUp;
+    const status = `${stats.fps.toFixed(1)} fps, ${stats.processed} results, broker ${publisher.connected ? 'connected' : 'disconnected'}, outbox ${publisher.pending} pending`;
+    return { healthy, status };
+  }
+
+  private readonly startedMono = performance.now();
+
+  /** Validate, apply and persist a remote push; a model change is loaded before anything is committed. */
+  private async handleConfigPush(payload: Buffer): Promise<Record<string, unknown>> {
+    const outcome = applyConfigPush(this.config, this.revision, payload, {
+      allow: this.config.remoteConfig.allow,
+      publicKey: this.config.remoteConfig.publicKey,
+      maxPayloadBytes: this.config.remoteConfig.maxPayloadBytes,
+      modelsDir: this.config.model.modelsDir,
+    });
+    if (!this.config.remoteConfig.enabled) {
+      return { transaction: outcome.transaction, status: 'error', error: 'remote configuration is disabled on this device', revision: this.revision, restartRequired: [] };
+    }
+    if (!outcome.ok) {
+      this.log.warn({ transaction: outcome.transaction, error: outcome.error }, 'config push rejected');
+      return { transaction: outcome.transaction, status: 'error', error: outcome.error, revision: this.revision, restartRequired: [] };
+    }
+    const next = outcome.config;
+    let newModel: CradModel | null = null;
+    if (outcome.restartRequired.includes('model')) {
+      try {
+        newModel = await loadModel(next.model.path, modelOptions(next), this.log);
+      } catch (err) {
+        const error = `model rejected, previous model still serving: ${(err as Error).message}`;
+        this.log.error({ transaction: outcome.transaction, err }, error);
+        return { transaction: outcome.transaction, status: 'error', error, revision: this.revision, restartRequired: [] };
+      }
+    }
+    try {
+      persistConfig(this.configFile, next, outcome.revision);
+    } catch (err) {
+      await newModel?.release();
+      const error = `could not persist the configuration: ${(err as Error).message}`;
+      return { transaction: outcome.transaction, status: 'error', error, revision: this.revision, restartRequired: [] };
+    }
+    const previous = this.config;
+    this.config = next;
+    this.revision = outcome.revision;
+    this.pipeline.updateLive(next);
+    this.publisher.updateLive?.(next);
+    if (newModel) {
+      this.pipeline.replaceModel(newModel);
+      this.watchModelFile();
+    }
+    const pending: string[] = [];
+    for (const part of outcome.restartRequired) {
+      if (part.startsWith('camera:')) await this.restartCamera(part.slice('camera:'.length), previous);
+      else if (part !== 'model') pending.push(part);
+    }
+    this.publisher.setDeviceStatus({ revision: this.revision });
+    this.log.info({ transaction: outcome.transaction, changed: outcome.changedKeys, revision: this.revision }, 'config push applied');
+    return {
+      transaction: outcome.transaction,
+      status: 'ok',
+      revision: this.revision,
+      changed: outcome.changedKeys,
+      // Parts that only a daemon restart applies (e.g. the broker connection).
+      restartRequired: pending,
+    };
+  }
+
+  private async restartCamera(id: string, previous: AppConfig): Promise<void> {
+    const wasThere = previous.cameras.some((c) => c.id === id && c.enabled);
+    if (wasThere) await this.pipeline.removeCamera(id);
+    const camera = this.config.cameras.find((c) => c.id === id);
+    if (camera?.enabled) this.pipeline.addCamera(createCamera(camera, this.log), camera.trigger === 'mqtt');
+  }
+
+  /** A model file replaced on disk is loaded beside the running one and swapped in if it is good. */
+  private watchModelFile(): void {
+    this.modelWatcher?.close();
+    const file = this.config.model.path;
+    try {
+      this.modelWatcher = fs.watch(path.dirname(file), (_event, name) => {
+        if (name !== path.basename(file)) return;
+        if (this.swapTimer) clearTimeout(this.swapTimer);
+        // Copies arrive in several writes: wait until the file has been quiet for a moment.
+        this.swapTimer = setTimeout(() => void this.reloadModel(file), 500);
+      });
+    } catch (err) {
+      this.log.warn({ err, file }, 'cannot watch the model file; replacing it on disk will not be noticed');
+    }
+  }
+
+  private async reloadModel(file: string): Promise<void> {
+    this.modelLoading = this.modelLoading.then(async () => {
+      if (!fs.existsSync(file)) return;
+      try {
+        const model = await loadModel(file, modelOptions(this.config), this.log);
+        if (model.info.hash === this.pipeline.currentModel.info.hash) {
+          await model.release();
+          return;
+        }
+        this.pipeline.replaceModel(model);
+      } catch (err) {
+        this.log.error({ err, file }, 'replaced model file rejected; previous model still serving');
+        this.publisher.setDeviceStatus({ modelError: (err as Error).message });
+      }
+    });
+    await this.modelLoading;
+  }
+
+  /** Graceful shutdown within service.shutdownTimeoutMs: capture stops, in-flight frames finish,
+   * publishes flush, status goes offline. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const deadline = this.config.service.shutdownTimeoutMs;
+      this.notifier.stopping();
+      this.modelWatcher?.close();
+      if (this.swapTimer) clearTimeout(this.swapTimer);
+      const t0 = performance.now();
+      const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
+      await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));
+      this.log.info({ drained }, 'crad-edge stopped');
+    })();
+    return this.stopping;
+  }
+}
