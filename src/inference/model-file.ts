@@ -1,0 +1,430 @@
+// The model file and its contract check (../shared/design/model-contract.md): read the ONNX file
+// once, hash it, decode the parts of the ModelProto the contract speaks about, and say precisely
+// what is wrong when the file is not a CRAD model this daemon can run.
+//
+// onnxruntime-node exposes neither metadata_props nor a way to read them, so the ModelProto is
+// decoded here with protobufjs and a minimal schema: only the fields we read are declared, and
+// protobufjs skips the rest (node lists, weight bytes) without copying them.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import protobuf from 'protobufjs';
+import type { Calibration, ModelInfo } from './types.js';
+
+/** The contract version this daemon reads. */
+export const CONTRACT_FORMAT = '1';
+export const INPUT_NAME = 'image';
+export const MAP_OUTPUT = 'anomaly_map';
+export const SCORE_OUTPUT = 'score';
+
+// Field numbers as in onnx/onnx.proto (the ONNX IR definition).
+const ONNX_SUBSET = `
+syntax = "proto2";
+package onnx;
+message StringStringEntryProto { optional string key = 1; optional string value = 2; }
+message OperatorSetIdProto { optional string domain = 1; optional int64 version = 2; }
+message TensorShapeProto {
+  message Dimension {
+    oneof value { int64 dim_value = 1; string dim_param = 2; }
+  }
+  repeated Dimension dim = 1;
+}
+message TypeProto {
+  message Tensor { optional int32 elem_type = 1; optional TensorShapeProto shape = 2; }
+  oneof value { Tensor tensor_type = 1; }
+}
+message ValueInfoProto { optional string name = 1; optional TypeProto type = 2; }
+message TensorProto { optional string name = 8; }
+message GraphProto {
+  optional string name = 2;
+  repeated TensorProto initializer = 5;
+  repeated ValueInfoProto input = 11;
+  repeated ValueInfoProto output = 12;
+}
+message ModelProto {
+  optional int64 ir_version = 1;
+  optional string producer_name = 2;
+  optional string producer_version = 3;
+  optional int64 model_version = 5;
+  optional GraphProto graph = 7;
+  repeated OperatorSetIdProto opset_import = 8;
+  repeated StringStringEntryProto metadata_props = 14;
+}
+`;
+
+const ModelProto = protobuf.parse(ONNX_SUBSET, { keepCase: true }).root.lookupType('onnx.ModelProto');
+
+/** ONNX TensorProto.DataType values we name in messages. */
+const ELEM_TYPE_NAMES: Record<number, string> = {
+  1: 'float32', 2: 'uint8', 3: 'int8', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64',
+};
+const FLOAT32 = 1;
+
+/** One dimension as the graph declares it: a fixed size, a named (symbolic) axis, or unknown. */
+export type Dim = number | string | null;
+
+export interface GraphValue {
+  name: string;
+  elemType: number | null;
+  /** null when the graph declares no shape at all. */
+  shape: Dim[] | null;
+}
+
+/** A model file that passed the contract check. */
+export interface ModelFile {
+  /** ModelInfo less what only a session knows (the execution provider). */
+  info: Omit<ModelInfo, 'executionProvider'>;
+  /** The file's bytes: sessions are created from these, so the hash describes what runs. */
+  bytes: Uint8Array;
+  /** Input size the graph expects (and the frames are resized to). */
+  height: number;
+  width: number;
+  /** Non-fatal findings (an uncalibrated model, for one). */
+  warnings: string[];
+  metadata: Record<string, string>;
+  opset: number | null;
+}
+
+/** The file is missing, unreadable or not an ONNX model. */
+export class ModelFileError extends Error {
+  override name = 'ModelFileError';
+  constructor(
+    readonly file: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The file is ONNX but breaks the CRAD model contract; `problems` lists every finding. */
+export class ModelContractError extends ModelFileError {
+  override name = 'ModelContractError';
+  constructor(
+    file: string,
+    readonly problems: string[],
+  ) {
+    super(file, `model ${file} breaks the CRAD model contract (format ${CONTRACT_FORMAT}):\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+interface DecodedDim { dim_value?: number; dim_param?: string }
+interface DecodedValueInfo {
+  name?: string;
+  type?: { tensor_type?: { elem_type?: number; shape?: { dim?: DecodedDim[] } } };
+}
+interface DecodedModel {
+  ir_version?: number;
+  producer_name?: string;
+  producer_version?: string;
+  model_version?: number;
+  graph?: {
+    name?: string;
+    initializer?: { name?: string }[];
+    input?: DecodedValueInfo[];
+    output?: DecodedValueInfo[];
+  };
+  opset_import?: { domain?: string; version?: number }[];
+  metadata_props?: { key?: string; value?: string }[];
+}
+
+/** Decode the ModelProto subset; throws ModelFileError when the bytes are not a protobuf ModelProto. */
+export function decodeModelProto(file: string, bytes: Uint8Array): DecodedModel {
+  let decoded: DecodedModel;
+  try {
+    const message = ModelProto.decode(bytes);
+    decoded = ModelProto.toObject(message, { longs: Number, arrays: true }) as DecodedModel;
+  } catch (err) {
+    throw new ModelFileError(file, `model ${file} is not a readable ONNX file (truncated or corrupt?): ${(err as Error).message}`);
+  }
+  if (!decoded.graph || !decoded.ir_version) {
+    throw new ModelFileError(file, `model ${file} is not an ONNX model: it has no ${decoded.ir_version ? 'graph' : 'IR version'}`);
+  }
+  return decoded;
+}
+
+function graphValue(v: DecodedValueInfo): GraphValue {
+  const tensor = v.type?.tensor_type;
+  const dims = tensor?.shape?.dim;
+  return {
+    name: v.name ?? '',
+    elemType: tensor?.elem_type ?? null,
+    shape: dims === undefined ? null : dims.map((d) => (d.dim_value !== undefined ? d.dim_value : d.dim_param !== undefined && d.dim_param !== '' ? d.dim_param : null)),
+  };
+}
+
+function describeShape(shape: Dim[] | null): string {
+  return shape === null ? 'no shape' : `[${shape.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
+}
+
+function typeName(elemType: number | null): string {
+  return elemType === null ? 'no type' : (ELEM_TYPE_NAMES[elemType] ?? `type ${elemType}`);
+}
+
+const isDynamic = (d: Dim | undefined): boolean => d === null || typeof d === 'string';
+const isFixed = (d: Dim | undefined): d is number => typeof d === 'number' && d > 0;
+
+function parseJson(key: string, text: string, problems: string[]): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    problems.push(`metadata ${key} is not valid JSON (${(err as Error).message}): ${JSON.stringify(text.slice(0, 80))}`);
+    return undefined;
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Validate crad.calibration's parsed JSON; pushes problems and returns null when unusable. */
+export function parseCalibration(value: unknown, problems: string[]): Calibration | null {
+  const key = 'crad.calibration';
+  if (!isObject(value)) {
+    problems.push(`metadata ${key} must be a JSON object with "image" and "pixel"`);
+    return null;
+  }
+  const before = problems.length;
+  const level = (name: 'image' | 'pixel') => {
+    const part = value[name];
+    if (!isObject(part)) {
+      problems.push(`metadata ${key}.${name} is missing or not an object {threshold, min, max}`);
+      return null;
+    }
+    const out: Record<string, number> = {};
+    for (const field of ['threshold', 'min', 'max'] as const) {
+      const v = part[field];
+      if (typeof v !== 'number' || !Number.isFinite(v)) {
+        problems.push(`metadata ${key}.${name}.${field} must be a finite number (got ${JSON.stringify(v)})`);
+      } else {
+        out[field] = v;
+      }
+    }
+    if (out.min !== undefined && out.max !== undefined && !(out.max > out.min)) {
+      problems.push(`metadata ${key}.${name}: max (${out.max}) must be greater than min (${out.min}), scores are normalised by max - min`);
+    }
+    return out as { threshold: number; min: number; max: number };
+  };
+  const image = level('image');
+  const pixel = level('pixel');
+  if (value.source !== undefined && typeof value.source !== 'string') problems.push(`metadata ${key}.source must be a string`);
+  if (value.images !== undefined && (!Number.isInteger(value.images) || (value.images as number) < 0)) {
+    problems.push(`metadata ${key}.images must be a non-negative integer`);
+  }
+  if (problems.length > before || !image || !pixel) return null;
+  const calibration: Calibration = { image, pixel };
+  if (typeof value.source === 'string') calibration.source = value.source;
+  if (typeof value.images === 'number') calibration.images = value.images;
+  return calibration;
+}
+
+/**
+ * Check a decoded model against the contract. Returns the findings; throws nothing, so that a
+ * caller sees every problem of a file at once.
+ */
+export function checkContract(file: string, decoded: DecodedModel, hash: string): { problems: string[]; result: ModelFile | null; warnings: string[] } {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const metadata: Record<string, string> = {};
+  for (const entry of decoded.metadata_props ?? []) {
+    if (entry.key) metadata[entry.key] = entry.value ?? '';
+  }
+
+  // Graph: initializers may be listed as inputs in older IR versions; they are not inputs to feed.
+  const graph = decoded.graph ?? {};
+  const initializers = new Set((graph.initializer ?? []).map((t) => t.name));
+  const inputs = (graph.input ?? []).filter((v) => !initializers.has(v.name)).map(graphValue);
+  const outputs = (graph.output ?? []).map(graphValue);
+
+  let height = 0;
+  let width = 0;
+  const image = inputs.find((v) => v.name === INPUT_NAME);
+  if (!image) {
+    problems.push(`the graph has no input named "${INPUT_NAME}" (inputs: ${inputs.map((v) => `"${v.name}"`).join(', ') || 'none'})`);
+  } else {
+    const s = image.shape;
+    if (image.elemType !== FLOAT32) problems.push(`input "${INPUT_NAME}" must be float32, not ${typeName(image.elemType)}`);
+    if (!s || s.length !== 4) {
+      problems.push(`input "${INPUT_NAME}" must have shape [N, 3, H, W], not ${describeShape(s)}`);
+    } else {
+      if (!isDynamic(s[0])) problems.push(`input "${INPUT_NAME}" must have a dynamic batch axis, not a fixed ${String(s[0])} (shape ${describeShape(s)})`);
+      if (s[1] !== 3) problems.push(`input "${INPUT_NAME}" must have 3 channels (RGB), shape is ${describeShape(s)}`);
+      if (!isFixed(s[2]) || !isFixed(s[3])) {
+        problems.push(`input "${INPUT_NAME}" must have a fixed height and width, shape is ${describeShape(s)}`);
+      } else {
+        height = s[2];
+        width = s[3];
+      }
+    }
+  }
+  if (inputs.length > 1) {
+    problems.push(`the graph must have exactly one input ("${INPUT_NAME}"), it has ${inputs.length}: ${inputs.map((v) => `"${v.name}"`).join(', ')}`);
+  }
+
+  const map = outputs.find((v) => v.name === MAP_OUTPUT);
+  if (!map) {
+    problems.push(`the graph has no output named "${MAP_OUTPUT}" (outputs: ${outputs.map((v) => `"${v.name}"`).join(', ') || 'none'})`);
+  } else {
+    const s = map.shape;
+    if (map.elemType !== FLOAT32) problems.push(`output "${MAP_OUTPUT}" must be float32, not ${typeName(map.elemType)}`);
+    // Symbolic H/W (an exporter's computed axis names) cannot be checked here; the warm-up run checks them.
+    if (s !== null) {
+      if (s.length !== 4) {
+        problems.push(`output "${MAP_OUTPUT}" must have shape [N, 1, H, W], not ${describeShape(s)}`);
+      } else {
+        if (isFixed(s[0])) problems.push(`output "${MAP_OUTPUT}" must have a dynamic batch axis, shape is ${describeShape(s)}`);
+        if (s[1] !== 1 && typeof s[1] === 'number') problems.push(`output "${MAP_OUTPUT}" must have 1 channel, shape is ${describeShape(s)}`);
+        if (height && width && ((isFixed(s[2]) && s[2] !== height) || (isFixed(s[3]) && s[3] !== width))) {
+          problems.push(`output "${MAP_OUTPUT}" must be the input's size ${height}x${width}, shape is ${describeShape(s)}`);
+        }
+      }
+    }
+  }
+  const score = outputs.find((v) => v.name === SCORE_OUTPUT);
+  if (!score) {
+    problems.push(`the graph has no output named "${SCORE_OUTPUT}" (outputs: ${outputs.map((v) => `"${v.name}"`).join(', ') || 'none'})`);
+  } else {
+    if (score.elemType !== FLOAT32) problems.push(`output "${SCORE_OUTPUT}" must be float32, not ${typeName(score.elemType)}`);
+    if (score.shape !== null && (score.shape.length !== 1 || isFixed(score.shape[0]))) {
+      problems.push(`output "${SCORE_OUTPUT}" must have shape [N] with a dynamic N, not ${describeShape(score.shape)}`);
+    }
+  }
+
+  // Metadata.
+  const format = metadata['crad.format'];
+  if (format === undefined) {
+    const keys = Object.keys(metadata);
+    problems.push(`metadata crad.format is missing: not a CRAD model (metadata keys: ${keys.length ? keys.join(', ') : 'none'})`);
+    // Without the format key the other crad.* keys are noise to report; the file is not ours.
+    return { problems, result: null, warnings };
+  } else if (format !== CONTRACT_FORMAT) {
+    problems.push(`metadata crad.format is "${format}", this daemon reads format "${CONTRACT_FORMAT}"`);
+  }
+
+  const requiredText = (key: string): string => {
+    const v = metadata[key];
+    if (v === undefined || v.trim() === '') {
+      problems.push(`metadata ${key} is ${v === undefined ? 'missing' : 'empty'}`);
+      return '';
+    }
+    return v;
+  };
+  const variant = requiredText('crad.variant');
+  const backbone = requiredText('crad.backbone');
+
+  let input: ModelInfo['input'] | null = null;
+  const inputText = metadata['crad.input'];
+  if (inputText === undefined) {
+    problems.push('metadata crad.input is missing');
+  } else {
+    const v = parseJson('crad.input', inputText, problems);
+    if (v !== undefined) {
+      if (!isObject(v)) {
+        problems.push('metadata crad.input must be a JSON object {height, width, color, range, resize}');
+      } else {
+        const before = problems.length;
+        for (const key of ['height', 'width'] as const) {
+          if (!Number.isInteger(v[key]) || (v[key] as number) <= 0) problems.push(`metadata crad.input.${key} must be a positive integer (got ${JSON.stringify(v[key])})`);
+        }
+        if (height && width && Number.isInteger(v.height) && Number.isInteger(v.width) && (v.height !== height || v.width !== width)) {
+          problems.push(`metadata crad.input says ${String(v.height)}x${String(v.width)} but the graph's input "${INPUT_NAME}" is ${height}x${width}`);
+        }
+        if (v.color !== 'RGB') problems.push(`metadata crad.input.color must be "RGB" (got ${JSON.stringify(v.color)})`);
+        const range = v.range;
+        if (!Array.isArray(range) || range.length !== 2 || range[0] !== 0 || range[1] !== 1) {
+          problems.push(`metadata crad.input.range must be [0, 1] (got ${JSON.stringify(range)})`);
+        }
+        if (typeof v.resize !== 'string' || v.resize === '') problems.push(`metadata crad.input.resize must be a non-empty string (got ${JSON.stringify(v.resize)})`);
+        if (problems.length === before) {
+          input = { height: v.height as number, width: v.width as number, color: 'RGB', range: [0, 1], resize: v.resize as string };
+        }
+      }
+    }
+  }
+
+  let classes: string[] = [];
+  const classesText = metadata['crad.classes'];
+  if (classesText === undefined) {
+    problems.push('metadata crad.classes is missing');
+  } else {
+    const v = parseJson('crad.classes', classesText, problems);
+    if (v !== undefined) {
+      if (!Array.isArray(v) || v.length === 0 || v.some((c) => typeof c !== 'string' || c === '')) {
+        problems.push(`metadata crad.classes must be a non-empty JSON list of class names (got ${JSON.stringify(v).slice(0, 80)})`);
+      } else {
+        classes = v as string[];
+      }
+    }
+  }
+
+  let calibration: Calibration | null = null;
+  const calibrationText = metadata['crad.calibration'];
+  if (calibrationText === undefined) {
+    warnings.push(`model ${file} is uncalibrated (no crad.calibration): raw scores only, no normalised score or verdict`);
+  } else {
+    const v = parseJson('crad.calibration', calibrationText, problems);
+    if (v !== undefined) calibration = parseCalibration(v, problems);
+  }
+
+  let training: Record<string, unknown> | null = null;
+  const trainingText = metadata['crad.training'];
+  if (trainingText !== undefined) {
+    const v = parseJson('crad.training', trainingText, problems);
+    if (v !== undefined) {
+      if (isObject(v)) training = v;
+      else problems.push('metadata crad.training must be a JSON object');
+    }
+  }
+
+  if (problems.length > 0 || !input) return { problems, result: null, warnings };
+
+  const opset = (decoded.opset_import ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? null;
+  const modelVersion = decoded.model_version ?? 0;
+  return {
+    problems,
+    warnings,
+    result: {
+      info: {
+        path: file,
+        hash,
+        name: path.basename(file).replace(/\.onnx$/i, ''),
+        variant,
+        backbone,
+        // The ModelProto's model_version when the exporter set one, else the content hash prefix:
+        // either way two different files never show the same version.
+        version: modelVersion > 0 ? String(modelVersion) : hash.slice(0, 12),
+        input,
+        classes,
+        calibration,
+        training,
+      },
+      bytes: new Uint8Array(0),
+      height,
+      width,
+      warnings,
+      metadata,
+      opset,
+    },
+  };
+}
+
+/**
+ * Read a model file, hash it and check the contract. Throws ModelFileError (missing, unreadable,
+ * not ONNX) or ModelContractError (ONNX, but not a CRAD model this daemon can run).
+ */
+export async function readModelFile(file: string): Promise<ModelFile> {
+  let bytes: Buffer;
+  try {
+    bytes = await fs.readFile(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'does not exist' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'is not readable (permission denied)' : (err as Error).message;
+    throw new ModelFileError(file, `model file ${file} ${why}`);
+  }
+  if (bytes.length === 0) throw new ModelFileError(file, `model file ${file} is empty`);
+  const hash = createHash('sha256').update(bytes).digest('hex');
+  const decoded = decodeModelProto(file, bytes);
+  const { problems, result } = checkContract(file, decoded, hash);
+  if (!result) throw new ModelContractError(file, problems);
+  result.bytes = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return result;
+}

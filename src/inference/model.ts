@@ -1,0 +1,277 @@
+// The loaded model: an onnxruntime session over a contract-checked file, the OpenCV
+// preprocessing that feeds it, and the session's lifetime (release() frees native memory;
+// sessions re-created without it leak on a line PC that reloads models for months).
+import * as ort from 'onnxruntime-node';
+import cv, { type Mat } from '../cv.js';
+import type { Frame } from '../capture/frame.js';
+import type { AppConfig } from '../config/load.js';
+import type { Logger } from '../service/log.js';
+import { INPUT_NAME, MAP_OUTPUT, ModelContractError, ModelFileError, readModelFile, SCORE_OUTPUT, type ModelFile } from './model-file.js';
+import type { FrameInference, Inference, ModelInfo } from './types.js';
+
+export interface ModelOptions {
+  /** onnxruntime execution providers in order of preference; cpu is always tried last. */
+  executionProviders: string[];
+  intraOpThreads: number;
+  interOpThreads: number;
+  graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
+  memoryArena: boolean;
+  warmupRuns: number;
+  /** Largest batch the pipeline sends; warm-up also runs it once, so the first real batch is not slow. */
+  maxBatch: number;
+  tensorrt: { fp16: boolean; engineCacheDir: string; workspaceBytes: number };
+  cuda: { deviceId: number };
+}
+
+/** ModelOptions from the config's model and inference sections. */
+export function modelOptions(config: AppConfig): ModelOptions {
+  const m = config.model;
+  return {
+    executionProviders: [...m.executionProviders],
+    intraOpThreads: m.intraOpThreads,
+    interOpThreads: m.interOpThreads,
+    graphOptimization: m.graphOptimization as ModelOptions['graphOptimization'],
+    memoryArena: m.memoryArena,
+    warmupRuns: m.warmupRuns,
+    maxBatch: config.inference.maxBatch,
+    tensorrt: { ...m.tensorrt },
+    cuda: { ...m.cuda },
+  };
+}
+
+export interface CradModel {
+  readonly info: ModelInfo;
+  /** Preprocess and run one batch. Runs are serialised: the input buffer is reused. */
+  run(frames: Frame[]): Promise<Inference>;
+  /** Release the onnxruntime session (waits for a run in flight). Safe to call more than once. */
+  release(): Promise<void>;
+}
+
+type Roi = { x: number; y: number; width: number; height: number };
+
+/**
+ * The part of the frame the model inspects: the frame's ROI clipped to the image, or the whole
+ * image. Post-processing maps boxes back through the same rectangle.
+ */
+export function effectiveRoi(frame: Pick<Frame, 'image' | 'roi' | 'cameraId' | 'sequence'>): Roi {
+  const { cols, rows } = frame.image;
+  if (!frame.roi) return { x: 0, y: 0, width: cols, height: rows };
+  const x0 = Math.max(0, frame.roi.x);
+  const y0 = Math.max(0, frame.roi.y);
+  const x1 = Math.min(cols, frame.roi.x + frame.roi.width);
+  const y1 = Math.min(rows, frame.roi.y + frame.roi.height);
+  if (x1 <= x0 || y1 <= y0) {
+    throw new Error(
+      `camera ${frame.cameraId} frame ${frame.sequence}: ROI ${JSON.stringify(frame.roi)} lies outside the ${cols}x${rows} image`,
+    );
+  }
+  return { x: x0, y: y0, width: x1 - x0, height: y1 - y0 };
+}
+
+/** The trainer's resize rule (training/crad/data.py): bilinear only when both sides grow, else area. */
+export function resizeInterpolation(src: { width: number; height: number }, dst: { width: number; height: number }): number {
+  return dst.height >= src.height && dst.width >= src.width ? cv.INTER_LINEAR : cv.INTER_AREA;
+}
+
+/**
+ * Write one frame into `input` at `offset` as the contract wants it: RGB planes (NCHW), float32
+ * in [0, 1], resized to height x width. All pixel work is OpenCV; JS only copies three planes.
+ */
+export async function preprocessFrame(frame: Frame, input: Float32Array, offset: number, height: number, width: number): Promise<void> {
+  const image = frame.image;
+  if (image.empty) throw new Error(`camera ${frame.cameraId} frame ${frame.sequence}: the image is empty (released?)`);
+  if (image.depth !== cv.CV_8U) {
+    throw new Error(`camera ${frame.cameraId} frame ${frame.sequence}: image depth ${image.depth} is not 8-bit; capture must deliver 8-bit BGR`);
+  }
+  const roi = effectiveRoi(frame);
+  const owned: Mat[] = [];
+  const own = (m: Mat): Mat => {
+    owned.push(m);
+    return m;
+  };
+  try {
+    const wholeImage = roi.x === 0 && roi.y === 0 && roi.width === image.cols && roi.height === image.rows;
+    // getRegion is a view (no copy); releasing the view leaves the frame's image alone.
+    let mat = wholeImage ? image : own(image.getRegion(new cv.Rect(roi.x, roi.y, roi.width, roi.height)));
+    if (roi.width !== width || roi.height !== height) {
+      // The one large operation (full-resolution ROI in): async, so capture and MQTT keep running.
+      mat = own(await mat.resizeAsync(height, width, 0, 0, resizeInterpolation(roi, { width, height })));
+    }
+    if (mat.channels === 1) mat = own(mat.cvtColor(cv.COLOR_GRAY2BGR));
+    else if (mat.channels === 4) mat = own(mat.cvtColor(cv.COLOR_BGRA2BGR));
+    else if (mat.channels !== 3) throw new Error(`camera ${frame.cameraId} frame ${frame.sequence}: ${mat.channels}-channel image is not supported`);
+    const scaled = own(mat.convertTo(cv.CV_32FC3, 1 / 255));
+    const planes = scaled.splitChannels();
+    for (const plane of planes) own(plane);
+    // BGR planes written in reverse order = BGR->RGB without a cvtColor pass.
+    const planeBytes = height * width * 4;
+    const target = new Uint8Array(input.buffer, input.byteOffset + offset * 4, 3 * planeBytes);
+    for (let c = 0; c < 3; c++) {
+      const data = planes[2 - c]!.getData();
+      if (data.length !== planeBytes) throw new Error(`internal: plane of ${data.length} bytes, expected ${planeBytes}`);
+      // Byte copy: a Buffer from getData need not be 4-byte aligned for a Float32Array view.
+      target.set(data, c * planeBytes);
+    }
+  } finally {
+    for (const m of owned) m.release();
+  }
+}
+
+/** Preprocess a batch into the start of `input` (NCHW, frame i at i*3*H*W). */
+export async function preprocessInto(frames: Frame[], input: Float32Array, height: number, width: number): Promise<void> {
+  const perFrame = 3 * height * width;
+  if (input.length < frames.length * perFrame) throw new Error(`input buffer holds ${input.length / perFrame} frames, batch has ${frames.length}`);
+  for (let i = 0; i < frames.length; i++) await preprocessFrame(frames[i]!, input, i * perFrame, height, width);
+}
+
+function providerConfig(name: string, options: ModelOptions): ort.InferenceSession.ExecutionProviderConfig {
+  switch (name) {
+    case 'cuda':
+      return { name: 'cuda', deviceId: options.cuda.deviceId };
+    case 'tensorrt':
+      return { name: 'tensorrt', deviceId: options.cuda.deviceId };
+    default:
+      return name;
+  }
+}
+
+function sessionOptions(options: ModelOptions): ort.InferenceSession.SessionOptions {
+  const base: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: options.graphOptimization,
+    enableCpuMemArena: options.memoryArena,
+    // onnxruntime's own log goes to stderr unformatted; keep only its errors.
+    logSeverityLevel: 3,
+  };
+  // 0 means "runtime default" in the config; onnxruntime takes 0 the same way, but omit it to be plain.
+  return {
+    ...base,
+    ...(options.intraOpThreads > 0 ? { intraOpNumThreads: options.intraOpThreads } : {}),
+    ...(options.interOpThreads > 0 ? { interOpNumThreads: options.interOpThreads } : {}),
+  };
+}
+
+/**
+ * Create a session on the first execution provider of the preference list that works, logging
+ * each one that does not and naming the one in use. cpu is always the last resort.
+ */
+async function createSession(file: ModelFile, options: ModelOptions, log: Logger): Promise<{ session: ort.InferenceSession; provider: string }> {
+  const preference = [...new Set([...options.executionProviders.map((p) => p.toLowerCase()), 'cpu'])];
+  if (preference.includes('tensorrt')) {
+    // onnxruntime-node's binding hands TensorRT only the device id (its session_options_helper
+    // ignores every other TensorRT option, and the EP then ignores the ORT_TENSORRT_* variables).
+    log.warn(
+      { fp16: options.tensorrt.fp16, engineCacheDir: options.tensorrt.engineCacheDir, workspaceBytes: options.tensorrt.workspaceBytes },
+      'model.tensorrt.* options cannot be passed through onnxruntime-node; TensorRT will run with its defaults (fp32, no engine cache) if it is used',
+    );
+  }
+  const failures: string[] = [];
+  for (const name of preference) {
+    try {
+      const session = await ort.InferenceSession.create(file.bytes, { ...sessionOptions(options), executionProviders: [providerConfig(name, options)] });
+      if (failures.length > 0) log.warn({ provider: name, skipped: failures }, `execution provider fallback: running on ${name}`);
+      return { session, provider: name };
+    } catch (err) {
+      const message = (err as Error).message.split('\n')[0] ?? String(err);
+      failures.push(`${name}: ${message}`);
+      log.warn({ provider: name, err: message }, `execution provider ${name} is not usable, trying the next one`);
+    }
+  }
+  throw new ModelFileError(file.info.path, `onnxruntime cannot load model ${file.info.path}: ${failures.join('; ')}`);
+}
+
+class OrtCradModel implements CradModel {
+  private input = new Float32Array(0);
+  private queue: Promise<unknown> = Promise.resolve();
+  private released = false;
+
+  constructor(
+    readonly info: ModelInfo,
+    private readonly session: ort.InferenceSession,
+    private readonly height: number,
+    private readonly width: number,
+  ) {}
+
+  run(frames: Frame[]): Promise<Inference> {
+    const next = this.queue.then(() => this.runNow(frames));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async runNow(frames: Frame[]): Promise<Inference> {
+    if (this.released) throw new Error(`model ${this.info.path} has been released`);
+    const n = frames.length;
+    if (n === 0) return { frames: [], model: this.info, timings: { preprocessMs: 0, inferenceMs: 0, batchSize: 0 } };
+    const t0 = performance.now();
+    const perFrame = 3 * this.height * this.width;
+    if (this.input.length < n * perFrame) this.input = new Float32Array(n * perFrame);
+    await preprocessInto(frames, this.input, this.height, this.width);
+    const t1 = performance.now();
+    const { maps, scores } = await this.infer(this.input.subarray(0, n * perFrame), n);
+    const t2 = performance.now();
+    const plane = this.height * this.width;
+    const results: FrameInference[] = frames.map((frame, i) => ({
+      frame,
+      raw: scores[i]!,
+      map: maps.subarray(i * plane, (i + 1) * plane),
+      mapHeight: this.height,
+      mapWidth: this.width,
+    }));
+    return { frames: results, model: this.info, timings: { preprocessMs: t1 - t0, inferenceMs: t2 - t1, batchSize: n } };
+  }
+
+  /** session.run on an NCHW batch, with the output shapes the contract promises checked. */
+  async infer(data: Float32Array, n: number): Promise<{ maps: Float32Array; scores: Float32Array }> {
+    const feeds = { [INPUT_NAME]: new ort.Tensor('float32', data, [n, 3, this.height, this.width]) };
+    const out = await this.session.run(feeds, [MAP_OUTPUT, SCORE_OUTPUT]);
+    const map = out[MAP_OUTPUT]!;
+    const score = out[SCORE_OUTPUT]!;
+    const mapDims = map.dims.join('x');
+    if (map.type !== 'float32' || mapDims !== `${n}x1x${this.height}x${this.width}`) {
+      throw new ModelContractError(this.info.path, [`output "${MAP_OUTPUT}" came back as ${map.type} [${map.dims.join(', ')}], expected float32 [${n}, 1, ${this.height}, ${this.width}]`]);
+    }
+    if (score.type !== 'float32' || score.dims.join('x') !== `${n}`) {
+      throw new ModelContractError(this.info.path, [`output "${SCORE_OUTPUT}" came back as ${score.type} [${score.dims.join(', ')}], expected float32 [${n}]`]);
+    }
+    return { maps: map.data as Float32Array, scores: score.data as Float32Array };
+  }
+
+  /** Blank batches through the model, so that the first real frame does not pay for allocation. */
+  async warmUp(runs: number, maxBatch: number): Promise<void> {
+    const sizes = [...Array<number>(Math.max(1, runs)).fill(1), ...(maxBatch > 1 ? [maxBatch] : [])];
+    for (const n of sizes) await this.infer(new Float32Array(n * 3 * this.height * this.width), n);
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await this.queue;
+    this.input = new Float32Array(0);
+    await this.session.release();
+  }
+}
+
+/**
+ * Load a CRAD model: read and check the file against the contract, open an onnxruntime session
+ * on the preferred execution provider, and warm it up. Every failure is a ModelFileError (or
+ * ModelContractError) whose message names the file and what is wrong.
+ */
+export async function loadModel(path: string, options: ModelOptions, log: Logger): Promise<CradModel> {
+  const file = await readModelFile(path);
+  for (const warning of file.warnings) log.warn({ model: path }, warning);
+  const { session, provider } = await createSession(file, options, log);
+  const info: ModelInfo = { ...file.info, executionProvider: provider };
+  const model = new OrtCradModel(info, session, file.height, file.width);
+  try {
+    // At least one run even when warmupRuns is 0: it is what checks the output shapes.
+    await model.warmUp(options.warmupRuns, options.maxBatch);
+  } catch (err) {
+    await model.release();
+    if (err instanceof ModelFileError) throw err;
+    throw new ModelFileError(path, `model ${path} failed its warm-up run on ${provider}: ${(err as Error).message}`);
+  }
+  log.info(
+    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, calibrated: info.calibration !== null, provider },
+    `model loaded on execution provider ${provider}`,
+  );
+  return model;
+}
