@@ -1,0 +1,404 @@
+"""Evaluation: predictions, the metrics, and the report (JSON, Markdown table, overlays).
+
+Metrics (per class, then the unweighted mean over classes), all on maps at the model's input
+size, and all raw: an AUC below 0.5 is reported as it is, never flipped.
+
+- image AUROC: label 1 when the sample is labelled defective or its mask has a defect pixel.
+- pixel AUROC: over every pixel of the class's images that have a mask or are normal
+  (defect images without a mask are left out of the pixel metrics).
+- AUPRO (to FPR 0.3): the per-region overlap of Bergmann et al. (MVTec AD): each connected
+  component (8-connectivity) of the ground-truth masks is a region; at a threshold, PRO is the
+  mean over all regions of the fraction of the region's pixels above it, and FPR is the
+  fraction of normal pixels above it. The PRO-over-FPR curve, exact at every distinct score,
+  is integrated (trapezoids, linear interpolation at the limit) from 0 to 0.3 and divided by 0.3.
+- F1-max: the best image-level F1 over all thresholds (predicted defective when score >= t).
+
+A metric that is undefined for a class (no defect images, no regions) is NaN (null in JSON)
+and the mean is taken over the classes where it is defined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from .data import (GOOD, LAYOUTS, DataError, Sample, limit_samples, load_samples, read_image,
+                   read_image_uint8, sample_mask, warn_skipped)
+
+log = logging.getLogger("crad.evaluate")
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+METRIC_TITLES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO@0.3", "f1_max": "F1-max"}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _descending(scores: np.ndarray, positive: np.ndarray):
+    """Sort by score, high first: (distinct-threshold end indices, sorted scores, sorted positives)."""
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    sorted_positive = positive[order]
+    del order
+    ends = np.flatnonzero(np.diff(sorted_scores)) if sorted_scores.size > 1 else np.zeros(0, np.int64)
+    ends = np.append(ends, sorted_scores.size - 1)
+    return ends, sorted_scores, sorted_positive
+
+
+def _check_pair(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).reshape(-1).astype(bool)
+    scores = np.asarray(scores).reshape(-1)
+    if labels.shape != scores.shape:
+        raise ValueError(f"{what}: {labels.size} labels but {scores.size} scores")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{what}: scores contain NaN or infinity")
+    return labels, scores
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half), NaN when only one class is present."""
+    labels, scores = _check_pair(labels, scores, "auroc")
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ends, _, sorted_positive = _descending(scores, labels)
+    tp = np.cumsum(sorted_positive, dtype=np.int64)[ends]
+    fp = ends + 1 - tp
+    tpr = np.concatenate([[0.0], tp / positives])
+    fpr = np.concatenate([[0.0], fp / negatives])
+    return float(np.trapz(tpr, fpr))
+
+
+def image_labels(samples: Sequence[Sample], masks: np.ndarray | None) -> np.ndarray:
+    """1 for a sample labelled defective or with any defect pixel in its mask."""
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    if masks is not None:
+        labels = np.maximum(labels, (masks.reshape(len(samples), -1).max(axis=1) > 0).astype(np.int64))
+    return labels
+
+
+def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return auroc(labels, scores)
+
+
+def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
+    """AUROC over every pixel: masks (N,H,W) 0/1, maps (N,H,W)."""
+    if masks.shape != maps.shape:
+        raise ValueError(f"pixel_auroc: masks {masks.shape} and maps {maps.shape} differ in shape")
+    return auroc(masks.reshape(-1) > 0, maps.reshape(-1))
+
+
+def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(max F1, its threshold t): predicted positive when score >= t. NaN when no positives."""
+    labels, scores = _check_pair(labels, scores, "f1")
+    positives = int(labels.sum())
+    if positives == 0:
+        return float("nan"), float("nan")
+    ends, sorted_scores, sorted_positive = _descending(scores, labels)
+    tp = np.cumsum(sorted_positive, dtype=np.int64)[ends]
+    predicted = ends + 1
+    f1 = 2.0 * tp / (predicted + positives)  # 2TP / (2TP + FP + FN)
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(sorted_scores[ends[best]])
+
+
+def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
+    return best_f1(labels, scores)[0]
+
+
+def region_labels(masks: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components (8-connectivity) of each mask, numbered 1..K across all images."""
+    regions = np.zeros(masks.shape, dtype=np.int32)
+    total = 0
+    for i, mask in enumerate(masks):
+        count, labelled = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+        if count > 1:
+            regions[i] = np.where(labelled > 0, labelled + total, 0)
+            total += count - 1
+    return regions, total
+
+
+def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """Normalised area under the PRO curve up to `fpr_limit` (see the module docstring)."""
+    if masks.shape != maps.shape:
+        raise ValueError(f"aupro: masks {masks.shape} and maps {maps.shape} differ in shape")
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"aupro: fpr_limit must be in (0, 1], got {fpr_limit}")
+    regions, count = region_labels(masks)
+    negatives = int((regions == 0).sum())
+    if count == 0 or negatives == 0:
+        return float("nan")
+    region_sizes = np.bincount(regions.reshape(-1), minlength=count + 1).astype(np.float64)
+    # each defect pixel moves PRO by 1 / (K * size of its region) when the threshold passes it
+    pixel_weight = np.zeros(count + 1, np.float64)
+    pixel_weight[1:] = 1.0 / (count * region_sizes[1:])
+    flat_regions = regions.reshape(-1)
+    ends, _, sorted_regions = _descending(maps.reshape(-1).astype(np.float32), flat_regions)
+    is_negative = sorted_regions == 0
+    false_positives = np.cumsum(is_negative, dtype=np.int64)[ends]
+    positive_weights = pixel_weight[sorted_regions[~is_negative]]
+    pro_prefix = np.concatenate([[0.0], np.cumsum(positive_weights)])
+    pro = pro_prefix[ends + 1 - false_positives]
+    fpr = false_positives / negatives
+    fpr = np.concatenate([[0.0], fpr])
+    pro = np.concatenate([[0.0], pro])
+    inside = fpr <= fpr_limit
+    x, y = fpr[inside], pro[inside]
+    if x[-1] < fpr_limit and inside.sum() < fpr.size:
+        nxt = int(inside.sum())  # first point past the limit: interpolate the curve at the limit
+        x0, x1, y0, y1 = fpr[nxt - 1], fpr[nxt], pro[nxt - 1], pro[nxt]
+        y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
+        x, y = np.append(x, fpr_limit), np.append(y, y_limit)
+    return float(np.trapz(y, x) / fpr_limit)
+
+
+# ----------------------------------------------------------------------------- predictions
+
+
+def _device_of(detector) -> "object":
+    import torch
+
+    try:
+        return next(detector.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def predict_with_skips(detector, samples: Sequence[Sample], size: int, batch: int = 16):
+    """(maps (N,S,S) float32, scores (N,) float32, kept samples, skipped paths).
+
+    `detector(images)` must return (maps (N,1,S,S), scores (N,)), like CradDetector and the
+    PatchCore baseline.
+    """
+    import torch
+
+    if hasattr(detector, "eval"):
+        detector.eval()
+    device = _device_of(detector)
+    maps: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    kept: list[Sample] = []
+    skipped: list[str] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        with torch.no_grad():
+            out_maps, out_scores = detector(torch.from_numpy(np.stack(pending)).to(device))
+        maps.append(out_maps.detach().float().cpu().numpy()[:, 0])
+        scores.append(out_scores.detach().float().cpu().numpy().reshape(-1))
+        pending.clear()
+
+    for sample in samples:
+        image = read_image(sample.path, size)
+        if image is None:
+            skipped.append(sample.path)
+            continue
+        pending.append(image)
+        kept.append(sample)
+        if len(pending) == batch:
+            flush()
+    flush()
+    warn_skipped(skipped)
+    if not kept:
+        raise DataError("no readable images to predict")
+    return np.concatenate(maps), np.concatenate(scores), kept, skipped
+
+
+def predict(detector, samples: Sequence[Sample], size: int, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(maps (N,S,S), scores (N,)) aligned with `samples`; an unreadable image is an error."""
+    maps, scores, _, skipped = predict_with_skips(detector, samples, size, batch)
+    if skipped:
+        raise DataError(f"cannot read {len(skipped)} image(s): {', '.join(skipped[:10])}")
+    return maps, scores
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def class_metrics(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, masks: np.ndarray,
+                  fpr_limit: float = 0.3) -> dict:
+    """The four metrics for one class, plus counts."""
+    labels = image_labels(samples, masks)
+    # defect images without a ground-truth mask cannot be scored per pixel
+    with_pixels = np.array([not (s.label == 1 and s.mask_path is None) for s in samples])
+    f1, threshold = best_f1(labels, scores)
+    return {
+        "image_auroc": image_auroc(labels, scores),
+        "pixel_auroc": pixel_auroc(masks[with_pixels], maps[with_pixels]) if with_pixels.any() else float("nan"),
+        "aupro": aupro(masks[with_pixels], maps[with_pixels], fpr_limit) if with_pixels.any() else float("nan"),
+        "f1_max": f1,
+        "f1_threshold": threshold,
+        "good": int((labels == 0).sum()),
+        "defect": int((labels == 1).sum()),
+        "pixel_images": int(with_pixels.sum()),
+    }
+
+
+def mean_metrics(per_class: dict[str, dict]) -> dict:
+    mean = {}
+    for metric in METRICS:
+        values = [m[metric] for m in per_class.values() if math.isfinite(m[metric])]
+        mean[metric] = float(np.mean(values)) if values else float("nan")
+    return mean
+
+
+def compute_metrics(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, fpr_limit: float = 0.3) -> dict:
+    """{"classes": {name: metrics}, "mean": {...}} for predictions aligned with `samples`."""
+    size = maps.shape[-1]
+    per_class: dict[str, dict] = {}
+    for class_name in sorted({s.class_name for s in samples}):
+        index = [i for i, s in enumerate(samples) if s.class_name == class_name]
+        chosen = [samples[i] for i in index]
+        masks = np.stack([sample_mask(s, size) for s in chosen])
+        per_class[class_name] = class_metrics(chosen, maps[index], scores[index], masks, fpr_limit)
+    return {"classes": per_class, "mean": mean_metrics(per_class)}
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
+
+
+def markdown_table(results: dict, title: str | None = None) -> str:
+    header = "| class | good | defect | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " |"
+    lines = ([f"## {title}", ""] if title else []) + [header, "|" + " --- |" * (3 + len(METRICS))]
+    for name, m in results["classes"].items():
+        lines.append(f"| {name} | {m['good']} | {m['defect']} | " + " | ".join(_percent(m[k]) for k in METRICS) + " |")
+    mean = results["mean"]
+    lines.append("| **mean** | | | " + " | ".join(_percent(mean[k]) for k in METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def overlay_image(image_rgb: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray, low: float, high: float,
+                  caption: str) -> np.ndarray:
+    """Three panels side by side (BGR for cv2.imwrite): image, heatmap, heatmap over image with
+    the ground-truth mask contour in green."""
+    span = max(high - low, 1e-12)
+    heat = np.clip((anomaly_map - low) / span, 0, 1)
+    heat_bgr = cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    image_bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    blended = cv2.addWeighted(image_bgr, 0.5, heat_bgr, 0.5, 0)
+    contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(blended, contours, -1, (0, 255, 0), 1)
+    panel = np.hstack([image_bgr, heat_bgr, blended])
+    cv2.putText(panel, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return panel
+
+
+def _overlay_choice(samples: Sequence[Sample], index: list[int], count: int) -> list[int]:
+    """Defect and good samples in turn (defects first), in path order: deterministic."""
+    defects = sorted((i for i in index if samples[i].label == 1), key=lambda i: samples[i].path)
+    goods = sorted((i for i in index if samples[i].label == 0), key=lambda i: samples[i].path)
+    chosen: list[int] = []
+    while len(chosen) < count and (defects or goods):
+        for pool in (defects, goods):
+            if pool and len(chosen) < count:
+                chosen.append(pool.pop(0))
+    return chosen
+
+
+def write_overlays(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, out_dir: Path, per_class: int) -> list[str]:
+    size = maps.shape[-1]
+    written: list[str] = []
+    for class_name in sorted({s.class_name for s in samples}):
+        index = [i for i, s in enumerate(samples) if s.class_name == class_name]
+        low, high = float(maps[index].min()), float(maps[index].max())  # one colour scale per class
+        for i in _overlay_choice(samples, index, per_class):
+            sample = samples[i]
+            image = read_image_uint8(sample.path, size)
+            if image is None:
+                continue
+            caption = f"{sample.defect} score {scores[i]:.4g}"
+            panel = overlay_image(image, maps[i], sample_mask(sample, size), low, high, caption)
+            path = out_dir / "overlays" / class_name / f"{sample.defect}_{Path(sample.path).stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), panel)
+            written.append(str(path))
+    return written
+
+
+def write_report(results: dict, out_dir: str | Path, title: str) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(_nan_to_none(results), indent=2) + "\n")
+    (out_dir / "results.md").write_text(markdown_table(results, title))
+
+
+def evaluate_predictions(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, out_dir: str | Path | None,
+                         overlays_per_class: int = 3, title: str = "evaluation", extra: dict | None = None) -> dict:
+    """Metrics for predictions aligned with `samples`; writes the report when out_dir is given."""
+    results = compute_metrics(samples, maps, scores)
+    results.update(extra or {})
+    if out_dir is not None:
+        if overlays_per_class > 0:
+            results["overlays"] = write_overlays(samples, maps, scores, Path(out_dir), overlays_per_class)
+        write_report(results, out_dir, title)
+    return results
+
+
+def evaluate(detector, samples: Sequence[Sample], out_dir: str | Path | None, overlays_per_class: int = 3,
+             size: int | None = None, batch: int = 16, title: str = "evaluation") -> dict:
+    """Predict, score and report. Unreadable images are skipped (counted in the results)."""
+    size = size or int(getattr(detector, "input_size", 224))
+    start = time.perf_counter()
+    maps, scores, kept, skipped = predict_with_skips(detector, samples, size, batch)
+    seconds = time.perf_counter() - start
+    extra = {"images": len(kept), "skipped": skipped, "size": size,
+             "predict_seconds": seconds, "ms_per_image": 1000.0 * seconds / len(kept)}
+    return evaluate_predictions(kept, maps, scores, out_dir, overlays_per_class, title, extra)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Evaluate a CRAD checkpoint: image/pixel AUROC, AUPRO@0.3, F1-max, overlays."
+    parser.add_argument("--model", required=True, help="CRAD checkpoint (.pt) written by `crad train`")
+    parser.add_argument("--data", required=True, help="dataset root (or JSON Lines meta file)")
+    parser.add_argument("--layout", default="auto", choices=LAYOUTS)
+    parser.add_argument("--meta", help="JSON Lines meta file for --layout jsonl (default <data>/test.jsonl)")
+    parser.add_argument("--split", default="test", choices=("train", "test"))
+    parser.add_argument("--classes", nargs="+", help="classes to evaluate (default: all)")
+    parser.add_argument("--out", required=True, help="folder for results.json, results.md and overlays/")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--overlays", type=int, default=3, help="overlay images per class (0: none)")
+    parser.add_argument("--limit", type=int, help="at most N images per class and label (seeded; smoke tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --limit")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .model import load_detector
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    detector, extra = load_detector(args.model)
+    samples = load_samples(args.data, args.layout, args.split, args.classes, args.meta)
+    samples = limit_samples(samples, args.limit, args.seed)
+    results = evaluate(detector, samples, args.out, args.overlays, batch=args.batch,
+                       title=f"{Path(args.model).name} on {args.data}")
+    results["model"] = str(args.model)
+    write_report(results, args.out, f"{Path(args.model).name} on {args.data}")
+    print(markdown_table(results))
+    print(f"wrote {Path(args.out) / 'results.json'} and results.md ({results['ms_per_image']:.1f} ms/image)")
+    return 0
