@@ -336,6 +336,7 @@ export const schema = {
     username: { doc: 'MQTT username (empty = none).', format: String, default: '', env: 'CRAD_MQTT_USERNAME' },
     password: { doc: 'MQTT password.', format: String, default: '', sensitive: true, env: 'CRAD_MQTT_PASSWORD' },
     keepaliveSec: { doc: 'MQTT keepalive in seconds.', format: 'nat', default: 30 },
+    connectTimeoutMs: { doc: 'Give up one broker connection attempt (TCP + TLS + CONNACK) after this long, then back off and retry.', format: 'nat', default: 10000 },
     topicPrefix: {
       doc: 'ISA-95 style topic prefix without the device level, e.g. acme/plant1/line3. Topics are <topicPrefix>/<device.id>/...',
       format: 'topic-prefix',
@@ -369,6 +370,11 @@ export const schema = {
     maxBytes: { doc: 'Largest outbox size in bytes; oldest messages are dropped (and counted) beyond it.', format: 'nat', default: 512 * 1024 * 1024 },
     maxAgeHours: { doc: 'Messages older than this are dropped (and counted).', format: Number, default: 72 },
     includeImages: { doc: 'Keep crops and overlays in the outbox too (otherwise they are sent only while connected).', format: Boolean, default: false },
+    inflight: {
+      doc: 'Most outbox messages sent and not yet acknowledged at a time (paces a replay after an outage); the broker\'s MQTT 5 Receive Maximum lowers it further.',
+      format: 'nat',
+      default: 20,
+    },
   },
   remoteConfig: {
     enabled: { doc: 'Accept configuration pushes on <prefix>/config/set.', format: Boolean, default: true },
