@@ -71,8 +71,9 @@ config
   .description('sign a remote config push with an Ed25519 private key (PEM); prints the signed request')
   .argument('<request>', 'JSON file with {transaction, baseRevision, changes}')
   .requiredOption('-k, --key <file>', 'Ed25519 private key, PEM')
-  .action((request: string, opts: { key: string }) => {
-    process.exitCode = signCommand(request, opts.key);
+  .requiredOption('-d, --device <id>', 'device id the push is for (a signature is valid for that device only)')
+  .action((request: string, opts: { key: string; device: string }) => {
+    process.exitCode = signCommand(request, opts.key, opts.device);
   });
 
 program

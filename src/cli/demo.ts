@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Aedes } from 'aedes';
 import mqtt from 'mqtt';
-import { validateConfigObject } from '../config/load.js';
+import { loadConfig } from '../config/load.js';
 import { Daemon } from '../service/daemon.js';
 import { createLogger } from '../service/log.js';
 
@@ -34,20 +34,16 @@ export async function demoCommand(opts: DemoOptions): Promise<number> {
     return 1;
   }
   const state = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-demo-'));
-  const prefix = 'crad-demo/line1';
-  const config = validateConfigObject({
-    device: { id: 'demo' },
-    log: { level: 'warn' },
-    model: { path: path.join(repoRoot, 'models/demo/crad-demo.onnx'), modelsDir: path.join(repoRoot, 'models') },
-    cameras: [{ id: 'cam1', source: 'folder', path: path.join(repoRoot, 'samples'), loop: true, fps: opts.fps }],
-    mqtt: { url: `mqtt://127.0.0.1:${opts.port}`, protocolVersion: 4, topicPrefix: prefix },
-    overlay: { enabled: true },
+  const config = loadConfig(path.join(repoRoot, 'config/demo.json'), {
+    mqtt: { url: `mqtt://127.0.0.1:${opts.port}` },
     outbox: { path: path.join(state, 'outbox.sqlite') },
     service: { stateDir: state },
   });
+  for (const camera of config.cameras) camera.fps = opts.fps;
+  const prefix = config.mqtt.topicPrefix;
   const log = createLogger('warn');
   const daemon = new Daemon({ config, log });
-  const topic = `${prefix}/demo`;
+  const topic = `${prefix}/${config.device.id}`;
   console.log(`demo: broker on mqtt://127.0.0.1:${opts.port}; results under ${topic}/cam1/...`);
   console.log(`demo: watch with: mosquitto_sub -h 127.0.0.1 -p ${opts.port} -V mqttv311 -v -t '${topic}/#'`);
 

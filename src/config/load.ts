@@ -1,6 +1,7 @@
 // Loading and validating configuration: defaults <- config file <- environment.
 import fs from 'node:fs';
 import path from 'node:path';
+import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { makeConfig, validateCamera, type CameraConfig } from './schema.js';
 
 type Props = ReturnType<ReturnType<typeof makeConfig>['getProperties']>;
@@ -26,11 +27,13 @@ export function loadConfig(file?: string, overrides: Record<string, unknown> = {
     } catch (err) {
       throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
     }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+    // JSON with comments, so example configs can explain themselves.
+    const errors: ParseError[] = [];
+    const parsed: unknown = parseJsonc(text, errors, { allowTrailingComma: true, disallowComments: false });
+    if (errors.length > 0) {
+      const first = errors[0]!;
+      const line = text.slice(0, first.offset).split('\n').length;
+      throw new ConfigError(`config file ${file} is not valid JSON: ${printParseErrorCode(first.error)} at line ${line}`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new ConfigError(`config file ${file} must hold a JSON object`);
@@ -57,7 +60,17 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
   const props = config.getProperties() as Props;
   const cameras = (props.cameras as unknown[]).map((c, i) => validateCamera(c, i));
   const resolved: AppConfig = { ...props, cameras };
-  resolved.model = { ...props.model, path: resolveFrom(baseDir, props.model.path) };
+  // Paths in a config file are relative to the file, wherever the daemon is started from.
+  resolved.model = {
+    ...props.model,
+    path: resolveFrom(baseDir, props.model.path),
+    modelsDir: resolveFrom(baseDir, props.model.modelsDir),
+    tensorrt: { ...props.model.tensorrt, engineCacheDir: resolveFrom(baseDir, props.model.tensorrt.engineCacheDir) },
+  };
+  resolved.outbox = { ...props.outbox, path: resolveFrom(baseDir, props.outbox.path) };
+  resolved.service = { ...props.service, stateDir: resolveFrom(baseDir, props.service.stateDir) };
+  const tls = props.mqtt.tls;
+  resolved.mqtt = { ...props.mqtt, tls: { ...tls, ca: resolveFrom(baseDir, tls.ca), cert: resolveFrom(baseDir, tls.cert), key: resolveFrom(baseDir, tls.key) } };
   for (const cam of cameras) {
     if ((cam.source === 'folder' || cam.source === 'file') && cam.path) cam.path = resolveFrom(baseDir, cam.path);
   }
