@@ -1,0 +1,99 @@
+// Writing a pushed configuration so it survives a restart or a power cut: the file is always either
+// the old or the new config, never half of one. The revision lives inside it (remoteConfig.revision),
+// so config and revision change together.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { schema } from './schema.js';
+import { ConfigError } from './load.js';
+
+/**
+ * Atomically replace `file` with `config` as JSON: write a temp file in the same directory, fsync
+ * it, rename it over `file`, fsync the directory (so the rename itself is durable). With
+ * `revision`, remoteConfig.revision is set to it in the written copy.
+ *
+ * Values the environment supplies (schema keys with `env` whose variable is set, e.g.
+ * CRAD_MQTT_PASSWORD) are left out: secrets given through the environment never land on disk, and
+ * the environment supplies them again on load. The file is created 0600 (it may hold secrets).
+ * Synchronous on purpose: pushes are rare and small, and the caller commits only after it returns.
+ */
+export function persistConfig(file: string, config: object, revision?: number): void {
+  const copy = structuredClone(config) as Record<string, unknown>;
+  if (revision !== undefined) {
+    if (!Number.isSafeInteger(revision) || revision < 0) throw new ConfigError(`revision must be a non-negative integer, got ${revision}`);
+    const remote = (copy.remoteConfig ??= {}) as Record<string, unknown>;
+    remote.revision = revision;
+  }
+  dropEnvironmentValues(copy, schema);
+  const text = `${JSON.stringify(copy, null, 2)}\n`;
+
+  const dir = path.dirname(path.resolve(file));
+  const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(temp, 'wx', 0o600);
+    fs.writeFileSync(fd, text, 'utf8');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = null;
+    fs.renameSync(temp, file);
+  } catch (err) {
+    if (fd !== null) fs.closeSync(fd);
+    fs.rmSync(temp, { force: true });
+    throw new ConfigError(`cannot write config file ${file}: ${(err as Error).message}`);
+  }
+  const dirFd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(dirFd);
+  } finally {
+    fs.closeSync(dirFd);
+  }
+}
+
+/**
+ * The revision stored in a persisted config file (remoteConfig.revision): 0 when the file does not
+ * exist or was written by hand without one. A file that cannot be read as a JSON object is an error.
+ */
+export function loadPersistedRevision(file: string): number {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(`config file ${file} must hold a JSON object`);
+  }
+  const remote = (parsed as Record<string, unknown>).remoteConfig;
+  if (remote === undefined) return 0;
+  if (typeof remote !== 'object' || remote === null || !Object.hasOwn(remote, 'revision')) return 0;
+  const revision = (remote as Record<string, unknown>).revision;
+  if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 0) {
+    throw new ConfigError(`config file ${file}: remoteConfig.revision must be a non-negative integer, got ${JSON.stringify(revision)}`);
+  }
+  return revision;
+}
+
+/** Remove, in place, every value whose schema key takes its value from a set environment variable. */
+function dropEnvironmentValues(target: Record<string, unknown>, node: object): void {
+  for (const [key, child] of Object.entries(node)) {
+    if (!Object.hasOwn(target, key)) continue;
+    const isLeaf = typeof child === 'object' && child !== null && Object.hasOwn(child, 'default');
+    if (isLeaf) {
+      const env = (child as { env?: string }).env;
+      if (env && process.env[env] !== undefined) delete target[key];
+    } else if (typeof child === 'object' && child !== null) {
+      const value = target[key];
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+        dropEnvironmentValues(value as Record<string, unknown>, child);
+      }
+    }
+  }
+}
