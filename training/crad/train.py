@@ -1,0 +1,442 @@
+"""Training, as the spec's section 2 defines it, with the reference's bugs fixed.
+
+- Loss: MSE between the fused features F and X. Only the CRAD module trains; the backbone is
+  frozen, so its features are computed once per image and cached (in memory, and on disk with
+  --feature-cache so that a second run on the same images skips the backbone entirely).
+- AdamW with two groups (grids lr 0.1, everything else lr 1e-3), betas (0.9, 0.999), weight
+  decay 0.01 on all; StepLR gamma 0.1 stepped per epoch; gradient-norm clipping at 0.1;
+  coordinate jitter (inside CradModule) with p 0.5, sigma 0.05.
+- StepLR step: 40 for the reference's 50 epochs. With fewer epochs it scales to keep the decay
+  at the same point of the schedule: round(0.8 * epochs), at least 1 (e.g. 10 epochs -> 8).
+  --step-size overrides this.
+- Truly seeded: --seed fixes the head's initialisation, the batch order and the jitter; the same
+  seed and the same images give bit-identical weights (on the same machine and thread count).
+  Resuming restores every random state, so an interrupted run ends where an uninterrupted one does.
+- Model selection uses held-out NORMAL training images only (never the test set): a seeded,
+  per-class fraction (--holdout) of the normal images is kept out of training, and the
+  checkpoint with the lowest held-out reconstruction loss (MSE(F, X) in eval mode) is best.pt.
+  With --holdout 0 the last epoch is kept (a fixed number of epochs, which the spec allows).
+- Unified: every class's normal images train one model; the class list goes into the model.
+- --max-minutes: before each epoch, stop if the previous epoch would not fit in what is left.
+
+Outputs in --out: best.pt (the selected model: load_detector / export read it), last.pt (the
+resume point: model + optimizer + scheduler + random states), history.json (per-epoch losses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("crad.train")
+
+REFERENCE_EPOCHS = 50
+REFERENCE_STEP_SIZE = 40
+
+
+def scaled_step_size(epochs: int) -> int:
+    """StepLR step for a run of `epochs`: 40 at >= 50 epochs, else 80 % of the run."""
+    if epochs >= REFERENCE_EPOCHS:
+        return REFERENCE_STEP_SIZE
+    return max(1, int(round(epochs * REFERENCE_STEP_SIZE / REFERENCE_EPOCHS)))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = REFERENCE_EPOCHS
+    batch_size: int = 16
+    seed: int = 0
+    lr_grid: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    step_size: int | None = None  # None: scaled_step_size(epochs)
+    gamma: float = 0.1
+    clip: float = 0.1
+    jitter_probability: float = 0.5
+    jitter_sigma: float = 0.05
+    max_minutes: float | None = None
+    progress: bool = True
+
+    def effective_step_size(self) -> int:
+        return self.step_size if self.step_size else scaled_step_size(self.epochs)
+
+
+# ---- features --------------------------------------------------------------------------------
+
+def compute_features(detector, images, batch_size: int = 16, progress: bool = False, description: str = "features"):
+    """Backbone + neck features of `images` (N,3,S,S float32 in [0,1], numpy or torch) -> (N,C,H,W)."""
+    import torch
+    from tqdm import tqdm
+
+    images = torch.as_tensor(images, dtype=torch.float32)
+    chunks = []
+    detector.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress, file=sys.stderr):
+            chunks.append(detector.features(images[start:start + batch_size]))
+    if not chunks:
+        return torch.zeros((0, detector.head.C, detector.head.H, detector.head.W))
+    return torch.cat(chunks)
+
+
+def _tensor_digest(tensors) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_features(detector, images, cache_dir: str | None, batch_size: int, progress: bool, description: str):
+    """compute_features, memoised on disk under cache_dir by (backbone weights, input size, images)."""
+    import numpy as np
+    import torch
+
+    if not cache_dir:
+        return compute_features(detector, images, batch_size, progress, description)
+    key = hashlib.sha256()
+    key.update(json.dumps({k: v for k, v in detector.build_arguments().items() if k in ("backbone", "backbone_options", "input_size")}, sort_keys=True).encode())
+    key.update(_tensor_digest(detector.backbone.state_dict().values()).encode())
+    key.update(hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest().encode())
+    path = Path(cache_dir) / f"features-{key.hexdigest()[:32]}.pt"
+    if path.is_file():
+        log.info("features of %d %s images read from cache %s", len(images), description, path)
+        return torch.load(path)
+    features = compute_features(detector, images, batch_size, progress, description)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .model import atomic_torch_save
+
+    atomic_torch_save(features, str(path))
+    return features
+
+
+# ---- the training loop -----------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    epochs_completed: int
+    best_epoch: int
+    best_holdout_loss: float | None
+    stopped_by_time_budget: bool
+    history: list[dict] = field(default_factory=list)
+
+
+def _batched_eval(detector, features, batch_size: int) -> dict[str, float]:
+    """Held-out reconstruction loss and image-score statistics, in eval mode (no jitter)."""
+    import torch
+    import torch.nn.functional as F
+
+    detector.head.eval()
+    total, count, scores = 0.0, 0, []
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            X = features[start:start + batch_size]
+            fused, _, _ = detector.head_forward(X)
+            total += F.mse_loss(fused, X, reduction="sum").item()
+            count += X.numel()
+            scores.append(detector.maps_from_features(X)[1])
+    all_scores = torch.cat(scores)
+    return {
+        "holdout_loss": total / count,
+        "holdout_score_mean": all_scores.mean().item(),
+        "holdout_score_max": all_scores.max().item(),
+    }
+
+
+def fit(
+    detector,
+    train_features,
+    holdout_features,
+    config: TrainConfig,
+    run_dir: str | Path,
+    extra: dict,
+    resume_state: dict | None = None,
+    resume_info: dict | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> TrainResult:
+    """Train detector.head on cached features; write last.pt each epoch and best.pt on improvement.
+
+    `extra` goes into every checkpoint (classes, dataset, ...); `resume_state` is the
+    "training_state" of a last.pt to continue from; `resume_info` is stored in that state for
+    the caller (what it needs to rebuild the same data when resuming).
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from .model import atomic_torch_save, checkpoint_payload, save_checkpoint
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    head = detector.head
+    head.jitter_probability = config.jitter_probability
+    head.jitter_sigma = config.jitter_sigma
+    count = len(train_features)
+    if count == 0:
+        raise ValueError("no training features: the training set is empty")
+    has_holdout = holdout_features is not None and len(holdout_features) > 0
+
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": head.grid_parameters(), "lr": config.lr_grid},
+            {"params": head.non_grid_parameters(), "lr": config.lr},
+        ],
+        betas=(0.9, 0.999),
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.effective_step_size(), gamma=config.gamma)
+    order_generator = torch.Generator()
+
+    if resume_state is None:
+        torch.manual_seed(config.seed)
+        order_generator.manual_seed(config.seed)
+        start_epoch, history, best_epoch, best_loss = 0, [], 0, None
+    else:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        torch.set_rng_state(resume_state["torch_rng"])
+        order_generator.set_state(resume_state["order_rng"])
+        start_epoch = resume_state["epoch"]
+        history = list(resume_state["history"])
+        best_epoch, best_loss = resume_state["best_epoch"], resume_state["best_holdout_loss"]
+
+    batches_per_epoch = math.ceil(count / config.batch_size)
+    started = clock()
+    last_epoch_seconds = 0.0
+    stopped_by_budget = False
+    bar = tqdm(
+        total=config.epochs * batches_per_epoch,
+        initial=start_epoch * batches_per_epoch,
+        unit="batch",
+        desc="train",
+        disable=not config.progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if config.max_minutes is not None:
+                elapsed = clock() - started
+                if elapsed + last_epoch_seconds > config.max_minutes * 60.0:
+                    stopped_by_budget = True
+                    log.warning("time budget of %.1f min reached: stopping before epoch %d of %d", config.max_minutes, epoch + 1, config.epochs)
+                    break
+            epoch_started = clock()
+            head.train()
+            permutation = torch.randperm(count, generator=order_generator)
+            loss_sum = 0.0
+            for start in range(0, count, config.batch_size):
+                X = train_features[permutation[start:start + config.batch_size]]
+                fused, _, _ = head(X)
+                loss = F.mse_loss(fused, X)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(head.parameters(), config.clip)
+                optimizer.step()
+                loss_sum += loss.item() * len(X)
+                bar.update(1)
+                bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss.item():.4g}")
+            learning_rates = [group["lr"] for group in optimizer.param_groups]
+            scheduler.step()
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / count, "lr_grid": learning_rates[0], "lr": learning_rates[1]}
+            if has_holdout:
+                record.update(_batched_eval(detector, holdout_features, config.batch_size))
+            last_epoch_seconds = clock() - epoch_started
+            record["seconds"] = round(last_epoch_seconds, 3)
+            history.append(record)
+
+            improved = (not has_holdout) or best_loss is None or record["holdout_loss"] < best_loss
+            if improved:
+                best_epoch = epoch + 1
+                best_loss = record.get("holdout_loss")
+                save_checkpoint(str(run_dir / "best.pt"), detector, {**extra, "selected_epoch": best_epoch, "holdout_loss": best_loss})
+            bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{record['train_loss']:.4g}", holdout=f"{record.get('holdout_loss', float('nan')):.4g}")
+
+            payload = checkpoint_payload(detector, {**extra, "epoch": epoch + 1})
+            payload["training_state"] = {
+                "epoch": epoch + 1,
+                "config": asdict(config),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "order_rng": order_generator.get_state(),
+                "history": history,
+                "best_epoch": best_epoch,
+                "best_holdout_loss": best_loss,
+                **(resume_info or {}),
+            }
+            atomic_torch_save(payload, str(run_dir / "last.pt"))
+            (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    finally:
+        bar.close()
+    completed = len(history)
+    return TrainResult(completed, best_epoch, best_loss, stopped_by_budget, history)
+
+
+# ---- data -> features -> fit: the command ----------------------------------------------------
+
+def dataset_digest(paths: list[str], root: str) -> str:
+    """sha256 over the relative paths and bytes of the images used, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
+        with open(path, "rb") as handle:
+            digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Train a CRAD model on the normal training images of one or more classes (unified)."
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", help="dataset root (MVTec layout, JSON Lines meta, Magnetic Tile or a folder)")
+    data.add_argument("--layout", default="auto", help="auto | mvtec | jsonl | magnetic-tile | folder (default auto)")
+    data.add_argument("--meta", help="JSON Lines meta file for --layout jsonl")
+    data.add_argument("--classes", nargs="+", metavar="CLASS", help="classes to train on together (default: all)")
+    data.add_argument("--limit-per-class", type=int, metavar="N", help="use at most N normal images per class (seeded)")
+    data.add_argument("--holdout", type=float, default=0.1, help="fraction of normal images per class held out for model selection (default 0.1; 0 = keep the last epoch)")
+    data.add_argument("--dataset-name", help="name recorded in the model's crad.training (default: the data folder's name)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", default="efficientnet-b4", help="efficientnet-b4 (paper) | mobilenet-v1-0.75 | mobilenet-v2 | mobilenet-v2-nsfwjs")
+    model.add_argument("--backbone-weights", help="weight file of the backbone (default: its documented location)")
+    model.add_argument("--random-backbone", action="store_true", help="random backbone weights: for tests only")
+    model.add_argument("--variant", default="crad-s", help="crad (E = 4C) | crad-s (E = C) | a custom name with --E (default crad-s)")
+    model.add_argument("--E", type=int, help="decoder expansion channels of a custom variant")
+    model.add_argument("--input-size", type=int, default=224, help="square input size in pixels (default 224)")
+    optim = parser.add_argument_group("optimisation (defaults: the reference's)")
+    optim.add_argument("--epochs", type=int, help=f"default {REFERENCE_EPOCHS}, or the resumed run's")
+    optim.add_argument("--batch-size", type=int, default=16)
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of everything but the grids")
+    optim.add_argument("--lr-grid", type=float, default=0.1, help="learning rate of the two grids")
+    optim.add_argument("--weight-decay", type=float, default=0.01)
+    optim.add_argument("--step-size", type=int, help="StepLR step in epochs (default 40, or 0.8 x epochs below 50 epochs)")
+    optim.add_argument("--gamma", type=float, default=0.1)
+    optim.add_argument("--clip", type=float, default=0.1, help="gradient-norm clipping")
+    optim.add_argument("--jitter-probability", type=float, default=0.5)
+    optim.add_argument("--jitter-sigma", type=float, default=0.05)
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", default="runs/train", help="run folder for best.pt, last.pt, history.json (default runs/train)")
+    run.add_argument("--resume", metavar="LAST_PT", help="continue the run saved in this last.pt (its data and settings are reused)")
+    run.add_argument("--max-minutes", type=float, help="time budget: stop before an epoch that would not fit")
+    run.add_argument("--feature-cache", metavar="DIR", help="also cache backbone features on disk here")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# Settings a resumed run must keep (everything that shapes the data or the optimisation).
+_RESUME_FIXED = ("data", "layout", "meta", "classes", "limit_per_class", "holdout", "backbone", "backbone_weights",
+                 "random_backbone", "variant", "E", "input_size", "batch_size", "seed", "lr", "lr_grid",
+                 "weight_decay", "step_size", "gamma", "clip", "jitter_probability", "jitter_sigma", "dataset_name")
+
+
+def _load_training_data(args, input_size: int):
+    from .data import load_images, load_samples, limit_samples, split_samples
+
+    samples = load_samples(args.data, layout=args.layout, split="train", classes=args.classes, meta=args.meta)
+    normals = [s for s in samples if s.label == 0]
+    if not normals:
+        raise ValueError(f"{args.data}: no normal training images")
+    normals = limit_samples(normals, args.limit_per_class, args.seed)
+    if args.holdout > 0:
+        train_samples, holdout_samples = split_samples(normals, 1.0 - args.holdout, args.seed)
+    else:
+        train_samples, holdout_samples = normals, []
+    train_images, train_kept, _ = load_images(train_samples, input_size)
+    holdout_images, holdout_kept, _ = load_images(holdout_samples, input_size) if holdout_samples else (None, [], [])
+    if len(train_kept) == 0:
+        raise ValueError(f"{args.data}: none of the {len(train_samples)} training images could be read")
+    return train_images, train_kept, holdout_images, holdout_kept
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from . import __version__
+    from .model import build_detector, detector_from_payload
+
+    resume_state = None
+    if args.resume:
+        payload = torch.load(args.resume, map_location="cpu")
+        if "training_state" not in payload:
+            print(f"error: {args.resume} is not a resumable last.pt (no training state)", file=sys.stderr)
+            return 2
+        resume_state = payload["training_state"]
+        saved_args = resume_state["args"]
+        for name in _RESUME_FIXED:
+            setattr(args, name, saved_args.get(name))
+        detector = detector_from_payload(payload, args.resume)
+        args.out = str(Path(args.resume).resolve().parent)
+        if args.epochs is None:
+            args.epochs = resume_state["config"]["epochs"]
+    elif not args.data:
+        print("error: --data is required (or --resume a run)", file=sys.stderr)
+        return 2
+    if args.epochs is None:
+        args.epochs = REFERENCE_EPOCHS
+
+    train_images, train_kept, holdout_images, holdout_kept = _load_training_data(args, args.input_size)
+    classes = sorted({s.class_name for s in train_kept})
+    used_paths = [s.path for s in train_kept + holdout_kept]
+    digest = dataset_digest(used_paths, args.data)
+    if resume_state is not None and resume_state["dataset_hash"] != digest:
+        print(f"error: the images under {args.data} changed since the run in {args.resume} started", file=sys.stderr)
+        return 2
+    if resume_state is None:
+        torch.manual_seed(args.seed)  # the head's initialisation
+        detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights, args.random_backbone)
+    log.info(
+        "training %s on %s (C=%d, H=W=%d, E=%d): %d images of %d classes, %d held out",
+        args.variant, detector.backbone.name, detector.head.C, detector.head.H, detector.head.E,
+        len(train_kept), len(classes), len(holdout_kept),
+    )
+
+    progress = not args.no_progress
+    train_features = cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train features")
+    holdout_features = cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout features") if holdout_kept else None
+    del train_images, holdout_images
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr_grid=args.lr_grid, lr=args.lr,
+        weight_decay=args.weight_decay, step_size=args.step_size, gamma=args.gamma, clip=args.clip,
+        jitter_probability=args.jitter_probability, jitter_sigma=args.jitter_sigma,
+        max_minutes=args.max_minutes, progress=progress,
+    )
+    training_info = {
+        "dataset": args.dataset_name or Path(args.data).resolve().name,
+        "dataset_hash": "sha256:" + digest,
+        "images": len(train_kept),
+        "holdout_images": len(holdout_kept),
+        "epochs": config.epochs,
+        "step_size": config.effective_step_size(),
+        "seed": args.seed,
+        "selection": "lowest held-out normal MSE(F, X)" if holdout_kept else "last epoch",
+        "backbone_weights": detector.backbone.weights_origin,
+        "trainer": f"crad {__version__}",
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    if resume_state is not None:
+        training_info["date"] = payload.get("extra", {}).get("training", {}).get("date", training_info["date"])
+    extra = {"classes": classes, "training": training_info}
+    run_dir = Path(args.out)
+    resume_info = {"args": {name: getattr(args, name) for name in _RESUME_FIXED}, "dataset_hash": digest}
+    result = fit(detector, train_features, holdout_features, config, run_dir, extra, resume_state, resume_info)
+    summary = {
+        "epochs_completed": result.epochs_completed,
+        "best_epoch": result.best_epoch,
+        "best_holdout_loss": result.best_holdout_loss,
+        "stopped_by_time_budget": result.stopped_by_time_budget,
+        "best": str(run_dir / "best.pt"),
+    }
+    print(json.dumps(summary, indent=1))
+    return 0
