@@ -1,0 +1,259 @@
+"""Calibration: the thresholds and ranges the daemon needs to turn raw scores into verdicts.
+
+The result is the model contract's `crad.calibration` object:
+    {"image": {"threshold", "min", "max"}, "pixel": {"threshold", "min", "max"}, "source", "images"}
+and the daemon publishes normalized = clamp((raw - threshold) / (max - min) + 0.5, 0, 1).
+
+The rule (image scores and pixel values alike):
+- From held-out NORMAL images only: threshold = the `quantile` of the normal values plus
+  `margin` x (max - min of the normal values). Defaults: quantile 1.0 (the largest normal
+  value) and margin 0.1, so no held-out normal image is flagged and the most anomalous normal
+  lands at normalized 0.4.
+- With labelled defect images as well: the image threshold is the F1-optimal one over normal
+  and defect scores (defective when score >= threshold); the pixel threshold is the F1-optimal
+  one over all pixels when defect masks are given (else the normal rule above).
+- min / max: over the normal values, and the defect values too when given.
+Calibrate on normal images the model was NOT trained on: training images score lower than
+new normal images, which would put the threshold too low.
+
+Outputs: a copy of an ONNX model with `crad.calibration` in its metadata_props (atomic write:
+temporary file + rename), a sidecar JSON (model path + ".calibration.json", the same object),
+or a copy of a CRAD checkpoint with the calibration in its extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import LAYOUTS, load_samples, limit_samples
+from .evaluate import best_f1
+
+CALIBRATION_KEY = "crad.calibration"
+SIDECAR_SUFFIX = ".calibration.json"
+DEFAULT_QUANTILE = 1.0
+DEFAULT_MARGIN = 0.1
+
+
+def _normal_threshold(values: np.ndarray, quantile: float, margin: float) -> float:
+    low, high = float(values.min()), float(values.max())
+    return float(np.quantile(values, quantile)) + margin * (high - low)
+
+
+def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_maps: np.ndarray | None = None,
+                     defect_scores: np.ndarray | None = None, defect_masks: np.ndarray | None = None,
+                     quantile: float = DEFAULT_QUANTILE, margin: float = DEFAULT_MARGIN) -> dict:
+    """The `crad.calibration` object (see the module docstring for the rule).
+
+    normal_maps (N,H,W) and normal_scores (N,) from held-out normal images; optionally
+    defect_maps (M,H,W), defect_scores (M,) and defect_masks (M,H,W) of 0/1.
+    """
+    normal_scores = np.asarray(normal_scores, np.float64).reshape(-1)
+    normal_maps = np.asarray(normal_maps)
+    if normal_scores.size < 2:
+        raise ValueError(f"calibration needs at least 2 normal images, got {normal_scores.size}")
+    if normal_maps.shape[0] != normal_scores.size:
+        raise ValueError(f"{normal_maps.shape[0]} normal maps but {normal_scores.size} normal scores")
+    if not 0.0 <= quantile <= 1.0 or margin < 0:
+        raise ValueError(f"quantile must be in [0, 1] and margin >= 0, got {quantile} and {margin}")
+    has_defects = defect_scores is not None and np.asarray(defect_scores).size > 0
+    all_scores = normal_scores
+    all_pixels_min, all_pixels_max = float(normal_maps.min()), float(normal_maps.max())
+    n_defects = 0
+    if has_defects:
+        defect_scores = np.asarray(defect_scores, np.float64).reshape(-1)
+        n_defects = defect_scores.size
+        all_scores = np.concatenate([normal_scores, defect_scores])
+        labels = np.concatenate([np.zeros(normal_scores.size), np.ones(n_defects)])
+        _, image_threshold = best_f1(labels, all_scores)
+        image_rule = "F1-optimal threshold over normal and defect scores"
+        if defect_maps is not None:
+            all_pixels_min = min(all_pixels_min, float(np.min(defect_maps)))
+            all_pixels_max = max(all_pixels_max, float(np.max(defect_maps)))
+    else:
+        image_threshold = _normal_threshold(normal_scores, quantile, margin)
+        image_rule = f"threshold = normal quantile {quantile:g} + {margin:g} x (max - min)"
+    if has_defects and defect_maps is not None and defect_masks is not None:
+        defect_masks = np.asarray(defect_masks)
+        if defect_masks.shape != np.shape(defect_maps):
+            raise ValueError(f"defect masks {defect_masks.shape} and maps {np.shape(defect_maps)} differ in shape")
+        pixel_labels = np.concatenate([np.zeros(normal_maps.size, bool), defect_masks.reshape(-1) > 0])
+        pixel_values = np.concatenate([normal_maps.reshape(-1), np.asarray(defect_maps).reshape(-1)])
+        _, pixel_threshold = best_f1(pixel_labels, pixel_values)
+        pixel_rule = "F1-optimal threshold over pixels"
+    else:
+        pixel_threshold = _normal_threshold(normal_maps.reshape(-1), quantile, margin)
+        pixel_rule = f"threshold = normal quantile {quantile:g} + {margin:g} x (max - min)"
+    image_min, image_max = float(all_scores.min()), float(all_scores.max())
+    for what, low, high in (("image scores", image_min, image_max), ("pixel values", all_pixels_min, all_pixels_max)):
+        if not high > low:
+            raise ValueError(f"calibration: all {what} are equal ({low}); the normalised score would divide by zero")
+    counts = f"{normal_scores.size} normal" + (f" + {n_defects} defect" if n_defects else "") + " images"
+    return {
+        "image": {"threshold": float(image_threshold), "min": image_min, "max": image_max},
+        "pixel": {"threshold": float(pixel_threshold), "min": all_pixels_min, "max": all_pixels_max},
+        "source": f"{counts}; image: {image_rule}; pixel: {pixel_rule}; min/max over all",
+        "images": int(normal_scores.size + n_defects),
+    }
+
+
+def normalized_score(raw: float, calibration: dict, level: str = "image") -> float:
+    """The contract's normalised score (0.5 = the threshold): what the daemon publishes."""
+    part = calibration[level]
+    return float(np.clip((raw - part["threshold"]) / (part["max"] - part["min"]) + 0.5, 0.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+def _atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def read_model_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file, as a dict."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def write_model_metadata(onnx_in: str | Path, onnx_out: str | Path, updates: dict[str, str]) -> None:
+    """Copy `onnx_in` to `onnx_out` with metadata_props keys set (others kept); atomic."""
+    import onnx
+
+    model = onnx.load(str(onnx_in))
+    existing = {prop.key: prop for prop in model.metadata_props}
+    for key, value in updates.items():
+        if not isinstance(value, str):
+            raise TypeError(f"metadata value of {key!r} must be a string, got {type(value).__name__}")
+        if key in existing:
+            existing[key].value = value
+        else:
+            prop = model.metadata_props.add()
+            prop.key, prop.value = key, value
+    _atomic_write_bytes(onnx_out, model.SerializeToString())
+
+
+def sidecar_path(model_path: str | Path) -> str:
+    return str(model_path) + SIDECAR_SUFFIX
+
+
+def write_sidecar(path: str | Path, calibration: dict) -> None:
+    _atomic_write_bytes(path, (json.dumps(calibration, indent=2) + "\n").encode())
+
+
+def store_in_checkpoint(checkpoint_in: str | Path, checkpoint_out: str | Path, calibration: dict) -> None:
+    """Copy a CRAD checkpoint with extra["calibration"] set."""
+    import torch
+
+    from .model import atomic_torch_save
+
+    payload = torch.load(str(checkpoint_in), map_location="cpu")
+    if not isinstance(payload, dict) or "extra" not in payload:
+        raise ValueError(f"{checkpoint_in}: not a CRAD checkpoint (no 'extra' entry)")
+    payload["extra"] = dict(payload["extra"] or {}, calibration=calibration)
+    atomic_torch_save(payload, str(checkpoint_out))
+
+
+def check_same_model(metadata: dict[str, str], build: dict, onnx_path: str, checkpoint: str) -> None:
+    """Refuse to calibrate an ONNX file with scores of a different model (input size, variant)."""
+    problems = []
+    if "crad.input" in metadata:
+        height = json.loads(metadata["crad.input"]).get("height")
+        if height is not None and int(height) != int(build["input_size"]):
+            problems.append(f"input size {height} vs {build['input_size']}")
+    if "crad.variant" in metadata and metadata["crad.variant"] != build.get("variant"):
+        problems.append(f"variant {metadata['crad.variant']!r} vs {build.get('variant')!r}")
+    if problems:
+        raise SystemExit(f"crad calibrate: {onnx_path} was not exported from {checkpoint}: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Calibrate thresholds from held-out normal images (and optionally labelled defects) "
+                          "and write crad.calibration into a model copy, a sidecar JSON or a checkpoint copy.")
+    parser.add_argument("--model", required=True,
+                        help="CRAD checkpoint (.pt) to score with, or the ONNX file to calibrate (then give --checkpoint)")
+    parser.add_argument("--checkpoint", help="checkpoint to score with when --model is an ONNX file")
+    parser.add_argument("--onnx", help="ONNX file whose copy receives crad.calibration (when --model is a checkpoint)")
+    parser.add_argument("--normal", required=True, help="held-out NORMAL images (any layout; only label-0 samples are used)")
+    parser.add_argument("--defects", help="labelled defect images (any layout; a plain folder counts as all defective)")
+    parser.add_argument("--layout", default="auto", choices=LAYOUTS)
+    parser.add_argument("--split", default="test", choices=("train", "test"),
+                        help="split of --normal/--defects for the mvtec/jsonl/magnetic-tile layouts (default test)")
+    parser.add_argument("--classes", nargs="+")
+    parser.add_argument("--limit", type=int, help="at most N images per class and label (seeded)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE)
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--out", required=True,
+                        help="FILE.onnx: calibrated copy of the ONNX model; FILE.json: the calibration (sidecar: "
+                             "<model>.onnx.calibration.json); other: calibrated copy of the checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import DataError, sample_mask
+    from .evaluate import predict_with_skips
+    from .model import load_detector
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model_is_onnx = str(args.model).lower().endswith(".onnx")
+    checkpoint = args.checkpoint or (None if model_is_onnx else args.model)
+    onnx_target = args.onnx or (args.model if model_is_onnx else None)
+    if checkpoint is None:
+        raise SystemExit("crad calibrate: scoring needs the torch checkpoint (no onnxruntime in Python): pass --checkpoint")
+    out = str(args.out)
+    if out.lower().endswith(".onnx") and onnx_target is None:
+        raise SystemExit("crad calibrate: --out is an ONNX file but no ONNX model was given (--model X.onnx or --onnx)")
+
+    detector, extra = load_detector(checkpoint)
+    size = detector.input_size
+    if onnx_target is not None:
+        check_same_model(read_model_metadata(onnx_target), detector.build_arguments(), onnx_target, checkpoint)
+    normal = [s for s in load_samples(args.normal, args.layout, args.split, args.classes) if s.label == 0]
+    normal = limit_samples(normal, args.limit, args.seed)
+    if not normal:
+        raise DataError(f"no normal (label 0) images in {args.normal}")
+    normal_maps, normal_scores, _, _ = predict_with_skips(detector, normal, size, args.batch)
+    defect_maps = defect_scores = defect_masks = None
+    if args.defects:
+        defects = load_samples(args.defects, args.layout, args.split, args.classes)
+        # a plain folder carries no labels: everything in --defects is defective
+        defects = [s if s.label == 1 else type(s)(s.path, 1, s.class_name, "defect", s.mask_path) for s in defects]
+        defects = limit_samples(defects, args.limit, args.seed)
+        defect_maps, defect_scores, kept, _ = predict_with_skips(detector, defects, size, args.batch)
+        if all(s.mask_path is not None for s in kept):
+            defect_masks = np.stack([sample_mask(s, size) for s in kept])
+    calibration = calibrate_scores(normal_maps, normal_scores, defect_maps, defect_scores, defect_masks,
+                                   args.quantile, args.margin)
+    text = json.dumps(calibration)
+    if out.lower().endswith(".onnx"):
+        write_model_metadata(onnx_target, out, {CALIBRATION_KEY: text})
+    elif out.lower().endswith(".json"):
+        write_sidecar(out, calibration)
+    else:
+        store_in_checkpoint(checkpoint, out, calibration)
+    print(json.dumps(calibration, indent=2))
+    print(f"wrote {out}")
+    return 0
