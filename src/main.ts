@@ -1,7 +1,6 @@
 // The CLI: parses the command, builds what it needs, nothing else.
 import './cv.js';
 import { Command, Option } from 'commander';
-import { createRequire } from 'node:module';
 import { ConfigError, loadConfig, redact } from './config/load.js';
 import { createLogger } from './service/log.js';
 import { runDaemonUntilSignal } from './cli/run.js';
@@ -9,8 +8,8 @@ import { inferCommand } from './cli/infer.js';
 import { demoCommand } from './cli/demo.js';
 import { configReference } from './cli/config-docs.js';
 import { signCommand } from './cli/sign.js';
+import { version } from './paths.js';
 
-const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
 const program = new Command('crad-edge')
   .description('Visual inspection daemon: cameras -> CRAD anomaly detection (onnxruntime) -> MQTT')

@@ -4,15 +4,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Aedes } from 'aedes';
 import mqtt from 'mqtt';
 import { loadConfig } from '../config/load.js';
 import { Daemon } from '../service/daemon.js';
 import { createLogger } from '../service/log.js';
+import { projectRoot } from '../paths.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url)).replace(/dist\/$/, '');
-const repoRoot = fs.existsSync(path.join(root, 'models')) ? root : path.resolve(root, '..');
 
 export interface DemoOptions {
   port: number;
@@ -34,7 +32,7 @@ export async function demoCommand(opts: DemoOptions): Promise<number> {
     return 1;
   }
   const state = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-demo-'));
-  const config = loadConfig(path.join(repoRoot, 'config/demo.json'), {
+  const config = loadConfig(path.join(projectRoot, 'config/demo.json'), {
     mqtt: { url: `mqtt://127.0.0.1:${opts.port}` },
     outbox: { path: path.join(state, 'outbox.sqlite') },
     service: { stateDir: state },

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
-import { makeConfig, validateCamera, type CameraConfig } from './schema.js';
+import { makeConfig, schema, validateCamera, type CameraConfig } from './schema.js';
 
 type Props = ReturnType<ReturnType<typeof makeConfig>['getProperties']>;
 /** The validated, effective configuration the daemon runs with. */
@@ -38,17 +38,49 @@ export function loadConfig(file?: string, overrides: Record<string, unknown> = {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new ConfigError(`config file ${file} must hold a JSON object`);
     }
+    checkShape(parsed, schema, '');
     config.load(parsed);
   }
-  if (Object.keys(overrides).length > 0) config.load(overrides);
+  if (Object.keys(overrides).length > 0) {
+    checkShape(overrides, schema, '');
+    config.load(overrides);
+  }
   return validateLoaded(config, baseDir);
 }
 
 /** Validate a plain config object (already merged) the same way a file is validated. */
 export function validateConfigObject(value: Record<string, unknown>, baseDir = process.cwd()): AppConfig {
   const config = makeConfig();
+  checkShape(value, schema, '');
   config.load(value);
   return validateLoaded(config, baseDir);
+}
+
+/**
+ * Convict silently merges an object given where a list or a scalar belongs; catch that shape
+ * mismatch before loading, naming the key.
+ */
+function checkShape(value: unknown, node: unknown, at: string): void {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return;
+  const schemaNode = node as Record<string, unknown>;
+  const isLeaf = 'doc' in schemaNode && 'default' in schemaNode;
+  if (isLeaf) {
+    const objectAllowed = schemaNode.format === 'roi' || schemaNode.format === Object;
+    if (!objectAllowed) throw new ConfigError(`invalid configuration:\n${at}: must be ${describeLeaf(schemaNode)}, got an object`);
+    return;
+  }
+  for (const [key, child] of Object.entries(value)) {
+    const childSchema = schemaNode[key];
+    if (childSchema !== undefined) checkShape(child, childSchema, at ? `${at}.${key}` : key);
+  }
+}
+
+function describeLeaf(leaf: Record<string, unknown>): string {
+  if (leaf.format === 'camera-list') return 'a list of camera objects';
+  if (leaf.format === 'string-list') return 'a list of strings';
+  if (Array.isArray(leaf.format)) return `one of ${leaf.format.map((f) => JSON.stringify(f)).join(', ')}`;
+  if (typeof leaf.format === 'function') return `a ${leaf.format.name.toLowerCase()}`;
+  return `a ${String(leaf.format)}`;
 }
 
 function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string): AppConfig {

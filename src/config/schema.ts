@@ -177,6 +177,11 @@ export type CameraConfig = {
 /** Validate one camera entry against cameraSchema; throws with the key path on bad input. */
 export function validateCamera(entry: unknown, index: number): CameraConfig {
   if (!isPlainObject(entry)) throw new Error(`cameras[${index}]: must be an object`);
+  for (const key of Object.keys(entry)) {
+    if (!Object.prototype.hasOwnProperty.call(cameraSchema, key)) {
+      throw new Error(`cameras[${index}].${key}: unknown camera field (known: ${Object.keys(cameraSchema).join(', ')})`);
+    }
+  }
   const camera = convict(cameraSchema);
   try {
     camera.load(entry);
