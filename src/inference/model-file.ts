@@ -137,7 +137,7 @@ export function decodeModelProto(file: string, bytes: Uint8Array): DecodedModel 
     throw new ModelFileError(file, `model ${file} is not a readable ONNX file (truncated or corrupt?): ${(err as Error).message}`);
   }
   if (!decoded.graph || !decoded.ir_version) {
-    throw new ModelFileError(file, `model ${file} is not an ONNX model: it has no ${decoded.ir_version ? 'graph' : 'IR version'}`);
+    throw new ModelFileError(file, `model ${file} is not an ONNX model (or is truncated): it has no ${decoded.ir_version ? 'graph' : 'IR version'}`);
   }
   return decoded;
 }

@@ -1,0 +1,103 @@
+// The model contract check: every kind of bad file is refused with a message that names the
+// file and the problem; a good file loads with its metadata.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ModelContractError, ModelFileError, readModelFile } from '../src/inference/model-file.js';
+import { tinyModels } from './fixtures/tiny-models.js';
+
+const dir = tinyModels();
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-model-file-'));
+process.on('exit', () => fs.rmSync(scratch, { recursive: true, force: true }));
+
+async function refusal(file: string): Promise<ModelFileError> {
+  try {
+    await readModelFile(file);
+  } catch (err) {
+    assert.ok(err instanceof ModelFileError, `expected a ModelFileError, got ${String(err)}`);
+    assert.ok(err.message.includes(file), `message names the file: ${err.message}`);
+    return err;
+  }
+  assert.fail(`${file} was accepted`);
+}
+
+test('a good model loads with its metadata, hash and graph size', async () => {
+  const file = path.join(dir, 'good.onnx');
+  const model = await readModelFile(file);
+  assert.equal(model.height, 32);
+  assert.equal(model.width, 32);
+  assert.equal(model.info.variant, 'fixture-red');
+  assert.equal(model.info.backbone, 'none (test fixture)');
+  assert.deepEqual(model.info.classes, ['fixture']);
+  assert.deepEqual(model.info.input, { height: 32, width: 32, color: 'RGB', range: [0, 1], resize: 'opencv-area' });
+  assert.deepEqual(model.info.calibration, {
+    image: { threshold: 0.5, min: 0, max: 1 },
+    pixel: { threshold: 0.5, min: 0, max: 1 },
+    source: 'fixture',
+    images: 0,
+  });
+  assert.deepEqual(model.info.training, { dataset: 'none', trainer: 'make-tiny-model.py' });
+  assert.match(model.info.hash, /^[0-9a-f]{64}$/);
+  assert.equal(model.opset, 17);
+  assert.deepEqual(model.warnings, []);
+  assert.equal(model.bytes.length, fs.statSync(file).size);
+});
+
+test('an uncalibrated model loads with a warning and calibration null', async () => {
+  const model = await readModelFile(path.join(dir, 'uncalibrated.onnx'));
+  assert.equal(model.info.calibration, null);
+  assert.equal(model.warnings.length, 1);
+  assert.match(model.warnings[0]!, /uncalibrated/);
+});
+
+test('a missing file, a directory and an empty file are refused by name', async () => {
+  assert.match((await refusal(path.join(scratch, 'nope.onnx'))).message, /does not exist/);
+  assert.match((await refusal(scratch)).message, /is a directory/);
+  const empty = path.join(scratch, 'empty.onnx');
+  fs.writeFileSync(empty, '');
+  assert.match((await refusal(empty)).message, /is empty/);
+});
+
+test('garbage bytes and a truncated model are refused as unreadable ONNX', async () => {
+  const garbage = path.join(scratch, 'garbage.onnx');
+  // Deterministic bytes that are not a protobuf ModelProto (wire type 7 does not exist).
+  fs.writeFileSync(garbage, Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 37 + 0x0f) & 0xff)));
+  assert.match((await refusal(garbage)).message, /not a readable ONNX file|not an ONNX model/);
+  const good = fs.readFileSync(path.join(dir, 'good.onnx'));
+  for (const keep of [10, Math.floor(good.length / 2), good.length - 3]) {
+    const truncated = path.join(scratch, `truncated-${keep}.onnx`);
+    fs.writeFileSync(truncated, good.subarray(0, keep));
+    const err = await refusal(truncated);
+    assert.match(err.message, /truncated or corrupt|not an ONNX model|breaks the CRAD model contract/, `cut at ${keep}: ${err.message}`);
+  }
+});
+
+const broken: [string, RegExp][] = [
+  ['no-metadata.onnx', /crad\.format is missing: not a CRAD model/],
+  ['wrong-format.onnx', /crad\.format is "2", this daemon reads format "1"/],
+  ['wrong-input-name.onnx', /no input named "image" \(inputs: "input"\)/],
+  ['static-batch.onnx', /input "image" must have a dynamic batch axis, not a fixed 1/],
+  ['gray-input.onnx', /input "image" must have 3 channels/],
+  ['no-score.onnx', /no output named "score"/],
+  ['input-size-mismatch.onnx', /crad\.input says 64x32 but the graph's input "image" is 32x32/],
+  ['bad-calibration-json.onnx', /crad\.calibration is not valid JSON/],
+  ['bad-calibration-range.onnx', /crad\.calibration\.image: max \(1\) must be greater than min \(1\)/],
+  ['no-classes.onnx', /crad\.classes is missing/],
+];
+
+for (const [name, expected] of broken) {
+  test(`contract check refuses ${name}`, async () => {
+    const err = await refusal(path.join(dir, name));
+    assert.ok(err instanceof ModelContractError, `${name}: expected a contract error, got ${err.name}`);
+    assert.ok(err.problems.some((p) => expected.test(p)), `${name}: problems ${JSON.stringify(err.problems)} lack ${expected}`);
+  });
+}
+
+test('every problem of a file is reported at once', async () => {
+  const err = (await refusal(path.join(dir, 'bad-calibration-range.onnx'))) as ModelContractError;
+  assert.ok(err.problems.some((p) => /crad\.calibration\.pixel\.max must be a finite number/.test(p)), JSON.stringify(err.problems));
+  const classes = (await refusal(path.join(dir, 'no-classes.onnx'))) as ModelContractError;
+  assert.ok(classes.problems.some((p) => /crad\.variant is empty/.test(p)), JSON.stringify(classes.problems));
+});
