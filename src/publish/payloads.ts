@@ -1,0 +1,269 @@
+// The JSON payloads the publisher sends and accepts. Their JSON Schemas live in schemas/ (one file
+// per payload); test/publish-schemas.test.ts checks that what a subscriber receives matches them.
+import { randomBytes } from 'node:crypto';
+import type { CameraState, CameraStatus } from '../capture/frame.js';
+import type { ModelInfo, Region, Result, Verdict } from '../inference/types.js';
+
+/** Bumped when a payload changes incompatibly; every payload carries it. */
+export const SCHEMA_VERSION = 1;
+
+/**
+ * A UUIDv7 (RFC 9562): 48-bit Unix ms timestamp, then random bits. Time-ordered, unique across
+ * restarts and camera rebuilds (frame sequences restart at 1), and persisted with the outbox row,
+ * so a replayed result keeps the id its first attempt had.
+ */
+export function uuidv7(now: number = Date.now()): string {
+  const bytes = randomBytes(16);
+  bytes.writeUIntBE(now, 0, 6);
+  bytes[6] = 0x70 | (bytes[6]! & 0x0f);
+  bytes[8] = 0x80 | (bytes[8]! & 0x3f);
+  const hex = bytes.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export interface ResultPayload {
+  schemaVersion: number;
+  messageId: string;
+  device: string;
+  camera: string;
+  sequence: number;
+  triggerId: string | null;
+  capturedAt: string;
+  /** When this copy was handed to the broker connection (a replay gets a new one). */
+  publishedAt: string;
+  latencyMs: { queue: number; preprocess: number; inference: number; postprocess: number; total: number };
+  batchSize: number;
+  model: { name: string; version: string; variant: string; hash: string; executionProvider: string };
+  raw: number;
+  normalized: number | null;
+  verdict: Verdict | null;
+  calibrated: boolean;
+  regions: Region[];
+  /** Crop messages that belong to this result (topic .../crop/<index into regions>). */
+  crops: number;
+  /** Whether an overlay message belongs to this result. */
+  overlay: boolean;
+  /** True when this copy comes from the outbox backlog (broker was away, or a resend). */
+  replayed: boolean;
+}
+
+/** What the outbox stores: the payload without the fields only known when it is sent. */
+export type StoredResult = Omit<ResultPayload, 'publishedAt' | 'replayed' | 'latencyMs'> & {
+  latencyMs: Omit<ResultPayload['latencyMs'], 'total'>;
+};
+
+const ms = (value: number): number => Math.round(value * 100) / 100;
+
+export function storedResult(result: Result, device: string, messageId: string): StoredResult {
+  const { frame, model, latency } = result;
+  return {
+    schemaVersion: SCHEMA_VERSION,
+    messageId,
+    device,
+    camera: frame.cameraId,
+    sequence: frame.sequence,
+    triggerId: frame.triggerId ?? null,
+    capturedAt: frame.capturedAt,
+    latencyMs: {
+      queue: ms(latency.queueMs),
+      preprocess: ms(latency.preprocessMs),
+      inference: ms(latency.inferenceMs),
+      postprocess: ms(latency.postprocessMs),
+    },
+    batchSize: latency.batchSize,
+    model: {
+      name: model.name,
+      version: model.version,
+      variant: model.variant,
+      hash: model.hash,
+      executionProvider: model.executionProvider,
+    },
+    raw: result.raw,
+    normalized: result.normalized,
+    verdict: result.verdict,
+    calibrated: result.calibrated,
+    regions: result.regions.map((r) => ({
+      x: r.x, y: r.y, width: r.width, height: r.height, area: r.area, peak: r.peak, peakNormalized: r.peakNormalized,
+    })),
+    crops: result.crops.length,
+    overlay: result.overlay !== null,
+  };
+}
+
+/** The stored result completed at send time. `totalMs` is capture-to-publish. */
+export function finishResult(stored: StoredResult, publishedAt: Date, totalMs: number, replayed: boolean): ResultPayload {
+  const { schemaVersion, messageId, device, camera, sequence, triggerId, capturedAt, latencyMs, ...rest } = stored;
+  return {
+    schemaVersion, messageId, device, camera, sequence, triggerId, capturedAt,
+    publishedAt: publishedAt.toISOString(),
+    latencyMs: { ...latencyMs, total: ms(Math.max(0, totalMs)) },
+    ...rest,
+    replayed,
+  };
+}
+
+/** A crop or overlay for MQTT 3.1.1 subscribers, which have no content-type/correlation properties. */
+export interface ImageEnvelope {
+  schemaVersion: number;
+  messageId: string;
+  device: string;
+  camera: string;
+  kind: 'crop' | 'overlay';
+  /** Index into the result's regions for a crop, null for the overlay. */
+  index: number | null;
+  contentType: 'image/jpeg';
+  /** The JPEG, base64. */
+  data: string;
+}
+
+export interface ModelSummary {
+  name: string;
+  version: string;
+  variant: string;
+  backbone: string;
+  hash: string;
+  executionProvider: string;
+  calibrated: boolean;
+  classes: string[];
+}
+
+export function modelSummary(model: ModelInfo): ModelSummary {
+  return {
+    name: model.name,
+    version: model.version,
+    variant: model.variant,
+    backbone: model.backbone,
+    hash: model.hash,
+    executionProvider: model.executionProvider,
+    calibrated: model.calibration !== null,
+    classes: model.classes,
+  };
+}
+
+export interface OutboxStats {
+  /** Messages waiting for the broker's acknowledgement (results, and images when stored). */
+  pending: number;
+  pendingResults: number;
+  pendingBytes: number;
+  /** Sent and not yet acknowledged on the current connection. */
+  inflight: number;
+  /** Capture time of the oldest pending message, or null when empty. */
+  oldestAt: string | null;
+  /** Dropped by the byte or age limit since the outbox file was created. */
+  droppedResults: number;
+  droppedImages: number;
+  /** Refused by the broker (an MQTT 5 PUBACK reason code >= 0x80) and removed. */
+  rejected: number;
+  /** Crops/overlays not stored in the outbox (outbox.includeImages false) that could not be sent. */
+  imagesDiscarded: number;
+}
+
+export interface DeviceStatusPayload {
+  schemaVersion: number;
+  device: string;
+  state: 'online' | 'offline';
+  /** Why the device is offline: a clean stop, or the broker noticed the connection die (the Will). */
+  reason?: 'shutdown' | 'connection-lost';
+  version: string | null;
+  bootId: string;
+  startedAt: string;
+  /** Absent in the Last Will (it is written at connect time and sent by the broker later). */
+  publishedAt?: string;
+  model?: ModelSummary | null;
+  configRevision?: number | null;
+  cameras?: Record<string, { state: CameraState; since: string; error?: string }>;
+  broker?: { protocolVersion: 4 | 5; connects: number; connectedSince: string | null };
+  outbox?: OutboxStats;
+  extra?: Record<string, unknown>;
+}
+
+export interface CameraStatusPayload extends CameraStatus {
+  schemaVersion: number;
+  device: string;
+  publishedAt: string;
+}
+
+export function cameraStatusPayload(status: CameraStatus, device: string, publishedAt: Date): CameraStatusPayload {
+  const payload: CameraStatusPayload = {
+    schemaVersion: SCHEMA_VERSION,
+    device,
+    cameraId: status.cameraId,
+    state: status.state,
+    since: status.since,
+    framesCaptured: status.framesCaptured,
+    reconnects: status.reconnects,
+    publishedAt: publishedAt.toISOString(),
+  };
+  if (status.error !== undefined) payload.error = status.error;
+  return payload;
+}
+
+/** What the daemon answers on <prefix>/config/response (built from the handler's reply). */
+export interface ConfigReply {
+  ok: boolean;
+  transaction?: string | null;
+  error?: string;
+  revision?: number;
+  changedKeys?: string[];
+  restartRequired?: string[];
+  /** The effective configuration, redacted (config/get). */
+  config?: unknown;
+}
+
+export interface ConfigResponsePayload extends ConfigReply {
+  schemaVersion: number;
+  device: string;
+  request: 'set' | 'get';
+  transaction: string | null;
+  respondedAt: string;
+}
+
+export function configResponsePayload(reply: ConfigReply, device: string, request: 'set' | 'get', at: Date): ConfigResponsePayload {
+  const payload: ConfigResponsePayload = {
+    schemaVersion: SCHEMA_VERSION,
+    device,
+    request,
+    respondedAt: at.toISOString(),
+    ok: reply.ok,
+    transaction: reply.transaction ?? null,
+  };
+  for (const key of ['error', 'revision', 'changedKeys', 'restartRequired', 'config'] as const) {
+    if (reply[key] !== undefined) (payload as unknown as Record<string, unknown>)[key] = reply[key];
+  }
+  return payload;
+}
+
+export const MAX_TRIGGER_ID_LENGTH = 200;
+
+/**
+ * A trigger payload: JSON {"id": "..."} (schemas/trigger.schema.json), plain text, or empty (no id).
+ * Returns the trigger id, undefined for none, or an error message naming what is wrong.
+ */
+export function parseTrigger(payload: Buffer): { ok: true; triggerId: string | undefined } | { ok: false; error: string } {
+  const text = payload.toString('utf8').trim();
+  if (text.length === 0) return { ok: true, triggerId: undefined };
+  let id: unknown = text;
+  if (text.startsWith('{')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      return { ok: false, error: `trigger payload starts with "{" but is not valid JSON: ${(err as Error).message}` };
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      return { ok: false, error: 'trigger payload must be a JSON object' };
+    }
+    const extra = Object.keys(parsed).filter((k) => k !== 'id');
+    if (extra.length > 0) return { ok: false, error: `trigger payload has unknown keys: ${extra.join(', ')}` };
+    id = (parsed as { id?: unknown }).id;
+    if (id === undefined) return { ok: true, triggerId: undefined };
+    if (typeof id !== 'string') return { ok: false, error: 'trigger payload "id" must be a string' };
+  }
+  const triggerId = id as string;
+  if (triggerId.length === 0 || triggerId.length > MAX_TRIGGER_ID_LENGTH) {
+    return { ok: false, error: `trigger id must be 1..${MAX_TRIGGER_ID_LENGTH} characters (got ${triggerId.length})` };
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(triggerId)) return { ok: false, error: 'trigger id must not contain control characters' };
+  return { ok: true, triggerId };
+}

@@ -1,0 +1,48 @@
+/** The topic layout, in one place: everything lives under <mqtt.topicPrefix>/<device.id>. */
+export class Topics {
+  readonly prefix: string;
+
+  constructor(topicPrefix: string, deviceId: string) {
+    this.prefix = `${topicPrefix}/${deviceId}`;
+  }
+
+  /** Retained device status (online/offline, model, cameras, outbox); also the Last Will. */
+  get deviceStatus(): string {
+    return `${this.prefix}/status`;
+  }
+  /** Retained status of one camera. */
+  cameraStatus(camera: string): string {
+    return `${this.prefix}/${camera}/status`;
+  }
+  result(camera: string): string {
+    return `${this.prefix}/${camera}/result`;
+  }
+  /** JPEG crop of region <index> (the index into the result's regions list). */
+  crop(camera: string, index: number): string {
+    return `${this.prefix}/${camera}/crop/${index}`;
+  }
+  overlay(camera: string): string {
+    return `${this.prefix}/${camera}/overlay`;
+  }
+  /** Inbound: capture the next frame of a trigger-mode camera. */
+  trigger(camera: string): string {
+    return `${this.prefix}/${camera}/trigger`;
+  }
+  get configSet(): string {
+    return `${this.prefix}/config/set`;
+  }
+  get configGet(): string {
+    return `${this.prefix}/config/get`;
+  }
+  get configResponse(): string {
+    return `${this.prefix}/config/response`;
+  }
+
+  /** The camera id of a trigger topic, or null when the topic is not one. */
+  triggerCamera(topic: string): string | null {
+    const head = `${this.prefix}/`;
+    if (!topic.startsWith(head) || !topic.endsWith('/trigger')) return null;
+    const camera = topic.slice(head.length, -'/trigger'.length);
+    return camera.length > 0 && !camera.includes('/') ? camera : null;
+  }
+}

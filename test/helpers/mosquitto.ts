@@ -1,0 +1,112 @@
+// A real mosquitto broker for tests: /usr/sbin/mosquitto on a free loopback port with a temp config
+// (anonymous, no persistence), which a test can stop and start again on the same port to play a
+// broker outage.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+const MOSQUITTO = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto';
+
+export class Mosquitto {
+  private process: ChildProcess | null = null;
+  private output = '';
+
+  private constructor(readonly port: number, private readonly dir: string) {}
+
+  /** Start a broker on a free loopback port (or `port`) and wait until it accepts connections. */
+  static async start(port?: number): Promise<Mosquitto> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-mosquitto-'));
+    const broker = new Mosquitto(port ?? (await freePort()), dir);
+    fs.writeFileSync(
+      path.join(dir, 'mosquitto.conf'),
+      [`listener ${broker.port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+    );
+    await broker.start();
+    return broker;
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.process !== null;
+  }
+
+  /** (Re)start the broker on its port; resolves once it accepts TCP connections. */
+  async start(): Promise<void> {
+    if (this.process) return;
+    if (!fs.existsSync(MOSQUITTO)) throw new Error(`mosquitto not found at ${MOSQUITTO} (apt-get install mosquitto, or set MOSQUITTO_BIN)`);
+    this.output = '';
+    const child = spawn(MOSQUITTO, ['-c', path.join(this.dir, 'mosquitto.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.process = child;
+    let exited: number | null | undefined;
+    child.once('exit', (code) => {
+      exited = code;
+      if (this.process === child) this.process = null;
+    });
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      if (exited !== undefined) throw new Error(`mosquitto exited with code ${exited} on port ${this.port}:\n${this.output}`);
+      if (await accepts(this.port)) return;
+      if (Date.now() > deadline) {
+        await this.stop();
+        throw new Error(`mosquitto did not accept connections on port ${this.port} within 10 s:\n${this.output}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Stop the broker (SIGTERM, SIGKILL after 3 s); every client loses its connection. */
+  async stop(): Promise<void> {
+    const child = this.process;
+    if (!child) return;
+    this.process = null;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const kill = setTimeout(() => child.kill('SIGKILL'), 3000);
+      child.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+
+  /** Stop the broker and remove its temp directory. */
+  async dispose(): Promise<void> {
+    await this.stop();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
