@@ -1,0 +1,193 @@
+// The session and the preprocessing, with real onnxruntime-node and real OpenCV on the fixture
+// model whose anomaly map is the input's red channel.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import * as ort from 'onnxruntime-node';
+import cv from '../src/cv.js';
+import { ModelContractError, ModelFileError } from '../src/inference/model-file.js';
+import { effectiveRoi, loadModel, modelOptions, preprocessInto, resizeInterpolation } from '../src/inference/model.js';
+import { loadConfig } from '../src/config/load.js';
+import { capturingLogger, cpuOptions, frameOf, imageWithSpots } from './fixtures/frames.js';
+import { tinyModels } from './fixtures/tiny-models.js';
+
+const dir = tinyModels();
+const good = path.join(dir, 'good.onnx');
+
+/** Deterministic pseudo-random BGR image. */
+function noiseImage(width: number, height: number, seed: number) {
+  const data = Buffer.alloc(width * height * 3);
+  let s = seed >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s >>> 24;
+  }
+  return { mat: new cv.Mat(data, height, width, cv.CV_8UC3), data };
+}
+
+test('preprocessing without resize: RGB planes of the BGR image, scaled to [0, 1], NCHW', async () => {
+  const { mat, data } = noiseImage(32, 32, 7);
+  const input = new Float32Array(3 * 32 * 32);
+  await preprocessInto([frameOf(mat)], input, 32, 32);
+  let worst = 0;
+  for (let y = 0; y < 32; y++) {
+    for (let x = 0; x < 32; x++) {
+      for (let c = 0; c < 3; c++) {
+        const expected = data[(y * 32 + x) * 3 + (2 - c)]! / 255;
+        worst = Math.max(worst, Math.abs(input[c * 1024 + y * 32 + x]! - expected));
+      }
+    }
+  }
+  assert.ok(worst <= 1e-6, `max abs difference ${worst}`);
+  mat.release();
+});
+
+test('preprocessing with ROI and a 4x shrink: INTER_AREA means of 4x4 blocks of the ROI, second slot of the batch', async () => {
+  const width = 140;
+  const height = 135;
+  const roi = { x: 5, y: 3, width: 128, height: 128 };
+  const { mat, data } = noiseImage(width, height, 11);
+  const plain = noiseImage(32, 32, 3);
+  const input = new Float32Array(2 * 3 * 32 * 32).fill(-1);
+  await preprocessInto([frameOf(plain.mat), frameOf(mat, roi)], input, 32, 32);
+  const at = (x: number, y: number, ch: number) => data[(y * width + x) * 3 + ch]!;
+  let worst = 0;
+  const offset = 3 * 32 * 32;
+  for (let y = 0; y < 32; y++) {
+    for (let x = 0; x < 32; x++) {
+      for (let c = 0; c < 3; c++) {
+        const ch = 2 - c;
+        let sum = 0;
+        for (let dy = 0; dy < 4; dy++) for (let dx = 0; dx < 4; dx++) sum += at(roi.x + 4 * x + dx, roi.y + 4 * y + dy, ch);
+        // OpenCV's integer-factor area resize of 8-bit images rounds the block mean to 8 bits,
+        // halves to even (cvRound).
+        const mean = sum / 16;
+        const rounded = mean - Math.floor(mean) === 0.5 ? (Math.floor(mean) % 2 === 0 ? Math.floor(mean) : Math.ceil(mean)) : Math.round(mean);
+        const expected = rounded / 255;
+        worst = Math.max(worst, Math.abs(input[offset + c * 1024 + y * 32 + x]! - expected));
+      }
+    }
+  }
+  assert.ok(worst <= 1e-6, `max abs difference ${worst}`);
+  assert.ok(input.subarray(0, offset).every((v) => v >= 0 && v <= 1), 'first slot written too');
+  mat.release();
+  plain.mat.release();
+});
+
+test('grayscale frames become three equal planes', async () => {
+  const gray = new cv.Mat(32, 32, cv.CV_8UC1, 128);
+  const input = new Float32Array(3 * 1024);
+  await preprocessInto([frameOf(gray)], input, 32, 32);
+  assert.ok(input.every((v) => Math.abs(v - 128 / 255) < 1e-6));
+  gray.release();
+});
+
+test('resize rule: bilinear only when both sides grow (as the trainer), ROI clipped to the image', () => {
+  assert.equal(resizeInterpolation({ width: 100, height: 100 }, { width: 32, height: 32 }), cv.INTER_AREA);
+  assert.equal(resizeInterpolation({ width: 16, height: 16 }, { width: 32, height: 32 }), cv.INTER_LINEAR);
+  assert.equal(resizeInterpolation({ width: 16, height: 64 }, { width: 32, height: 32 }), cv.INTER_AREA);
+  const image = new cv.Mat(50, 80, cv.CV_8UC3, [0, 0, 0]);
+  assert.deepEqual(effectiveRoi(frameOf(image, { x: 60, y: 40, width: 100, height: 100 })), { x: 60, y: 40, width: 20, height: 10 });
+  assert.deepEqual(effectiveRoi(frameOf(image, null)), { x: 0, y: 0, width: 80, height: 50 });
+  assert.throws(() => effectiveRoi(frameOf(image, { x: 90, y: 0, width: 10, height: 10 }, 'camX')), /camera camX .*outside the 80x50 image/);
+  image.release();
+});
+
+test('a good model loads, names its provider and infers a batch larger than maxBatch', async () => {
+  const { log, lines } = capturingLogger();
+  const model = await loadModel(good, cpuOptions, log);
+  try {
+    assert.equal(model.info.executionProvider, 'cpu');
+    assert.ok(lines().some((l) => l.msg === 'model loaded on execution provider cpu'));
+    const frames = [0.2, 1, 0.6].map((level) => frameOf(imageWithSpots(64, 64, [{ x: 10, y: 20, width: 4, height: 6, level }])));
+    const inference = await model.run(frames);
+    assert.equal(inference.frames.length, 3);
+    assert.equal(inference.timings.batchSize, 3);
+    assert.ok(inference.timings.preprocessMs >= 0 && inference.timings.inferenceMs >= 0);
+    assert.equal(inference.model, model.info);
+    inference.frames.forEach((fi, i) => {
+      assert.equal(fi.frame, frames[i]);
+      assert.equal(fi.mapHeight, 32);
+      assert.equal(fi.mapWidth, 32);
+      assert.equal(fi.map.length, 1024);
+      // Map = red channel: the spot (2x3 map cells after the 2x shrink) at its level, zero elsewhere.
+      const level = Math.round(255 * [0.2, 1, 0.6][i]!) / 255;
+      assert.ok(Math.abs(fi.raw - level) < 1e-6, `frame ${i}: raw ${fi.raw} vs ${level}`);
+      assert.ok(Math.abs(fi.map[10 * 32 + 5]! - level) < 1e-6);
+      assert.equal(fi.map[0], 0);
+      assert.equal(fi.map.filter((v) => v > 0).length, 6);
+    });
+    // A smaller batch after a larger one reuses the buffer without leftovers from the last run.
+    const single = await model.run([frameOf(imageWithSpots(64, 64, []))]);
+    assert.equal(single.frames[0]!.raw, 0);
+    for (const f of frames) f.release();
+  } finally {
+    await model.release();
+  }
+});
+
+test('execution providers: unusable ones are skipped with a log line, cpu is the last resort', async () => {
+  const { log, lines } = capturingLogger();
+  const model = await loadModel(good, { ...cpuOptions, executionProviders: ['no-such-provider'] }, log);
+  try {
+    assert.equal(model.info.executionProvider, 'cpu');
+    const all = lines();
+    assert.ok(all.some((l) => l.provider === 'no-such-provider' && /not usable/.test(String(l.msg))), JSON.stringify(all));
+    assert.ok(all.some((l) => l.msg === 'execution provider fallback: running on cpu'));
+  } finally {
+    await model.release();
+  }
+});
+
+test('model options come from config.model and inference.maxBatch', () => {
+  const config = loadConfig(undefined, { model: { executionProviders: ['cuda', 'cpu'], intraOpThreads: 2 }, inference: { maxBatch: 3 } });
+  const options = modelOptions(config);
+  assert.deepEqual(options.executionProviders, ['cuda', 'cpu']);
+  assert.equal(options.intraOpThreads, 2);
+  assert.equal(options.maxBatch, 3);
+  assert.equal(options.graphOptimization, config.model.graphOptimization);
+});
+
+test('release() releases the onnxruntime session once; a reload keeps the new model running', async () => {
+  const released: unknown[] = [];
+  const original = ort.InferenceSession.prototype.release;
+  ort.InferenceSession.prototype.release = async function (this: ort.InferenceSession) {
+    released.push(this);
+    return original.call(this);
+  };
+  try {
+    const { log } = capturingLogger();
+    const first = await loadModel(good, cpuOptions, log);
+    const second = await loadModel(good, cpuOptions, log);
+    await first.release();
+    await first.release();
+    assert.equal(released.length, 1, 'one session released, once');
+    await assert.rejects(first.run([frameOf(imageWithSpots(32, 32, []))]), /has been released/);
+    const frame = frameOf(imageWithSpots(32, 32, [{ x: 0, y: 0, width: 1, height: 1 }]));
+    assert.equal((await second.run([frame])).frames[0]!.raw, 1);
+    await second.release();
+    assert.equal(released.length, 2);
+    frame.release();
+  } finally {
+    ort.InferenceSession.prototype.release = original;
+  }
+});
+
+test('loadModel refuses bad files with the contract error, never a crash', async () => {
+  const { log } = capturingLogger();
+  await assert.rejects(loadModel(path.join(dir, 'missing.onnx'), cpuOptions, log), (err: unknown) => err instanceof ModelFileError && /does not exist/.test(err.message));
+  await assert.rejects(loadModel(path.join(dir, 'no-metadata.onnx'), cpuOptions, log), (err: unknown) => err instanceof ModelContractError && /not a CRAD model/.test(err.message));
+});
+
+test('a frame with an empty image is an error naming the camera', async () => {
+  const { log } = capturingLogger();
+  const model = await loadModel(good, cpuOptions, log);
+  try {
+    const empty = frameOf(new cv.Mat(), null, 'camEmpty');
+    await assert.rejects(model.run([empty]), /camera camEmpty .*empty/);
+    // The model still serves the next batch.
+    assert.equal((await model.run([frameOf(imageWithSpots(32, 32, []))])).frames.length, 1);
+  } finally {
+    await model.release();
+  }
+});
