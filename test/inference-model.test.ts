@@ -150,8 +150,10 @@ test('model options come from config.model and inference.maxBatch', () => {
 
 test('release() releases the onnxruntime session once; a reload keeps the new model running', async () => {
   const released: unknown[] = [];
-  const original = ort.InferenceSession.prototype.release;
-  ort.InferenceSession.prototype.release = async function (this: ort.InferenceSession) {
+  // The exported value is typed as a factory, but it is the session class: patch its prototype.
+  const proto = (ort.InferenceSession as unknown as { prototype: { release(this: ort.InferenceSession): Promise<void> } }).prototype;
+  const original = proto.release;
+  proto.release = async function (this: ort.InferenceSession) {
     released.push(this);
     return original.call(this);
   };
@@ -169,7 +171,7 @@ test('release() releases the onnxruntime session once; a reload keeps the new mo
     assert.equal(released.length, 2);
     frame.release();
   } finally {
-    ort.InferenceSession.prototype.release = original;
+    proto.release = original;
   }
 });
 
