@@ -294,15 +294,23 @@ describe('good pushes', () => {
     assert.deepEqual(result.config.cameras[1], current.cameras[1]);
   });
 
-  test('camera fps, roi and stall timeout apply live', () => {
+  test('camera fps, roi, stall timeout and reconnect delays apply live', () => {
     const cameras = structuredClone(current.cameras);
     cameras[0]!.fps = 10;
+    cameras[0]!.reconnectMaxMs = 10000;
     cameras[1]!.roi = { x: 10, y: 10, width: 100, height: 100 };
     cameras[1]!.stallTimeoutMs = 9000;
     const result = accept(req({ cameras }));
     assert.deepEqual(result.changedKeys, ['cameras']);
     assert.deepEqual(result.restartRequired, []);
     assert.equal(result.config.cameras[0]!.fps, 10);
+  });
+
+  test('camera trigger mode or enabled flag changes restart that camera', () => {
+    const cameras = structuredClone(current.cameras);
+    cameras[0]!.trigger = 'mqtt';
+    cameras[1]!.enabled = false;
+    assert.deepEqual(accept(req({ cameras })).restartRequired, ['camera:cam1', 'camera:cam2']);
   });
 
   test('cameras added and removed are restarted; partial camera objects get schema defaults', () => {

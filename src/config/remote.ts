@@ -69,8 +69,9 @@ const DOTTED_KEY = /^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*$/;
 const SIGNATURE_BASE64 = /^[A-Za-z0-9+/]{86}==$/;
 /** Signed bytes start with this, so a signature made for something else never verifies here. */
 export const SIGNING_CONTEXT = 'crad-edge/config-set/v1';
-/** Camera fields the capture stage applies without reopening the camera (Camera.update). */
-const LIVE_CAMERA_FIELDS = new Set<keyof CameraConfig>(['fps', 'roi', 'stallTimeoutMs']);
+/** Camera fields Camera.update applies to a running camera. (trigger is not one: the pipeline
+ * registers a camera with its trigger mode, so a new mode re-adds the camera.) */
+const LIVE_CAMERA_FIELDS = new Set<keyof CameraConfig>(['fps', 'roi', 'stallTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs']);
 /** Key prefixes applied live by the pipeline/publisher; everything else names a part to restart. */
 const LIVE_PREFIXES = ['inference.', 'regions.', 'crops.', 'overlay.', 'mqtt.qos.', 'mqtt.retain.'];
 const RESTART_PARTS: Array<[prefix: string, part: string]> = [
