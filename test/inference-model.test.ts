@@ -161,8 +161,15 @@ test('release() releases the onnxruntime session once; a reload keeps the new mo
     const { log } = capturingLogger();
     const first = await loadModel(good, cpuOptions, log);
     const second = await loadModel(good, cpuOptions, log);
+    // Results outlive the session (the pipeline post-processes while a swap releases the old model).
+    const spot = frameOf(imageWithSpots(32, 32, [{ x: 3, y: 5, width: 1, height: 1 }]));
+    const kept = (await first.run([spot])).frames[0]!;
     await first.release();
     await first.release();
+    for (let i = 0; i < 3; i++) await second.run([spot]);
+    assert.equal(kept.map[5 * 32 + 3], 1);
+    assert.equal(kept.map.reduce((a, b) => a + b, 0), 1);
+    spot.release();
     assert.equal(released.length, 1, 'one session released, once');
     await assert.rejects(first.run([frameOf(imageWithSpots(32, 32, []))]), /has been released/);
     const frame = frameOf(imageWithSpots(32, 32, [{ x: 0, y: 0, width: 1, height: 1 }]));
