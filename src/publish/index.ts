@@ -11,8 +11,8 @@ import type { Logger } from '../service/log.js';
 import { MqttConnection, type ProtocolVersion, type Will } from './connection.js';
 import { Outbox, type OutboxEntry, type OutboxRow } from './outbox.js';
 import {
-  SCHEMA_VERSION, cameraStatusPayload, configResponsePayload, finishResult, modelSummary, parseTrigger, storedResult, uuidv7,
-  type ConfigReply, type DeviceStatusPayload, type ImageEnvelope, type OutboxStats, type StoredResult,
+  SCHEMA_VERSION, cameraStatusPayload, finishResult, modelSummary, parseTrigger, storedResult, uuidv7,
+  type ConfigResponse, type DeviceStatusPayload, type ImageEnvelope, type OutboxStats, type StoredResult,
 } from './payloads.js';
 import { Topics } from './topics.js';
 
@@ -30,7 +30,11 @@ export interface DeviceStatusInfo {
 }
 
 export type TriggerHandler = (cameraId: string, triggerId: string | undefined) => void;
-export type ConfigRequestHandler = (kind: 'set' | 'get', payload: Buffer, reply: (response: ConfigReply) => void) => void;
+/**
+ * A config/set or config/get request; `reply` publishes the answer once on <prefix>/config/response
+ * (verbatim as JSON, with the request's MQTT 5 correlation data).
+ */
+export type ConfigRequestHandler = (kind: 'set' | 'get', payload: Buffer, reply: (response: ConfigResponse) => void) => void;
 
 export interface PublisherStats {
   connected: boolean;
@@ -418,7 +422,7 @@ export class Publisher {
   private handleConfigRequest(kind: 'set' | 'get', payload: Buffer, packet: IPublishPacket): void {
     const correlationData = packet.properties?.correlationData;
     let replied = false;
-    const reply = (response: ConfigReply): void => {
+    const reply = (response: ConfigResponse): void => {
       if (replied) {
         this.log.warn({ kind }, 'config request answered twice: second reply ignored');
         return;
@@ -429,21 +433,25 @@ export class Publisher {
         this.log.warn({ kind, transaction: response.transaction }, 'config response not sent: broker not connected');
         return;
       }
-      const body = Buffer.from(JSON.stringify(configResponsePayload(response, this.device, kind, new Date())));
+      const body = Buffer.from(JSON.stringify(response));
       const properties = { ...this.jsonProperties(client), ...(client.options.protocolVersion === 5 && correlationData ? { correlationData } : {}) };
       client.publish(this.topics.configResponse, body, { qos: this.statusQos(), retain: false, properties }, (err) => {
         if (err) this.log.warn({ err: err.message }, 'config response not delivered');
       });
     };
+    const refuse = (error: string): void =>
+      reply(kind === 'set'
+        ? { transaction: null, status: 'error', error, revision: this.config.remoteConfig.revision, restartRequired: [], changed: [] }
+        : { transaction: null, status: 'error', error, revision: this.config.remoteConfig.revision });
     if (!this.configHandler) {
-      reply({ ok: false, transaction: null, error: 'this device has no configuration handler' });
+      refuse('this device has no configuration handler');
       return;
     }
     try {
       this.configHandler(kind, payload, reply);
     } catch (err) {
       this.log.error({ kind, err: (err as Error).message }, 'config request handler threw');
-      if (!replied) reply({ ok: false, transaction: null, error: `internal error: ${(err as Error).message}` });
+      if (!replied) refuse(`internal error: ${(err as Error).message}`);
     }
   }
 

@@ -2,6 +2,7 @@
 // per payload); test/publish-schemas.test.ts checks that what a subscriber receives matches them.
 import { randomBytes } from 'node:crypto';
 import type { CameraState, CameraStatus } from '../capture/frame.js';
+import type { ConfigPushResponse } from '../config/remote.js';
 import type { ModelInfo, Region, Result, Verdict } from '../inference/types.js';
 
 /** Bumped when a payload changes incompatibly; every payload carries it. */
@@ -198,40 +199,20 @@ export function cameraStatusPayload(status: CameraStatus, device: string, publis
   return payload;
 }
 
-/** What the daemon answers on <prefix>/config/response (built from the handler's reply). */
-export interface ConfigReply {
-  ok: boolean;
-  transaction?: string | null;
+/**
+ * The answer to a config/get request (schemas/config-response.schema.json). The answer to a
+ * config/set push is src/config/remote.ts's ConfigPushResponse (schemas/config-set.schema.json).
+ */
+export interface ConfigGetResponse {
+  transaction: string | null;
+  status: 'ok' | 'error';
   error?: string;
-  revision?: number;
-  changedKeys?: string[];
-  restartRequired?: string[];
-  /** The effective configuration, redacted (config/get). */
+  revision: number;
+  /** The effective configuration, secrets redacted. */
   config?: unknown;
 }
 
-export interface ConfigResponsePayload extends ConfigReply {
-  schemaVersion: number;
-  device: string;
-  request: 'set' | 'get';
-  transaction: string | null;
-  respondedAt: string;
-}
-
-export function configResponsePayload(reply: ConfigReply, device: string, request: 'set' | 'get', at: Date): ConfigResponsePayload {
-  const payload: ConfigResponsePayload = {
-    schemaVersion: SCHEMA_VERSION,
-    device,
-    request,
-    respondedAt: at.toISOString(),
-    ok: reply.ok,
-    transaction: reply.transaction ?? null,
-  };
-  for (const key of ['error', 'revision', 'changedKeys', 'restartRequired', 'config'] as const) {
-    if (reply[key] !== undefined) (payload as unknown as Record<string, unknown>)[key] = reply[key];
-  }
-  return payload;
-}
+export type ConfigResponse = ConfigPushResponse | ConfigGetResponse;
 
 export const MAX_TRIGGER_ID_LENGTH = 200;
 

@@ -4,9 +4,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { loadConfig, type AppConfig } from '../../src/config/load.js';
 import type { ModelInfo, Result } from '../../src/inference/types.js';
+
+// ajv-formats is CommonJS with a default export; under NodeNext the callable is on .default.
+const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
 export const DEVICE = 'press7';
 export const PREFIX = `acme/plant1/${DEVICE}`;
@@ -139,5 +145,25 @@ export async function until(what: string, predicate: () => boolean, timeoutMs = 
   while (!predicate()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Ajv (draft 2020-12, formats) loaded with every schema in schemas/. */
+export function schemaValidator(): Ajv2020 {
+  const ajv = new Ajv2020({ allErrors: true, strict: true, strictRequired: false });
+  addFormats(ajv);
+  const dir = fileURLToPath(new URL('../../schemas/', import.meta.url));
+  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.schema.json'))) {
+    ajv.addSchema(JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')), file);
+  }
+  return ajv;
+}
+
+/** Throw, with ajv's errors, unless `data` is valid against schemas/<name>. */
+export function assertValid(ajv: Ajv2020, name: string, data: unknown): void {
+  const validate = ajv.getSchema(name);
+  if (!validate) throw new Error(`no schema named ${name} in schemas/`);
+  if (!validate(data)) {
+    throw new Error(`payload does not match ${name}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(data, null, 2).slice(0, 2000)}`);
   }
 }
