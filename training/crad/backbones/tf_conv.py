@@ -25,7 +25,9 @@ class TfConv(nn.Module):
 
     With stride 1 and an odd kernel SAME padding is symmetric, so it is done by the convolution
     itself; with stride 2 TF pads (0, 1) on even inputs, which PyTorch's symmetric padding cannot
-    express, so the input is padded explicitly (sizes are Python ints: a constant Pad in ONNX).
+    express, so the input is padded explicitly. While tracing (ONNX export) the pads are the
+    even-size ones, a constant Pad: every stride-2 input is even when the image size is a multiple
+    of 32 (224 is); eager mode computes SAME padding for any size.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False,
@@ -39,11 +41,15 @@ class TfConv(nn.Module):
                               groups=cin if depthwise else 1, bias=bias)
         self.bn = nn.BatchNorm2d(cout, eps=TF_BN_EPS) if batch_norm else None
         self.relu6 = relu6
+        self.even_padding = same_padding(2 * stride, kernel, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != 1:
-            top, bottom = same_padding(int(x.shape[-2]), self.kernel, self.stride)
-            left, right = same_padding(int(x.shape[-1]), self.kernel, self.stride)
+            if torch.jit.is_tracing():
+                top, bottom = left, right = self.even_padding
+            else:
+                top, bottom = same_padding(x.shape[-2], self.kernel, self.stride)
+                left, right = same_padding(x.shape[-1], self.kernel, self.stride)
             x = F.pad(x, (left, right, top, bottom))
         x = self.conv(x)
         if self.bn is not None:
