@@ -121,7 +121,11 @@ export async function preprocessFrame(frame: Frame, input: Float32Array, offset:
 export async function preprocessInto(frames: Frame[], input: Float32Array, height: number, width: number): Promise<void> {
   const perFrame = 3 * height * width;
   if (input.length < frames.length * perFrame) throw new Error(`input buffer holds ${input.length / perFrame} frames, batch has ${frames.length}`);
-  for (let i = 0; i < frames.length; i++) await preprocessFrame(frames[i]!, input, i * perFrame, height, width);
+  // Frames in parallel (OpenCV's async calls run on libuv's thread pool); allSettled, so that no
+  // frame is still writing into the buffer when the batch fails.
+  const outcomes = await Promise.allSettled(frames.map((frame, i) => preprocessFrame(frame, input, i * perFrame, height, width)));
+  const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 function providerConfig(name: string, options: ModelOptions): ort.InferenceSession.ExecutionProviderConfig {
