@@ -348,9 +348,11 @@ export function checkContract(file: string, decoded: DecodedModel, hash: string)
   } else {
     const v = parseJson('crad.classes', classesText, problems);
     if (v !== undefined) {
-      if (!Array.isArray(v) || v.length === 0 || v.some((c) => typeof c !== 'string' || c === '')) {
-        problems.push(`metadata crad.classes must be a non-empty JSON list of class names (got ${JSON.stringify(v).slice(0, 80)})`);
+      if (!Array.isArray(v) || v.some((c) => typeof c !== 'string' || c === '')) {
+        problems.push(`metadata crad.classes must be a JSON list of class names (got ${JSON.stringify(v).slice(0, 80)})`);
       } else {
+        // The trainer writes [] when its checkpoint did not record the classes: odd, not unusable.
+        if (v.length === 0) warnings.push(`model ${file} lists no trained classes (crad.classes is [])`);
         classes = v as string[];
       }
     }
