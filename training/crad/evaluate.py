@@ -301,6 +301,8 @@ def overlay_image(image_rgb: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarr
     contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(blended, contours, -1, (0, 255, 0), 1)
     panel = np.hstack([image_bgr, heat_bgr, blended])
+    (text_width, text_height), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    cv2.rectangle(panel, (0, 0), (text_width + 8, text_height + 10), (0, 0, 0), -1)
     cv2.putText(panel, caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return panel
 
