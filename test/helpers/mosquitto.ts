@@ -15,13 +15,21 @@ export class Mosquitto {
 
   private constructor(readonly port: number, private readonly dir: string) {}
 
-  /** Start a broker on a free loopback port (or `port`) and wait until it accepts connections. */
-  static async start(port?: number): Promise<Mosquitto> {
+  /**
+   * Start a broker on a free loopback port (or `port`) and wait until it accepts connections.
+   * `persistence: true` keeps retained messages and persistent sessions (clean: false) across
+   * stop/start, in the temp directory: a subscriber that must see everything published while the
+   * broker was restarting uses such a session.
+   */
+  static async start(options: { port?: number; persistence?: boolean } = {}): Promise<Mosquitto> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-mosquitto-'));
-    const broker = new Mosquitto(port ?? (await freePort()), dir);
+    const broker = new Mosquitto(options.port ?? (await freePort()), dir);
+    const persistence = options.persistence
+      ? ['persistence true', `persistence_location ${dir}${path.sep}`, 'autosave_interval 0']
+      : ['persistence false'];
     fs.writeFileSync(
       path.join(dir, 'mosquitto.conf'),
-      [`listener ${broker.port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+      [`listener ${broker.port} 127.0.0.1`, 'allow_anonymous true', ...persistence, 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
     );
     await broker.start();
     return broker;

@@ -1,0 +1,268 @@
+// The publisher against a real mosquitto: what MQTT 5 and 3.1.1 subscribers receive, and that it
+// matches schemas/; statuses, the Last Will, inbound triggers and config requests.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { Aedes } from 'aedes';
+import type { MqttClient } from 'mqtt';
+import { Publisher } from '../src/publish/index.js';
+import { createLogger } from '../src/service/log.js';
+import { Mosquitto } from './helpers/mosquitto.js';
+import {
+  DEVICE, MODEL, PREFIX, Subscriber, assertValid, jpeg, makeResult, schemaValidator, tempDir, testConfig, until,
+} from './helpers/publish-fixtures.js';
+
+const log = createLogger('silent');
+const ajv = schemaValidator();
+const dir = tempDir();
+let broker: Mosquitto;
+let fileNo = 0;
+const outboxFile = () => path.join(dir, `outbox-${++fileNo}.sqlite`);
+
+before(async () => {
+  broker = await Mosquitto.start();
+});
+after(async () => {
+  await broker.dispose();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** The publisher's live MQTT client (to cut its socket like a pulled cable would). */
+function clientOf(publisher: Publisher): MqttClient {
+  const client = (publisher as unknown as { connection: { client: MqttClient | null } }).connection.client;
+  assert.ok(client, 'publisher is not connected');
+  return client;
+}
+
+test('every schema in schemas/ compiles under ajv strict mode', () => {
+  for (const name of Object.keys(ajv.schemas).filter((n) => n.endsWith('.schema.json'))) {
+    assert.ok(ajv.getSchema(name), `schema ${name} did not compile`);
+  }
+});
+
+test('results, crops and overlays reach MQTT 5 and 3.1.1 subscribers and match the schemas', async () => {
+  const sub5 = await Subscriber.connect(broker.url, 5);
+  const sub4 = await Subscriber.connect(broker.url, 4);
+  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  try {
+    publisher.setDeviceStatus({ version: '0.1.0', model: MODEL, configRevision: 3 });
+    await publisher.start();
+    publisher.publishCameraStatus({ cameraId: 'cam1', state: 'online', since: new Date().toISOString(), framesCaptured: 5, reconnects: 0 });
+    publisher.publishResult(makeResult('cam1', 1, { crops: 2, overlay: true, triggerId: 'lot42-part7' }));
+    publisher.publishResult(makeResult('cam2', 1));
+
+    const resultTopic = `${PREFIX}/cam1/result`;
+    for (const sub of [sub5, sub4]) {
+      await sub.waitFor('two results, two crops, an overlay and a device status with the camera', (m) =>
+        m.filter((x) => x.topic.endsWith('/result')).length === 2 &&
+        m.filter((x) => x.topic.includes('/crop/')).length === 2 &&
+        m.some((x) => x.topic === `${PREFIX}/cam1/overlay`) &&
+        m.some((x) => x.topic === `${PREFIX}/status` && x.json?.cameras?.cam1?.state === 'online'));
+      for (const m of sub.messages.filter((x) => x.topic.endsWith('/result'))) assertValid(ajv, 'result.schema.json', m.json);
+      for (const m of sub.on(`${PREFIX}/status`)) assertValid(ajv, 'device-status.schema.json', m.json);
+      for (const m of sub.on(`${PREFIX}/cam1/status`)) assertValid(ajv, 'camera-status.schema.json', m.json);
+    }
+
+    const result = sub5.on(resultTopic)[0]!.json;
+    assert.equal(result.device, DEVICE);
+    assert.equal(result.camera, 'cam1');
+    assert.equal(result.sequence, 1);
+    assert.equal(result.triggerId, 'lot42-part7');
+    assert.equal(result.verdict, 'NG');
+    assert.equal(result.crops, 2);
+    assert.equal(result.overlay, true);
+    assert.equal(result.replayed, false);
+    assert.equal(result.model.hash, MODEL.hash);
+    assert.deepEqual(result.regions[1], { x: 60, y: 20, width: 40, height: 30, area: 900, peak: 3.5, peakNormalized: 0.8 });
+    assert.ok(result.latencyMs.total >= 0 && result.latencyMs.total < 5000);
+    assert.deepEqual(sub4.on(resultTopic)[0]!.json.messageId, result.messageId, 'both subscribers see the same message');
+    assert.equal(sub5.on(resultTopic)[0]!.packet.properties?.contentType, 'application/json');
+
+    // MQTT 5: the JPEG bytes themselves, with content type and the result's id as correlation data,
+    // right after the result.
+    const order = sub5.messages.filter((m) => m.topic.startsWith(`${PREFIX}/cam1/`) && !m.topic.endsWith('/status')).map((m) => m.topic);
+    assert.deepEqual(order, [resultTopic, `${PREFIX}/cam1/crop/0`, `${PREFIX}/cam1/crop/1`, `${PREFIX}/cam1/overlay`]);
+    const crop1 = sub5.on(`${PREFIX}/cam1/crop/1`)[0]!;
+    assert.deepEqual(crop1.payload, jpeg('cam1-1-crop1'));
+    assert.equal(crop1.packet.properties?.contentType, 'image/jpeg');
+    assert.equal(crop1.packet.properties?.correlationData?.toString(), result.messageId);
+    assert.equal((crop1.packet.properties?.userProperties as Record<string, string>).index, '1');
+    assert.deepEqual(sub5.on(`${PREFIX}/cam1/overlay`)[0]!.payload, jpeg('cam1-1-overlay'));
+
+    const status = sub5.on(`${PREFIX}/status`).at(-1)!.json;
+    assert.equal(status.state, 'online');
+    assert.equal(status.version, '0.1.0');
+    assert.equal(status.model.hash, MODEL.hash);
+    assert.equal(status.model.calibrated, true);
+    assert.equal(status.configRevision, 3);
+    assert.equal(status.broker.protocolVersion, 5);
+    await until('outbox drained', () => publisher.stats().outbox.pending === 0);
+    assert.equal(publisher.stats().publishedResults, 2);
+    assert.equal(publisher.stats().publishedImages, 3);
+  } finally {
+    await publisher.stop();
+    await sub5.close();
+    await sub4.close();
+  }
+});
+
+test('an MQTT 3.1.1 publisher sends crops and overlays as base64 JSON envelopes matching the schema', async () => {
+  const sub = await Subscriber.connect(broker.url, 4);
+  const publisher = new Publisher(testConfig(broker.url, outboxFile(), { mqtt: { protocolVersion: 4 }, outbox: { includeImages: true } }), log);
+  try {
+    await publisher.start();
+    publisher.publishResult(makeResult('cam2', 9, { crops: 1, overlay: true }));
+    await sub.waitFor('result, crop and overlay', (m) => m.some((x) => x.topic.endsWith('/overlay')) && m.some((x) => x.topic.endsWith('/crop/0')));
+    const result = sub.on(`${PREFIX}/cam2/result`)[0]!.json;
+    assertValid(ajv, 'result.schema.json', result);
+    const crop = sub.on(`${PREFIX}/cam2/crop/0`)[0]!.json;
+    const overlay = sub.on(`${PREFIX}/cam2/overlay`)[0]!.json;
+    for (const envelope of [crop, overlay]) assertValid(ajv, 'image-envelope.schema.json', envelope);
+    assert.equal(crop.messageId, result.messageId);
+    assert.equal(crop.index, 0);
+    assert.equal(overlay.index, null);
+    assert.deepEqual(Buffer.from(crop.data, 'base64'), jpeg('cam2-9-crop0'));
+    assert.deepEqual(Buffer.from(overlay.data, 'base64'), jpeg('cam2-9-overlay'));
+    const status = sub.on(`${PREFIX}/status`).at(-1)!.json;
+    assert.equal(status.broker.protocolVersion, 4);
+  } finally {
+    await publisher.stop();
+    await sub.close();
+  }
+});
+
+test('a broker that refuses MQTT 5 gets MQTT 3.1.1 instead, and crops go as envelopes', async () => {
+  // aedes speaks MQTT 3.1.1 only and answers a v5 CONNECT with "unacceptable protocol version".
+  const aedes = await Aedes.createBroker();
+  const server = net.createServer(aedes.handle);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `mqtt://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const sub = await Subscriber.connect(url, 4);
+  const publisher = new Publisher(testConfig(url, outboxFile(), { mqtt: { protocolVersion: 5 } }), log);
+  try {
+    await publisher.start();
+    await until('connected after the fallback', () => publisher.stats().connected);
+    assert.equal(publisher.stats().protocolVersion, 4);
+    publisher.publishResult(makeResult('cam1', 3, { crops: 1 }));
+    // Not ordered against each other here: aedes stores QoS 1 messages before forwarding them.
+    await sub.waitFor('result and crop envelope', (m) => m.some((x) => x.topic.endsWith('/crop/0')) && m.some((x) => x.topic.endsWith('/result')));
+    assertValid(ajv, 'image-envelope.schema.json', sub.on(`${PREFIX}/cam1/crop/0`)[0]!.json);
+    assertValid(ajv, 'result.schema.json', sub.on(`${PREFIX}/cam1/result`)[0]!.json);
+  } finally {
+    await publisher.stop();
+    await sub.close();
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    server.close();
+  }
+});
+
+test('retained statuses reach late subscribers; a cut socket brings the offline Will, a reconnect restores online', async () => {
+  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  try {
+    publisher.setDeviceStatus({ version: '0.1.0' });
+    await publisher.start();
+    publisher.publishCameraStatus({ cameraId: 'cam2', state: 'offline', error: 'no frame for 5000 ms', since: new Date().toISOString(), framesCaptured: 12, reconnects: 2 });
+    await new Promise((r) => setTimeout(r, 300));
+
+    const late = await Subscriber.connect(broker.url, 5);
+    await late.waitFor('retained device and camera status', (m) =>
+      m.some((x) => x.topic === `${PREFIX}/status` && x.packet.retain) && m.some((x) => x.topic === `${PREFIX}/cam2/status` && x.packet.retain));
+    const camera = late.on(`${PREFIX}/cam2/status`)[0]!.json;
+    assertValid(ajv, 'camera-status.schema.json', camera);
+    assert.equal(camera.state, 'offline');
+    assert.equal(camera.error, 'no frame for 5000 ms');
+    assert.equal(late.on(`${PREFIX}/status`)[0]!.json.state, 'online');
+
+    // Pull the cable: the broker sees the connection die without DISCONNECT and publishes the Will.
+    const before = publisher.stats().connects;
+    clientOf(publisher).stream.destroy();
+    await late.waitFor('the offline Will', (m) => m.some((x) => x.topic === `${PREFIX}/status` && x.json?.state === 'offline'));
+    const will = late.on(`${PREFIX}/status`).find((x) => x.json?.state === 'offline')!.json;
+    assertValid(ajv, 'device-status.schema.json', will);
+    assert.equal(will.reason, 'connection-lost');
+    assert.equal(will.version, '0.1.0');
+
+    // Our own reconnect loop brings it back and the retained status says online again.
+    await late.waitFor('online again after the reconnect', (m) => {
+      const statuses = m.filter((x) => x.topic === `${PREFIX}/status`);
+      return statuses.at(-1)?.json?.state === 'online' && statuses.some((x) => x.json?.state === 'offline');
+    });
+    assert.equal(publisher.stats().connects, before + 1);
+    const fresh = await Subscriber.connect(broker.url, 4);
+    await fresh.waitFor('retained statuses after the reconnect', (m) =>
+      m.some((x) => x.topic === `${PREFIX}/status` && x.json?.state === 'online') && m.some((x) => x.topic === `${PREFIX}/cam2/status`));
+    await fresh.close();
+    await late.close();
+  } finally {
+    await publisher.stop();
+  }
+  const after = await Subscriber.connect(broker.url, 5);
+  await after.waitFor('the retained shutdown status', (m) => m.some((x) => x.topic === `${PREFIX}/status`));
+  const final = after.on(`${PREFIX}/status`)[0]!.json;
+  assertValid(ajv, 'device-status.schema.json', final);
+  assert.equal(final.state, 'offline');
+  assert.equal(final.reason, 'shutdown');
+  await after.close();
+});
+
+test('triggers reach the handler for trigger-mode cameras only; retained commands are ignored', async () => {
+  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  const triggers: Array<[string, string | undefined]> = [];
+  publisher.onTrigger((camera, id) => triggers.push([camera, id]));
+  const sender = await Subscriber.connect(broker.url, 5, `${PREFIX}/none`);
+  // A trigger left retained on the broker would fire on every (re)subscribe: it must be ignored.
+  await sender.client.publishAsync(`${PREFIX}/cam1/trigger`, 'stale retained trigger', { qos: 1, retain: true });
+  try {
+    await publisher.start();
+    await new Promise((r) => setTimeout(r, 200)); // subscriptions settle
+    const trigger = (camera: string, payload: string, retain = false) => sender.client.publishAsync(`${PREFIX}/${camera}/trigger`, payload, { qos: 1, retain });
+    await trigger('cam1', JSON.stringify({ id: 'lot42-part8' }));
+    await trigger('cam1', 'plain-text-id');
+    await trigger('cam1', '');
+    await trigger('cam1', '{"id": 7}'); // not a string: refused
+    await trigger('cam2', 'free-run camera: not subscribed');
+    await until('three triggers', () => triggers.length >= 3);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(triggers, [['cam1', 'lot42-part8'], ['cam1', 'plain-text-id'], ['cam1', undefined]]);
+    // The JSON form agrees with the schema.
+    assertValid(ajv, 'trigger.schema.json', { id: 'lot42-part8' });
+    assert.throws(() => assertValid(ajv, 'trigger.schema.json', { id: 7 }));
+    await sender.client.publishAsync(`${PREFIX}/cam1/trigger`, '', { qos: 1, retain: true }); // clear the retained one
+  } finally {
+    await publisher.stop();
+    await sender.close();
+  }
+});
+
+test('config get and set requests reach the handler and answers carry correlation data and match the schema', async () => {
+  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  const requests: Array<[string, string]> = [];
+  publisher.onConfigRequest((kind, payload, reply) => {
+    requests.push([kind, payload.toString()]);
+    const transaction = (JSON.parse(payload.toString()) as { transaction: string }).transaction;
+    if (kind === 'get') reply({ transaction, status: 'ok', revision: 4, config: { inference: { sensitivity: 0 } } });
+    else reply({ transaction, status: 'error', error: 'stale baseRevision 3: the current revision is 4', revision: 4, restartRequired: [], changed: [] });
+  });
+  const client = await Subscriber.connect(broker.url, 5, `${PREFIX}/config/response`);
+  try {
+    await publisher.start();
+    await new Promise((r) => setTimeout(r, 200));
+    await client.client.publishAsync(`${PREFIX}/config/get`, JSON.stringify({ transaction: 'g1' }), { qos: 1, properties: { correlationData: Buffer.from('corr-g1') } });
+    await client.client.publishAsync(`${PREFIX}/config/set`, JSON.stringify({ transaction: 's1', baseRevision: 3, changes: { 'inference.sensitivity': 0.1 } }), { qos: 1 });
+    await client.waitFor('two answers', (m) => m.length === 2);
+    const [get, set] = client.messages;
+    assertValid(ajv, 'config-get.schema.json', JSON.parse(requests[0]![1]));
+    assertValid(ajv, 'config-set.schema.json', JSON.parse(requests[1]![1]));
+    assertValid(ajv, 'config-response.schema.json', get!.json);
+    assertValid(ajv, 'config-response.schema.json', set!.json);
+    assert.equal(get!.json.transaction, 'g1');
+    assert.equal(get!.packet.properties?.correlationData?.toString(), 'corr-g1');
+    assert.equal(set!.json.status, 'error');
+    assert.deepEqual(requests.map((r) => r[0]), ['get', 'set']);
+  } finally {
+    await publisher.stop();
+    await client.close();
+  }
+});
