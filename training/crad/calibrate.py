@@ -213,7 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import DataError, sample_mask
+    from .data import DataError, Sample, detect_layout, sample_mask
     from .evaluate import predict_with_skips
     from .model import load_detector
 
@@ -238,9 +238,13 @@ def run(args: argparse.Namespace) -> int:
     normal_maps, normal_scores, _, _ = predict_with_skips(detector, normal, size, args.batch)
     defect_maps = defect_scores = defect_masks = None
     if args.defects:
-        defects = load_samples(args.defects, args.layout, args.split, args.classes)
-        # a plain folder carries no labels: everything in --defects is defective
-        defects = [s if s.label == 1 else type(s)(s.path, 1, s.class_name, "defect", s.mask_path) for s in defects]
+        layout = detect_layout(args.defects) if args.layout == "auto" else args.layout
+        defects = load_samples(args.defects, layout, args.split, args.classes)
+        if layout == "folder":  # a plain folder carries no labels: everything in it is defective
+            defects = [Sample(s.path, 1, s.class_name, "defect", None) for s in defects]
+        defects = [s for s in defects if s.label == 1]
+        if not defects:
+            raise DataError(f"no defect (label 1) images in {args.defects}")
         defects = limit_samples(defects, args.limit, args.seed)
         defect_maps, defect_scores, kept, _ = predict_with_skips(detector, defects, size, args.batch)
         if all(s.mask_path is not None for s in kept):
