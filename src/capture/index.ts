@@ -1,0 +1,42 @@
+// Capture entry point: build a Camera for a configured camera entry.
+import type { CameraConfig } from '../config/schema.js';
+import type { Logger } from '../service/log.js';
+import { Camera } from './camera.js';
+import { FileSource } from './file.js';
+import { FolderSource } from './folder.js';
+import { GigeSource } from './gige.js';
+import { GStreamerSource } from './gstreamer.js';
+import type { CameraSource } from './source.js';
+import { StreamSource } from './stream.js';
+import { UsbSource } from './usb.js';
+
+export { Camera, type CameraStats, type SourceFactory } from './camera.js';
+export type { CameraSource } from './source.js';
+export type { Frame, CameraStatus, CameraState } from './frame.js';
+
+/** The source for a camera entry; throws an Error naming the bad key for unusable settings. */
+export function createSource(config: CameraConfig, log: Logger): CameraSource {
+  switch (config.source) {
+    case 'folder':
+      return new FolderSource(config.path, config.loop, log);
+    case 'file':
+      return new FileSource(config.path, config.loop);
+    case 'usb':
+      return new UsbSource({ device: config.device, width: config.width, height: config.height, fps: config.fps, fourcc: config.fourcc }, log);
+    case 'gige':
+      return new GigeSource({ address: config.address, pixelFormat: config.pixelFormat, width: config.width, height: config.height }, log);
+    case 'rtsp':
+    case 'http':
+      return new StreamSource(config.source, config.url);
+    case 'gstreamer':
+      return new GStreamerSource(config.pipeline);
+    default: {
+      const unknown: never = config.source;
+      throw new Error(`camera ${config.id}: unknown source "${String(unknown)}"`);
+    }
+  }
+}
+
+export function createCamera(config: CameraConfig, log: Logger): Camera {
+  return new Camera(config, log.child({ camera: config.id }), createSource);
+}
