@@ -7,7 +7,8 @@ trains (`crad.data.magnetic_tile_split`, split seed 0 by default); the other 20 
 defect image (Blowhole, Break, Crack, Fray, Uneven) form the test set. A further seeded
 --holdout fraction of the training 80 % is kept out of training for CRAD's model selection
 (lowest held-out reconstruction loss: never the test set). CRAD trains with crad.train.fit
-within --minutes; PatchCore builds its memory bank from the same training features. Both are
+within --minutes (by default with as many epochs as a timed trial epoch says fit, so that the
+learning-rate schedule completes); PatchCore builds its memory bank from the same training features. Both are
 evaluated on the same test features (one backbone pass), with the metrics of crad.evaluate.
 
 --limit N caps the training, held-out and test images (N per label, seeded) for smoke tests:
@@ -101,6 +102,30 @@ def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: 
     return results, kept, skipped, seconds
 
 
+def epochs_for_budget(detector, train_features, held_features, args, out: Path) -> tuple[int, float]:
+    """How many epochs fit the budget, so that the learning-rate schedule (scaled to the epoch
+    count by crad.train) completes instead of being cut before its decay.
+
+    One trial epoch on a copy of the detector (the real run starts from the same initial
+    weights) measures an epoch's time; its own time is taken off the budget.
+    Returns (epochs, minutes left for the real run).
+    """
+    import copy
+    import shutil
+
+    from .train import REFERENCE_EPOCHS, TrainConfig, fit
+
+    trial = TrainConfig(epochs=1, batch_size=args.batch_size, seed=args.seed, progress=False)
+    started = time.perf_counter()
+    fit(copy.deepcopy(detector), train_features, held_features, trial, out / "trial-epoch", {})
+    epoch_seconds = time.perf_counter() - started
+    shutil.rmtree(out / "trial-epoch", ignore_errors=True)
+    left = args.minutes * 60.0 - epoch_seconds
+    epochs = int(max(1, min(REFERENCE_EPOCHS, math.floor(0.95 * left / epoch_seconds))))
+    log.info("a trial epoch took %.1f s: %d epochs fit the %.1f min budget", epoch_seconds, epochs, args.minutes)
+    return epochs, max(left / 60.0, epoch_seconds / 60.0)
+
+
 def _cell(value) -> str:
     return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.1f}"
 
@@ -122,7 +147,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=DATASETS)
     parser.add_argument("--data", help="data set folder (default: $CRAD_SHARED_DATA/<dataset>, else ../shared/data/<dataset>)")
     parser.add_argument("--minutes", type=float, default=30.0, help="CRAD training time budget (default 30)")
-    parser.add_argument("--epochs", type=int, default=50, help="CRAD epochs at most (the budget may stop earlier)")
+    parser.add_argument("--epochs", type=int,
+                        help="CRAD epochs (default: as many as fit --minutes, at most 50, timed on a trial epoch)")
     parser.add_argument("--backbone", default="mobilenet-v2")
     parser.add_argument("--backbone-weights")
     parser.add_argument("--random-backbone", action="store_true", help="random backbone weights: for tests only")
@@ -180,7 +206,12 @@ def run(args: argparse.Namespace) -> int:
     timings["train_features_seconds"] = time.perf_counter() - started
     del train_images, held_images
 
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, max_minutes=args.minutes,
+    epochs, train_minutes = args.epochs, args.minutes
+    if epochs is None:
+        started = time.perf_counter()
+        epochs, train_minutes = epochs_for_budget(detector, train_features, held_features, args, out)
+        timings["trial_epoch_seconds"] = time.perf_counter() - started
+    config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed, max_minutes=train_minutes,
                          progress=progress)
     training_info = {
         "dataset": args.dataset, "protocol": "seeded 80% of MT_Free trains; 20% + all defects test",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -211,6 +212,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .data import DataError
+
+    try:
+        return _run(args)
+    except (DataError, FileNotFoundError) as error:
+        print(f"crad calibrate: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from .data import DataError, Sample, detect_layout, sample_mask

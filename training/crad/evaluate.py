@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -394,8 +395,12 @@ def run(args: argparse.Namespace) -> int:
     from .model import load_detector
 
     torch.set_num_threads(os.cpu_count() or 1)
-    detector, extra = load_detector(args.model)
-    samples = load_samples(args.data, args.layout, args.split, args.classes, args.meta)
+    try:
+        detector, extra = load_detector(args.model)
+        samples = load_samples(args.data, args.layout, args.split, args.classes, args.meta)
+    except (DataError, FileNotFoundError) as error:
+        print(f"crad eval: {error}", file=sys.stderr)
+        return 2
     samples = limit_samples(samples, args.limit, args.seed)
     results = evaluate(detector, samples, args.out, args.overlays, batch=args.batch,
                        title=f"{Path(args.model).name} on {args.data}")

@@ -463,8 +463,11 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 32:
         raise SystemExit(f"crad synth: --size must be at least 32, got {args.size}")
     if args.out:
-        counts = write_dataset(args.out, args.classes, args.train, args.test_good, args.test_defect,
-                               args.size, args.seed, args.overwrite)
+        try:
+            counts = write_dataset(args.out, args.classes, args.train, args.test_good, args.test_defect,
+                                   args.size, args.seed, args.overwrite)
+        except FileExistsError as error:
+            raise SystemExit(f"crad synth: {error}") from None
         for class_name, c in counts.items():
             print(f"{args.out}/{class_name}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
     if args.samples_out:
