@@ -24,9 +24,15 @@ export class Mosquitto {
   static async start(options: { port?: number; persistence?: boolean } = {}): Promise<Mosquitto> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-mosquitto-'));
     const broker = new Mosquitto(options.port ?? (await freePort()), dir);
-    const persistence = options.persistence
-      ? ['persistence true', `persistence_location ${dir}${path.sep}`, 'autosave_interval 0']
-      : ['persistence false'];
+    let persistence = ['persistence false'];
+    if (options.persistence) {
+      // Started as root, mosquitto drops to its own user: it must be able to write the data dir.
+      const data = path.join(dir, 'data');
+      fs.mkdirSync(data);
+      fs.chmodSync(dir, 0o711);
+      fs.chmodSync(data, 0o777);
+      persistence = ['persistence true', `persistence_location ${data}${path.sep}`, 'autosave_interval 0'];
+    }
     fs.writeFileSync(
       path.join(dir, 'mosquitto.conf'),
       [`listener ${broker.port} 127.0.0.1`, 'allow_anonymous true', ...persistence, 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),

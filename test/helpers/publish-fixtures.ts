@@ -63,7 +63,12 @@ export function jpeg(tag: string): Buffer {
   return Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.from(tag), Buffer.from([0xff, 0xd9])]);
 }
 
-export function makeResult(camera: string, sequence: number, options: { crops?: number; overlay?: boolean; triggerId?: string } = {}): Result {
+export function makeResult(
+  camera: string,
+  sequence: number,
+  options: { crops?: number; overlay?: boolean; triggerId?: string; ageMs?: number } = {},
+): Result {
+  const ageMs = options.ageMs ?? 0;
   const crops = options.crops ?? 0;
   const regions = Array.from({ length: crops }, (_, i) => ({
     x: 10 + i * 50, y: 20, width: 40, height: 30, area: 900, peak: 2.5 + i, peakNormalized: 0.8,
@@ -72,8 +77,8 @@ export function makeResult(camera: string, sequence: number, options: { crops?: 
     frame: {
       cameraId: camera,
       sequence,
-      capturedAt: new Date().toISOString(),
-      capturedMono: performance.now(),
+      capturedAt: new Date(Date.now() - ageMs).toISOString(),
+      capturedMono: performance.now() - ageMs,
       ...(options.triggerId !== undefined ? { triggerId: options.triggerId } : {}),
       roi: null,
     },
@@ -111,8 +116,15 @@ export class Subscriber {
     });
   }
 
-  static async connect(url: string, protocolVersion: 4 | 5, topic = `${PREFIX}/#`): Promise<Subscriber> {
-    const client = await mqtt.connectAsync(url, { protocolVersion, reconnectPeriod: 200, clientId: `sub-${protocolVersion}-${Math.random().toString(16).slice(2)}` });
+  /** `session` names a persistent session (clean: false) that the broker keeps while we are away. */
+  static async connect(url: string, protocolVersion: 4 | 5, topic = `${PREFIX}/#`, session?: string): Promise<Subscriber> {
+    const client = await mqtt.connectAsync(url, {
+      protocolVersion,
+      reconnectPeriod: 200,
+      clientId: session ?? `sub-${protocolVersion}-${Math.random().toString(16).slice(2)}`,
+      clean: session === undefined,
+      ...(session !== undefined && protocolVersion === 5 ? { properties: { sessionExpiryInterval: 3600 } } : {}),
+    });
     const subscriber = new Subscriber(client);
     await client.subscribeAsync(topic, { qos: 1 });
     return subscriber;
