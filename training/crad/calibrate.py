@@ -206,6 +206,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE)
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--checkpoint-out", metavar="FILE",
+                        help="also write a copy of the scoring checkpoint with the calibration in its extra "
+                             "(`crad export` then puts it into the ONNX file); may be the checkpoint itself")
     parser.add_argument("--out", required=True,
                         help="FILE.onnx: calibrated copy of the ONNX model; FILE.json: the calibration (sidecar: "
                              "<model>.onnx.calibration.json); other: calibrated copy of the checkpoint")
@@ -271,4 +274,7 @@ def _run(args: argparse.Namespace) -> int:
         store_in_checkpoint(checkpoint, out, calibration)
     print(json.dumps(calibration, indent=2))
     print(f"wrote {out}")
+    if args.checkpoint_out:
+        store_in_checkpoint(checkpoint, args.checkpoint_out, calibration)
+        print(f"wrote {args.checkpoint_out}")
     return 0

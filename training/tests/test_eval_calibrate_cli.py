@@ -61,8 +61,9 @@ def test_calibrate_cli_all_targets(setup):
     assert cli(export, [setup / "model.pt", "--out", setup / "model.onnx", "--no-reference"]) == 0
     assert CALIBRATION_KEY not in read_model_metadata(setup / "model.onnx")
     assert cli(calibrate, ["--model", setup / "model.onnx", "--checkpoint", setup / "model.pt", "--normal", data,
-                           "--out", setup / "calibrated.onnx"]) == 0
+                           "--out", setup / "calibrated.onnx", "--checkpoint-out", setup / "also.pt"]) == 0
     meta = read_model_metadata(setup / "calibrated.onnx")
     assert json.loads(meta[CALIBRATION_KEY]) == cal and meta["crad.variant"] == "crad-s"
+    assert load_detector(str(setup / "also.pt"))[1]["calibration"] == cal
     with pytest.raises(SystemExit, match="--checkpoint"):
         cli(calibrate, ["--model", setup / "model.onnx", "--normal", data, "--out", setup / "x.onnx"])
