@@ -27,12 +27,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-from .data import (GOOD, LAYOUTS, DataError, Sample, limit_samples, load_samples, read_image,
+from .data import (LAYOUTS, DataError, Sample, limit_samples, load_samples, read_image,
                    read_image_uint8, sample_mask, warn_skipped)
 
 log = logging.getLogger("crad.evaluate")
