@@ -47,7 +47,7 @@ test('results, crops and overlays reach MQTT 5 and 3.1.1 subscribers and match t
   const sub4 = await Subscriber.connect(broker.url, 4);
   const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
   try {
-    publisher.setDeviceStatus({ version: '0.1.0', model: MODEL, configRevision: 3 });
+    publisher.setDeviceStatus({ version: '0.1.0', model: MODEL, revision: 3, modelError: 'crad-new.onnx: input "image" has 4 channels, expected 3' });
     await publisher.start();
     publisher.publishCameraStatus({ cameraId: 'cam1', state: 'online', since: new Date().toISOString(), framesCaptured: 5, reconnects: 0 });
     publisher.publishResult(makeResult('cam1', 1, { crops: 2, overlay: true, triggerId: 'lot42-part7' }));
@@ -97,6 +97,7 @@ test('results, crops and overlays reach MQTT 5 and 3.1.1 subscribers and match t
     assert.equal(status.model.hash, MODEL.hash);
     assert.equal(status.model.calibrated, true);
     assert.equal(status.configRevision, 3);
+    assert.match(status.modelError, /4 channels/);
     assert.equal(status.broker.protocolVersion, 5);
     await until('outbox drained', () => publisher.stats().outbox.pending === 0);
     assert.equal(publisher.stats().publishedResults, 2);
@@ -241,9 +242,8 @@ test('config get and set requests reach the handler and answers carry correlatio
   const requests: Array<[string, string]> = [];
   publisher.onConfigRequest((kind, payload, reply) => {
     requests.push([kind, payload.toString()]);
-    const transaction = (JSON.parse(payload.toString()) as { transaction: string }).transaction;
-    if (kind === 'get') reply({ transaction, status: 'ok', revision: 4, config: { inference: { sensitivity: 0 } } });
-    else reply({ transaction, status: 'error', error: 'stale baseRevision 3: the current revision is 4', revision: 4, restartRequired: [], changed: [] });
+    if (kind === 'get') reply({ status: 'ok', revision: 4, config: { inference: { sensitivity: 0 } } }); // transaction echoed by the publisher
+    else reply({ transaction: 's1', status: 'error', error: 'stale baseRevision 3: the current revision is 4', revision: 4, restartRequired: [], changed: [] });
   });
   const client = await Subscriber.connect(broker.url, 5, `${PREFIX}/config/response`);
   try {
@@ -264,5 +264,50 @@ test('config get and set requests reach the handler and answers carry correlatio
   } finally {
     await publisher.stop();
     await client.close();
+  }
+});
+
+test('updateLive applies QoS, limits and trigger subscriptions live and asks for a restart for connection settings', async () => {
+  const config = testConfig(broker.url, outboxFile());
+  const publisher = new Publisher(config, log);
+  const triggers: string[] = [];
+  publisher.onTrigger((camera) => triggers.push(camera));
+  const sender = await Subscriber.connect(broker.url, 5, `${PREFIX}/none`);
+  try {
+    await publisher.start();
+    const cameras = config.cameras.map((c) => (c.id === 'cam2' ? { ...c, trigger: 'mqtt' as const } : c));
+    assert.equal(publisher.updateLive({ ...config, cameras, outbox: { ...config.outbox, maxBytes: 1_000_000 } }), 'live');
+    await new Promise((r) => setTimeout(r, 200));
+    await sender.client.publishAsync(`${PREFIX}/cam2/trigger`, 'now', { qos: 1 });
+    await until('the cam2 trigger', () => triggers.includes('cam2'));
+    assert.equal(publisher.updateLive({ ...config, mqtt: { ...config.mqtt, url: 'mqtt://127.0.0.1:1' } }), 'restart');
+    assert.equal(publisher.updateLive({ ...config, outbox: { ...config.outbox, path: outboxFile() } }), 'restart');
+  } finally {
+    await publisher.stop();
+    await sender.close();
+  }
+});
+
+test('publishResult only queues: all results of one event-loop tick go to disk in one transaction', async () => {
+  const stopped = await Mosquitto.start();
+  await stopped.stop();
+  const publisher = new Publisher(testConfig(stopped.url, outboxFile()), log);
+  const outbox = (publisher as unknown as { outbox: { commit: (...args: unknown[]) => unknown } }).outbox;
+  const commit = outbox.commit.bind(outbox);
+  let commits = 0;
+  outbox.commit = (...args: unknown[]) => {
+    commits += 1;
+    return commit(...args);
+  };
+  try {
+    await publisher.start();
+    for (let s = 1; s <= 50; s++) publisher.publishResult(makeResult('cam1', s, { crops: 2 }));
+    assert.equal(publisher.stats().outbox.pending, 0, 'nothing written synchronously by publishResult');
+    await until('the batch stored', () => publisher.stats().outbox.pendingResults === 50);
+    assert.equal(commits, 1);
+    assert.equal(publisher.stats().outbox.imagesDiscarded, 100, 'crops not kept in the outbox are discarded while offline, and counted');
+  } finally {
+    await publisher.stop();
+    await stopped.dispose();
   }
 });

@@ -87,14 +87,14 @@ export class MqttConnection {
   }
 
   /** Stop retrying and close the connection (a clean DISCONNECT when connected). */
-  async stop(): Promise<void> {
+  async stop(timeoutMs = 2000): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     const client = this.current;
     if (!client) return;
     await new Promise<void>((resolve) => {
-      const force = setTimeout(() => client.end(true, () => resolve()), 2000);
+      const force = setTimeout(() => client.end(true, () => resolve()), timeoutMs);
       client.end(false, () => {
         clearTimeout(force);
         resolve();

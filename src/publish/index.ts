@@ -24,7 +24,10 @@ export type * from './payloads.js';
 export interface DeviceStatusInfo {
   version?: string;
   model?: ModelInfo | null;
-  configRevision?: number | null;
+  /** Revision of the running configuration (published as configRevision). */
+  revision?: number | null;
+  /** The last model load/swap error (the previous model keeps serving); null clears it. */
+  modelError?: string | null;
   /** Free-form figures (health, pipeline counters) published under "extra". */
   extra?: Record<string, unknown>;
 }
@@ -238,7 +241,7 @@ export class Publisher {
    * subscriptions) and remoteConfig.enabled change live; anything about the connection, topics
    * or the outbox file needs a new Publisher ('restart').
    */
-  update(config: AppConfig): 'live' | 'restart' {
+  updateLive(config: AppConfig): 'live' | 'restart' {
     const restartKeys = [
       (c: AppConfig) => c.device.id, (c: AppConfig) => c.mqtt.url, (c: AppConfig) => c.mqtt.protocolVersion,
       (c: AppConfig) => c.mqtt.clientId, (c: AppConfig) => c.mqtt.username, (c: AppConfig) => c.mqtt.password,
@@ -273,18 +276,22 @@ export class Publisher {
   }
 
   /**
-   * Stop: commit what is queued, give the broker up to `drainMs` (default: half of
-   * service.shutdownTimeoutMs) to acknowledge the outbox, publish the retained offline status,
-   * disconnect cleanly and close the outbox. Anything unacknowledged stays for the next start.
+   * Stop within `timeoutMs` (default: half of service.shutdownTimeoutMs): commit what is queued,
+   * let the broker acknowledge as much of the outbox as time allows, publish the retained offline
+   * status, disconnect cleanly and close the outbox. Anything unacknowledged stays on disk for the
+   * next start.
    */
-  async stop(drainMs = this.config.service.shutdownTimeoutMs / 2): Promise<void> {
+  async stop(timeoutMs = this.config.service.shutdownTimeoutMs / 2): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    const deadline = Date.now() + Math.max(100, timeoutMs);
+    const remaining = () => Math.max(50, deadline - Date.now());
     for (const timer of [this.statusTimer, this.statusDebounce]) if (timer) clearTimeout(timer);
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.flush();
-    const deadline = Date.now() + drainMs;
-    while (this.connection.client && this.outbox.counts().pending > 0 && Date.now() < deadline) {
+    // Keep a third of the time (at most a second) for the offline status and the DISCONNECT.
+    const drainUntil = deadline - Math.min(1000, timeoutMs / 3);
+    while (this.connection.client && this.outbox.counts().pending > 0 && Date.now() < drainUntil) {
       await new Promise((r) => setTimeout(r, 20));
       this.flush();
     }
@@ -292,14 +299,14 @@ export class Publisher {
     if (client) {
       const payload = Buffer.from(JSON.stringify(this.deviceStatus('offline', 'shutdown')));
       await new Promise<void>((resolve) => {
-        const timeout = setTimeout(resolve, 2000);
+        const timeout = setTimeout(resolve, remaining() / 2);
         client.publish(this.topics.deviceStatus, payload, { qos: this.statusQos(), retain: true, properties: this.jsonProperties(client) }, () => {
           clearTimeout(timeout);
           resolve();
         });
       });
     }
-    await this.connection.stop();
+    await this.connection.stop(remaining());
     this.flush();
     this.outboxClosed = true;
     this.outbox.close();
@@ -421,6 +428,7 @@ export class Publisher {
 
   private handleConfigRequest(kind: 'set' | 'get', payload: Buffer, packet: IPublishPacket): void {
     const correlationData = packet.properties?.correlationData;
+    const requestTransaction = transactionOf(payload);
     let replied = false;
     const reply = (response: ConfigResponse): void => {
       if (replied) {
@@ -433,7 +441,8 @@ export class Publisher {
         this.log.warn({ kind, transaction: response.transaction }, 'config response not sent: broker not connected');
         return;
       }
-      const body = Buffer.from(JSON.stringify(response));
+      const answer = 'transaction' in response && response.transaction !== undefined ? response : { ...response, transaction: requestTransaction };
+      const body = Buffer.from(JSON.stringify(answer));
       const properties = { ...this.jsonProperties(client), ...(client.options.protocolVersion === 5 && correlationData ? { correlationData } : {}) };
       client.publish(this.topics.configResponse, body, { qos: this.statusQos(), retain: false, properties }, (err) => {
         if (err) this.log.warn({ err: err.message }, 'config response not delivered');
@@ -624,7 +633,8 @@ export class Publisher {
       startedAt: this.startedAt.toISOString(),
       publishedAt: new Date().toISOString(),
       model: this.deviceInfo.model ? modelSummary(this.deviceInfo.model) : null,
-      configRevision: this.deviceInfo.configRevision ?? null,
+      configRevision: this.deviceInfo.revision ?? null,
+      modelError: this.deviceInfo.modelError ?? null,
       cameras,
       broker: {
         protocolVersion: this.connection.protocolVersion,
@@ -698,6 +708,17 @@ export class Publisher {
 function isBrokerRejection(err: Error): boolean {
   const code = (err as { code?: unknown }).code;
   return typeof code === 'number' && code >= 0x80;
+}
+
+/** The request's "transaction" when it is a JSON object with a string one (the answer echoes it). */
+function transactionOf(payload: Buffer): string | null {
+  try {
+    const parsed: unknown = JSON.parse(payload.toString('utf8'));
+    const transaction = (parsed as { transaction?: unknown } | null)?.transaction;
+    return typeof transaction === 'string' ? transaction : null;
+  } catch {
+    return null;
+  }
 }
 
 function outboxLimits(config: AppConfig): { maxBytes: number; maxAgeMs: number } {

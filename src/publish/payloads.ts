@@ -172,6 +172,8 @@ export interface DeviceStatusPayload {
   publishedAt?: string;
   model?: ModelSummary | null;
   configRevision?: number | null;
+  /** Why the last model load/swap failed (the previous model keeps serving), null when fine. */
+  modelError?: string | null;
   cameras?: Record<string, { state: CameraState; since: string; error?: string }>;
   broker?: { protocolVersion: 4 | 5; connects: number; connectedSince: string | null };
   outbox?: OutboxStats;
@@ -204,7 +206,8 @@ export function cameraStatusPayload(status: CameraStatus, device: string, publis
  * config/set push is src/config/remote.ts's ConfigPushResponse (schemas/config-set.schema.json).
  */
 export interface ConfigGetResponse {
-  transaction: string | null;
+  /** Defaults to the request's transaction (config-get.schema.json), null when it had none. */
+  transaction?: string | null;
   status: 'ok' | 'error';
   error?: string;
   revision: number;
