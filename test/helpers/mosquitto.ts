@@ -1,7 +1,7 @@
 // A real mosquitto broker for tests: /usr/sbin/mosquitto on a free loopback port with a temp config
 // (anonymous, no persistence), which a test can stop and start again on the same port to play a
 // broker outage.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -13,6 +13,9 @@ export class Mosquitto {
   private process: ChildProcess | null = null;
   private output = '';
 
+  /** The TLS listener's port (0 without `tls`). */
+  tlsPort = 0;
+
   private constructor(readonly port: number, private readonly dir: string) {}
 
   /**
@@ -21,9 +24,27 @@ export class Mosquitto {
    * stop/start, in the temp directory: a subscriber that must see everything published while the
    * broker was restarting uses such a session.
    */
-  static async start(options: { port?: number; persistence?: boolean } = {}): Promise<Mosquitto> {
+  static async start(options: {
+    port?: number;
+    persistence?: boolean;
+    /** A second listener with TLS (server files, PEM), client certificates required, and these users. */
+    tls?: { ca: string; cert: string; key: string; users: Record<string, string> };
+  } = {}): Promise<Mosquitto> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-mosquitto-'));
     const broker = new Mosquitto(options.port ?? (await freePort()), dir);
+    let tls: string[] = [];
+    if (options.tls) {
+      broker.tlsPort = await freePort();
+      const passwords = path.join(dir, 'passwords');
+      fs.writeFileSync(passwords, '');
+      for (const [user, password] of Object.entries(options.tls.users)) execFileSync('mosquitto_passwd', ['-b', passwords, user, password]);
+      fs.chmodSync(dir, 0o711);
+      fs.chmodSync(passwords, 0o644);
+      tls = [
+        `listener ${broker.tlsPort} 127.0.0.1`, `cafile ${options.tls.ca}`, `certfile ${options.tls.cert}`, `keyfile ${options.tls.key}`,
+        'require_certificate true', 'allow_anonymous false', `password_file ${passwords}`,
+      ];
+    }
     let persistence = ['persistence false'];
     if (options.persistence) {
       // Started as root, mosquitto drops to its own user: it must be able to write the data dir.
@@ -35,7 +56,11 @@ export class Mosquitto {
     }
     fs.writeFileSync(
       path.join(dir, 'mosquitto.conf'),
-      [`listener ${broker.port} 127.0.0.1`, 'allow_anonymous true', ...persistence, 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+      [
+        ...(options.tls ? ['per_listener_settings true'] : []),
+        `listener ${broker.port} 127.0.0.1`, 'allow_anonymous true', ...tls, ...persistence,
+        'log_dest stderr', 'log_type error', 'log_type warning', '',
+      ].join('\n'),
     );
     await broker.start();
     return broker;
