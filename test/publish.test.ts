@@ -159,8 +159,10 @@ test('a broker that refuses MQTT 5 gets MQTT 3.1.1 instead, and crops go as enve
   }
 });
 
-test('retained statuses reach late subscribers; a cut socket brings the offline Will, a reconnect restores online', async () => {
+test('retained statuses reach late subscribers; a cut socket brings the offline Will, a reconnect restores online and subscriptions', async () => {
   const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  const triggers: Array<string | undefined> = [];
+  publisher.onTrigger((_camera, id) => triggers.push(id));
   try {
     publisher.setDeviceStatus({ version: '0.1.0' });
     await publisher.start();
@@ -194,6 +196,9 @@ test('retained statuses reach late subscribers; a cut socket brings the offline 
     const fresh = await Subscriber.connect(broker.url, 4);
     await fresh.waitFor('retained statuses after the reconnect', (m) =>
       m.some((x) => x.topic === `${PREFIX}/status` && x.json?.state === 'online') && m.some((x) => x.topic === `${PREFIX}/cam2/status`));
+    // The trigger subscription came back with the new connection.
+    await late.client.publishAsync(`${PREFIX}/cam1/trigger`, 'after-reconnect', { qos: 1 });
+    await until('the trigger after the reconnect', () => triggers.includes('after-reconnect'));
     await fresh.close();
     await late.close();
   } finally {
