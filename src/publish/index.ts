@@ -286,8 +286,9 @@ export class Publisher {
     this.stopped = true;
     const deadline = Date.now() + Math.max(100, timeoutMs);
     const remaining = () => Math.max(50, deadline - Date.now());
-    for (const timer of [this.statusTimer, this.statusDebounce]) if (timer) clearTimeout(timer);
+    if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.pruneTimer) clearInterval(this.pruneTimer);
+    if (this.statusDebounce) clearTimeout(this.statusDebounce);
     this.flush();
     // Keep a third of the time (at most a second) for the offline status and the DISCONNECT.
     const drainUntil = deadline - Math.min(1000, timeoutMs / 3);
@@ -477,7 +478,7 @@ export class Publisher {
 
   /** One commit for everything queued this tick, then send what the inflight window allows. */
   private flush(): void {
-    if (!this.outboxOpen()) return;
+    if (!!this.outboxClosed) return;
     const appends = this.pendingAppends;
     const acknowledged = [...this.acknowledged];
     const rejected = [...this.rejected];
@@ -513,7 +514,7 @@ export class Publisher {
 
   private pump(): void {
     const client = this.connection.client;
-    if (!client || !this.outboxOpen()) return;
+    if (!client || !!this.outboxClosed) return;
     while (this.inflight.size < this.window) {
       const rows = this.outbox.next(this.cursor, this.window - this.inflight.size);
       if (rows.length === 0) return;
@@ -655,7 +656,7 @@ export class Publisher {
   }
 
   private outboxStats(): OutboxStats {
-    const counts = this.outboxOpen()
+    const counts = !this.outboxClosed
       ? this.outbox.counts()
       : { pending: 0, pendingResults: 0, pendingBytes: 0, oldestCreatedAt: null, droppedResults: 0, droppedImages: 0, rejected: 0 };
     return {
@@ -674,16 +675,12 @@ export class Publisher {
   // ---- helpers -----------------------------------------------------------------------------
 
   private pruneByAge(): void {
-    if (!this.outboxOpen()) return;
+    if (!!this.outboxClosed) return;
     try {
       if (this.outbox.pruneByAge() > 0) this.scheduleDeviceStatus();
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'outbox age pruning failed');
     }
-  }
-
-  private outboxOpen(): boolean {
-    return !this.outboxClosed;
   }
 
   /** outbox.inflight, lowered to the broker's MQTT 5 Receive Maximum when it announced one. */
