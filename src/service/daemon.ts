@@ -3,8 +3,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig, redact, type AppConfig } from '../config/load.js';
-import { applyConfigPush } from '../config/remote.js';
-import { persistConfig, loadPersistedRevision } from '../config/persist.js';
+import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
+import { persistConfig } from '../config/persist.js';
+import type { CameraConfig } from '../config/schema.js';
 import { createCamera } from '../capture/index.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
 import { Pipeline } from '../pipeline.js';
@@ -35,7 +36,7 @@ export class Daemon {
   constructor(private readonly options: DaemonOptions) {
     this.config = options.config ?? loadConfig(options.configFile);
     this.configFile = options.configFile ?? path.join(this.config.service.stateDir, 'config.json');
-    this.revision = loadPersistedRevision(this.configFile);
+    this.revision = this.config.remoteConfig.revision;
     this.notifier = new SystemdNotifier(options.log);
   }
 
@@ -75,69 +76,60 @@ export class Daemon {
     const flowing = stats.lastResultMono > 0 && sinceResult < this.config.service.watchdogStallMs;
     const startingUp = stats.lastResultMono === 0 && performance.now() < this.config.service.watchdogStallMs + this.startedMono;
     const healthy = freeRunning === 0 || flowing || startingUp;
-    const status = `${stats.fps.toFixed(1)} fps, ${stats.processed} results, broker ${publisher.connected ? 'connected' : 'disconnected'}, outbox ${publisher.pending} pending`;
+    const status = `${stats.fps.toFixed(1)} fps, ${stats.processed} results, broker ${publisher.connected ? 'connected' : 'disconnected'}, outbox ${publisher.outbox.pending} pending`;
     return { healthy, status };
   }
 
   private readonly startedMono = performance.now();
 
   /** Validate, apply and persist a remote push; a model change is loaded before anything is committed. */
-  private async handleConfigPush(payload: Buffer): Promise<Record<string, unknown>> {
-    const outcome = applyConfigPush(this.config, this.revision, payload, {
-      allow: this.config.remoteConfig.allow,
-      publicKey: this.config.remoteConfig.publicKey,
-      maxPayloadBytes: this.config.remoteConfig.maxPayloadBytes,
-      modelsDir: this.config.model.modelsDir,
-    });
-    if (!this.config.remoteConfig.enabled) {
-      return { transaction: outcome.transaction, status: 'error', error: 'remote configuration is disabled on this device', revision: this.revision, restartRequired: [] };
-    }
-    if (!outcome.ok) {
-      this.log.warn({ transaction: outcome.transaction, error: outcome.error }, 'config push rejected');
-      return { transaction: outcome.transaction, status: 'error', error: outcome.error, revision: this.revision, restartRequired: [] };
-    }
+  private async handleConfigPush(payload: Buffer): Promise<ConfigPushResponse> {
+    const revision = this.revision;
+    const fail = (transaction: string | null, error: string): ConfigPushResponse => {
+      this.log.warn({ transaction, error }, 'config push rejected');
+      return configPushResponse({ ok: false, error, transaction }, revision);
+    };
+    const outcome = applyConfigPush(this.config, revision, payload, pushOptionsFrom(this.config));
+    if (!this.config.remoteConfig.enabled) return fail(outcome.transaction, 'remote configuration is disabled on this device');
+    if (!outcome.ok) return fail(outcome.transaction, outcome.error);
+    const risky = unsignedSourceChange(this.config, outcome.config);
+    if (risky && !this.config.remoteConfig.publicKey) return fail(outcome.transaction, risky);
+    if (outcome.changedKeys.length === 0) return configPushResponse(outcome, revision);
+
     const next = outcome.config;
     let newModel: CradModel | null = null;
     if (outcome.restartRequired.includes('model')) {
       try {
         newModel = await loadModel(next.model.path, modelOptions(next), this.log);
       } catch (err) {
-        const error = `model rejected, previous model still serving: ${(err as Error).message}`;
-        this.log.error({ transaction: outcome.transaction, err }, error);
-        return { transaction: outcome.transaction, status: 'error', error, revision: this.revision, restartRequired: [] };
+        return fail(outcome.transaction, `model rejected, previous model still serving: ${(err as Error).message}`);
       }
     }
     try {
       persistConfig(this.configFile, next, outcome.revision);
     } catch (err) {
       await newModel?.release();
-      const error = `could not persist the configuration: ${(err as Error).message}`;
-      return { transaction: outcome.transaction, status: 'error', error, revision: this.revision, restartRequired: [] };
+      return fail(outcome.transaction, `could not persist the configuration: ${(err as Error).message}`);
     }
     const previous = this.config;
     this.config = next;
     this.revision = outcome.revision;
     this.pipeline.updateLive(next);
-    this.publisher.updateLive?.(next);
+    const publisherApplied = this.publisher.updateLive(next);
     if (newModel) {
       this.pipeline.replaceModel(newModel);
       this.watchModelFile();
     }
-    const pending: string[] = [];
+    // Parts that only a daemon restart applies (the broker connection, the outbox file, ...).
+    const pending = new Set<string>();
     for (const part of outcome.restartRequired) {
       if (part.startsWith('camera:')) await this.restartCamera(part.slice('camera:'.length), previous);
-      else if (part !== 'model') pending.push(part);
+      else if (part !== 'model') pending.add(part);
     }
+    if (publisherApplied === 'restart') pending.add('mqtt');
     this.publisher.setDeviceStatus({ revision: this.revision });
     this.log.info({ transaction: outcome.transaction, changed: outcome.changedKeys, revision: this.revision }, 'config push applied');
-    return {
-      transaction: outcome.transaction,
-      status: 'ok',
-      revision: this.revision,
-      changed: outcome.changedKeys,
-      // Parts that only a daemon restart applies (e.g. the broker connection).
-      restartRequired: pending,
-    };
+    return configPushResponse({ ...outcome, restartRequired: [...pending].sort() }, revision);
   }
 
   private async restartCamera(id: string, previous: AppConfig): Promise<void> {
@@ -196,4 +188,21 @@ export class Daemon {
     })();
     return this.stopping;
   }
+}
+
+/**
+ * Without a signing key, a push must not introduce a camera that runs an arbitrary GStreamer
+ * pipeline (it could write files) or reads files from a new place: those need a signed push.
+ */
+function unsignedSourceChange(current: AppConfig, next: AppConfig): string | null {
+  const before = new Map(current.cameras.map((c) => [c.id, c] as const));
+  const reach = (c: CameraConfig) => `${c.source}|${c.pipeline}|${c.path}|${c.url}`;
+  for (const camera of next.cameras) {
+    const old = before.get(camera.id);
+    if (old && reach(old) === reach(camera)) continue;
+    if (camera.source === 'gstreamer' || camera.source === 'folder' || camera.source === 'file') {
+      return `cameras: a push may add or change a ${camera.source} source (camera "${camera.id}") only when signed; set remoteConfig.publicKey on the device`;
+    }
+  }
+  return null;
 }
