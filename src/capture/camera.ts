@@ -33,6 +33,8 @@ interface PendingTrigger {
 
 /** Triggers queued beyond this are dropped (oldest first): a flood of triggers must not pile up. */
 const MAX_PENDING_TRIGGERS = 16;
+/** Longest stop() waits for a source to release its handle (a gige camera that is gone). */
+const STOP_RELEASE_WAIT_MS = 2000;
 /** Keys that define what is opened; changing any of them reopens the source. */
 const SOURCE_KEYS = ['source', 'path', 'loop', 'device', 'url', 'address', 'pixelFormat', 'pipeline', 'width', 'height', 'fourcc'] as const;
 
@@ -118,10 +120,10 @@ export class Camera {
           this.log.warn('a capture read is still blocked at stop; its handle is closed when it returns');
           void reading.then(() => source.close(), () => source.close());
         } else {
-          source.close();
+          await settleWithin(Promise.resolve(source.close()), STOP_RELEASE_WAIT_MS);
         }
       } else {
-        source.close();
+        await settleWithin(Promise.resolve(source.close()), STOP_RELEASE_WAIT_MS);
       }
     }
     // An open still in progress closes its own handle when it sees the new generation.
@@ -373,7 +375,7 @@ export class Camera {
       return;
     }
     const closed: Promise<void> = reading.then(() => undefined, () => undefined).then(() => {
-      source.close();
+      void source.close();
       if (this.abandoned === closed) this.abandoned = null;
     });
     this.abandoned = closed;

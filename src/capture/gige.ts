@@ -89,6 +89,57 @@ export function gvcpDiscover(ip: string, timeoutMs = 500, port = GVCP_PORT): Pro
   });
 }
 
+type VideoCapture = import('@u4/opencv4nodejs').VideoCapture;
+
+/** Captures whose camera stopped answering, by IP, waiting to be released until it answers again.
+ * Releasing an aravis pipeline whose camera is gone runs GVCP register writes that each time out
+ * (about 13 s in all) on the calling thread — the event loop, in opencv4nodejs. Released once the
+ * camera answers, it takes milliseconds. */
+const unreleased = new Map<string, VideoCapture[]>();
+const draining = new Map<string, Promise<void>>();
+const RELEASE_RETRY_MS = 1000;
+
+async function cameraAnswers(ip: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (await gvcpDiscover(ip)) return true;
+  }
+  return false;
+}
+
+function releaseNow(ip: string): void {
+  for (const capture of unreleased.get(ip) ?? []) capture.release();
+  unreleased.delete(ip);
+}
+
+/** Release the captures held for ip as soon as the camera answers; retries in the background. */
+function drainUnreleased(ip: string): Promise<void> {
+  const running = draining.get(ip);
+  if (running) return running;
+  const drain = (async () => {
+    try {
+      while (unreleased.has(ip)) {
+        if (await cameraAnswers(ip)) {
+          releaseNow(ip);
+          return;
+        }
+        // Unref'd: a camera that never returns must not keep the process alive.
+        await new Promise<void>((resolve) => setTimeout(resolve, RELEASE_RETRY_MS).unref());
+      }
+    } finally {
+      draining.delete(ip);
+    }
+  })();
+  draining.set(ip, drain);
+  return drain;
+}
+
+/** Captures of gige cameras still waiting for their camera to answer before release. */
+export function unreleasedGigeCaptures(): number {
+  let n = 0;
+  for (const list of unreleased.values()) n += list.length;
+  return n;
+}
+
 export class GigeSource extends VideoCaptureSource {
   readonly live = true;
   readonly description: string;
@@ -103,15 +154,36 @@ export class GigeSource extends VideoCaptureSource {
     }
   }
 
+  private get ip(): string | null {
+    const address = this.options.address.trim();
+    return net.isIPv4(address) ? address : null;
+  }
+
   protected override async preflight(): Promise<void> {
     // aravis blocks the (synchronous) open for seconds when the camera is absent; a GVCP
     // discovery first keeps the event loop free while a camera is off the network.
-    const ip = this.options.address.trim();
-    if (!net.isIPv4(ip)) return;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      if (await gvcpDiscover(ip)) return;
+    const ip = this.ip;
+    if (!ip) return;
+    if (!(await cameraAnswers(ip))) {
+      throw new Error(`cannot open ${this.description}: no GigE Vision device answers at ${ip}:${GVCP_PORT}`);
     }
-    throw new Error(`cannot open ${this.description}: no GigE Vision device answers at ${ip}:${GVCP_PORT}`);
+    // The previous capture of this camera goes first: released after the new one opened, its
+    // teardown would stop the new stream's acquisition.
+    releaseNow(ip);
+  }
+
+  /** Settles when the capture is released: at once for a camera that answers, else when it
+   * answers again (a stopping daemon bounds the wait; process exit then frees it). */
+  override close(): void | Promise<void> {
+    const ip = this.ip;
+    const capture = this.capture;
+    if (!ip || !capture) {
+      super.close();
+      return;
+    }
+    this.capture = null;
+    unreleased.set(ip, [...(unreleased.get(ip) ?? []), capture]);
+    return drainUnreleased(ip);
   }
 
   protected target() {

@@ -16,8 +16,9 @@ export interface CameraSource {
   /** Next frame (the caller owns the Mat), or null at the end of a non-looping recording.
    * Rejects when the source failed; an empty read counts as a failure. */
   read(): Promise<Mat | null>;
-  /** Close the handle. Never called while a read is in flight. Safe to call more than once. */
-  close(): void;
+  /** Close the handle. Never called while a read is in flight. Safe to call more than once. May
+   * return a promise that settles once the handle is really released (gige defers that). */
+  close(): void | Promise<void>;
   /** Frames the source dropped on its own (e.g. undecodable images). */
   readonly skipped: number;
 }
