@@ -37,6 +37,20 @@ export function createSource(config: CameraConfig, log: Logger): CameraSource {
   }
 }
 
+/** Sources whose reads block a libuv pool thread for as long as the next frame takes. */
+const LIVE_KINDS = new Set<CameraConfig['source']>(['usb', 'gige', 'rtsp', 'http', 'gstreamer']);
+let liveCameras = 0;
+
 export function createCamera(config: CameraConfig, log: Logger): Camera {
-  return new Camera(config, log.child({ camera: config.id }), createSource);
+  const cameraLog = log.child({ camera: config.id });
+  if (LIVE_KINDS.has(config.source)) {
+    liveCameras++;
+    // readAsync waits for the next frame on one of libuv's pool threads, which fs, dns and
+    // native add-ons share: with too few, everything else queues behind the cameras.
+    const poolSize = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+    if (liveCameras + 2 > poolSize) {
+      cameraLog.warn({ liveCameras, poolSize }, 'live cameras hold most of libuv\'s thread pool while reading; start the daemon with UV_THREADPOOL_SIZE of at least live cameras + 4');
+    }
+  }
+  return new Camera(config, cameraLog, createSource);
 }

@@ -27,8 +27,16 @@ export function memoryLogger(): MemoryLog {
   return { log, records: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
 }
 
+const tempDirs: string[] = [];
+process.on('exit', () => {
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory, removed when the test process exits. */
 export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `crad-capture-${prefix}-`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `crad-capture-${prefix}-`));
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** A BGR image whose pixels encode n, so tests can tell frames apart. */
