@@ -2,13 +2,15 @@
 // stalls, reopening with backoff, update, and that no Mat outlives its use.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import cv from '../src/cv.js';
 import type { Mat } from '../src/cv.js';
 import { Backoff } from '../src/capture/backoff.js';
 import { Camera, createCamera, createSource, type CameraStatus, type Frame } from '../src/capture/index.js';
 import type { CameraSource } from '../src/capture/source.js';
 import type { CameraConfig } from '../src/config/schema.js';
-import { cameraConfig, imageNumber, memoryLogger, takeN, tempDir, waitFor, writeImages } from './helpers/capture.js';
+import { cameraConfig, imageNumber, memoryLogger, numberedImage, takeN, tempDir, until, waitFor, writeImages } from './helpers/capture.js';
 
 const LIVE_TEST_PIPELINE = (fps: string) =>
   `videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=${fps} ! videoconvert ! video/x-raw,format=BGR ! appsink`;
@@ -49,6 +51,35 @@ test('folder camera: frames carry id, increasing sequence, ISO capturedAt, monot
   assert.equal(seen.at(-1)!.framesCaptured, 3);
   assert.equal(camera.stats().captured, 3);
   assert.throws(() => camera.start(), /create a new camera/);
+});
+
+test('video file camera: replayed at the file\'s own frame rate, and a non-looping file ends the camera', async () => {
+  const file = path.join(tempDir('filecam'), 'clip.avi');
+  const writer = new cv.VideoWriter(file, cv.VideoWriter.fourcc('MJPG'), 25, new cv.Size(64, 48), true);
+  for (let i = 0; i < 5; i++) {
+    const mat = numberedImage(i * 40);
+    writer.write(mat);
+    mat.release();
+  }
+  writer.release();
+  const camera = createCamera(cameraConfig({ source: 'file', path: file, loop: false }), memoryLogger().log);
+  const frames: Frame[] = [];
+  const completed = new Promise<void>((resolve) => camera.frames$.subscribe({ next: (f) => frames.push(f), complete: resolve }));
+  camera.start();
+  await completed;
+  assert.deepEqual(frames.map((f) => Math.round(imageNumber(f.image) / 40)), [0, 1, 2, 3, 4]);
+  assert.ok(frames.at(-1)!.capturedMono - frames[0]!.capturedMono >= 4 * 40 - 1, 'paced at 25 fps');
+  releaseAll(frames);
+});
+
+test('a gstreamer pipeline that opens but delivers an empty frame is a failure: offline, then reopened', async () => {
+  // OpenCV takes the only buffer while opening, so the first read is empty.
+  const camera = createCamera(cameraConfig({ source: 'gstreamer', pipeline: 'videotestsrc num-buffers=1 ! videoconvert ! video/x-raw,format=BGR ! appsink', reconnectMinMs: 20, reconnectMaxMs: 40 }), memoryLogger().log);
+  const offline = waitFor(camera.status$, (s) => s.state === 'offline');
+  camera.start();
+  assert.match((await offline).error!, /delivered no frame/);
+  await until(() => camera.stats().failures >= 2, 'a second failed attempt');
+  await camera.stop();
 });
 
 test('fps throttle on a live source: frames above the target rate are skipped at the source', async () => {
@@ -142,7 +173,7 @@ test('a camera that will not open goes offline with the error and is retried wit
   const status = await offline;
   assert.match(status.error!, /cannot open gstreamer pipeline "nosuchelement ! appsink"/);
   const scheduled = () => records().filter((r) => r.msg === 'camera reopen scheduled');
-  while (scheduled().length < 6) await delay(20);
+  await until(() => scheduled().length >= 6, 'six reopen attempts');
   await camera.stop();
   const reopen = scheduled().slice(0, 6);
   assert.deepEqual(reopen.map((r) => r.ceilingMs), [20, 40, 80, 160, 160, 160], 'ceiling doubles up to reconnectMaxMs');
@@ -172,7 +203,7 @@ test('a free-run live source that opens but delivers nothing in time is declared
   // The stalled read is still blocked inside GStreamer; the handle is closed once it returns and
   // only then is the camera opened again.
   const opens = () => records().filter((r) => r.msg === 'camera source open').length;
-  while (opens() < 2) await delay(20);
+  await until(() => opens() >= 2, 'a second open');
   assert.ok(records().some((r) => r.msg === 'waiting for the previous capture handle to return from a blocked read before reopening'));
   await camera.stop();
   assert.ok(camera.stats().failures >= 1);
@@ -233,7 +264,7 @@ async function assertNothingLeaks(config: CameraConfig, waitForFrames: number): 
     else f.release();
   });
   camera.start();
-  while (received < waitForFrames) await delay(10);
+  await until(() => received >= waitForFrames, `${waitForFrames} frames`);
   await camera.stop();
   const keptMats = new Set(kept.map((f) => f.image));
   const alive = mats.filter((m) => !m.empty);
@@ -261,7 +292,7 @@ test('no Mat leaks: unpaced folder camera stopped mid-stream releases the frame 
     else f.release();
   });
   camera.start();
-  while (received < 20) await delay(5);
+  await until(() => received >= 20, '20 frames');
   await camera.stop();
   // Unpaced, the camera always has a read in flight: stop() lands on one, and that frame is dropped.
   assert.ok(mats.length > received, 'a frame read after stop() was dropped');

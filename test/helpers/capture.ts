@@ -78,3 +78,12 @@ export function takeN<T>(source: Observable<T>, n: number, ms = 10_000): Promise
 export function waitFor<T>(source: Observable<T>, predicate: (value: T) => boolean, ms = 10_000): Promise<T> {
   return firstValueFrom(source.pipe(filter(predicate), timeout(ms)));
 }
+
+/** Poll until condition() holds; fails after ms naming what it waited for. */
+export async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
