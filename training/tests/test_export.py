@@ -119,3 +119,27 @@ def test_onnxruntime_node_reproduces_the_reference(exported, sampling):
         result = json.loads(completed.stdout)
         assert result["inputNames"] == ["image"] and result["outputNames"] == ["anomaly_map", "score"]
         assert result["mapDiff"] < 1e-4 and result["scoreDiff"] < 1e-4, result
+
+
+DEMO_MODEL = REPO_ROOT / "models" / "demo" / "crad-demo.onnx"
+
+
+@pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="models/demo/crad-demo.onnx not in this checkout")
+def test_committed_demo_model_meets_the_contract():
+    assert DEMO_MODEL.stat().st_size < 40 * 1024 * 1024
+    metadata = {e.key: e.value for e in onnx.load(str(DEMO_MODEL)).metadata_props}
+    export.check_onnx(DEMO_MODEL, json.loads(metadata["crad.training"])["sampling"], 224)
+    assert json.loads(metadata["crad.classes"]) == ["label", "washer", "weave"]
+    calibration = json.loads(metadata["crad.calibration"])
+    assert calibration["image"]["max"] > calibration["image"]["min"]
+    assert metadata["crad.backbone"].startswith("mobilenet-v2-nsfwjs ")
+    reference = json.loads(export.reference_path_for(DEMO_MODEL).read_text())
+    assert reference["model"] == DEMO_MODEL.name and reference["image"]["shape"][1:] == [3, 224, 224]
+    if _onnxruntime_node_available():
+        completed = subprocess.run(
+            ["node", str(ORT_CHECK), str(DEMO_MODEL), str(export.reference_path_for(DEMO_MODEL))],
+            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+        )
+        assert completed.returncode == 0, completed.stderr
+        result = json.loads(completed.stdout)
+        assert result["mapDiff"] < 1e-4 and result["scoreDiff"] < 1e-4, result
