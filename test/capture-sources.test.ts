@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import cv from '../src/cv.js';
 import { FileSource } from '../src/capture/file.js';
 import { FolderSource } from '../src/capture/folder.js';
@@ -138,6 +139,55 @@ test('usb source: an absent device fails with its path; bad settings are rejecte
   await assert.rejects(new UsbSource({ device: '99', width: 0, height: 0, fps: 0, fourcc: '' }, memoryLogger().log).open(), /\/dev\/video99/);
   assert.throws(() => new UsbSource({ device: 'front', width: 0, height: 0, fps: 0, fourcc: '' }, memoryLogger().log), /index .* or a \/dev path/);
   assert.throws(() => new UsbSource({ device: '0', width: 0, height: 0, fps: 0, fourcc: 'MJPEG' }, memoryLogger().log), /fourcc must be 4 characters/);
+});
+
+/** An MJPEG-over-HTTP camera on its own thread: FFmpeg's open is synchronous, so a server on this
+ * thread's event loop could not answer it. */
+async function mjpegServer(jpegs: Buffer[]): Promise<{ port: number; stop: () => Promise<number> }> {
+  const worker = new Worker(`
+    const http = require('node:http');
+    const { workerData, parentPort } = require('node:worker_threads');
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'multipart/x-mixed-replace; boundary=frame' });
+      let i = 0;
+      const timer = setInterval(() => {
+        const jpeg = Buffer.from(workerData.jpegs[i++ % workerData.jpegs.length]);
+        res.write('--frame\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: ' + jpeg.length + '\\r\\n\\r\\n');
+        res.write(jpeg);
+        res.write('\\r\\n');
+      }, 40);
+      req.on('close', () => clearInterval(timer));
+    });
+    server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));
+  `, { eval: true, workerData: { jpegs } });
+  const port = await new Promise<number>((resolve) => worker.once('message', resolve));
+  return { port, stop: () => worker.terminate() };
+}
+
+test('http source: frames from a real MJPEG-over-HTTP stream, decoded by FFmpeg', async () => {
+  const jpegs = [0, 1, 2].map((i) => {
+    const mat = numberedImage(i * 60, 160, 120);
+    const jpeg = cv.imencode('.jpg', mat);
+    mat.release();
+    return jpeg;
+  });
+  const server = await mjpegServer(jpegs);
+  const source = new StreamSource('http', `http://viewer:pw@127.0.0.1:${server.port}/stream.mjpg`);
+  try {
+    await source.open();
+    const numbers: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const mat = await source.read();
+      assert.ok(mat);
+      assert.deepEqual([mat.rows, mat.cols, mat.channels], [120, 160, 3]);
+      numbers.push(Math.round(imageNumber(mat) / 60));
+      mat.release();
+    }
+    assert.deepEqual(numbers, [0, 1, 2, 0], 'the frames the server sent, in order');
+  } finally {
+    source.close();
+    await server.stop();
+  }
 });
 
 test('rtsp/http sources: credentials never appear in descriptions or errors', async () => {
