@@ -3,6 +3,7 @@
 // within 1e-4 on the anomaly map and the score, and the file must pass the contract check.
 // CRAD_REFERENCE_MODEL=<file.onnx> checks another export (its <name>.reference.json beside it).
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -11,7 +12,9 @@ import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import { loadModel } from '../src/inference/model.js';
 import { INPUT_NAME, MAP_OUTPUT, readModelFile, SCORE_OUTPUT } from '../src/inference/model-file.js';
-import { postprocess, type PostprocessOptions } from '../src/inference/postprocess.js';
+import { loadConfig } from '../src/config/load.js';
+import { preprocessInto } from '../src/inference/model.js';
+import { postprocess, postprocessOptions, type PostprocessOptions } from '../src/inference/postprocess.js';
 import { capturingLogger, cpuOptions, frameOf } from './fixtures/frames.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -112,5 +115,43 @@ test('the daemon path (BGR frame -> preprocessing -> session -> post-processing)
   } finally {
     await model.release();
     for (const f of frames) f.release();
+  }
+});
+
+test('daemon preprocessing of a 256 px sample equals the trainer\'s read_image at 224 (same OpenCV resize rule)', async () => {
+  const sample = path.join(root, 'samples/washer_01_scratch.png');
+  const script = 'import sys, base64\nfrom crad.data import read_image\na = read_image(sys.argv[1], int(sys.argv[2]))\nsys.stdout.write(base64.b64encode(a.astype("<f4").tobytes()).decode())';
+  const encoded = execFileSync('/usr/bin/python3', ['-c', script, sample, '224'], { env: { ...process.env, PYTHONPATH: path.join(root, 'training') }, maxBuffer: 16 << 20 }).toString();
+  const trainer = decodeF32(encoded, [3, 224, 224]);
+  const image = cv.imread(sample);
+  assert.deepEqual([image.cols, image.rows], [256, 256], 'the sample must need a resize for this test to mean anything');
+  const daemon = new Float32Array(3 * 224 * 224);
+  await preprocessInto([frameOf(image)], daemon, 224, 224);
+  assert.ok(maxAbsDiff(daemon, trainer) <= 1e-6, `max abs difference ${maxAbsDiff(daemon, trainer)}`);
+  image.release();
+});
+
+test('the demo samples get the verdicts their manifest expects, NG ones with regions inside the image', async () => {
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'samples/manifest.json'), 'utf8')) as { images: { file: string; expected: 'OK' | 'NG' }[] };
+  assert.ok(manifest.images.length > 0);
+  const model = await loadModel(path.join(root, 'models/demo/crad-demo.onnx'), cpuOptions, capturingLogger().log);
+  const opts = postprocessOptions(loadConfig());
+  try {
+    for (const entry of manifest.images) {
+      const image = cv.imread(path.join(root, 'samples', entry.file));
+      const frame = frameOf(image);
+      const inference = await model.run([frame]);
+      const result = postprocess(inference.frames[0]!, model.info, opts, { queueMs: 0, ...inference.timings });
+      assert.equal(result.verdict, entry.expected, `${entry.file}: raw ${result.raw}, normalized ${result.normalized}`);
+      if (entry.expected === 'NG') {
+        assert.ok(result.regions.length > 0, `${entry.file}: NG without a region`);
+        for (const r of result.regions) {
+          assert.ok(r.x >= 0 && r.y >= 0 && r.x + r.width <= image.cols && r.y + r.height <= image.rows, `${entry.file}: region ${JSON.stringify(r)}`);
+        }
+      }
+      frame.release();
+    }
+  } finally {
+    await model.release();
   }
 });
