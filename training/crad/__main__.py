@@ -55,7 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m crad {command}", description=summary)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as error:
+        # Bad input (a missing weight file, dataset or checkpoint) is the user's to fix: say what,
+        # without a traceback. Anything else is a bug and keeps its traceback.
+        if isinstance(error, _user_errors()):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _user_errors() -> tuple[type, ...]:
+    errors: list[type] = [FileNotFoundError]
+    backbones = sys.modules.get("crad.backbones")
+    data = sys.modules.get("crad.data")
+    if backbones is not None:
+        errors.append(backbones.BackboneWeightsError)
+    if data is not None and hasattr(data, "DataError"):
+        errors.append(data.DataError)
+    return tuple(errors)
 
 
 if __name__ == "__main__":

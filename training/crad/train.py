@@ -384,6 +384,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.epochs is None:
         args.epochs = REFERENCE_EPOCHS
+    if resume_state is None:
+        # Before reading any image, so that a missing weight file fails at once.
+        torch.manual_seed(args.seed)  # the head's initialisation
+        detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights, args.random_backbone)
 
     train_images, train_kept, holdout_images, holdout_kept = _load_training_data(args, args.input_size)
     classes = sorted({s.class_name for s in train_kept})
@@ -392,9 +396,6 @@ def run(args: argparse.Namespace) -> int:
     if resume_state is not None and resume_state["dataset_hash"] != digest:
         print(f"error: the images under {args.data} changed since the run in {args.resume} started", file=sys.stderr)
         return 2
-    if resume_state is None:
-        torch.manual_seed(args.seed)  # the head's initialisation
-        detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights, args.random_backbone)
     log.info(
         "training %s on %s (C=%d, H=W=%d, E=%d): %d images of %d classes, %d held out",
         args.variant, detector.backbone.name, detector.head.C, detector.head.H, detector.head.E,

@@ -57,3 +57,10 @@ def test_unknown_command_and_missing_arguments_fail_clearly():
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
     no_data = crad("train", "--no-progress")
     assert no_data.returncode == 2 and "--data is required" in no_data.stderr
+
+
+def test_missing_backbone_weights_is_a_clear_error_not_a_traceback(tmp_path):
+    completed = crad("train", "--data", str(tmp_path), "--backbone", "efficientnet-b4", "--backbone-weights", str(tmp_path / "nope.pth"), "--no-progress")
+    assert completed.returncode == 2
+    assert "--backbone-weights" in completed.stderr and "nope.pth" in completed.stderr
+    assert "Traceback" not in completed.stderr
