@@ -47,7 +47,7 @@ test('folder camera: frames carry id, increasing sequence, ISO capturedAt, monot
   }
   assert.ok(frames[0]!.capturedMono < frames[1]!.capturedMono && frames[1]!.capturedMono < frames[2]!.capturedMono);
   releaseAll(frames);
-  assert.deepEqual(seen.map((s) => s.state), ['stopped', 'starting', 'online', 'stopped']);
+  assert.deepEqual(seen.map((s) => s.state), ['starting', 'online', 'stopped']);
   assert.equal(seen.at(-1)!.framesCaptured, 3);
   assert.equal(camera.stats().captured, 3);
   assert.throws(() => camera.start(), /create a new camera/);
@@ -145,7 +145,7 @@ test('trigger mode on a live source: frames are drained while idle, idle is not 
   const frame = await waitFor(camera.frames$, () => true);
   assert.equal(frame.triggerId, 'job-42');
   assert.equal(frame.sequence, 1);
-  assert.deepEqual(seen.map((s) => s.state), ['stopped', 'starting', 'online']);
+  assert.deepEqual(seen.map((s) => s.state), ['starting', 'online']);
   await camera.stop();
   releaseAll(got);
 });
@@ -199,7 +199,7 @@ test('a free-run live source that opens but delivers nothing in time is declared
   camera.start();
   const stalled = await waitFor(camera.status$, (s) => s.state === 'offline');
   assert.match(stalled.error!, /stalled: no frame within stallTimeoutMs \(200 ms\)/);
-  assert.deepEqual(seen.map((s) => s.state), ['stopped', 'starting', 'offline'], 'never online: it delivered nothing');
+  assert.deepEqual(seen.map((s) => s.state), ['starting', 'offline'], 'never online: it delivered nothing');
   // The stalled read is still blocked inside GStreamer; the handle is closed once it returns and
   // only then is the camera opened again.
   const opens = () => records().filter((r) => r.msg === 'camera source open').length;

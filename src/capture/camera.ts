@@ -1,7 +1,7 @@
 // A camera: one source plus the behaviour every source gets — target-fps throttling, MQTT trigger
 // mode, stall detection, reopening with backoff, status, and the native-memory bookkeeping that
 // makes sure no Mat outlives its use.
-import { BehaviorSubject, Subject, type Observable } from 'rxjs';
+import { ReplaySubject, Subject, type Observable } from 'rxjs';
 import type { Mat } from '../cv.js';
 import type { CameraConfig } from '../config/schema.js';
 import type { Logger } from '../service/log.js';
@@ -41,12 +41,15 @@ const SOURCE_KEYS = ['source', 'path', 'loop', 'device', 'url', 'address', 'pixe
 export class Camera {
   readonly id: string;
   readonly frames$: Observable<Frame>;
-  /** Current status on subscribe, then every change of state (or of the error while offline). */
+  /** The latest status on subscribe (none before start()), then every change of state (or of the
+   * error while offline); completes after 'stopped'. */
   readonly status$: Observable<CameraStatus>;
 
   private config: CameraConfig;
   private readonly frames = new Subject<Frame>();
-  private readonly status: BehaviorSubject<CameraStatus>;
+  /** Latest status replayed to late subscribers; nothing before start(). */
+  private readonly status = new ReplaySubject<CameraStatus>(1);
+  private current: CameraStatus;
   private readonly backoff: Backoff;
 
   private running = false;
@@ -87,7 +90,7 @@ export class Camera {
     this.id = config.id;
     this.config = config;
     this.backoff = new Backoff(config.reconnectMinMs, config.reconnectMaxMs, random);
-    this.status = new BehaviorSubject<CameraStatus>(this.statusOf('stopped'));
+    this.current = this.statusOf('stopped');
     this.frames$ = this.frames.asObservable();
     this.status$ = this.status.asObservable();
   }
@@ -283,7 +286,7 @@ export class Camera {
   private handle(mat: Mat, source: CameraSource): void {
     const now = performance.now();
     this.aliveMono = now;
-    if (this.status.value.state !== 'online') this.setOnline();
+    if (this.current.state !== 'online') this.setOnline();
     if (this.backoff.attempts > 0 && now - this.onlineSinceMono >= this.healthyMs()) {
       // Healthy long enough: the next failure starts again from the shortest delay.
       this.backoff.reset();
@@ -436,9 +439,10 @@ export class Camera {
   }
 
   private setState(state: CameraState, error?: string): void {
-    const previous = this.status.value;
+    const previous = this.current;
     if (previous.state === state && previous.error === error) return;
-    this.status.next(this.statusOf(state, error));
+    this.current = this.statusOf(state, error);
+    this.status.next(this.current);
   }
 
   private statusOf(state: CameraState, error?: string): CameraStatus {
