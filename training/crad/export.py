@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as _dt
 import json
 import os
 import sys
@@ -164,7 +163,7 @@ def _b64_f32(array) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype="<f4").tobytes()).decode("ascii")
 
 
-def decode_b64_f32(text: str, shape) -> "np.ndarray":  # noqa: F821 - numpy imported lazily
+def decode_b64_f32(text: str, shape) -> "numpy.ndarray":
     import numpy as np
 
     return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(shape)

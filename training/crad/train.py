@@ -73,7 +73,7 @@ class TrainConfig:
 
 # ---- features --------------------------------------------------------------------------------
 
-def compute_features(detector, images, batch_size: int = 16, progress: bool = False, description: str = "features"):
+def compute_features(detector, images, batch_size: int = 16, progress: bool = False, description: str = "images"):
     """Backbone + neck features of `images` (N,3,S,S float32 in [0,1], numpy or torch) -> (N,C,H,W)."""
     import torch
     from tqdm import tqdm
@@ -82,7 +82,7 @@ def compute_features(detector, images, batch_size: int = 16, progress: bool = Fa
     chunks = []
     detector.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(images), batch_size), desc=description, unit="batch", disable=not progress, file=sys.stderr):
+        for start in tqdm(range(0, len(images), batch_size), desc=f"{description} features", unit="batch", disable=not progress, file=sys.stderr):
             chunks.append(detector.features(images[start:start + batch_size]))
     if not chunks:
         return torch.zeros((0, detector.head.C, detector.head.H, detector.head.W))
@@ -403,8 +403,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     progress = not args.no_progress
-    train_features = cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train features")
-    holdout_features = cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout features") if holdout_kept else None
+    train_features = cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train")
+    holdout_features = cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout") if holdout_kept else None
     del train_images, holdout_images
 
     config = TrainConfig(

@@ -3,7 +3,6 @@
 import argparse
 import json
 
-import pytest
 import torch
 
 from crad.backbones import construct_backbone
