@@ -6,7 +6,6 @@ import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import cv from '../src/cv.js';
 import type { Mat } from '../src/cv.js';
-import { Backoff } from '../src/capture/backoff.js';
 import { Camera, createCamera, createSource, type CameraStatus, type Frame } from '../src/capture/index.js';
 import type { CameraSource } from '../src/capture/source.js';
 import type { CameraConfig } from '../src/config/schema.js';
@@ -302,15 +301,3 @@ test('no Mat leaks: unpaced folder camera stopped mid-stream releases the frame 
   assert.ok(mats.every((m) => m.empty));
 });
 
-test('backoff: ceiling doubles from min to max, delay is drawn in [0, ceiling], reset starts over', () => {
-  const high = new Backoff(100, 1000, () => 1);
-  assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => high.next().delayMs), [100, 200, 400, 800, 1000, 1000]);
-  high.reset();
-  assert.equal(high.next().ceilingMs, 100);
-  const low = new Backoff(100, 1000, () => 0);
-  assert.equal(low.next().delayMs, 0);
-  const half = new Backoff(100, 1000, () => 0.5);
-  half.next();
-  assert.deepEqual(half.next(), { delayMs: 100, ceilingMs: 200 });
-  assert.equal(new Backoff(0, 0, () => 1).next().ceilingMs, 10, 'a zero minimum cannot become a busy loop');
-});

@@ -6,7 +6,7 @@ import type { Mat } from '../cv.js';
 import type { CameraConfig } from '../config/schema.js';
 import type { Logger } from '../service/log.js';
 import type { CameraState, CameraStatus, Frame } from './frame.js';
-import { Backoff } from './backoff.js';
+import { Backoff } from '../shared/backoff.js';
 import type { CameraSource } from './source.js';
 
 export type SourceFactory = (config: CameraConfig, log: Logger) => CameraSource;

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from '../service/log.js';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay } from '../shared/backoff.js';
 
 export type ProtocolVersion = 4 | 5;
 

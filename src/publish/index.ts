@@ -17,7 +17,7 @@ import {
 import { Topics } from './topics.js';
 
 export { Topics } from './topics.js';
-export { backoffDelay, backoffCeiling } from './backoff.js';
+export { backoffDelay, backoffCeiling } from '../shared/backoff.js';
 export type * from './payloads.js';
 
 /** What the rest of the daemon tells the device status topic (merged into what it already has). */

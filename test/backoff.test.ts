@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { backoffCeiling, backoffDelay } from '../src/publish/backoff.js';
+import { Backoff, backoffCeiling, backoffDelay } from '../src/shared/backoff.js';
 
 test('the backoff ceiling doubles per failed attempt from minMs and stops at maxMs', () => {
   const ceilings = [0, 1, 2, 3, 4, 5, 6, 7].map((a) => backoffCeiling(a, 1000, 30_000));
@@ -35,4 +35,17 @@ test('delays are jittered (full jitter, not a fixed period) and grow with the at
 test('bad backoff inputs are refused with a message naming them', () => {
   assert.throws(() => backoffDelay(-1, 100, 1000), /attempt must be an integer >= 0/);
   assert.throws(() => backoffDelay(0, 1000, 100), /minMs <= maxMs/);
+});
+
+test('backoff: ceiling doubles from min to max, delay is drawn in [min, ceiling], reset starts over', () => {
+  const high = new Backoff(100, 1000, () => 1);
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => high.next().delayMs), [100, 200, 400, 800, 1000, 1000]);
+  high.reset();
+  assert.equal(high.next().ceilingMs, 100);
+  const low = new Backoff(100, 1000, () => 0);
+  assert.equal(low.next().delayMs, 100);
+  const half = new Backoff(100, 1000, () => 0.5);
+  half.next();
+  assert.deepEqual(half.next(), { delayMs: 150, ceilingMs: 200 });
+  assert.equal(new Backoff(0, 0, () => 1).next().ceilingMs, 10, 'a zero minimum cannot become a busy loop');
 });
