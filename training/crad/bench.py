@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Sample, limit_samples, load_images, magnetic_tile_split, read_image, split_samples, warn_skipped
+from .data import Sample, image_batches, limit_samples, load_images, magnetic_tile_split, split_samples
 from .evaluate import METRICS, METRIC_TITLES, evaluate_predictions
 
 log = logging.getLogger("crad.bench")
@@ -65,15 +65,13 @@ def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: 
     seconds = {"backbone": 0.0, "crad": 0.0, "patchcore": 0.0}
     kept: list[Sample] = []
     skipped: list[str] = []
-    pending: list[np.ndarray] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        images = torch.from_numpy(np.stack(pending))
-        with torch.no_grad():
+    with torch.no_grad():  # warm-up: the first call's one-off allocations are not inference time
+        warm = crad.features(torch.zeros(1, 3, size, size))
+        crad.maps_from_features(warm)
+        patchcore.maps_from_features(warm)
+        for images, batch_samples in image_batches(samples, size, batch, skipped):
             start = time.perf_counter()
-            features = crad.features(images)
+            features = crad.features(torch.from_numpy(images))
             seconds["backbone"] += time.perf_counter() - start
             for name, model in (("crad", crad), ("patchcore", patchcore)):
                 start = time.perf_counter()
@@ -81,23 +79,7 @@ def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: 
                 seconds[name] += time.perf_counter() - start
                 maps[name].append(out_maps[:, 0].float().numpy())
                 scores[name].append(out_scores.float().numpy())
-        pending.clear()
-
-    with torch.no_grad():  # warm-up: the first call's one-off allocations are not inference time
-        warm = crad.features(torch.zeros(1, 3, size, size))
-        crad.maps_from_features(warm)
-        patchcore.maps_from_features(warm)
-    for sample in samples:
-        image = read_image(sample.path, size)
-        if image is None:
-            skipped.append(sample.path)
-            continue
-        pending.append(image)
-        kept.append(sample)
-        if len(pending) == batch:
-            flush()
-    flush()
-    warn_skipped(skipped)
+            kept.extend(batch_samples)
     results = {name: (np.concatenate(maps[name]), np.concatenate(scores[name])) for name in maps}
     return results, kept, skipped, seconds
 

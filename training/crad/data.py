@@ -151,24 +151,38 @@ def warn_skipped(skipped: Sequence[str], what: str = "images") -> None:
         log.warning("skipped %d unreadable %s: %s", len(skipped), what, shown)
 
 
-def load_images(samples: Sequence[Sample], size: int) -> tuple[np.ndarray, list[Sample], list[str]]:
-    """Read every sample: (float32 N x 3 x size x size, kept samples, skipped paths).
+def image_batches(samples: Sequence[Sample], size: int, batch: int, skipped: list[str]):
+    """Yield (float32 n x 3 x size x size, their samples) for up to `batch` readable images at a time.
 
-    Unreadable files are skipped, counted and named in a warning.
+    Unreadable files are appended to `skipped` and named in one warning once all are read.
     """
-    images: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
     kept: list[Sample] = []
-    skipped: list[str] = []
     for sample in samples:
         image = read_image(sample.path, size)
         if image is None:
             skipped.append(sample.path)
             continue
-        images.append(image)
+        pending.append(image)
         kept.append(sample)
+        if len(pending) == batch:
+            yield np.stack(pending), kept
+            pending, kept = [], []
+    if pending:
+        yield np.stack(pending), kept
     warn_skipped(skipped)
-    array = np.stack(images) if images else np.zeros((0, 3, size, size), dtype=np.float32)
-    return array, kept, skipped
+
+
+def load_images(samples: Sequence[Sample], size: int) -> tuple[np.ndarray, list[Sample], list[str]]:
+    """Read every sample: (float32 N x 3 x size x size, kept samples, skipped paths).
+
+    Unreadable files are skipped, counted and named in a warning.
+    """
+    skipped: list[str] = []
+    batches = list(image_batches(samples, size, max(1, len(samples)), skipped))
+    if not batches:
+        return np.zeros((0, 3, size, size), dtype=np.float32), [], skipped
+    return batches[0][0], batches[0][1], skipped
 
 
 # ----------------------------------------------------------------------------- layouts

@@ -32,8 +32,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .data import (LAYOUTS, DataError, Sample, limit_samples, load_samples, read_image,
-                   read_image_uint8, sample_mask, warn_skipped)
+from .data import (LAYOUTS, DataError, Sample, image_batches, limit_samples, load_samples,
+                   read_image_uint8, sample_mask)
 
 log = logging.getLogger("crad.evaluate")
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -189,28 +189,12 @@ def predict_with_skips(detector, samples: Sequence[Sample], size: int, batch: in
     scores: list[np.ndarray] = []
     kept: list[Sample] = []
     skipped: list[str] = []
-    pending: list[np.ndarray] = []
-
-    def flush() -> None:
-        if not pending:
-            return
+    for images, batch_samples in image_batches(samples, size, batch, skipped):
         with torch.no_grad():
-            out_maps, out_scores = detector(torch.from_numpy(np.stack(pending)).to(device))
+            out_maps, out_scores = detector(torch.from_numpy(images).to(device))
         maps.append(out_maps.detach().float().cpu().numpy()[:, 0])
         scores.append(out_scores.detach().float().cpu().numpy().reshape(-1))
-        pending.clear()
-
-    for sample in samples:
-        image = read_image(sample.path, size)
-        if image is None:
-            skipped.append(sample.path)
-            continue
-        pending.append(image)
-        kept.append(sample)
-        if len(pending) == batch:
-            flush()
-    flush()
-    warn_skipped(skipped)
+        kept.extend(batch_samples)
     if not kept:
         raise DataError("no readable images to predict")
     return np.concatenate(maps), np.concatenate(scores), kept, skipped

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from crad.backbones import BackboneWeightsError, RandomBackboneWarning, build_backbone, shared_data_dir
+from crad.backbones import BackboneWeightsError, RandomBackboneWarning, build_backbone
 from crad.backbones import mobilenet_v1, mobilenet_v2, nsfwjs
 from crad.backbones.tf_conv import same_padding
 from crad.backbones.tflite import read_tflite
@@ -25,12 +25,7 @@ from crad.backbones.tfjs_layers import load_tfjs_model
 
 import tflite_reference
 
-V1_DIR = shared_data_dir() / "backbones" / "mobilenet_v1_0.75_224"
-CORAL_FILE = shared_data_dir() / "backbones" / "coral_mobilenet_v2" / "mobilenet_v2_1.0_224_quant.tflite"
-needs_v1 = pytest.mark.skipif(not (V1_DIR / "model.json").is_file(),
-                              reason=f"shared data set absent: {V1_DIR} (set CRAD_SHARED_DATA)")
-needs_coral = pytest.mark.skipif(not CORAL_FILE.is_file(),
-                                 reason=f"shared data set absent: {CORAL_FILE} (set CRAD_SHARED_DATA)")
+from shared_weights import CORAL_FILE, V1_DIR, needs_coral, needs_v1
 
 
 def _has_nsfwjs() -> bool:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from crad.backbones import BackboneWeightsError, shared_data_dir
+from crad.backbones import BackboneWeightsError
 from crad.backbones.nsfwjs import (
     JsLiteralError,
     find_model_dir,
@@ -23,13 +23,8 @@ from crad.backbones.nsfwjs import (
 from crad.backbones.tfjs_layers import decode_weights, load_tfjs_model
 from crad.backbones.tflite import TfliteFormatError, parse_tflite, read_tflite
 
-V1_DIR = shared_data_dir() / "backbones" / "mobilenet_v1_0.75_224"
-CORAL_FILE = shared_data_dir() / "backbones" / "coral_mobilenet_v2" / "mobilenet_v2_1.0_224_quant.tflite"
+from shared_weights import CORAL_FILE, V1_DIR, needs_coral, needs_v1
 
-needs_v1 = pytest.mark.skipif(not (V1_DIR / "model.json").is_file(),
-                              reason=f"shared data set absent: {V1_DIR} (set CRAD_SHARED_DATA)")
-needs_coral = pytest.mark.skipif(not CORAL_FILE.is_file(),
-                                 reason=f"shared data set absent: {CORAL_FILE} (set CRAD_SHARED_DATA)")
 
 
 def _nsfwjs_dir():
