@@ -2,7 +2,7 @@
 //   cameras -> latest frame per camera -> batch across cameras -> model -> post-process -> publish
 // Stages know nothing of each other; only this file knows the order. Errors are values at stage
 // borders: a bad batch is logged and counted, and the stream goes on.
-import { defer, from, merge, Subject, Subscription, repeat, takeWhile, concatMap, filter, lastValueFrom, defaultIfEmpty } from 'rxjs';
+import { defer, from, Subject, Subscription, repeat, takeWhile, concatMap, filter, lastValueFrom, defaultIfEmpty } from 'rxjs';
 import type { AppConfig } from './config/load.js';
 import type { Camera } from './capture/index.js';
 import type { Frame } from './capture/frame.js';
@@ -38,6 +38,7 @@ export class Pipeline {
   private post: PostprocessOptions;
   private running = false;
   private postBacklog = 0;
+  private backlogShrunk: (() => void) | null = null;
   private done: Promise<unknown> = Promise.resolve();
   private processed = 0;
   private failedBatches = 0;
@@ -71,13 +72,11 @@ export class Pipeline {
 
   start(): void {
     this.running = true;
-    this.subscriptions.add(
-      this.publisher.onTrigger((cameraId, triggerId) => {
-        const camera = this.cameras.get(cameraId);
-        if (camera) camera.trigger(triggerId);
-        else this.log.warn({ cameraId }, 'trigger for an unknown camera ignored');
-      }),
-    );
+    this.publisher.onTrigger((cameraId, triggerId) => {
+      const camera = this.cameras.get(cameraId);
+      if (camera) camera.trigger(triggerId);
+      else this.log.warn({ cameraId }, 'trigger for an unknown camera ignored');
+    });
 
     // Stage 1: take a batch (latest frames, across cameras), run the model. One batch at a time;
     // the chain repeats only when the model is free, so frames wait in the batcher, not in a queue.
@@ -101,7 +100,7 @@ export class Pipeline {
 
   /** Frames for the next batch; null ends the stream (closed and drained). */
   private async takeBatch(): Promise<Frame[] | null> {
-    while (this.postBacklog >= MAX_POSTPROCESS_BACKLOG) await new Promise((r) => setTimeout(r, 1));
+    while (this.postBacklog >= MAX_POSTPROCESS_BACKLOG) await new Promise<void>((resolve) => (this.backlogShrunk = resolve));
     if (this.nextModel) await this.swapModel();
     const frames = await this.batcher.take(this.config.inference.maxBatch, this.config.inference.maxWaitMs);
     return frames.length > 0 ? frames : null;
@@ -131,6 +130,8 @@ export class Pipeline {
     } finally {
       for (const { frame } of inference.frames) frame.release();
       this.postBacklog--;
+      this.backlogShrunk?.();
+      this.backlogShrunk = null;
     }
   }
 
