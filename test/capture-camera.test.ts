@@ -251,10 +251,8 @@ function recordingFactory(mats: Mat[]) {
   };
 }
 
-async function assertNothingLeaks(config: CameraConfig, waitForFrames: number): Promise<void> {
-  const mats: Mat[] = [];
-  const camera = new Camera(config, memoryLogger().log, recordingFactory(mats));
-  // The subscriber keeps every third frame (the pipeline would hand those on) and releases the rest.
+/** Subscribe like the pipeline would: keep every third frame (handed on), release the rest. */
+function keepEveryThird(camera: Camera): { kept: Frame[]; received: () => number } {
   const kept: Frame[] = [];
   let received = 0;
   camera.frames$.subscribe((f) => {
@@ -262,12 +260,19 @@ async function assertNothingLeaks(config: CameraConfig, waitForFrames: number): 
     if (f.sequence % 3 === 0) kept.push(f);
     else f.release();
   });
+  return { kept, received: () => received };
+}
+
+async function assertNothingLeaks(config: CameraConfig, waitForFrames: number): Promise<void> {
+  const mats: Mat[] = [];
+  const camera = new Camera(config, memoryLogger().log, recordingFactory(mats));
+  const { kept, received } = keepEveryThird(camera);
   camera.start();
-  await until(() => received >= waitForFrames, `${waitForFrames} frames`);
+  await until(() => received() >= waitForFrames, `${waitForFrames} frames`);
   await camera.stop();
   const keptMats = new Set(kept.map((f) => f.image));
   const alive = mats.filter((m) => !m.empty);
-  assert.ok(mats.length > received, 'the source produced more Mats than were handed on (drops happened)');
+  assert.ok(mats.length > received(), 'the source produced more Mats than were handed on (drops happened)');
   assert.deepEqual(alive.length, kept.length, `only the ${kept.length} frames the subscriber kept hold native memory; ${alive.length} Mats are alive`);
   assert.ok(alive.every((m) => keptMats.has(m)));
   releaseAll(kept);
@@ -283,18 +288,12 @@ test('no Mat leaks: unpaced folder camera stopped mid-stream releases the frame 
   writeImages(dir, 5);
   const mats: Mat[] = [];
   const camera = new Camera(cameraConfig({ path: dir }), memoryLogger().log, recordingFactory(mats));
-  const kept: Frame[] = [];
-  let received = 0;
-  camera.frames$.subscribe((f) => {
-    received++;
-    if (f.sequence % 3 === 0) kept.push(f);
-    else f.release();
-  });
+  const { kept, received } = keepEveryThird(camera);
   camera.start();
-  await until(() => received >= 20, '20 frames');
+  await until(() => received() >= 20, '20 frames');
   await camera.stop();
   // Unpaced, the camera always has a read in flight: stop() lands on one, and that frame is dropped.
-  assert.ok(mats.length > received, 'a frame read after stop() was dropped');
+  assert.ok(mats.length > received(), 'a frame read after stop() was dropped');
   const alive = mats.filter((m) => !m.empty);
   assert.equal(alive.length, kept.length);
   releaseAll(kept);
