@@ -1,0 +1,407 @@
+// `npm run bench`: one run, one model file, one set of images, four measurements side by side.
+//   a. the limit: bare onnxruntime-node session.run on preprocessed tensors
+//   b. the daemon: `crad-edge run` end to end (folder cameras unthrottled -> RxJS pipeline ->
+//      inference -> regions/crops -> real mosquitto), 1, 2 and 4 cameras
+//   c. the alternative: the trainer's PyTorch detector in eval mode on CPU
+//   d. model variants: CRAD vs CRAD-S, GridSample vs GridSample-free, the available backbones
+// Prints markdown tables (README-ready) with the ratios b/a and a/c and the targets, and writes
+// everything as JSON (--out), so that runs can be compared (--compare <earlier.json>).
+// See bench/README.md for what each figure means.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
+import { Mosquitto } from '../test/helpers/mosquitto.js';
+import { describeMachine, type Machine } from './lib/machine.js';
+import { runDaemon, type DaemonRunResult } from './lib/daemon.js';
+import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
+import { listImages, openSession, preprocessedImages, timeBatches, type BatchTiming, type SessionSettings } from './lib/runtime.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const PYTHON = process.env.CRAD_PYTHON ?? '/usr/bin/python3';
+
+/** The variants of part d: backbone:variant:sampling. CRAD = E 4C, CRAD-S = E C (model.py). */
+const VARIANT_SPECS = [
+  'mobilenet-v2-nsfwjs:crad-s:gridsample',
+  'mobilenet-v2-nsfwjs:crad-s:tent',
+  'mobilenet-v2-nsfwjs:crad:gridsample',
+  'mobilenet-v2:crad-s:gridsample',
+  'mobilenet-v1-0.75:crad-s:gridsample',
+  'efficientnet-b4:crad-s:gridsample',
+  'efficientnet-b4:crad:gridsample',
+  'efficientnet-b4:crad:tent',
+];
+
+interface Options {
+  model: string;
+  images: string;
+  parts: string;
+  cameras: string;
+  batches: string;
+  providers: string;
+  seconds: number;
+  runtimeSeconds: number;
+  warmup: number;
+  out: string;
+  compare?: string;
+  profile: boolean;
+  quick: boolean;
+  sweep: boolean;
+  label: string;
+}
+
+interface VariantRow {
+  name: string;
+  backbone: string;
+  variant: string;
+  sampling: string;
+  C: number;
+  E: number;
+  parameters: number;
+  backboneWeights: string;
+  macs: { total: number; backbone: number };
+  onnx: string;
+  onnxBytes: number;
+  runtime?: BatchTiming[];
+  error?: string;
+}
+
+interface BenchReport {
+  format: 'crad-bench/1';
+  label: string;
+  startedAt: string;
+  durationSeconds: number;
+  machine: Machine;
+  settings: Record<string, unknown>;
+  model: { path: string; bytes: number; images: string; imageCount: number; imageSize: string };
+  runtime?: { provider: string; session: SessionSettings; batches: BatchTiming[]; best: number; sweep?: { name: string; settings: SessionSettings; batch: number; timing: BatchTiming }[] };
+  daemon?: DaemonRunResult[];
+  torch?: { model: Record<string, unknown>; threads: number; batches: Record<string, { batch: number; imagesPerSecond: number; latencyMs: { mean: number; p50: number; p99: number } }> };
+  variants?: VariantRow[];
+  profile?: ProfileSummary;
+  ratios?: Record<string, number>;
+  targets?: { name: string; value: string; limit: string; met: boolean }[];
+}
+
+const log = (message: string) => process.stderr.write(`[bench] ${message}\n`);
+const f = (x: number | undefined, digits = 1) => (x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits));
+
+function python(args: string[]): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(PYTHON, [path.join(root, 'bench/crad_bench.py'), ...args], {
+      cwd: root,
+      env: { ...process.env, PYTHONPATH: path.join(root, 'training'), PYTHONWARNINGS: 'ignore' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      for (const line of d.toString().split('\n')) if (line.startsWith('[crad_bench]')) log(line.slice(13));
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`${PYTHON} bench/crad_bench.py ${args[0]} exited with ${code}:\n${stderr.slice(-3000)}`));
+      try {
+        resolve(JSON.parse(stdout.trim().split('\n').at(-1)!));
+      } catch {
+        reject(new Error(`bench/crad_bench.py ${args[0]} printed no JSON:\n${stdout.slice(-2000)}\n${stderr.slice(-2000)}`));
+      }
+    });
+  });
+}
+
+function defaultSession(providers: string[]): SessionSettings {
+  // The daemon's defaults (src/config/schema.ts model.*), so that a and b run the same session.
+  return { executionProviders: providers, intraOpThreads: 0, interOpThreads: 0, graphOptimization: 'all', memoryArena: true };
+}
+
+/** The session-option candidates of the sweep (issue 5, item 3), each against the default. */
+function sweepCandidates(base: SessionSettings): { name: string; settings: SessionSettings }[] {
+  return [
+    { name: 'default (intra 0 = cores, graph all, arena on)', settings: base },
+    { name: 'intra-op threads 1', settings: { ...base, intraOpThreads: 1 } },
+    { name: `intra-op threads ${os.availableParallelism()}`, settings: { ...base, intraOpThreads: os.availableParallelism() } },
+    { name: 'graph optimisation basic', settings: { ...base, graphOptimization: 'basic' } },
+    { name: 'graph optimisation extended', settings: { ...base, graphOptimization: 'extended' } },
+    { name: 'memory arena off', settings: { ...base, memoryArena: false } },
+    { name: 'parallel execution, inter-op 2', settings: { ...base, executionMode: 'parallel', interOpThreads: 2 } },
+    { name: 'intra-op spinning off', settings: { ...base, spinning: false } },
+  ];
+}
+
+async function partRuntime(opts: Options, report: BenchReport, images: Float32Array, count: number, size: number): Promise<void> {
+  const providers = opts.providers.split(',').map((p) => p.trim()).filter(Boolean);
+  const batches = opts.batches.split(',').map(Number);
+  const session = defaultSession(providers);
+  log(`a. bare runtime: ${providers.join(',')}, batches ${batches.join(',')}, ${opts.runtimeSeconds} s each`);
+  const s = await openSession(opts.model, session);
+  const timings = await timeBatches(s, images, count, size, size, batches, opts.runtimeSeconds, 5);
+  await s.release();
+  const best = timings.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a)).batch;
+  report.runtime = { provider: providers.join(','), session, batches: timings, best };
+  for (const t of timings) log(`   batch ${t.batch}: ${f(t.imagesPerSecond)} images/s, ${f(t.latencyMs.mean)} ms per run`);
+  if (!opts.sweep) return;
+  report.runtime.sweep = [];
+  for (const candidate of sweepCandidates(session)) {
+    for (const batch of [...new Set([1, best])]) {
+      const cs = await openSession(opts.model, candidate.settings);
+      const [timing] = await timeBatches(cs, images, count, size, size, [batch], Math.max(1, opts.runtimeSeconds * 0.6), 5);
+      await cs.release();
+      report.runtime.sweep.push({ name: candidate.name, settings: candidate.settings, batch, timing: timing! });
+      log(`   sweep ${candidate.name}, batch ${batch}: ${f(timing!.imagesPerSecond)} images/s`);
+    }
+  }
+}
+
+async function partDaemon(opts: Options, report: BenchReport, imagesDir: string): Promise<void> {
+  const broker = await Mosquitto.start();
+  // The helper keeps its process private; the pid is only read for the broker's CPU use.
+  const brokerPid = (broker as unknown as { process: { pid?: number } | null }).process?.pid ?? 0;
+  report.daemon = [];
+  const profileDir = opts.profile ? fs.mkdtempSync(path.join(os.tmpdir(), 'crad-bench-prof-')) : undefined;
+  const profileFile = profileDir ? path.join(profileDir, 'daemon.cpuprofile') : undefined;
+  try {
+    for (const cameras of opts.cameras.split(',').map(Number)) {
+      log(`b. daemon: ${cameras} camera(s), ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
+      const providers = opts.providers.split(',').map((p) => p.trim()).filter(Boolean);
+      const result = await runDaemon({
+        root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras, brokerPid,
+        warmupSeconds: opts.warmup, seconds: opts.seconds,
+        overrides: { model: { executionProviders: providers } },
+        cpuProfileFile: cameras === 1 ? profileFile : undefined,
+      });
+      report.daemon.push(result);
+      log(`   ${f(result.framesPerSecond)} frames/s, p99 capture-to-publish ${f(result.captureToPublishMs.p99)} ms, CPU ${f(result.cpuPercent, 0)} %, peak RSS ${f(result.peakRssMiB, 0)} MiB`);
+    }
+    if (profileFile && fs.existsSync(profileFile)) report.profile = summarizeProfile(profileFile);
+  } finally {
+    await broker.dispose();
+    if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
+  }
+}
+
+async function partTorch(opts: Options, report: BenchReport, files: string[]): Promise<void> {
+  const batches = [...new Set([1, report.runtime?.best ?? 4])];
+  log(`c. PyTorch eval mode: batches ${batches.join(',')}`);
+  report.torch = (await python(['torch', '--images', ...files, '--batches', batches.join(','), '--seconds', String(opts.runtimeSeconds)])) as BenchReport['torch'];
+}
+
+async function partVariants(opts: Options, report: BenchReport, images: Float32Array, count: number, size: number): Promise<void> {
+  const out = path.join(root, '.work/bench/variants');
+  log(`d. variants: export (cached in ${path.relative(root, out)}) and MAC count`);
+  const { variants } = (await python(['variants', '--out', out, '--specs', ...VARIANT_SPECS])) as { variants: VariantRow[] };
+  const providers = opts.providers.split(',').map((p) => p.trim()).filter(Boolean);
+  const batches = [...new Set([1, report.runtime?.best ?? 4])];
+  for (const row of variants) {
+    try {
+      const s = await openSession(row.onnx, defaultSession(providers));
+      row.runtime = await timeBatches(s, images, count, size, size, batches, Math.max(1, opts.runtimeSeconds * 0.6), 3);
+      await s.release();
+      log(`   ${row.name}: ${row.runtime.map((t) => `batch ${t.batch} ${f(t.imagesPerSecond)} images/s`).join(', ')}`);
+    } catch (err) {
+      row.error = (err as Error).message.split('\n')[0];
+      log(`   ${row.name}: ${row.error}`);
+    }
+  }
+  report.variants = variants;
+}
+
+function runtimeAt(report: BenchReport, batch: number): BatchTiming | undefined {
+  // The measured batch size closest to (not above, where possible) the daemon's mean batch.
+  const timings = report.runtime?.batches ?? [];
+  const candidates = timings.filter((t) => t.batch <= Math.max(1, Math.round(batch)));
+  return (candidates.length ? candidates : timings).reduce<BatchTiming | undefined>((a, t) => (!a || Math.abs(t.batch - batch) < Math.abs(a.batch - batch) ? t : a), undefined);
+}
+
+function evaluate(report: BenchReport): void {
+  const ratios: Record<string, number> = {};
+  const targets: NonNullable<BenchReport['targets']> = [];
+  for (const d of report.daemon ?? []) {
+    const limit = runtimeAt(report, d.meanBatchSize);
+    if (!limit) continue;
+    const ratio = d.framesPerSecond / limit.imagesPerSecond;
+    ratios[`b/a ${d.cameras} camera(s) (runtime at batch ${limit.batch})`] = ratio;
+    targets.push({ name: `daemon throughput, ${d.cameras} camera(s) (b/a at batch ${limit.batch})`, value: f(ratio, 2), limit: '>= 0.95', met: ratio >= 0.95 });
+  }
+  const oneCamera = report.daemon?.find((d) => d.cameras === 1);
+  const batch1 = report.runtime?.batches.find((t) => t.batch === 1);
+  if (oneCamera && batch1) {
+    const limit = 1.2 * batch1.latencyMs.mean + 10;
+    targets.push({ name: 'p99 capture-to-publish, 1 camera (ms)', value: f(oneCamera.captureToPublishMs.p99), limit: `<= 1.2 x ${f(batch1.latencyMs.mean)} + 10 = ${f(limit)}`, met: oneCamera.captureToPublishMs.p99 <= limit });
+  }
+  for (const [key, torch] of Object.entries(report.torch?.batches ?? {})) {
+    const ort = report.runtime?.batches.find((t) => t.batch === Number(key));
+    if (!ort) continue;
+    const ratio = ort.imagesPerSecond / torch.imagesPerSecond;
+    ratios[`a/c batch ${key}`] = ratio;
+    targets.push({ name: `onnxruntime vs PyTorch, batch ${key} (a/c)`, value: f(ratio, 2), limit: '>= 2', met: ratio >= 2 });
+  }
+  for (const d of report.daemon ?? []) {
+    // Growth of a few MiB per 1000 frames would be a leak of one 256x256 frame every few frames;
+    // 1 MiB per 1000 frames over the window is the noise floor of RSS sampling.
+    const growth = d.rssGrowthMiBPer1000Frames;
+    targets.push({ name: `RSS growth with frames, ${d.cameras} camera(s) (MiB per 1000 frames)`, value: f(growth, 2), limit: '<= 1', met: growth <= 1 });
+  }
+  report.ratios = ratios;
+  report.targets = targets;
+}
+
+function table(header: string[], rows: string[][]): string {
+  return [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+function render(report: BenchReport, previous?: BenchReport): string {
+  const out: string[] = [];
+  const m = report.machine;
+  out.push(`## crad-edge benchmark: ${report.label}`, '');
+  out.push(`Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}`);
+  out.push(`Versions: ${Object.entries(m.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  out.push(`Model: ${path.relative(root, report.model.path)} (${(report.model.bytes / 2 ** 20).toFixed(1)} MiB), images: ${report.model.imageCount} from ${path.relative(root, report.model.images) || '.'} (${report.model.imageSize}), run took ${f(report.durationSeconds, 0)} s`);
+  out.push('');
+  if (report.runtime) {
+    const r = report.runtime;
+    out.push(`### a. Limit: bare onnxruntime-node session.run (${r.provider}; intra-op ${r.session.intraOpThreads || 'default'}, graph ${r.session.graphOptimization}, arena ${r.session.memoryArena ? 'on' : 'off'})`, '');
+    out.push(table(['batch', 'images/s', 'latency per run mean (ms)', 'p50 (ms)', 'p99 (ms)', 'runs'], r.batches.map((t) => [
+      `${t.batch}${t.batch === r.best ? ' (best)' : ''}`, f(t.imagesPerSecond), f(t.latencyMs.mean), f(t.latencyMs.p50), f(t.latencyMs.p99), String(t.runs),
+    ])), '');
+    if (r.sweep?.length) {
+      out.push('Session options (item 3), same model:', '');
+      out.push(table(['options', 'batch', 'images/s', 'mean (ms)', 'p99 (ms)'], r.sweep.map((s) => [s.name, String(s.batch), f(s.timing.imagesPerSecond), f(s.timing.latencyMs.mean), f(s.timing.latencyMs.p99)])), '');
+    }
+  }
+  if (report.daemon?.length) {
+    out.push('### b. Daemon end to end (folder cameras unthrottled -> pipeline -> inference -> regions/crops -> mosquitto)', '');
+    out.push(table(
+      ['cameras', 'frames/s', 'b/a', 'mean batch', 'capture-to-publish p50 / p99 (ms)', 'to subscriber p50 / p99 (ms)', 'queue / pre / infer / post (ms)', 'CPU daemon (broker) %', 'RSS start / end / peak (MiB)', 'RSS MiB per 1000 frames', 'event-loop delay p99 / max (ms), utilisation', 'captured / dropped'],
+      report.daemon.map((d) => {
+        const limit = runtimeAt(report, d.meanBatchSize);
+        const p = d.probe;
+        return [
+          String(d.cameras), f(d.framesPerSecond), limit ? f(d.framesPerSecond / limit.imagesPerSecond, 2) : 'n/a', f(d.meanBatchSize, 2),
+          `${f(d.captureToPublishMs.p50)} / ${f(d.captureToPublishMs.p99)}`, `${f(d.captureToSubscriberMs.p50)} / ${f(d.captureToSubscriberMs.p99)}`,
+          `${f(d.stagesMs.queue)} / ${f(d.stagesMs.preprocess)} / ${f(d.stagesMs.inference)} / ${f(d.stagesMs.postprocess)}`,
+          `${f(d.cpuPercent, 0)} (${f(d.brokerCpuPercent, 0)})`, `${f(d.rssStartMiB, 0)} / ${f(d.rssEndMiB, 0)} / ${f(d.peakRssMiB, 0)}`, f(d.rssGrowthMiBPer1000Frames, 2),
+          p ? `${f(p.eventLoopDelayMs.p99)} / ${f(p.eventLoopDelayMs.max)}, ${f(p.eventLoopUtilization * 100, 0)} %` : 'n/a',
+          `${d.framesCaptured} / ${d.framesDropped}`,
+        ];
+      }),
+    ), '');
+  }
+  if (report.torch) {
+    const t = report.torch;
+    out.push(`### c. Alternative: the trainer's PyTorch detector, eval mode, CPU (torch ${String((t as { torch?: string }).torch ?? '')}, ${t.threads} threads; ${String(t.model.backbone)} ${String(t.model.variant)}, backbone weights ${String(t.model.backboneWeights)}, random head)`, '');
+    out.push(table(['batch', 'PyTorch images/s', 'onnxruntime images/s', 'a/c', 'PyTorch latency per run mean (ms)'], Object.values(t.batches).map((b) => {
+      const ort = report.runtime?.batches.find((x) => x.batch === b.batch);
+      return [String(b.batch), f(b.imagesPerSecond), f(ort?.imagesPerSecond), ort ? f(ort.imagesPerSecond / b.imagesPerSecond, 2) : 'n/a', f(b.latencyMs.mean)];
+    })), '');
+  }
+  if (report.variants?.length) {
+    const batches = [...new Set(report.variants.flatMap((v) => (v.runtime ?? []).map((t) => t.batch)))];
+    out.push('### d. Model variants (onnxruntime, same session options; random heads, weights do not change speed)', '');
+    out.push(table(
+      ['backbone', 'variant (C, E)', 'sampling', 'GMAC per image (backbone)', 'parameters (M)', ...batches.map((b) => `images/s batch ${b}`), 'backbone weights'],
+      report.variants.map((v) => [
+        v.backbone, `${v.variant} (${v.C}, ${v.E})`, v.sampling === 'tent' ? 'tent (GridSample-free)' : 'GridSample',
+        `${f(v.macs.total / 1e9, 2)} (${f(v.macs.backbone / 1e9, 2)})`, f(v.parameters / 1e6, 2),
+        ...batches.map((b) => (v.error ? 'failed' : f(v.runtime?.find((t) => t.batch === b)?.imagesPerSecond))), v.backboneWeights,
+      ]),
+    ), '');
+  }
+  if (report.profile) {
+    const p = report.profile;
+    out.push(`### Profile of the daemon's main thread (1 camera, V8 CPU profile of the measured ${f(p.wallMs / 1000)} s; busy ${f((100 * p.busyMs) / p.wallMs, 0)} %)`, '');
+    out.push(table(['where', 'ms', 'share of wall'], p.byPlace.map((x) => [x.place, f(x.ms, 0), `${f(x.share * 100)} %`])), '');
+    out.push(table(['function (self time)', 'ms', 'share of wall'], p.topFunctions.map((x) => [x.fn.replace(/\|/g, '\\|'), f(x.ms, 0), `${f(x.share * 100)} %`])), '');
+  }
+  if (report.targets?.length) {
+    out.push('### Targets', '');
+    out.push(table(['target', 'measured', 'limit', 'met'], report.targets.map((t) => [t.name, t.value, t.limit, t.met ? 'yes' : '**no**'])), '');
+  }
+  if (previous) out.push(renderComparison(previous, report), '');
+  return out.join('\n');
+}
+
+function renderComparison(before: BenchReport, after: BenchReport): string {
+  const rows: string[][] = [];
+  const add = (name: string, a: number | undefined, b: number | undefined, digits = 1) => {
+    if (a === undefined && b === undefined) return;
+    rows.push([name, f(a, digits), f(b, digits), a && b ? `${f((100 * (b - a)) / a, 0)} %` : 'n/a']);
+  };
+  for (const t of after.runtime?.batches ?? []) add(`a. runtime images/s, batch ${t.batch}`, before.runtime?.batches.find((x) => x.batch === t.batch)?.imagesPerSecond, t.imagesPerSecond);
+  for (const d of after.daemon ?? []) {
+    const p = before.daemon?.find((x) => x.cameras === d.cameras);
+    add(`b. daemon frames/s, ${d.cameras} camera(s)`, p?.framesPerSecond, d.framesPerSecond);
+    add(`b. p99 capture-to-publish ms, ${d.cameras} camera(s)`, p?.captureToPublishMs.p99, d.captureToPublishMs.p99);
+    add(`b. CPU %, ${d.cameras} camera(s)`, p?.cpuPercent, d.cpuPercent, 0);
+    add(`b. peak RSS MiB, ${d.cameras} camera(s)`, p?.peakRssMiB, d.peakRssMiB, 0);
+  }
+  for (const [k, t] of Object.entries(after.torch?.batches ?? {})) add(`c. PyTorch images/s, batch ${k}`, before.torch?.batches[k]?.imagesPerSecond, t.imagesPerSecond);
+  return [`### Before / after: ${before.label} (${before.startedAt}) -> ${after.label}`, '', table(['figure', 'before', 'after', 'change'], rows)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const program = new Command('bench')
+    .description('crad-edge benchmark: bare runtime, daemon end to end, PyTorch, model variants (see bench/README.md)')
+    .option('--model <file>', 'ONNX model (contract form)', path.join(root, 'models/demo/crad-demo.onnx'))
+    .option('--images <dir>', 'images every part uses', path.join(root, 'samples'))
+    .option('--parts <list>', 'parts to run: a (runtime), b (daemon), c (torch), d (variants)', 'a,b,c,d')
+    .option('--cameras <list>', 'camera counts of part b', '1,2,4')
+    .option('--batches <list>', 'batch sizes of part a', '1,2,4,8')
+    .option('--providers <list>', 'onnxruntime execution providers, in order (cpu, cuda, tensorrt)', 'cpu')
+    .option('--seconds <n>', 'measured seconds per daemon run', (v) => Number(v), 20)
+    .option('--runtime-seconds <n>', 'seconds per batch size in parts a and c', (v) => Number(v), 5)
+    .option('--warmup <n>', 'seconds of each daemon run before measuring', (v) => Number(v), 5)
+    .option('--no-sweep', 'skip the session-option sweep of part a')
+    .option('--profile', 'V8 CPU profile of the 1-camera daemon run, summarised in the table', false)
+    .option('--quick', 'short settings for a smoke run (figures are noisy)', false)
+    .option('--label <text>', 'name of this run in the table and JSON', 'cpu')
+    .option('--out <file>', 'JSON report (default .work/bench/bench-<time>.json)', '')
+    .option('--compare <file>', 'an earlier JSON report: print before/after');
+  program.parse();
+  const opts = program.opts<Options>();
+  if (opts.quick) {
+    opts.seconds = Math.min(opts.seconds, 4);
+    opts.runtimeSeconds = Math.min(opts.runtimeSeconds, 1);
+    opts.warmup = Math.min(opts.warmup, 1);
+  }
+  const parts = new Set(opts.parts.split(',').map((p) => p.trim()));
+  const started = performance.now();
+  const files = listImages(opts.images);
+  const size = 224;
+  const report: BenchReport = {
+    format: 'crad-bench/1',
+    label: opts.label,
+    startedAt: new Date().toISOString(),
+    durationSeconds: 0,
+    machine: describeMachine(root, PYTHON),
+    settings: { ...opts, parts: [...parts] },
+    model: { path: path.resolve(opts.model), bytes: fs.statSync(opts.model).size, images: path.resolve(opts.images), imageCount: files.length, imageSize: '' },
+  };
+  const { default: cv } = await import('../src/cv.js');
+  const probe = cv.imread(files[0]!);
+  report.model.imageSize = `${probe.cols}x${probe.rows}, model input ${size}x${size}`;
+  probe.release();
+  const images = await preprocessedImages(files, size, size);
+  const previous = opts.compare ? (JSON.parse(fs.readFileSync(opts.compare, 'utf8')) as BenchReport) : undefined;
+
+  if (parts.has('a')) await partRuntime(opts, report, images, files.length, size);
+  if (parts.has('b')) await partDaemon(opts, report, opts.images);
+  if (parts.has('c')) await partTorch(opts, report, files);
+  if (parts.has('d')) await partVariants(opts, report, images, files.length, size);
+  evaluate(report);
+  report.durationSeconds = (performance.now() - started) / 1000;
+
+  const out = opts.out || path.join(root, '.work/bench', `bench-${report.startedAt.replace(/[:.]/g, '-')}.json`);
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, JSON.stringify(report, null, 1) + '\n');
+  process.stdout.write(render(report, previous) + '\n');
+  process.stdout.write(`JSON: ${path.relative(process.cwd(), out)}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
