@@ -275,12 +275,12 @@ function render(report: BenchReport, previous?: BenchReport): string {
   if (report.daemon?.length) {
     out.push('### b. Daemon end to end (folder cameras unthrottled -> pipeline -> inference -> regions/crops -> mosquitto)', '');
     out.push(table(
-      ['cameras', 'frames/s', 'b/a', 'mean batch', 'capture-to-publish p50 / p99 (ms)', 'to subscriber p50 / p99 (ms)', 'queue / pre / infer / post (ms)', 'CPU daemon (broker) %', 'RSS start / end / peak (MiB)', 'RSS MiB per 1000 frames', 'event-loop delay p99 / max (ms), utilisation', 'captured / dropped'],
+      ['cameras', 'provider', 'frames/s', 'b/a', 'mean batch', 'capture-to-publish p50 / p99 (ms)', 'to subscriber p50 / p99 (ms)', 'queue / pre / infer / post (ms)', 'CPU daemon (broker) %', 'RSS start / end / peak (MiB)', 'RSS MiB per 1000 frames', 'event-loop delay p99 / max (ms), utilisation', 'captured / dropped'],
       report.daemon.map((d) => {
         const limit = runtimeAt(report, d.meanBatchSize);
         const p = d.probe;
         return [
-          String(d.cameras), f(d.framesPerSecond), limit ? f(d.framesPerSecond / limit.imagesPerSecond, 2) : 'n/a', f(d.meanBatchSize, 2),
+          String(d.cameras), d.provider, f(d.framesPerSecond), limit ? f(d.framesPerSecond / limit.imagesPerSecond, 2) : 'n/a', f(d.meanBatchSize, 2),
           `${f(d.captureToPublishMs.p50)} / ${f(d.captureToPublishMs.p99)}`, `${f(d.captureToSubscriberMs.p50)} / ${f(d.captureToSubscriberMs.p99)}`,
           `${f(d.stagesMs.queue)} / ${f(d.stagesMs.preprocess)} / ${f(d.stagesMs.inference)} / ${f(d.stagesMs.postprocess)}`,
           `${f(d.cpuPercent, 0)} (${f(d.brokerCpuPercent, 0)})`, `${f(d.rssStartMiB, 0)} / ${f(d.rssEndMiB, 0)} / ${f(d.peakRssMiB, 0)}`, f(d.rssGrowthMiBPer1000Frames, 2),

@@ -29,6 +29,8 @@ export interface DaemonRunOptions {
 
 export interface DaemonRunResult {
   cameras: number;
+  /** The execution provider the daemon's results name (it falls back to cpu when one does not load). */
+  provider: string;
   seconds: number;
   framesProcessed: number;
   framesPerSecond: number;
@@ -55,6 +57,7 @@ export interface DaemonRunResult {
 
 interface Received {
   atMono: number;
+  provider: string;
   camera: string;
   sequence: number;
   totalMs: number;
@@ -102,11 +105,11 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
   subscriber.on('message', (_topic, payload) => {
     const atMono = performance.now();
     const r = JSON.parse(payload.toString()) as {
-      camera: string; sequence: number; capturedAt: string; batchSize: number;
+      camera: string; sequence: number; capturedAt: string; batchSize: number; model: { executionProvider: string };
       latencyMs: { queue: number; preprocess: number; inference: number; postprocess: number; total: number };
     };
     received.push({
-      atMono, camera: r.camera, sequence: r.sequence, totalMs: r.latencyMs.total, toSubscriberMs: Date.now() - Date.parse(r.capturedAt),
+      atMono, provider: r.model.executionProvider, camera: r.camera, sequence: r.sequence, totalMs: r.latencyMs.total, toSubscriberMs: Date.now() - Date.parse(r.capturedAt),
       queue: r.latencyMs.queue, preprocess: r.latencyMs.preprocess, inference: r.latencyMs.inference, postprocess: r.latencyMs.postprocess, batchSize: r.batchSize,
     });
   });
@@ -171,6 +174,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
     return {
       cameras: options.cameras,
+      provider: [...new Set(inWindow.map((r) => r.provider))].join(','),
       seconds,
       framesProcessed: inWindow.length,
       framesPerSecond: inWindow.length / seconds,
