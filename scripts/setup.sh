@@ -41,4 +41,7 @@ export OPENCV4NODEJS_DISABLE_AUTOBUILD=1
 export JOBS=max
 npm ci --no-audit --no-fund
 npm run build
+# The trainer's mobilenet-v2-nsfwjs backbone (the demo model's) reads its weights from the nsfwjs npm
+# package: fetched here, at set-up, from the npm registry into .work/ (never at run time).
+scripts/fetch-nsfwjs-weights.sh >/dev/null
 echo "setup: done. Try: npx crad-edge demo"
