@@ -4,6 +4,7 @@
 // borders: a bad batch is logged and counted, and the stream goes on.
 import { defer, from, Subject, Subscription, repeat, takeWhile, concatMap, filter, lastValueFrom, defaultIfEmpty } from 'rxjs';
 import type { AppConfig } from './config/load.js';
+import type { CameraConfig } from './config/schema.js';
 import type { Camera } from './capture/index.js';
 import type { Frame } from './capture/frame.js';
 import { FrameBatcher } from './inference/batcher.js';
@@ -154,6 +155,11 @@ export class Pipeline {
     this.publisher.publishResult(result);
     this.processed++;
     this.lastResultMono = performance.now();
+  }
+
+  /** Hand a camera the fields it applies live (fps, roi, stall timeout, reopen delays). */
+  updateCamera(config: CameraConfig): void {
+    this.cameras.get(config.id)?.update(config);
   }
 
   /** Apply config that needs no restart (thresholds, sensitivity, regions, crops, overlay, batching). */

@@ -122,10 +122,15 @@ export class Daemon {
     }
     // Parts that only a daemon restart applies (the broker connection, the outbox file, ...).
     const pending = new Set<string>();
+    const rebuilt = new Set<string>();
     for (const part of outcome.restartRequired) {
-      if (part.startsWith('camera:')) await this.restartCamera(part.slice('camera:'.length), previous);
-      else if (part !== 'model') pending.add(part);
+      if (part.startsWith('camera:')) {
+        rebuilt.add(part.slice('camera:'.length));
+        await this.restartCamera(part.slice('camera:'.length), previous);
+      } else if (part !== 'model') pending.add(part);
     }
+    // Cameras kept running get their live fields (fps, roi, ...): the push said they apply live.
+    for (const camera of next.cameras) if (!rebuilt.has(camera.id)) this.pipeline.updateCamera(camera);
     if (publisherApplied === 'restart') pending.add('mqtt');
     this.publisher.setDeviceStatus({ revision: this.revision });
     this.log.info({ transaction: outcome.transaction, changed: outcome.changedKeys, revision: this.revision }, 'config push applied');
