@@ -26,12 +26,15 @@ export interface PipelineStats {
   lastResultMono: number;
   /** Frames per second over the last status interval. */
   fps: number;
+  /** Cameras whose source has ended (a folder or file without loop): idle by design, not stalled. */
+  sourcesEnded: string[];
   model: string;
 }
 
 export class Pipeline {
   private readonly batcher = new FrameBatcher();
   private readonly cameras = new Map<string, Camera>();
+  private readonly sourcesEnded = new Set<string>();
   private readonly subscriptions = new Subscription();
   private readonly inferences$ = new Subject<Inference>();
   private model: CradModel;
@@ -59,7 +62,16 @@ export class Pipeline {
   addCamera(camera: Camera, triggered: boolean): void {
     this.cameras.set(camera.id, camera);
     this.batcher.setCapacity(camera.id, triggered ? TRIGGER_QUEUE : 1);
-    this.subscriptions.add(camera.frames$.subscribe({ next: (frame) => this.batcher.put(frame) }));
+    this.sourcesEnded.delete(camera.id);
+    this.subscriptions.add(
+      camera.frames$.subscribe({
+        next: (frame) => this.batcher.put(frame),
+        // frames$ also completes on stop(); only a camera still in place has really ended.
+        complete: () => {
+          if (this.cameras.get(camera.id) === camera) this.sourcesEnded.add(camera.id);
+        },
+      }),
+    );
     this.subscriptions.add(camera.status$.subscribe((status) => this.publisher.publishCameraStatus(status)));
     if (this.running) camera.start();
   }
@@ -68,6 +80,7 @@ export class Pipeline {
     const camera = this.cameras.get(id);
     if (!camera) return;
     this.cameras.delete(id);
+    this.sourcesEnded.delete(id);
     await camera.stop();
   }
 
@@ -204,6 +217,7 @@ export class Pipeline {
       dropped: this.batcher.stats().dropped,
       lastResultMono: this.lastResultMono,
       fps: this.fpsWindow.fps,
+      sourcesEnded: [...this.sourcesEnded],
       model: this.model.info.path,
     };
   }

@@ -71,7 +71,10 @@ export class Daemon {
   health(): Health {
     const stats = this.pipeline.stats();
     const publisher = this.publisher.stats();
-    const freeRunning = this.config.cameras.filter((c) => c.enabled && c.trigger === 'free').length;
+    // A free-run camera whose finite source has ended waits for nothing: a restart would only
+    // inspect the same folder or file again.
+    const ended = new Set(stats.sourcesEnded);
+    const freeRunning = this.config.cameras.filter((c) => c.enabled && c.trigger === 'free' && !ended.has(c.id)).length;
     const sinceResult = performance.now() - stats.lastResultMono;
     const flowing = stats.lastResultMono > 0 && sinceResult < this.config.service.watchdogStallMs;
     const startingUp = stats.lastResultMono === 0 && performance.now() < this.config.service.watchdogStallMs + this.startedMono;
