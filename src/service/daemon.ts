@@ -8,8 +8,8 @@ import { persistConfig } from '../config/persist.js';
 import type { CameraConfig } from '../config/schema.js';
 import { createCamera } from '../capture/index.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
-import { Pipeline } from '../pipeline.js';
-import { Publisher } from '../publish/index.js';
+import { Pipeline, type PipelineStats } from '../pipeline.js';
+import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from './log.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
@@ -65,6 +65,11 @@ export class Daemon {
       { cameras: this.config.cameras.map((c) => c.id), model: model.info.path, provider: model.info.executionProvider },
       'crad-edge running',
     );
+  }
+
+  /** The pipeline's and the publisher's counters (soak runs and diagnostics read them). */
+  stats(): { pipeline: PipelineStats; publisher: PublisherStats } {
+    return { pipeline: this.pipeline.stats(), publisher: this.publisher.stats() };
   }
 
   /** Healthy while results flow, or while idle by design (triggered cameras, no cameras). */
