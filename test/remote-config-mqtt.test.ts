@@ -112,7 +112,7 @@ function deviceConfig(id: string, extra: Record<string, unknown> = {}): string {
     mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
     crops: { enabled: false },
     ...extra,
-  });
+  }, fs.mkdtempSync(path.join(root, `${id}-`)));
   return configFile;
 }
 
