@@ -68,6 +68,12 @@ export class Camera {
   private watchdog: NodeJS.Timeout | null = null;
   private wakers = new Set<() => void>();
 
+  /** A consumer that reports taken frames (Frame.taken) has been seen: recorded sources without
+   * an fps are then read at the consumer's pace. */
+  private consumerPaced = false;
+  /** Sequence of the last frame handed on that the consumer has neither taken nor released. */
+  private untakenSequence: number | null = null;
+
   private triggers: PendingTrigger[] = [];
   private sequence = 0;
   private nextDueMono = 0;
@@ -276,7 +282,12 @@ export class Camera {
         continue;
       }
       const fps = this.config.fps > 0 ? this.config.fps : source.nativeFps;
-      if (fps <= 0) return;
+      if (fps <= 0) {
+        // Unpaced: as fast as the consumer takes frames (when it says so), never faster.
+        if (!this.consumerPaced || this.untakenSequence === null) return;
+        await this.sleep(null);
+        continue;
+      }
       const wait = this.nextDueMono - performance.now();
       if (wait <= 0) return;
       await this.sleep(wait);
@@ -319,9 +330,16 @@ export class Camera {
     }
     this.checkRoi(mat);
     let released = false;
+    const sequence = ++this.sequence;
+    this.untakenSequence = sequence;
+    const handedOff = () => {
+      if (this.untakenSequence !== sequence) return;
+      this.untakenSequence = null;
+      this.wakeAll();
+    };
     const frame: Frame = {
       cameraId: this.id,
-      sequence: ++this.sequence,
+      sequence,
       capturedAt: new Date().toISOString(),
       capturedMono: now,
       image: mat,
@@ -330,6 +348,11 @@ export class Camera {
         if (released) return;
         released = true;
         mat.release();
+        handedOff();
+      },
+      taken: () => {
+        this.consumerPaced = true;
+        handedOff();
       },
     };
     if (triggerId !== undefined) frame.triggerId = triggerId;

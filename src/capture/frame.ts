@@ -18,6 +18,10 @@ export interface Frame {
   roi: { x: number; y: number; width: number; height: number } | null;
   /** Release native memory; safe to call more than once. */
   release(): void;
+  /** The consumer calls this when it takes the frame for processing (the model's batcher does).
+   * A recorded source without an fps then reads its next image only once the last one was taken
+   * or released, instead of decoding images that a latest-frame slot would drop. */
+  taken?(): void;
 }
 
 export type CameraState = 'starting' | 'online' | 'offline' | 'stopped';

@@ -57,9 +57,12 @@ export class FrameBatcher {
       await new Promise<void>((resolve) => (this.wake = resolve));
       this.wake = null;
     }
-    if (this.waiting < maxBatch && maxWaitMs > 0 && !this.closed) {
+    // Waiting only helps while more frames can still join: the slots of all cameras together
+    // hold at most totalCapacity frames (one camera, latest frame wins: no wait at all).
+    const target = Math.min(maxBatch, this.totalCapacity());
+    if (this.waiting < target && maxWaitMs > 0 && !this.closed) {
       const deadline = performance.now() + maxWaitMs;
-      while (this.waiting < maxBatch && !this.closed) {
+      while (this.waiting < target && !this.closed) {
         const left = deadline - performance.now();
         if (left <= 0) break;
         await new Promise<void>((resolve) => {
@@ -79,8 +82,16 @@ export class FrameBatcher {
     for (const frame of batch) {
       const slot = this.slots.get(frame.cameraId)!;
       slot.splice(slot.indexOf(frame), 1);
+      frame.taken?.();
     }
     return batch;
+  }
+
+  /** Frames all known cameras can hold at once (a camera that put a frame without a capacity holds 1). */
+  private totalCapacity(): number {
+    let total = 0;
+    for (const id of new Set([...this.capacity.keys(), ...this.slots.keys()])) total += this.capacity.get(id) ?? 1;
+    return total;
   }
 
   stats(): BatcherStats {

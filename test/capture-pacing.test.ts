@@ -1,0 +1,54 @@
+// A recorded source without an fps is read at its consumer's pace once the consumer reports the
+// frames it takes (Frame.taken, as the model's batcher does): no image is decoded only to be
+// dropped. A consumer that never reports keeps the old behaviour (as fast as images decode).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { createCamera, type Frame } from '../src/capture/index.js';
+import { cameraConfig, imageNumber, memoryLogger, tempDir, until, writeImages } from './helpers/capture.js';
+
+test('unpaced folder camera: with a consumer that reports taken frames, the next image is read only after the last was taken', async () => {
+  const dir = tempDir('pace');
+  writeImages(dir, 4);
+  const camera = createCamera(cameraConfig({ path: dir, loop: true, fps: 0 }), memoryLogger().log);
+  const frames: Frame[] = [];
+  camera.frames$.subscribe((f) => frames.push(f));
+  camera.start();
+  try {
+    await until(() => frames.length >= 1, 'the first frame');
+    // Until a consumer reports a taken frame the camera reads freely; from then on it waits.
+    frames.at(-1)!.taken!();
+    await delay(100); // a read already in flight still arrives
+    const settled = frames.length;
+    await delay(300);
+    assert.equal(frames.length, settled, 'no image read while the last one waits, untaken');
+    frames.at(-1)!.taken!();
+    await until(() => frames.length === settled + 1, 'the next frame once the last was taken');
+    await delay(200);
+    assert.equal(frames.length, settled + 1, 'exactly one frame per frame taken');
+    // Frames still come in order: consecutive images of the folder.
+    const numbers = frames.map((f) => imageNumber(f.image));
+    for (let i = 1; i < numbers.length; i++) assert.equal(numbers[i], (numbers[i - 1]! + 1) % 4);
+    // Releasing (a consumer done with it, or a slot dropping it) also lets the camera go on.
+    frames.at(-1)!.release();
+    await until(() => frames.length === settled + 2, 'the next frame once the last was released');
+  } finally {
+    await camera.stop();
+    for (const f of frames) f.release();
+  }
+});
+
+test('unpaced folder camera: a consumer that never reports taken frames gets them as fast as they decode', async () => {
+  const dir = tempDir('nopace');
+  writeImages(dir, 4);
+  const camera = createCamera(cameraConfig({ path: dir, loop: true, fps: 0 }), memoryLogger().log);
+  const frames: Frame[] = [];
+  camera.frames$.subscribe((f) => frames.push(f));
+  camera.start();
+  try {
+    await until(() => frames.length >= 20, '20 frames without taking any');
+  } finally {
+    await camera.stop();
+    for (const f of frames) f.release();
+  }
+});
