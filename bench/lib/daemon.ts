@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
-import { cpuPercent, sampleProcess, type ProcSample } from './proc.js';
+import { cpuPercent, OtherLoad, sampleProcess, type ProcSample } from './proc.js';
 import { summarize, slope, type Summary } from './stats.js';
 
 export interface DaemonRunOptions {
@@ -17,6 +17,8 @@ export interface DaemonRunOptions {
   imagesDir: string;
   brokerUrl: string;
   cameras: number;
+  /** Camera fps (0 = unthrottled: each folder camera reads as fast as images decode). */
+  cameraFps: number;
   warmupSeconds: number;
   seconds: number;
   /** Config overrides merged over the benchmark's config (model, inference, crops, ...). */
@@ -29,6 +31,7 @@ export interface DaemonRunOptions {
 
 export interface DaemonRunResult {
   cameras: number;
+  cameraFps: number;
   /** The execution provider the daemon's results name (it falls back to cpu when one does not load). */
   provider: string;
   seconds: number;
@@ -51,6 +54,8 @@ export interface DaemonRunResult {
   peakRssMiB: number;
   /** RSS change per 1000 frames over the window's second half (least squares): ~0 when memory does not grow with frames. */
   rssGrowthMiBPer1000Frames: number;
+  /** CPU used by other processes on the machine during the window, % of one core (noise indicator). */
+  otherLoadPercent: number;
   probe: { eventLoopDelayMs: Summary | Record<string, number>; eventLoopUtilization: number; heapUsedBytes: number } | null;
   cpuProfile?: string;
 }
@@ -89,7 +94,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       device: { id: device },
       log: { level: 'warn' },
       model: { path: options.modelPath },
-      cameras: Array.from({ length: options.cameras }, (_, i) => ({ id: `cam${i + 1}`, source: 'folder', path: options.imagesDir, loop: true, fps: 0 })),
+      cameras: Array.from({ length: options.cameras }, (_, i) => ({ id: `cam${i + 1}`, source: 'folder', path: options.imagesDir, loop: true, fps: options.cameraFps })),
       mqtt: { url: options.brokerUrl, topicPrefix: prefix },
       outbox: { path: path.join(dir, 'outbox.sqlite') },
       service: { stateDir: dir, shutdownTimeoutMs: 5000 },
@@ -117,7 +122,8 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
   const nodeArgs = ['--import', 'tsx', '--import', path.join(options.root, 'bench/lib/probe.ts')];
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.join(options.root, 'src/main.ts'), 'run', '--config', configFile], {
     cwd: options.root,
-    env: { ...process.env, CRAD_LOG_LEVEL: 'warn', ...(options.cpuProfileFile ? { CRAD_BENCH_PROFILE: options.cpuProfileFile } : {}) },
+    // UV_THREADPOOL_SIZE as bin/crad-edge.js sets it for the installed daemon (this runs src/ directly).
+    env: { UV_THREADPOOL_SIZE: '16', ...process.env, CRAD_LOG_LEVEL: 'warn', ...(options.cpuProfileFile ? { CRAD_BENCH_PROFILE: options.cpuProfileFile } : {}) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   let output = '';
@@ -150,6 +156,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
     const windowStart = performance.now();
     const first = sampleProcess(child.pid!);
     const brokerFirst = brokerPid ? sampleProcess(brokerPid) : null;
+    const otherLoad = new OtherLoad();
     const countAtStart = received.length;
     const samples: { frames: number; sample: ProcSample }[] = [];
     while (performance.now() - windowStart < options.seconds * 1000) {
@@ -160,6 +167,8 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
     const last = sampleProcess(child.pid!);
     const brokerLast = brokerPid ? sampleProcess(brokerPid) : null;
     const windowEnd = performance.now();
+    const ownSeconds = (first && last ? last.cpuSeconds - first.cpuSeconds : 0) + (brokerFirst && brokerLast ? brokerLast.cpuSeconds - brokerFirst.cpuSeconds : 0);
+    const otherLoadPercent = otherLoad.percent(ownSeconds);
     const probe = await probeAnswer();
     if (!first || !last) throw new Error(`daemon process ${child.pid} vanished during the measurement:\n${output.slice(-3000)}`);
 
@@ -174,6 +183,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
     return {
       cameras: options.cameras,
+      cameraFps: options.cameraFps,
       provider: [...new Set(inWindow.map((r) => r.provider))].join(','),
       seconds,
       framesProcessed: inWindow.length,
@@ -196,6 +206,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       peakRssMiB: last.peakRssBytes / MiB,
       // Second half of the window only: the first still holds allocator and JIT warm-up.
       rssGrowthMiBPer1000Frames: (slope(later.map((s) => s.frames), later.map((s) => s.sample.rssBytes)) * 1000) / MiB,
+      otherLoadPercent,
       probe,
     };
   } finally {

@@ -34,3 +34,29 @@ export function cpuPercent(a: ProcSample, b: ProcSample): number {
   const wall = (b.atMs - a.atMs) / 1000;
   return wall > 0 ? (100 * (b.cpuSeconds - a.cpuSeconds)) / wall : Number.NaN;
 }
+
+/** Busy CPU seconds of the whole machine so far (all cores; /proc/stat, idle and iowait excluded). */
+export function machineBusySeconds(): number {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = line as [number, number, number, number, number, number, number, number];
+  return (user + nice + system + irq + softirq + steal) / USER_HZ;
+}
+
+/**
+ * CPU the rest of the machine used while something was measured: machine busy time minus the
+ * measured processes' own, in % of one core. Other people's jobs show up here; a run with a high
+ * figure is not a clean measurement.
+ */
+export class OtherLoad {
+  private readonly startBusy = machineBusySeconds();
+  private readonly startMs = performance.now();
+  private readonly startSelf = process.cpuUsage();
+
+  /** `ownCpuSeconds`: CPU seconds of the measured child processes over the same interval. */
+  percent(ownCpuSeconds = 0): number {
+    const wall = (performance.now() - this.startMs) / 1000;
+    const self = process.cpuUsage(this.startSelf);
+    const own = ownCpuSeconds + (self.user + self.system) / 1e6;
+    return wall > 0 ? (100 * Math.max(0, machineBusySeconds() - this.startBusy - own)) / wall : Number.NaN;
+  }
+}

@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-node';
 import cv from '../../src/cv.js';
 import type { Frame } from '../../src/capture/frame.js';
 import { preprocessInto } from '../../src/inference/model.js';
+import { OtherLoad } from './proc.js';
 import { summarize, type Summary } from './stats.js';
 
 export interface SessionSettings {
@@ -25,6 +26,10 @@ export interface BatchTiming {
   imagesPerSecond: number;
   /** Wall time of one session.run of the whole batch, ms. */
   latencyMs: Summary;
+  /** Lowest and highest images/s of the rounds (imagesPerSecond is their median). */
+  imagesPerSecondRange: [number, number];
+  /** CPU other processes used meanwhile, % of one core (noise indicator). */
+  otherLoadPercent: number;
 }
 
 const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.bmp']);
@@ -71,9 +76,11 @@ export async function openSession(modelPath: string, settings: SessionSettings):
 }
 
 /**
- * images/s and per-run latency of session.run for each batch size, over at least `seconds` and
- * `minRuns` runs each, after two warm-up runs. Batches cycle through the images, so consecutive
- * runs see different inputs; tensors are built before timing (the limit has no copies in it).
+ * images/s and per-run latency of session.run for each batch size, after two warm-up runs each.
+ * The time per batch size (at least `seconds` and `minRuns` runs) is split into `rounds` rounds
+ * that interleave the batch sizes (1,2,4,8,1,2,4,8,...): a slow spell of the machine then hits
+ * every batch size alike, and images/s is the median of the rounds (their range is kept, to show
+ * the noise). Batches cycle through the images; tensors are built before timing.
  */
 export async function timeBatches(
   session: ort.InferenceSession,
@@ -84,27 +91,52 @@ export async function timeBatches(
   batches: number[],
   seconds: number,
   minRuns: number,
+  rounds = 3,
 ): Promise<BatchTiming[]> {
   const perImage = 3 * height * width;
   const inputName = session.inputNames[0]!;
-  const timings: BatchTiming[] = [];
+  const tensorsOf = new Map<number, ort.Tensor[]>();
   for (const batch of batches) {
     const tensors: ort.Tensor[] = [];
     for (let start = 0; start < imageCount; start++) {
       const data = new Float32Array(batch * perImage);
-      for (let i = 0; i < batch; i++) data.set(images.subarray(((start + i) % imageCount) * perImage, ((start + i) % imageCount + 1) * perImage), i * perImage);
+      for (let i = 0; i < batch; i++) {
+        const from = ((start + i) % imageCount) * perImage;
+        data.set(images.subarray(from, from + perImage), i * perImage);
+      }
       tensors.push(new ort.Tensor('float32', data, [batch, 3, height, width]));
     }
+    tensorsOf.set(batch, tensors);
     for (let warm = 0; warm < 2; warm++) await session.run({ [inputName]: tensors[warm % tensors.length]! });
-    const latencies: number[] = [];
-    const started = performance.now();
-    while (latencies.length < minRuns || performance.now() - started < seconds * 1000) {
-      const t0 = performance.now();
-      await session.run({ [inputName]: tensors[latencies.length % tensors.length]! });
-      latencies.push(performance.now() - t0);
-    }
-    const elapsed = (performance.now() - started) / 1000;
-    timings.push({ batch, runs: latencies.length, imagesPerSecond: (batch * latencies.length) / elapsed, latencyMs: summarize(latencies) });
   }
-  return timings;
+  const latencies = new Map<number, number[]>(batches.map((b) => [b, []]));
+  const rates = new Map<number, number[]>(batches.map((b) => [b, []]));
+  const otherLoad = new OtherLoad();
+  for (let round = 0; round < rounds; round++) {
+    for (const batch of batches) {
+      const tensors = tensorsOf.get(batch)!;
+      const all = latencies.get(batch)!;
+      const started = performance.now();
+      let runs = 0;
+      while (runs < Math.ceil(minRuns / rounds) || performance.now() - started < (seconds * 1000) / rounds) {
+        const t0 = performance.now();
+        await session.run({ [inputName]: tensors[all.length % tensors.length]! });
+        all.push(performance.now() - t0);
+        runs++;
+      }
+      rates.get(batch)!.push((batch * runs * 1000) / (performance.now() - started));
+    }
+  }
+  const load = otherLoad.percent();
+  return batches.map((batch) => {
+    const r = [...rates.get(batch)!].sort((a, b) => a - b);
+    return {
+      batch,
+      runs: latencies.get(batch)!.length,
+      imagesPerSecond: r[Math.floor(r.length / 2)]!,
+      imagesPerSecondRange: [r[0]!, r.at(-1)!] as [number, number],
+      latencyMs: summarize(latencies.get(batch)!),
+      otherLoadPercent: load,
+    };
+  });
 }
