@@ -82,6 +82,7 @@ export class Pipeline {
     this.cameras.delete(id);
     this.sourcesEnded.delete(id);
     await camera.stop();
+    this.batcher.forget(id);
   }
 
   start(): void {

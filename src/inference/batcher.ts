@@ -25,6 +25,13 @@ export class FrameBatcher {
     this.capacity.set(cameraId, Math.max(1, capacity));
   }
 
+  /** A camera leaves (stopped or rebuilt): release what it has waiting and stop counting its slot. */
+  forget(cameraId: string): void {
+    for (const frame of this.slots.get(cameraId) ?? []) frame.release();
+    this.slots.delete(cameraId);
+    this.capacity.delete(cameraId);
+  }
+
   put(frame: Frame): void {
     if (this.closed) {
       frame.release();
