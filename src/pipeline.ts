@@ -126,6 +126,9 @@ export class Pipeline {
     if (frames === null) return null;
     try {
       const inference = await this.model.run(frames);
+      // The model is done with the pixels: a camera replaying a recording may read its next image
+      // now, while this batch is post-processed (read any earlier, it would wait in the slot).
+      for (const frame of frames) frame.inferred?.();
       this.postBacklog++;
       return inference;
     } catch (err) {

@@ -1,13 +1,13 @@
 // A recorded source without an fps is read at its consumer's pace once the consumer reports the
-// frames it takes (Frame.taken, as the model's batcher does): no image is decoded only to be
-// dropped. A consumer that never reports keeps the old behaviour (as fast as images decode).
+// frames the model has run on (Frame.inferred, as the pipeline does): no image is decoded only to
+// be dropped. A consumer that never reports keeps the old behaviour (as fast as images decode).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createCamera, type Frame } from '../src/capture/index.js';
 import { cameraConfig, imageNumber, memoryLogger, tempDir, until, writeImages } from './helpers/capture.js';
 
-test('unpaced folder camera: with a consumer that reports taken frames, the next image is read only after the last was taken', async () => {
+test('unpaced folder camera: with a consumer that reports inferred frames, the next image is read only after the last was inferred', async () => {
   const dir = tempDir('pace');
   writeImages(dir, 4);
   const camera = createCamera(cameraConfig({ path: dir, loop: true, fps: 0 }), memoryLogger().log);
@@ -16,16 +16,16 @@ test('unpaced folder camera: with a consumer that reports taken frames, the next
   camera.start();
   try {
     await until(() => frames.length >= 1, 'the first frame');
-    // Until a consumer reports a taken frame the camera reads freely; from then on it waits.
-    frames.at(-1)!.taken!();
+    // Until a consumer reports an inferred frame the camera reads freely; from then on it waits.
+    frames.at(-1)!.inferred!();
     await delay(100); // a read already in flight still arrives
     const settled = frames.length;
     await delay(300);
-    assert.equal(frames.length, settled, 'no image read while the last one waits, untaken');
-    frames.at(-1)!.taken!();
-    await until(() => frames.length === settled + 1, 'the next frame once the last was taken');
+    assert.equal(frames.length, settled, 'no image read while the last one waits, not inferred');
+    frames.at(-1)!.inferred!();
+    await until(() => frames.length === settled + 1, 'the next frame once the last was inferred');
     await delay(200);
-    assert.equal(frames.length, settled + 1, 'exactly one frame per frame taken');
+    assert.equal(frames.length, settled + 1, 'exactly one frame per frame inferred');
     // Frames still come in order: consecutive images of the folder.
     const numbers = frames.map((f) => imageNumber(f.image));
     for (let i = 1; i < numbers.length; i++) assert.equal(numbers[i], (numbers[i - 1]! + 1) % 4);
@@ -38,7 +38,7 @@ test('unpaced folder camera: with a consumer that reports taken frames, the next
   }
 });
 
-test('unpaced folder camera: a consumer that never reports taken frames gets them as fast as they decode', async () => {
+test('unpaced folder camera: a consumer that never reports inferred frames gets them as fast as they decode', async () => {
   const dir = tempDir('nopace');
   writeImages(dir, 4);
   const camera = createCamera(cameraConfig({ path: dir, loop: true, fps: 0 }), memoryLogger().log);

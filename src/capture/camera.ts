@@ -68,11 +68,11 @@ export class Camera {
   private watchdog: NodeJS.Timeout | null = null;
   private wakers = new Set<() => void>();
 
-  /** A consumer that reports taken frames (Frame.taken) has been seen: recorded sources without
-   * an fps are then read at the consumer's pace. */
+  /** A consumer that reports inferred frames (Frame.inferred) has been seen: recorded sources
+   * without an fps are then read at the consumer's pace. */
   private consumerPaced = false;
-  /** Sequence of the last frame handed on that the consumer has neither taken nor released. */
-  private untakenSequence: number | null = null;
+  /** Sequence of the last frame handed on that the consumer has neither inferred nor released. */
+  private pendingSequence: number | null = null;
 
   private triggers: PendingTrigger[] = [];
   private sequence = 0;
@@ -283,8 +283,8 @@ export class Camera {
       }
       const fps = this.config.fps > 0 ? this.config.fps : source.nativeFps;
       if (fps <= 0) {
-        // Unpaced: as fast as the consumer takes frames (when it says so), never faster.
-        if (!this.consumerPaced || this.untakenSequence === null) return;
+        // Unpaced: as fast as the consumer gets through frames (when it says so), never faster.
+        if (!this.consumerPaced || this.pendingSequence === null) return;
         await this.sleep(null);
         continue;
       }
@@ -331,10 +331,10 @@ export class Camera {
     this.checkRoi(mat);
     let released = false;
     const sequence = ++this.sequence;
-    this.untakenSequence = sequence;
+    this.pendingSequence = sequence;
     const handedOff = () => {
-      if (this.untakenSequence !== sequence) return;
-      this.untakenSequence = null;
+      if (this.pendingSequence !== sequence) return;
+      this.pendingSequence = null;
       this.wakeAll();
     };
     const frame: Frame = {
@@ -350,7 +350,7 @@ export class Camera {
         mat.release();
         handedOff();
       },
-      taken: () => {
+      inferred: () => {
         this.consumerPaced = true;
         handedOff();
       },

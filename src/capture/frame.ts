@@ -18,10 +18,10 @@ export interface Frame {
   roi: { x: number; y: number; width: number; height: number } | null;
   /** Release native memory; safe to call more than once. */
   release(): void;
-  /** The consumer calls this when it takes the frame for processing (the model's batcher does).
-   * A recorded source without an fps then reads its next image only once the last one was taken
-   * or released, instead of decoding images that a latest-frame slot would drop. */
-  taken?(): void;
+  /** The consumer calls this once the model has run on the frame (the pipeline does). A recorded
+   * source without an fps then reads its next image only after that (or after a release), instead
+   * of decoding images that a latest-frame slot would drop or that would wait there. */
+  inferred?(): void;
 }
 
 export type CameraState = 'starting' | 'online' | 'offline' | 'stopped';

@@ -89,7 +89,6 @@ export class FrameBatcher {
     for (const frame of batch) {
       const slot = this.slots.get(frame.cameraId)!;
       slot.splice(slot.indexOf(frame), 1);
-      frame.taken?.();
     }
     return batch;
   }
