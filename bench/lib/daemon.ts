@@ -51,6 +51,8 @@ export interface DaemonRunResult {
   brokerCpuPercent: number;
   rssStartMiB: number;
   rssEndMiB: number;
+  /** Peak RSS (VmHWM) when the window starts (after start-up and warm-up) and when it ends. */
+  peakRssStartMiB: number;
   peakRssMiB: number;
   /** RSS change per 1000 frames over the window's second half (least squares): ~0 when memory does not grow with frames. */
   rssGrowthMiBPer1000Frames: number;
@@ -203,6 +205,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       brokerCpuPercent: brokerFirst && brokerLast ? cpuPercent(brokerFirst, brokerLast) : Number.NaN,
       rssStartMiB: first.rssBytes / MiB,
       rssEndMiB: last.rssBytes / MiB,
+      peakRssStartMiB: first.peakRssBytes / MiB,
       peakRssMiB: last.peakRssBytes / MiB,
       // Second half of the window only: the first still holds allocator and JIT warm-up.
       rssGrowthMiBPer1000Frames: (slope(later.map((s) => s.frames), later.map((s) => s.sample.rssBytes)) * 1000) / MiB,
