@@ -263,7 +263,7 @@ export const schema = {
     memoryArena: { doc: 'Enable onnxruntime\'s CPU memory arena.', format: Boolean, default: true },
     warmupRuns: { doc: 'Inference runs on a blank batch at load, before the model serves frames.', format: 'nat', default: 1 },
     tensorrt: {
-      fp16: { doc: 'TensorRT: allow FP16 kernels.', format: Boolean, default: true },
+      fp16: { doc: 'TensorRT: allow FP16 kernels. onnxruntime-node 1.30 passes only the device id to TensorRT, so this and the two keys below take effect only with a binding that forwards them (a warning says so); see README "GPUs".', format: Boolean, default: true },
       engineCacheDir: {
         doc: 'TensorRT: directory for built engines (building takes minutes; keep it on persistent storage). Empty disables the cache.',
         format: String,
