@@ -7,13 +7,19 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { createCamera, type Frame } from '../src/capture/index.js';
 import { cameraConfig, imageNumber, memoryLogger, tempDir, until, writeImages } from './helpers/capture.js';
 
-test('unpaced folder camera: with a consumer that reports inferred frames, the next image is read only after the last was inferred', async () => {
-  const dir = tempDir('pace');
+/** An unpaced, looping folder camera over 4 numbered images, with every frame it hands on kept. */
+function startLoopingFolderCamera(name: string): { camera: ReturnType<typeof createCamera>; frames: Frame[] } {
+  const dir = tempDir(name);
   writeImages(dir, 4);
   const camera = createCamera(cameraConfig({ path: dir, loop: true, fps: 0 }), memoryLogger().log);
   const frames: Frame[] = [];
   camera.frames$.subscribe((f) => frames.push(f));
   camera.start();
+  return { camera, frames };
+}
+
+test('unpaced folder camera: with a consumer that reports inferred frames, the next image is read only after the last was inferred', async () => {
+  const { camera, frames } = startLoopingFolderCamera('pace');
   try {
     await until(() => frames.length >= 1, 'the first frame');
     // Until a consumer reports an inferred frame the camera reads freely; from then on it waits.
@@ -39,12 +45,7 @@ test('unpaced folder camera: with a consumer that reports inferred frames, the n
 });
 
 test('unpaced folder camera: a consumer that never reports inferred frames gets them as fast as they decode', async () => {
-  const dir = tempDir('nopace');
-  writeImages(dir, 4);
-  const camera = createCamera(cameraConfig({ path: dir, loop: true, fps: 0 }), memoryLogger().log);
-  const frames: Frame[] = [];
-  camera.frames$.subscribe((f) => frames.push(f));
-  camera.start();
+  const { camera, frames } = startLoopingFolderCamera('nopace');
   try {
     await until(() => frames.length >= 20, '20 frames without taking any');
   } finally {
