@@ -9,6 +9,12 @@ START=1
 
 if [ "$(id -u)" -ne 0 ]; then echo "install.sh: run as root (sudo)" >&2; exit 1; fi
 [ -f "$INSTALL_DIR/dist/src/main.js" ] || { echo "install.sh: not built; run scripts/setup.sh first" >&2; exit 1; }
+case "$INSTALL_DIR" in
+  /home/*|/root/*|/run/user/*)
+    # The unit's ProtectHome=yes hides these from the service: install from e.g. /opt/crad-edge.
+    echo "install.sh: $INSTALL_DIR is under a home directory, which the hardened unit cannot read; clone to /opt/crad-edge" >&2
+    exit 1 ;;
+esac
 
 if ! id crad-edge >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /var/lib/crad-edge --shell /usr/sbin/nologin \
