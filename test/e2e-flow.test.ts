@@ -66,7 +66,14 @@ test('folder camera -> demo model -> mosquitto: every sample arrives as a schema
     const verdictHits = results.filter((r, i) => r.verdict === manifest.images[i]!.expected).length;
     assert.ok(verdictHits >= Math.ceil(results.length * 0.75), `verdicts agree with the manifest for ${verdictHits}/${results.length}`);
 
-    // Crops and overlays: binary JPEG with MQTT 5 properties pointing at their result.
+    // Crops and overlays: binary JPEG with MQTT 5 properties pointing at their result. They are
+    // published right after their result, so the last ones may still be on the way.
+    const correlated = (topic: string, id: string) =>
+      subscriber.on(topic).some((m) => m.packet.properties?.correlationData?.toString() === id);
+    await subscriber.waitFor('an overlay and the crops of every result', () =>
+      results.every((r) => correlated(`${prefix}/cam1/overlay`, r.messageId) &&
+        Array.from({ length: r.crops as number }, (_, n) => n).every((n) => correlated(`${prefix}/cam1/crop/${n}`, r.messageId))),
+    );
     for (const result of results) {
       const overlay = subscriber.on(`${prefix}/cam1/overlay`).find((m) => m.packet.properties?.correlationData?.toString() === result.messageId);
       assert.ok(overlay, `overlay for ${result.messageId}`);
