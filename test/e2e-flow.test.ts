@@ -92,12 +92,13 @@ test('folder camera -> demo model -> mosquitto: every sample arrives as a schema
     const cameraStatus = subscriber.on(`${prefix}/cam1/status`).map((m) => m.json);
     for (const s of cameraStatus) assertValid(ajv, 'camera-status.schema.json', s);
     assert.ok(cameraStatus.some((s) => s.state === 'online'));
+    await daemon.stop();
+    await subscriber.waitFor('offline status after shutdown', (m) => m.filter((x) => x.topic === `${prefix}/status`).at(-1)?.json?.state === 'offline');
+    assertValid(ajv, 'device-status.schema.json', subscriber.on(`${prefix}/status`).at(-1)?.json);
   } finally {
     await daemon.stop();
+    await subscriber.close();
   }
-  await subscriber.waitFor('offline status after shutdown', (m) => m.filter((x) => x.topic === `${prefix}/status`).at(-1)?.json?.state === 'offline');
-  assertValid(ajv, 'device-status.schema.json', subscriber.on(`${prefix}/status`).at(-1)?.json);
-  await subscriber.close();
 });
 
 test('crad-edge run with the example GigE config streams results from the simulated GigE camera', async () => {
