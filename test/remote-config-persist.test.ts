@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadConfig, validateConfigObject, ConfigError } from '../src/config/load.js';
-import { loadPersistedRevision, persistConfig } from '../src/config/persist.js';
+import { persistConfig } from '../src/config/persist.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-persist-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -42,14 +42,14 @@ describe('persistConfig', () => {
     persistConfig(file, config, 7);
     const reloaded = loadConfig(file);
     assert.deepEqual(reloaded, { ...config, remoteConfig: { ...config.remoteConfig, revision: 7 } });
-    assert.equal(loadPersistedRevision(file), 7);
+    assert.equal(loadConfig(file).remoteConfig.revision, 7);
     assert.equal(config.remoteConfig.revision, 0, 'the object passed in is not modified');
   });
 
   test('without a revision argument the object\'s own remoteConfig.revision is kept', () => {
     const file = path.join(freshDir(), 'config.json');
     persistConfig(file, { ...config, remoteConfig: { ...config.remoteConfig, revision: 4 } });
-    assert.equal(loadPersistedRevision(file), 4);
+    assert.equal(loadConfig(file).remoteConfig.revision, 4);
   });
 
   test('replaces an existing file, leaves no temp file, and creates it readable by the owner only', () => {
@@ -105,31 +105,5 @@ describe('persistConfig', () => {
     // Without the environment variable a file value is written as usual.
     persistConfig(file, config, 1);
     assert.match(fs.readFileSync(file, 'utf8'), /"password": "from-file"/);
-  });
-});
-
-describe('loadPersistedRevision', () => {
-  test('0 when the file does not exist yet', () => {
-    assert.equal(loadPersistedRevision(path.join(root, 'never-written.json')), 0);
-  });
-
-  test('0 for a hand-written file without remoteConfig.revision', () => {
-    const file = path.join(freshDir(), 'config.json');
-    fs.writeFileSync(file, '{"remoteConfig": {"enabled": true}}');
-    assert.equal(loadPersistedRevision(file), 0);
-    fs.writeFileSync(file, '{"inference": {}}');
-    assert.equal(loadPersistedRevision(file), 0);
-  });
-
-  test('a file that is not JSON, not an object, or has a bad revision is an error naming it', () => {
-    const file = path.join(freshDir(), 'config.json');
-    fs.writeFileSync(file, '{"remoteConfig": ');
-    assert.throws(() => loadPersistedRevision(file), /config file .*config.json is not valid JSON/);
-    fs.writeFileSync(file, '[1]');
-    assert.throws(() => loadPersistedRevision(file), /must hold a JSON object/);
-    fs.writeFileSync(file, '{"remoteConfig": {"revision": "5"}}');
-    assert.throws(() => loadPersistedRevision(file), /remoteConfig.revision must be a non-negative integer, got "5"/);
-    fs.writeFileSync(file, '{"remoteConfig": {"revision": -2}}');
-    assert.throws(() => loadPersistedRevision(file), /got -2/);
   });
 });

@@ -7,19 +7,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { loadConfig, validateConfigObject, type AppConfig } from '../src/config/load.js';
+import { loadConfig, redact, validateConfigObject, type AppConfig } from '../src/config/load.js';
 import {
   applyConfigPush,
   canonicalJson,
   configPushResponse,
   configPushSigningBytes,
   pushOptionsFrom,
-  redactedConfig,
   signConfigPush,
   type ConfigPushOptions,
   type ConfigPushRequest,
 } from '../src/config/remote.js';
-import { loadPersistedRevision, persistConfig } from '../src/config/persist.js';
+import { persistConfig } from '../src/config/persist.js';
 
 const REVISION = 3;
 const DEVICE = 'line3-pc1';
@@ -365,7 +364,7 @@ describe('good pushes', () => {
 
   test('config/get answer redacts secrets', () => {
     const withSecrets = validateConfigObject({ ...structuredClone(current), mqtt: { ...current.mqtt, password: 'hunter2', url: 'mqtt://u:p@broker:1883' } } as unknown as Record<string, unknown>);
-    const text = JSON.stringify(redactedConfig(withSecrets));
+    const text = JSON.stringify(redact(withSecrets));
     assert.doesNotMatch(text, /hunter2|u:p@/);
     assert.match(text, /"revision":3/);
   });
@@ -428,10 +427,10 @@ describe('persist and reload', () => {
     assert.deepEqual(fs.readdirSync(path.dirname(file)), ['config.json'], 'temp file left behind');
     const reloaded = loadConfig(file);
     assert.deepEqual(reloaded, result.config);
-    assert.equal(loadPersistedRevision(file), REVISION + 1);
+    assert.equal(loadConfig(file).remoteConfig.revision, REVISION + 1);
 
     // The next push builds on the reloaded config and its revision.
-    const second = applyConfigPush(reloaded, loadPersistedRevision(file), bytes({ transaction: 'tx-2', baseRevision: REVISION + 1, changes: { 'regions.topK': 2 } }), pushOptionsFrom(reloaded));
+    const second = applyConfigPush(reloaded, reloaded.remoteConfig.revision, bytes({ transaction: 'tx-2', baseRevision: REVISION + 1, changes: { 'regions.topK': 2 } }), pushOptionsFrom(reloaded));
     assert.ok(second.ok, second.ok ? '' : second.error);
     assert.equal(second.revision, REVISION + 2);
     const replay = applyConfigPush(second.config, second.revision, bytes({ transaction: 'tx-2', baseRevision: REVISION + 1, changes: { 'regions.topK': 2 } }), pushOptionsFrom(reloaded));

@@ -50,37 +50,6 @@ export function persistConfig(file: string, config: object, revision?: number): 
   }
 }
 
-/**
- * The revision stored in a persisted config file (remoteConfig.revision): 0 when the file does not
- * exist or was written by hand without one. A file that cannot be read as a JSON object is an error.
- */
-export function loadPersistedRevision(file: string): number {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new ConfigError(`config file ${file} must hold a JSON object`);
-  }
-  const remote = (parsed as Record<string, unknown>).remoteConfig;
-  if (remote === undefined) return 0;
-  if (typeof remote !== 'object' || remote === null || !Object.hasOwn(remote, 'revision')) return 0;
-  const revision = (remote as Record<string, unknown>).revision;
-  if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 0) {
-    throw new ConfigError(`config file ${file}: remoteConfig.revision must be a non-negative integer, got ${JSON.stringify(revision)}`);
-  }
-  return revision;
-}
-
 /** Remove, in place, every value whose schema key takes its value from a set environment variable. */
 function dropEnvironmentValues(target: Record<string, unknown>, node: object): void {
   for (const [key, child] of Object.entries(node)) {

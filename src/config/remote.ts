@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { cameraSchema, schema, type CameraConfig } from './schema.js';
-import { ConfigError, redact, validateConfigObject, type AppConfig } from './load.js';
+import { ConfigError, validateConfigObject, type AppConfig } from './load.js';
 
 export type ConfigPushOptions = {
   /** remoteConfig.allow: keys, or prefixes ending in ".", a push may change. */
@@ -180,11 +180,6 @@ export function configPushResponse(result: ConfigPushResult, currentRevision: nu
     restartRequired: result.restartRequired,
     changed: result.changedKeys,
   };
-}
-
-/** The config as <prefix>/config/get answers it: secrets redacted. */
-export function redactedConfig(config: AppConfig): unknown {
-  return redact(config);
 }
 
 // ---- parsing ---------------------------------------------------------------------------------
