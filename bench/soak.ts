@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { loadConfig } from '../src/config/load.js';
 import { Daemon } from '../src/service/daemon.js';
-import { createLogger } from '../src/service/log.js';
+import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
 import { slope } from './lib/stats.js';
 

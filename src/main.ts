@@ -2,7 +2,7 @@
 import './cv.js';
 import { Command, Option } from 'commander';
 import { ConfigError, loadConfig, redact } from './config/load.js';
-import { createLogger } from './service/log.js';
+import { createLogger } from './shared/log.js';
 import { runDaemonUntilSignal } from './cli/run.js';
 import { inferCommand } from './cli/infer.js';
 import { demoCommand } from './cli/demo.js';

@@ -12,7 +12,7 @@ import type { CradModel } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
 import type { Inference, Result } from './inference/types.js';
 import type { Publisher } from './publish/index.js';
-import type { Logger } from './service/log.js';
+import type { Logger } from './shared/log.js';
 
 /** Triggered cameras keep this many frames waiting (every trigger asked for an inspection). */
 const TRIGGER_QUEUE = 16;

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../src/config/load.js';
 import { Daemon } from '../src/service/daemon.js';
-import { createLogger } from '../src/service/log.js';
+import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { FakeGigeCamera } from './helpers/fake-gige.js';
 import { assertValid, schemaValidator, Subscriber, until } from './helpers/publish-fixtures.js';

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { Outbox, type OutboxEntry } from '../src/publish/outbox.js';
-import { createLogger } from '../src/service/log.js';
+import { createLogger } from '../src/shared/log.js';
 import { tempDir } from './helpers/publish-fixtures.js';
 
 const log = createLogger('silent');

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { MqttClient, Packet } from 'mqtt';
 import { Outbox } from '../src/publish/outbox.js';
 import { Publisher } from '../src/publish/index.js';
-import { createLogger } from '../src/service/log.js';
+import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, tempDir, testConfig, until, type Received } from './helpers/publish-fixtures.js';
 

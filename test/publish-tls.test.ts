@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { Publisher } from '../src/publish/index.js';
-import { createLogger } from '../src/service/log.js';
+import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, tempDir, testConfig, until } from './helpers/publish-fixtures.js';
 

@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { Aedes } from 'aedes';
 import type { MqttClient } from 'mqtt';
 import { Publisher } from '../src/publish/index.js';
-import { createLogger } from '../src/service/log.js';
+import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import {
   DEVICE, MODEL, PREFIX, Subscriber, assertValid, jpeg, makeResult, schemaValidator, tempDir, testConfig, until,

@@ -4,7 +4,7 @@
 import { ReplaySubject, Subject, type Observable } from 'rxjs';
 import type { Mat } from '../cv.js';
 import type { CameraConfig } from '../config/schema.js';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import type { CameraState, CameraStatus, Frame } from './frame.js';
 import { Backoff } from '../shared/backoff.js';
 import type { CameraSource } from './source.js';

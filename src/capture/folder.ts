@@ -3,7 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import cv, { type Mat } from '../cv.js';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import type { CameraSource } from './source.js';
 
 const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm', '.pnm']);

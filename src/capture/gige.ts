@@ -4,7 +4,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import cv from '../cv.js';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import { VideoCaptureSource } from './source.js';
 
 export interface GigeOptions {

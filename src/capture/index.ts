@@ -1,6 +1,6 @@
 // Capture entry point: build a Camera for a configured camera entry.
 import type { CameraConfig } from '../config/schema.js';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import { Camera } from './camera.js';
 import { FileSource } from './file.js';
 import { FolderSource } from './folder.js';

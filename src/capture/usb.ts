@@ -1,7 +1,7 @@
 // USB/UVC camera through V4L2: by index ("0") or device path ("/dev/video0").
 import fs from 'node:fs/promises';
 import cv from '../cv.js';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import { VideoCaptureSource } from './source.js';
 
 export interface UsbOptions {

@@ -8,7 +8,7 @@ import { Aedes } from 'aedes';
 import mqtt from 'mqtt';
 import { loadConfig } from '../config/load.js';
 import { Daemon } from '../service/daemon.js';
-import { createLogger } from '../service/log.js';
+import { createLogger } from '../shared/log.js';
 import { projectRoot } from '../paths.js';
 
 

@@ -8,7 +8,7 @@ import type { Frame } from '../capture/frame.js';
 import { loadModel, modelOptions } from '../inference/model.js';
 import { postprocess, postprocessOptions } from '../inference/postprocess.js';
 import type { Result } from '../inference/types.js';
-import { createLogger } from '../service/log.js';
+import { createLogger } from '../shared/log.js';
 
 const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm']);
 

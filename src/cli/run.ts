@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig, type AppConfig } from '../config/load.js';
 import { Daemon } from '../service/daemon.js';
-import { createLogger, type Logger } from '../service/log.js';
+import { createLogger, type Logger } from '../shared/log.js';
 
 /**
  * Run the daemon until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code:

@@ -5,7 +5,7 @@ import * as ort from 'onnxruntime-node';
 import cv, { type Mat } from '../cv.js';
 import type { Frame } from '../capture/frame.js';
 import type { AppConfig } from '../config/load.js';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import { INPUT_NAME, MAP_OUTPUT, ModelContractError, ModelFileError, readModelFile, SCORE_OUTPUT, type ModelFile } from './model-file.js';
 import type { FrameInference, Inference, ModelInfo } from './types.js';
 

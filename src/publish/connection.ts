@@ -4,7 +4,7 @@
 // the protocol version.
 import fs from 'node:fs';
 import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import { backoffDelay } from '../shared/backoff.js';
 
 export type ProtocolVersion = 4 | 5;

@@ -7,7 +7,7 @@ import { BehaviorSubject, distinctUntilChanged, type Observable } from 'rxjs';
 import type { CameraStatus } from '../capture/frame.js';
 import type { AppConfig } from '../config/load.js';
 import type { ModelInfo, Result } from '../inference/types.js';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 import { MqttConnection, type ProtocolVersion, type Will } from './connection.js';
 import { Outbox, type OutboxEntry, type OutboxRow } from './outbox.js';
 import {

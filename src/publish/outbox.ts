@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type { Logger } from '../service/log.js';
+import type { Logger } from '../shared/log.js';
 
 export type OutboxKind = 'result' | 'image';
 

@@ -10,7 +10,7 @@ import { createCamera } from '../capture/index.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
 import { Pipeline, type PipelineStats } from '../pipeline.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../shared/log.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
 export interface DaemonOptions {

@@ -2,7 +2,7 @@
 // while idle by design), STATUS with fps and broker state. Outside systemd (no NOTIFY_SOCKET)
 // every call is a no-op.
 import { createRequire } from 'node:module';
-import type { Logger } from './log.js';
+import type { Logger } from '../shared/log.js';
 
 interface SdNotify {
   ready(): void;

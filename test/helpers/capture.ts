@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { firstValueFrom, filter, take, toArray, timeout, type Observable } from 'rxjs';
 import cv from '../../src/cv.js';
 import type { CameraConfig } from '../../src/config/schema.js';
-import { createLogger, type Logger } from '../../src/service/log.js';
+import { createLogger, type Logger } from '../../src/shared/log.js';
 
 export interface MemoryLog {
   log: Logger;

@@ -2,7 +2,7 @@
 // `url` is down), prints "stored <count>" once they are committed to the outbox, then waits to be
 // killed with SIGKILL.
 import { Publisher } from '../../src/publish/index.js';
-import { createLogger } from '../../src/service/log.js';
+import { createLogger } from '../../src/shared/log.js';
 import { makeResult, testConfig } from './publish-fixtures.js';
 
 const [url, outboxPath, countText] = process.argv.slice(2);
