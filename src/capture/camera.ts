@@ -4,6 +4,7 @@
 import { ReplaySubject, Subject, type Observable } from 'rxjs';
 import type { Mat } from '../cv.js';
 import type { CameraConfig } from '../config/schema.js';
+import { REOPEN_CAMERA_FIELDS, sameValue } from '../config/policy.js';
 import type { Logger } from '../shared/log.js';
 import type { CameraState, CameraStatus, Frame } from './frame.js';
 import { Backoff } from '../shared/backoff.js';
@@ -35,8 +36,6 @@ interface PendingTrigger {
 const MAX_PENDING_TRIGGERS = 16;
 /** Longest stop() waits for a source to release its handle (a gige camera that is gone). */
 const STOP_RELEASE_WAIT_MS = 2000;
-/** Keys that define what is opened; changing any of them reopens the source. */
-const SOURCE_KEYS = ['source', 'path', 'loop', 'device', 'url', 'address', 'pixelFormat', 'pipeline', 'width', 'height', 'fourcc'] as const;
 
 export class Camera {
   readonly id: string;
@@ -161,7 +160,7 @@ export class Camera {
   update(config: CameraConfig): 'live' | 'restart' {
     if (config.id !== this.id) throw new Error(`camera ${this.id}: update cannot change the id (got "${config.id}")`);
     const old = this.config;
-    const reopen = SOURCE_KEYS.some((key) => JSON.stringify(old[key]) !== JSON.stringify(config[key]))
+    const reopen = [...REOPEN_CAMERA_FIELDS].some((key) => !sameValue(old[key], config[key]))
       // usb asks the device itself for the rate, so a new rate must be set on the device.
       || (config.source === 'usb' && config.fps !== old.fps);
     this.config = config;

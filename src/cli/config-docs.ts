@@ -1,51 +1,44 @@
 // The configuration reference, generated from the convict schema so the README never drifts.
-import { cameraSchema, schema } from '../config/schema.js';
+import { cameraSchema, describeFormat, leaves, schema, type Leaf, type SchemaTree } from '../config/schema.js';
+import { remotePolicy } from '../config/policy.js';
 
-interface Leaf {
-  doc: string;
-  format: unknown;
-  default: unknown;
-  env?: string;
-  sensitive?: boolean;
-}
+/** How each `apply` value reads in the reference. */
+const APPLIES: Record<Leaf['apply'], string> = {
+  live: 'live',
+  reopen: 'camera reopens',
+  camera: 'camera rebuilt',
+  model: 'model reloaded',
+  mqtt: 'restart (broker)',
+  outbox: 'restart (outbox)',
+  daemon: 'restart',
+};
 
-function isLeaf(node: unknown): node is Leaf {
-  return typeof node === 'object' && node !== null && 'doc' in node && 'default' in node;
-}
-
-function formatName(format: unknown): string {
-  if (Array.isArray(format)) return format.map((f) => JSON.stringify(f)).join(' \\| ');
-  if (typeof format === 'function') return format.name.toLowerCase();
-  return String(format);
-}
-
-function rows(node: Record<string, unknown>, prefix: string): string[] {
-  const out: string[] = [];
-  for (const [key, value] of Object.entries(node)) {
-    const name = prefix ? `${prefix}.${key}` : key;
-    if (isLeaf(value)) {
-      const def = value.sensitive && value.default ? '(secret)' : JSON.stringify(value.default);
-      const env = value.env ? ` Env: \`${value.env}\`.` : '';
-      out.push(`| \`${name}\` | ${formatName(value.format)} | \`${def}\` | ${value.doc.replace(/\|/g, '\\|')}${env} |`);
-    } else if (typeof value === 'object' && value !== null) {
-      out.push(...rows(value as Record<string, unknown>, name));
-    }
-  }
-  return out;
+function rows(tree: SchemaTree): string[] {
+  return leaves(tree).map(([key, leaf]) => {
+    const def = leaf.docDefault ?? (leaf.sensitive && leaf.default ? '(secret)' : JSON.stringify(leaf.default));
+    const env = leaf.env ? ` Env: \`${leaf.env}\`.` : '';
+    return `| \`${key}\` | ${describeFormat(leaf)} | \`${def}\` | ${APPLIES[leaf.apply]} | ${remotePolicy(leaf)} | ${leaf.doc.replace(/\|/g, '\\|')}${env} |`;
+  });
 }
 
 export function configReference(): string {
-  const header = '| key | type | default | meaning |\n| --- | --- | --- | --- |';
+  const header = '| key | type | default | a change applies | remote push | meaning |\n| --- | --- | --- | --- | --- | --- |';
   return [
+    '"A change applies": live (at once), camera reopens (its source), camera rebuilt, model reloaded',
+    '(beside the running one, swapped between batches), or restart (at the next daemon start; a push',
+    'answers it in `restartRequired`). "Remote push": allowed (when in `remoteConfig.allow`), signed',
+    '(only on a device with `remoteConfig.publicKey`; clearing it back to the default needs no',
+    'signature), or never (only the file).',
+    '',
     '### Daemon keys',
     '',
     header,
-    ...rows(schema as unknown as Record<string, unknown>, ''),
+    ...rows(schema as unknown as SchemaTree),
     '',
     '### Camera fields (each entry of `cameras`)',
     '',
     header,
-    ...rows(cameraSchema as unknown as Record<string, unknown>, ''),
+    ...rows(cameraSchema as unknown as SchemaTree),
     '',
   ].join('\n');
 }

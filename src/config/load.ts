@@ -2,11 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
-import { makeConfig, schema, validateCamera, type CameraConfig } from './schema.js';
+import { describeFormat, isLeaf, makeConfig, schema, validateCamera, type AppConfig, type SchemaTree } from './schema.js';
 
-type Props = ReturnType<ReturnType<typeof makeConfig>['getProperties']>;
-/** The validated, effective configuration the daemon runs with. */
-export type AppConfig = Omit<Props, 'cameras'> & { cameras: CameraConfig[] };
+export type { AppConfig } from './schema.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -38,11 +36,11 @@ export function loadConfig(file?: string, overrides: Record<string, unknown> = {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new ConfigError(`config file ${file} must hold a JSON object`);
     }
-    checkShape(parsed, schema, '');
+    checkShape(parsed, schema as unknown as SchemaTree, '');
     config.load(parsed);
   }
   if (Object.keys(overrides).length > 0) {
-    checkShape(overrides, schema, '');
+    checkShape(overrides, schema as unknown as SchemaTree, '');
     config.load(overrides);
   }
   return validateLoaded(config, baseDir);
@@ -51,7 +49,7 @@ export function loadConfig(file?: string, overrides: Record<string, unknown> = {
 /** Validate a plain config object (already merged) the same way a file is validated. */
 export function validateConfigObject(value: Record<string, unknown>, baseDir = process.cwd()): AppConfig {
   const config = makeConfig();
-  checkShape(value, schema, '');
+  checkShape(value, schema as unknown as SchemaTree, '');
   config.load(value);
   return validateLoaded(config, baseDir);
 }
@@ -60,27 +58,18 @@ export function validateConfigObject(value: Record<string, unknown>, baseDir = p
  * Convict silently merges an object given where a list or a scalar belongs; catch that shape
  * mismatch before loading, naming the key.
  */
-function checkShape(value: unknown, node: unknown, at: string): void {
+function checkShape(value: unknown, node: SchemaTree, at: string): void {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return;
-  const schemaNode = node as Record<string, unknown>;
-  const isLeaf = 'doc' in schemaNode && 'default' in schemaNode;
-  if (isLeaf) {
-    const objectAllowed = schemaNode.format === 'roi' || schemaNode.format === Object;
-    if (!objectAllowed) throw new ConfigError(`invalid configuration:\n${at}: must be ${describeLeaf(schemaNode)}, got an object`);
-    return;
-  }
   for (const [key, child] of Object.entries(value)) {
-    const childSchema = schemaNode[key];
-    if (childSchema !== undefined) checkShape(child, childSchema, at ? `${at}.${key}` : key);
+    if (!Object.hasOwn(node, key)) continue; // convict's strict validation names unknown keys
+    const childSchema = node[key]!;
+    const where = at ? `${at}.${key}` : key;
+    if (!isLeaf(childSchema)) {
+      checkShape(child, childSchema, where);
+    } else if (typeof child === 'object' && child !== null && !Array.isArray(child) && childSchema.format !== 'roi') {
+      throw new ConfigError(`invalid configuration:\n${where}: must be ${describeFormat(childSchema)}, got an object`);
+    }
   }
-}
-
-function describeLeaf(leaf: Record<string, unknown>): string {
-  if (leaf.format === 'camera-list') return 'a list of camera objects';
-  if (leaf.format === 'string-list') return 'a list of strings';
-  if (Array.isArray(leaf.format)) return `one of ${leaf.format.map((f) => JSON.stringify(f)).join(', ')}`;
-  if (typeof leaf.format === 'function') return `a ${leaf.format.name.toLowerCase()}`;
-  return `a ${String(leaf.format)}`;
 }
 
 function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string): AppConfig {
@@ -89,7 +78,7 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
   } catch (err) {
     throw new ConfigError(`invalid configuration:\n${(err as Error).message}`);
   }
-  const props = config.getProperties() as Props;
+  const props = config.getProperties() as AppConfig;
   const cameras = (props.cameras as unknown[]).map((c, i) => validateCamera(c, i));
   const resolved: AppConfig = { ...props, cameras };
   // Paths in a config file are relative to the file, wherever the daemon is started from.
@@ -106,18 +95,6 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
   for (const cam of cameras) {
     if ((cam.source === 'folder' || cam.source === 'file') && cam.path) cam.path = resolveFrom(baseDir, cam.path);
   }
-  if (resolved.inference.sensitivity < -0.5 || resolved.inference.sensitivity > 0.5) {
-    throw new ConfigError('invalid configuration:\ninference.sensitivity: must be between -0.5 and 0.5');
-  }
-  for (const key of ['crops.quality', 'overlay.quality'] as const) {
-    const [group, leaf] = key.split('.') as ['crops' | 'overlay', 'quality'];
-    const q = resolved[group][leaf];
-    if (q < 1 || q > 100) throw new ConfigError(`invalid configuration:\n${key}: must be between 1 and 100`);
-  }
-  if (resolved.overlay.alpha < 0 || resolved.overlay.alpha > 1) {
-    throw new ConfigError('invalid configuration:\noverlay.alpha: must be between 0 and 1');
-  }
-  if (resolved.inference.maxBatch < 1) throw new ConfigError('invalid configuration:\ninference.maxBatch: must be >= 1');
   return resolved;
 }
 

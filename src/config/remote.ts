@@ -5,9 +5,9 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isDeepStrictEqual } from 'node:util';
-import { cameraSchema, schema, type CameraConfig } from './schema.js';
+import { cameraSchema, jsonKind, leafKinds, lookup, valueAt, type JsonKind, type Leaf, type SchemaTree } from './schema.js';
 import { ConfigError, validateConfigObject, type AppConfig } from './load.js';
+import { normalizeZero, partsToRebuild, remotePolicy, sameValue, signedOnlyChange } from './policy.js';
 
 export type ConfigPushOptions = {
   /** remoteConfig.allow: keys, or prefixes ending in ".", a push may change. */
@@ -57,11 +57,10 @@ export type ConfigPushResponse = {
 
 /** Keys that must never reach an object as own keys: they reach prototypes in careless merges. */
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
-/** Keys a push may never change, whatever the allow-list says: they guard remote config itself. */
-const NEVER_REMOTE = ['remoteConfig.', 'model.modelsDir'];
 const REQUEST_FIELDS = new Set(['transaction', 'baseRevision', 'changes', 'signature']);
 const MAX_DEPTH = 32;
-const MAX_TRANSACTION_LENGTH = 128;
+/** In Unicode code points, as JSON Schema's maxLength counts (schemas/config-set.schema.json). */
+export const MAX_TRANSACTION_LENGTH = 128;
 const MAX_CHANGES = 256;
 const MAX_ERROR_LENGTH = 1000;
 const DOTTED_KEY = /^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*$/;
@@ -69,29 +68,11 @@ const DOTTED_KEY = /^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*$/;
 const SIGNATURE_BASE64 = /^[A-Za-z0-9+/]{86}==$/;
 /** Signed bytes start with this, so a signature made for something else never verifies here. */
 export const SIGNING_CONTEXT = 'crad-edge/config-set/v1';
-/** Camera fields Camera.update applies to a running camera. (trigger is not one: the pipeline
- * registers a camera with its trigger mode, so a new mode re-adds the camera.) */
-const LIVE_CAMERA_FIELDS = new Set<keyof CameraConfig>(['fps', 'roi', 'stallTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs']);
-/** Key prefixes applied live by the pipeline/publisher; everything else names a part to restart. */
-const LIVE_PREFIXES = ['inference.', 'regions.', 'crops.', 'overlay.', 'mqtt.qos.', 'mqtt.retain.'];
-const RESTART_PARTS: Array<[prefix: string, part: string]> = [
-  ['model.', 'model'],
-  ['mqtt.', 'mqtt'],
-  ['outbox.', 'outbox'],
-];
 
 class PushRejected extends Error {}
 
 function reject(message: string): never {
   throw new PushRejected(message);
-}
-
-type JsonKind = 'string' | 'number' | 'boolean' | 'null' | 'array' | 'object';
-
-function jsonKind(value: unknown): JsonKind {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'array';
-  return typeof value as JsonKind;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -124,7 +105,8 @@ export function applyConfigPush(
     }
     checkBaseRevision(request, currentRevision);
     if (options.publicKey.trim() !== '') checkSignature(request, options.publicKey, current.device.id);
-    const changes = checkChanges(request);
+    // -0 and 0 are one value to every reader of the config (and JSON writes both as 0).
+    const changes = normalizeZero(checkChanges(request));
 
     const updates = new Map<string, unknown>();
     for (const [key, value] of Object.entries(changes)) {
@@ -146,12 +128,14 @@ export function applyConfigPush(
       throw err;
     }
 
-    const changedKeys = [...updates.keys()]
-      .filter((key) => !isDeepStrictEqual(getAt(next, key.split('.')), getAt(current, key.split('.'))))
-      .sort();
+    if (options.publicKey.trim() === '') {
+      const unsigned = signedOnlyChange(current, next);
+      if (unsigned) reject(unsigned);
+    }
+    const changedKeys = [...updates.keys()].filter((key) => !sameValue(valueAt(next, key), valueAt(current, key))).sort();
     const revision = changedKeys.length > 0 ? currentRevision + 1 : currentRevision;
     next.remoteConfig.revision = revision;
-    return { ok: true, config: next, changedKeys, restartRequired: restartsFor(changedKeys, current, next), revision, transaction };
+    return { ok: true, config: next, changedKeys, restartRequired: partsToRebuild(current, next, changedKeys), revision, transaction };
   } catch (err) {
     const message = err instanceof PushRejected ? err.message : `internal error while checking the push: ${(err as Error).message}`;
     return { ok: false, error: message.slice(0, MAX_ERROR_LENGTH), transaction };
@@ -237,8 +221,9 @@ function checkTransaction(request: Record<string, unknown>): string {
   if (!Object.hasOwn(request, 'transaction')) reject('transaction is missing');
   const transaction = request.transaction;
   if (typeof transaction !== 'string') reject(`transaction must be a string, got ${jsonKind(transaction)}`);
-  if (transaction.length === 0 || transaction.length > MAX_TRANSACTION_LENGTH) {
-    reject(`transaction must be 1 to ${MAX_TRANSACTION_LENGTH} characters long, got ${transaction.length}`);
+  const codePoints = [...transaction].length;
+  if (codePoints === 0 || codePoints > MAX_TRANSACTION_LENGTH) {
+    reject(`transaction must be 1 to ${MAX_TRANSACTION_LENGTH} characters long, got ${codePoints}`);
   }
   // It is echoed into responses and logs: no control characters.
   if (/[\u0000-\u001f\u007f]/.test(transaction)) reject('transaction must not contain control characters');
@@ -268,29 +253,19 @@ function checkChanges(request: Record<string, unknown>): Record<string, unknown>
 
 // ---- keys and values -------------------------------------------------------------------------
 
-type Leaf = { doc: string; format: unknown; default: unknown; env?: string };
-
-function isLeaf(node: unknown): node is Leaf {
-  return isPlainObject(node) && Object.hasOwn(node, 'default');
-}
-
 /** The schema leaf a dotted key names, or a rejection saying why it names none. */
 function findLeaf(key: string): Leaf {
-  let node: unknown = schema;
-  const segments = key.split('.');
-  for (let i = 0; i < segments.length; i++) {
-    const segment = segments[i]!;
-    if (isLeaf(node)) {
-      reject(`unknown configuration key ${quote(key)}: ${quote(segments.slice(0, i).join('.'))} is a single setting`);
-    }
-    if (!isPlainObject(node) || !Object.hasOwn(node, segment)) reject(`unknown configuration key ${quote(key)}`);
-    node = node[segment];
+  const found = lookup(key);
+  if (found.kind === 'none') {
+    reject(found.leafPrefix
+      ? `unknown configuration key ${quote(key)}: ${quote(found.leafPrefix)} is a single setting`
+      : `unknown configuration key ${quote(key)}`);
   }
-  if (!isLeaf(node)) {
-    const example = Object.keys(node as object)[0];
+  if (found.kind === 'group') {
+    const example = Object.keys(found.group)[0];
     reject(`${quote(key)} is a group of settings, not one setting; name each setting, e.g. ${quote(`${key}.${example}`)}`);
   }
-  return node;
+  return found.leaf;
 }
 
 function isAllowed(key: string, allow: string[]): boolean {
@@ -300,10 +275,8 @@ function isAllowed(key: string, allow: string[]): boolean {
 function checkKey(key: string, allow: string[]): Leaf {
   if (!DOTTED_KEY.test(key)) reject(`changes key ${quote(key)} is not a dotted configuration key like "inference.sensitivity"`);
   const leaf = findLeaf(key);
-  if (NEVER_REMOTE.some((entry) => (entry.endsWith('.') ? key.startsWith(entry) : key === entry))) {
-    reject(`${quote(key)} can never be changed remotely`);
-  }
   if (!isAllowed(key, allow)) reject(`${quote(key)} is not in the remote allow-list (remoteConfig.allow)`);
+  if (remotePolicy(leaf) === 'never') reject(`${quote(key)} can never be changed remotely`);
   // convict lets the environment override loaded values: such a push would silently not apply.
   if (leaf.env && process.env[leaf.env] !== undefined) {
     reject(`${quote(key)} is set by the environment variable ${leaf.env} on this device; a push cannot change it`);
@@ -311,35 +284,8 @@ function checkKey(key: string, allow: string[]): Leaf {
   return leaf;
 }
 
-/** JSON kinds each convict format accepts. convict coerces ("0.3" -> 0.3, "yes" -> true) on load,
- * so a push is held to the exact JSON kind here first. */
-const FORMAT_KINDS: Record<string, JsonKind[]> = {
-  nat: ['number'],
-  int: ['number'],
-  port: ['number'],
-  qos: ['number'],
-  'topic-level': ['string'],
-  'topic-prefix': ['string'],
-  'string-list': ['array'],
-  'nullable-number': ['number', 'null'],
-  roi: ['object', 'null'],
-  'camera-list': ['array'],
-};
-
-function expectedKinds(leaf: Leaf): JsonKind[] | null {
-  const format = leaf.format;
-  if (format === Number) return ['number'];
-  if (format === Boolean) return ['boolean'];
-  if (format === String) return ['string'];
-  if (Array.isArray(format)) return [...new Set(format.map(jsonKind))];
-  if (typeof format === 'string' && Object.hasOwn(FORMAT_KINDS, format)) return FORMAT_KINDS[format]!;
-  if (leaf.default !== null && leaf.default !== undefined) return [jsonKind(leaf.default)];
-  return null;
-}
-
 function checkValueKind(key: string, value: unknown, leaf: Leaf): void {
-  const kinds = expectedKinds(leaf);
-  if (!kinds) reject(`${quote(key)} cannot be pushed: remote config does not know its value type`);
+  const kinds = leafKinds(leaf);
   const kind = jsonKind(value);
   if (!kinds.includes(kind)) reject(`${quote(key)} must be ${kinds.map(article).join(' or ')}, got ${article(kind)}`);
 }
@@ -350,12 +296,13 @@ function article(kind: JsonKind): string {
 
 /** Camera entries get the same exact-kind check per field; convict then validates the values. */
 function checkPushedCameras(cameras: unknown[]): void {
-  const fields = cameraSchema as unknown as Record<string, Leaf>;
+  const fields = cameraSchema as unknown as SchemaTree;
   cameras.forEach((camera, i) => {
     if (!isPlainObject(camera)) reject(`cameras[${i}] must be an object, got ${jsonKind(camera)}`);
     for (const [field, value] of Object.entries(camera)) {
-      if (!Object.hasOwn(fields, field)) reject(`cameras[${i}].${field}: unknown camera field`);
-      checkValueKind(`cameras[${i}].${field}`, value, fields[field]!);
+      const found = lookup(field, fields);
+      if (found.kind !== 'leaf') reject(`cameras[${i}].${field}: unknown camera field`);
+      checkValueKind(`cameras[${i}].${field}`, value, found.leaf);
     }
     // A relative path would resolve against the daemon's working directory, not anything the
     // sender can see.
@@ -416,49 +363,11 @@ function setAt(target: Record<string, unknown>, segments: string[], value: unkno
   node[segments[segments.length - 1]!] = value;
 }
 
-function getAt(source: unknown, segments: string[]): unknown {
-  let node = source;
-  for (const segment of segments) {
-    if (!isPlainObject(node) || !Object.hasOwn(node, segment)) return undefined;
-    node = node[segment];
-  }
-  return node;
-}
-
 /** convict's messages: drop our loader's header and the echo of the whole camera list. */
 function cleanConvictMessage(message: string): string {
   let text = message.replace(/^invalid configuration:\n/, '');
   if (text.startsWith('cameras: cameras[')) text = text.slice('cameras: '.length).replace(/: value was \[[\s\S]*\]$/, '');
   return text.replace(/\n/g, '; ');
-}
-
-// ---- what must restart -----------------------------------------------------------------------
-
-function restartsFor(changedKeys: string[], before: AppConfig, after: AppConfig): string[] {
-  const parts = new Set<string>();
-  for (const key of changedKeys) {
-    if (key === 'cameras') {
-      for (const id of camerasToRestart(before.cameras, after.cameras)) parts.add(`camera:${id}`);
-    } else if (!LIVE_PREFIXES.some((prefix) => key.startsWith(prefix))) {
-      // Anything not known to apply live needs a rebuild; unknown sections get the whole daemon.
-      parts.add(RESTART_PARTS.find(([prefix]) => key.startsWith(prefix))?.[1] ?? 'daemon');
-    }
-  }
-  return [...parts].sort();
-}
-
-/** Cameras added, removed, or changed in a field Camera.update cannot apply live. */
-function camerasToRestart(before: CameraConfig[], after: CameraConfig[]): string[] {
-  const old = new Map(before.map((c) => [c.id, c]));
-  const next = new Map(after.map((c) => [c.id, c]));
-  const ids = new Set([...old.keys(), ...next.keys()]);
-  return [...ids].filter((id) => {
-    const a = old.get(id);
-    const b = next.get(id);
-    if (!a || !b) return true;
-    const fields = new Set([...Object.keys(a), ...Object.keys(b)] as Array<keyof CameraConfig>);
-    return [...fields].some((field) => !LIVE_CAMERA_FIELDS.has(field) && !isDeepStrictEqual(a[field], b[field]));
-  });
 }
 
 // ---- signing ---------------------------------------------------------------------------------

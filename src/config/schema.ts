@@ -1,428 +1,630 @@
-// The one source of truth for configuration: every value the daemon reads is declared here,
-// with its type, default and doc string. The README's configuration reference is generated from it
-// (`npm run docs:config`).
+// The one source of truth for configuration: every value the daemon reads is declared here, with its
+// type, range, default and doc string, and with its policy: how a change to it applies (`apply`) and
+// whether a remote push may change it (`remote`). Everything else derives from these declarations:
+// the TypeScript types, live updates, `restartRequired` in push answers, the signed-push rule and
+// the README's configuration reference (`npm run docs:config`).
 import os from 'node:os';
 import convict from 'convict';
 
-const hostname = os.hostname().replace(/[^A-Za-z0-9_-]/g, '-');
+/**
+ * How a changed value takes effect in a running daemon:
+ * - live: the stage that reads it applies it at once;
+ * - reopen: the camera reopens its source (camera fields only);
+ * - camera: the camera is rebuilt (camera fields only);
+ * - model: the model is loaded again (beside the running one, swapped between batches);
+ * - mqtt: needs a new broker connection, applied at the next daemon start;
+ * - outbox: needs the outbox reopened, applied at the next daemon start;
+ * - daemon: applied at the next daemon start.
+ */
+export type Apply = 'live' | 'reopen' | 'camera' | 'model' | 'mqtt' | 'outbox' | 'daemon';
+/** Parts a change can leave waiting for a daemon restart (reported in restartRequired). */
+export const RESTART_PARTS: readonly Apply[] = ['mqtt', 'outbox', 'daemon'];
+/**
+ * Whether a remote push may change a key (always also subject to remoteConfig.allow):
+ * - allowed: yes;
+ * - signed: only on a device that verifies signatures (remoteConfig.publicKey set), since the value
+ *   decides what the daemon reads or runs (a GStreamer pipeline can write files);
+ * - never: only the operator's file changes it (it guards remote configuration itself).
+ */
+export type Remote = 'allowed' | 'signed' | 'never';
 
-/** A simple-object check convict formats can share. */
+export type JsonKind = 'string' | 'number' | 'boolean' | 'null' | 'array' | 'object';
+
+export interface Leaf<T = unknown> {
+  doc: string;
+  format: unknown;
+  default: T;
+  apply: Apply;
+  remote?: Remote;
+  env?: string;
+  sensitive?: boolean;
+  /** The default as the reference shows it, where the real one depends on the machine. */
+  docDefault?: string;
+}
+
+/** The value type a schema node declares: a leaf's default type, a group's object of them. */
+export type ValueOf<S> = S extends Leaf<infer T> ? T : { -readonly [K in keyof S]: ValueOf<S[K]> };
+
+// ---- formats ---------------------------------------------------------------------------------
+
+/** What each named format accepts, for docs, error messages and the exact-kind check of pushes. */
+interface FormatInfo {
+  kinds: JsonKind[];
+  describe: string;
+}
+const formatInfo = new Map<string, FormatInfo>([
+  ['String', { kinds: ['string'], describe: 'string' }],
+  ['Boolean', { kinds: ['boolean'], describe: 'boolean' }],
+]);
+
+function defineFormat(name: string, info: FormatInfo, validate: (value: unknown) => void, coerce?: (value: unknown) => unknown): string {
+  if (!formatInfo.has(name)) {
+    convict.addFormat({ name, validate, ...(coerce ? { coerce } : {}) });
+    formatInfo.set(name, info);
+  }
+  return name;
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** MQTT topic level: no wildcards, no separators, no empty string. */
-const TOPIC_LEVEL = /^[^/#+\s]+$/;
+/** Environment variables arrive as strings: numbers are parsed, anything else fails validation. */
+const toNumber = (value: unknown): unknown => (typeof value === 'string' && value.trim() !== '' ? Number(value) : value);
 
-convict.addFormat({
-  name: 'topic-prefix',
-  validate(value: unknown) {
-    if (typeof value !== 'string' || value.length === 0) throw new Error('must be a non-empty string');
-    for (const level of value.split('/')) {
-      if (!TOPIC_LEVEL.test(level)) {
-        throw new Error(`level "${level}" is not a valid MQTT topic level (no empty levels, '+', '#' or spaces)`);
-      }
-    }
-  },
+function rangeText(min: number, max: number): string {
+  return max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `${min}..${max}`;
+}
+
+/** A finite number in [min, max]. (JSON's 1e309 parses as Infinity; -0 is read as 0.) */
+function numberIn(min: number, max: number): string {
+  return defineFormat(`number ${rangeText(min, max)}`, { kinds: ['number'], describe: `number ${rangeText(min, max)}` }, (value) => {
+    if (typeof value !== 'number' || !Number.isFinite(value)) throw new Error('must be a finite number');
+    if (value < min || value > max) throw new Error(`must be between ${min} and ${max}, got ${value}`);
+  }, toNumber);
+}
+
+/** An integer in [min, max]. */
+function integerIn(min: number, max = Number.MAX_SAFE_INTEGER): string {
+  return defineFormat(`integer ${rangeText(min, max)}`, { kinds: ['number'], describe: `integer ${rangeText(min, max)}` }, (value) => {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw new Error('must be an integer');
+    if (value < 0 && min === 0) throw new Error(`must be a positive integer or 0, got ${value}`);
+    if (value < min || value > max) throw new Error(max === Number.MAX_SAFE_INTEGER ? `must be >= ${min}, got ${value}` : `must be between ${min} and ${max}, got ${value}`);
+  }, toNumber);
+}
+
+/** A UTF-16 surrogate without its partner: JSON can carry one ("\ud800"), UTF-8 cannot. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Longest topic level, in UTF-8 bytes (MQTT allows 65535 for a whole topic; brokers and PLCs less). */
+export const MAX_TOPIC_LEVEL_BYTES = 64;
+/** Longest topic prefix, in UTF-8 bytes. */
+export const MAX_TOPIC_PREFIX_BYTES = 256;
+
+/**
+ * Why `level` cannot be one MQTT topic level, or null when it can. Beyond MQTT's own rules (no
+ * wildcards, no separator, no U+0000, well-formed UTF-8) brokers disconnect a client whose topic
+ * holds control characters or non-characters (MQTT 5 section 1.5.4 says SHOULD NOT): mosquitto
+ * does, so a camera id with one would cut the device off.
+ */
+export function topicLevelProblem(level: unknown): string | null {
+  if (typeof level !== 'string' || level.length === 0) return 'must be a non-empty string';
+  if (LONE_SURROGATE.test(level)) return 'must be well-formed Unicode (no lone surrogates)';
+  if (/[/+#]/.test(level)) return "must not contain '/', '+' or '#'";
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(level)) return 'must not contain control characters';
+  if (/\s/.test(level)) return 'must not contain spaces';
+  for (const char of level) {
+    const cp = char.codePointAt(0)!;
+    if ((cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) === 0xfffe) return `must not contain the non-character U+${cp.toString(16).toUpperCase()}`;
+  }
+  const bytes = Buffer.byteLength(level, 'utf8');
+  if (bytes > MAX_TOPIC_LEVEL_BYTES) return `must be at most ${MAX_TOPIC_LEVEL_BYTES} bytes in UTF-8, got ${bytes}`;
+  return null;
+}
+
+const TOPIC_LEVEL = defineFormat('topic-level', { kinds: ['string'], describe: 'topic level' }, (value) => {
+  const problem = topicLevelProblem(value);
+  if (problem) throw new Error(`must be a single MQTT topic level: ${problem}`);
 });
 
-convict.addFormat({
-  name: 'topic-level',
-  validate(value: unknown) {
-    if (typeof value !== 'string' || !TOPIC_LEVEL.test(value)) {
-      throw new Error("must be a single MQTT topic level (no '/', '+', '#' or spaces)");
-    }
-  },
+const TOPIC_PREFIX = defineFormat('topic-prefix', { kinds: ['string'], describe: 'topic prefix' }, (value) => {
+  if (typeof value !== 'string' || value.length === 0) throw new Error('must be a non-empty string');
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes > MAX_TOPIC_PREFIX_BYTES) throw new Error(`must be at most ${MAX_TOPIC_PREFIX_BYTES} bytes in UTF-8, got ${bytes}`);
+  for (const level of value.split('/')) {
+    const problem = topicLevelProblem(level);
+    if (problem) throw new Error(`level ${JSON.stringify(level)} is not a valid MQTT topic level: ${problem}`);
+  }
 });
 
-convict.addFormat({
-  name: 'qos',
-  validate(value: unknown) {
-    if (value !== 0 && value !== 1 && value !== 2) throw new Error('must be 0, 1 or 2');
-  },
-  coerce: (value: unknown) => Number(value),
+const QOS = defineFormat('qos', { kinds: ['number'], describe: '0 \\| 1 \\| 2' }, (value) => {
+  if (value !== 0 && value !== 1 && value !== 2) throw new Error('must be 0, 1 or 2');
+}, toNumber);
+
+const STRING_LIST = defineFormat('string-list', { kinds: ['array'], describe: 'list of strings' }, (value) => {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new Error('must be a list of strings');
+}, (value) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value));
+
+/** Largest frame side any camera delivers, and so the bound of ROI coordinates. */
+export const MAX_FRAME_SIDE = 65535;
+
+export type Roi = { x: number; y: number; width: number; height: number };
+
+const ROI = defineFormat('roi', { kinds: ['object', 'null'], describe: 'null \\| {x, y, width, height}' }, (value) => {
+  if (value === null) return;
+  if (!isPlainObject(value)) throw new Error('must be null or {x, y, width, height}');
+  const keys = Object.keys(value).sort().join(',');
+  if (keys !== 'height,width,x,y') throw new Error(`must have exactly the keys x, y, width, height (got ${keys || 'none'})`);
+  for (const [key, min] of [['x', 0], ['y', 0], ['width', 1], ['height', 1]] as const) {
+    const v = value[key];
+    if (!Number.isInteger(v) || (v as number) < min) throw new Error(`${key} must be an integer >= ${min}`);
+    if ((v as number) > MAX_FRAME_SIDE) throw new Error(`${key} must be at most ${MAX_FRAME_SIDE}`);
+  }
+  if ((value.x as number) + (value.width as number) > MAX_FRAME_SIDE || (value.y as number) + (value.height as number) > MAX_FRAME_SIDE) {
+    throw new Error(`must lie inside a ${MAX_FRAME_SIDE}x${MAX_FRAME_SIDE} frame`);
+  }
 });
 
-convict.addFormat({
-  name: 'string-list',
-  validate(value: unknown) {
-    if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) {
-      throw new Error('must be a list of strings');
-    }
-  },
-  coerce: (value: unknown) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value),
-});
+const NULLABLE_NUMBER = defineFormat('nullable-number', { kinds: ['number', 'null'], describe: 'null \\| number' }, (value) => {
+  if (value !== null && (typeof value !== 'number' || !Number.isFinite(value))) throw new Error('must be null or a finite number');
+}, (value: unknown) => (value === 'null' || value === '' ? null : toNumber(value)));
 
-convict.addFormat({
-  name: 'roi',
-  validate(value: unknown) {
-    if (value === null) return;
-    if (!isPlainObject(value)) throw new Error('must be null or {x, y, width, height}');
-    const keys = Object.keys(value).sort().join(',');
-    if (keys !== 'height,width,x,y') throw new Error(`must have exactly the keys x, y, width, height (got ${keys || 'none'})`);
-    for (const key of ['x', 'y'] as const) {
-      const v = value[key];
-      if (!Number.isInteger(v) || (v as number) < 0) throw new Error(`${key} must be an integer >= 0`);
-    }
-    for (const key of ['width', 'height'] as const) {
-      const v = value[key];
-      if (!Number.isInteger(v) || (v as number) < 1) throw new Error(`${key} must be an integer >= 1`);
-    }
-  },
-});
+/** The JSON kinds a leaf's format accepts (a push is held to them exactly: convict coerces on load). */
+export function leafKinds(leaf: Leaf): JsonKind[] {
+  const format = leaf.format;
+  if (Array.isArray(format)) return [...new Set(format.map((v) => jsonKind(v)))];
+  const name = typeof format === 'function' ? format.name : String(format);
+  return formatInfo.get(name)?.kinds ?? [jsonKind(leaf.default)];
+}
 
-convict.addFormat({
-  name: 'nullable-number',
-  validate(value: unknown) {
-    if (value !== null && (typeof value !== 'number' || !Number.isFinite(value))) {
-      throw new Error('must be null or a finite number');
-    }
-  },
-  coerce: (value: unknown) => (value === 'null' || value === '' ? null : Number(value)),
-});
+/** A leaf's format in words, for docs and error messages. */
+export function describeFormat(leaf: Leaf): string {
+  const format = leaf.format;
+  if (Array.isArray(format)) return format.map((f) => JSON.stringify(f)).join(' \\| ');
+  const name = typeof format === 'function' ? format.name : String(format);
+  return formatInfo.get(name)?.describe ?? name;
+}
+
+export function jsonKind(value: unknown): JsonKind {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  return typeof value as JsonKind;
+}
+
+// ---- leaves ----------------------------------------------------------------------------------
+
+function setting<T>(leaf: Leaf<T>): Leaf<T> {
+  return leaf;
+}
+
+/** A leaf whose value is one of `values` (typed as their union). */
+function oneOf<const V extends readonly (string | number)[]>(values: V, leaf: Omit<Leaf<V[number]>, 'format'>): Leaf<V[number]> {
+  return { ...leaf, format: [...values] };
+}
+
+// ---- cameras ---------------------------------------------------------------------------------
 
 /** Schema of one camera entry; `cameras` is a list of these, each validated on its own. */
 export const cameraSchema = {
-  id: {
+  id: setting({
     doc: 'Camera id: one MQTT topic level, unique on this device. Results go to <prefix>/<id>/result.',
-    format: 'topic-level',
+    format: TOPIC_LEVEL,
     default: 'cam1',
-  },
-  enabled: { doc: 'Capture from this camera.', format: Boolean, default: true },
-  source: {
+    apply: 'camera',
+  }),
+  enabled: setting({ doc: 'Capture from this camera.', format: Boolean, default: true, apply: 'camera' }),
+  source: oneOf(['folder', 'file', 'usb', 'gige', 'rtsp', 'http', 'gstreamer'] as const, {
     doc: 'Source kind: folder (images), file (video), usb (V4L2), gige (GigE Vision/USB3 Vision via aravissrc), rtsp, http, or gstreamer (a raw pipeline ending in appsink).',
-    format: ['folder', 'file', 'usb', 'gige', 'rtsp', 'http', 'gstreamer'],
     default: 'folder',
-  },
-  path: {
-    doc: 'folder: directory of images; file: video file path.',
+    apply: 'reopen',
+  }),
+  path: setting({
+    doc: 'folder: directory of images; file: video file path. A remote push must give an absolute path.',
     format: String,
     default: '',
-  },
-  loop: {
+    apply: 'reopen',
+    remote: 'signed',
+  }),
+  loop: setting({
     doc: 'folder/file: start again at the end (true), or stop the camera after the last frame (false).',
     format: Boolean,
     default: true,
-  },
-  device: {
-    doc: 'usb: V4L2 device index ("0") or path ("/dev/video0").',
+    apply: 'reopen',
+  }),
+  device: setting({ doc: 'usb: V4L2 device index ("0") or path ("/dev/video0").', format: String, default: '0', apply: 'reopen' }),
+  url: setting({
+    doc: 'rtsp/http: stream URL (credentials in it are redacted in logs and config print).',
     format: String,
-    default: '0',
-  },
-  url: { doc: 'rtsp/http: stream URL (credentials in it are redacted in logs and config print).', format: String, default: '', sensitive: true },
-  address: {
+    default: '',
+    apply: 'reopen',
+    sensitive: true,
+  }),
+  address: setting({
     doc: 'gige: camera IP address, serial number or name as aravis knows it (an IP is the most reliable).',
     format: String,
     default: '',
-  },
-  pixelFormat: {
+    apply: 'reopen',
+  }),
+  pixelFormat: setting({
     doc: 'gige: GenICam pixel format to request, e.g. Mono8, BayerRG8, RGB8Packed; empty keeps the camera default.',
     format: String,
     default: '',
-  },
-  pipeline: {
+    apply: 'reopen',
+  }),
+  pipeline: setting({
     doc: 'gstreamer: full pipeline that ends in "appsink" and delivers BGR frames, e.g. "videotestsrc ! videoconvert ! video/x-raw,format=BGR ! appsink".',
     format: String,
     default: '',
-  },
-  width: { doc: 'usb/gige: requested frame width in pixels (0 = camera default).', format: 'nat', default: 0 },
-  height: { doc: 'usb/gige: requested frame height in pixels (0 = camera default).', format: 'nat', default: 0 },
-  fourcc: { doc: 'usb: requested FOURCC, e.g. MJPG or YUYV (empty = driver default).', format: String, default: '' },
-  fps: {
+    apply: 'reopen',
+    remote: 'signed',
+  }),
+  width: setting({ doc: 'usb/gige: requested frame width in pixels (0 = camera default).', format: integerIn(0, MAX_FRAME_SIDE), default: 0, apply: 'reopen' }),
+  height: setting({ doc: 'usb/gige: requested frame height in pixels (0 = camera default).', format: integerIn(0, MAX_FRAME_SIDE), default: 0, apply: 'reopen' }),
+  fourcc: setting({ doc: 'usb: requested FOURCC, e.g. MJPG or YUYV (empty = driver default).', format: String, default: '', apply: 'reopen' }),
+  fps: setting({
     doc: 'Target frames per second taken from this camera (0 = as fast as the source delivers). Frames above the rate are skipped at the source.',
-    format: Number,
+    format: numberIn(0, 1000),
     default: 0,
-  },
-  roi: {
-    doc: 'Region of interest in full-frame pixels {x, y, width, height}, or null for the whole frame. Inference sees the ROI; region boxes are reported in full-frame coordinates.',
-    format: 'roi',
-    default: null as null | { x: number; y: number; width: number; height: number },
-  },
-  trigger: {
+    apply: 'live',
+  }),
+  roi: setting({
+    doc: 'Region of interest in full-frame pixels {x, y, width, height}, or null for the whole frame. Inference sees the ROI; region boxes are reported in full-frame coordinates. A push is checked against the camera\'s real frame size once it is known.',
+    format: ROI,
+    default: null as Roi | null,
+    apply: 'live',
+  }),
+  trigger: oneOf(['free', 'mqtt'] as const, {
     doc: 'free: capture continuously. mqtt: capture the next frame when a message arrives on <prefix>/<id>/trigger; its payload (JSON {"id": "..."} or plain text) becomes the result\'s triggerId.',
-    format: ['free', 'mqtt'],
     default: 'free',
-  },
-  stallTimeoutMs: {
+    // The pipeline queues a camera's frames by its trigger mode, so a new mode rebuilds the camera.
+    apply: 'camera',
+  }),
+  stallTimeoutMs: setting({
     doc: 'In free-run, a camera that delivers no frame for this long is declared stalled and reopened (trigger mode waits on triggers, never stalls).',
-    format: 'nat',
+    format: integerIn(100, 3_600_000),
     default: 5000,
-  },
-  reconnectMinMs: { doc: 'First reopen delay after a capture failure; doubles per failure.', format: 'nat', default: 500 },
-  reconnectMaxMs: { doc: 'Largest reopen delay after repeated capture failures.', format: 'nat', default: 30000 },
+    apply: 'live',
+  }),
+  reconnectMinMs: setting({ doc: 'First reopen delay after a capture failure; doubles per failure.', format: integerIn(10, 3_600_000), default: 500, apply: 'live' }),
+  reconnectMaxMs: setting({ doc: 'Largest reopen delay after repeated capture failures.', format: integerIn(10, 3_600_000), default: 30000, apply: 'live' }),
 };
 
-export type CameraConfig = {
-  id: string;
-  enabled: boolean;
-  source: 'folder' | 'file' | 'usb' | 'gige' | 'rtsp' | 'http' | 'gstreamer';
-  path: string;
-  loop: boolean;
-  device: string;
-  url: string;
-  address: string;
-  pixelFormat: string;
-  pipeline: string;
-  width: number;
-  height: number;
-  fourcc: string;
-  fps: number;
-  roi: null | { x: number; y: number; width: number; height: number };
-  trigger: 'free' | 'mqtt';
-  stallTimeoutMs: number;
-  reconnectMinMs: number;
-  reconnectMaxMs: number;
+export type CameraConfig = ValueOf<typeof cameraSchema>;
+export type CameraSource = CameraConfig['source'];
+
+/** Which field each source kind cannot do without. */
+const REQUIRED_FIELD: Partial<Record<CameraSource, keyof CameraConfig>> = {
+  folder: 'path', file: 'path', rtsp: 'url', http: 'url', gige: 'address', gstreamer: 'pipeline',
 };
 
 /** Validate one camera entry against cameraSchema; throws with the key path on bad input. */
 export function validateCamera(entry: unknown, index: number): CameraConfig {
   if (!isPlainObject(entry)) throw new Error(`cameras[${index}]: must be an object`);
   for (const key of Object.keys(entry)) {
-    if (!Object.prototype.hasOwnProperty.call(cameraSchema, key)) {
+    if (!Object.hasOwn(cameraSchema, key)) {
       throw new Error(`cameras[${index}].${key}: unknown camera field (known: ${Object.keys(cameraSchema).join(', ')})`);
     }
   }
-  const camera = convict(cameraSchema);
+  const camera = convict(cameraSchema as unknown as convict.Schema<CameraConfig>);
   try {
     camera.load(entry);
     camera.validate({ allowed: 'strict' });
   } catch (err) {
-    const message = (err as Error).message.replace(/^/gm, `cameras[${index}].`);
-    throw new Error(message);
+    throw new Error((err as Error).message.replace(/^/gm, `cameras[${index}].`));
   }
   const props = camera.getProperties() as CameraConfig;
-  const required: Partial<Record<CameraConfig['source'], keyof CameraConfig>> = {
-    folder: 'path', file: 'path', rtsp: 'url', http: 'url', gige: 'address', gstreamer: 'pipeline',
-  };
-  const need = required[props.source];
-  if (need && !props[need]) {
-    throw new Error(`cameras[${index}].${need}: required for source "${props.source}"`);
+  const need = REQUIRED_FIELD[props.source];
+  if (need && !props[need]) throw new Error(`cameras[${index}].${need}: required for source "${props.source}"`);
+  if (props.reconnectMinMs > props.reconnectMaxMs) {
+    throw new Error(`cameras[${index}].reconnectMinMs: must not exceed reconnectMaxMs (${props.reconnectMaxMs})`);
   }
   return props;
 }
 
-convict.addFormat({
-  name: 'camera-list',
-  validate(value: unknown) {
-    if (!Array.isArray(value)) throw new Error('must be a list of camera objects');
-    const ids = new Set<string>();
-    value.forEach((entry, i) => {
-      const cam = validateCamera(entry, i);
-      if (ids.has(cam.id)) throw new Error(`cameras[${i}].id: duplicate camera id "${cam.id}"`);
-      ids.add(cam.id);
-    });
-  },
+const CAMERA_LIST = defineFormat('camera-list', { kinds: ['array'], describe: 'list of cameras' }, (value) => {
+  if (!Array.isArray(value)) throw new Error('must be a list of camera objects');
+  const ids = new Set<string>();
+  value.forEach((entry, i) => {
+    const camera = validateCamera(entry, i);
+    if (ids.has(camera.id)) throw new Error(`cameras[${i}].id: duplicate camera id "${camera.id}"`);
+    ids.add(camera.id);
+  });
 });
+
+// ---- the daemon ------------------------------------------------------------------------------
+
+const hostname = os.hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, MAX_TOPIC_LEVEL_BYTES);
+const MS_PER_HOUR = 3_600_000;
 
 export const schema = {
   device: {
-    id: {
-      doc: 'Device id: the last level of the topic prefix and the name in every payload.',
-      format: 'topic-level',
+    id: setting({
+      doc: 'Device id: the last level of the topic prefix and the name in every payload. Default: the host name.',
+      format: TOPIC_LEVEL,
       default: hostname || 'crad-edge',
+      docDefault: '(host name)',
       env: 'CRAD_DEVICE_ID',
-    },
+      apply: 'daemon',
+      // Signed pushes are bound to the device id; a renamed device would orphan its senders.
+      remote: 'never',
+    }),
   },
   log: {
-    level: {
+    level: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, {
       doc: 'Log level (pino).',
-      format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
       default: 'info',
       env: 'CRAD_LOG_LEVEL',
-    },
+      apply: 'daemon',
+    }),
   },
-  cameras: {
-    doc: 'Cameras to capture from: a list of camera objects (see "Camera fields").',
-    format: 'camera-list',
-    default: [] as unknown[],
-  },
+  cameras: setting({
+    doc: 'Cameras to capture from: a list of camera objects (see "Camera fields"). How a change applies is decided per camera field.',
+    format: CAMERA_LIST,
+    default: [] as CameraConfig[],
+    apply: 'camera',
+  }),
   model: {
-    path: {
-      doc: 'The CRAD ONNX model file (see the model contract). Relative paths are resolved against the config file.',
+    path: setting({
+      doc: 'The CRAD ONNX model file (see the model contract). Relative paths are resolved against the config file. A pushed path must name a file inside model.modelsDir.',
       format: String,
       default: 'models/demo/crad-demo.onnx',
       env: 'CRAD_MODEL',
-    },
-    modelsDir: {
+      apply: 'model',
+    }),
+    modelsDir: setting({
       doc: 'Directory that remote model pushes may load from; a pushed path must resolve inside it.',
       format: String,
       default: '/var/lib/crad-edge/models',
-    },
-    executionProviders: {
+      apply: 'live',
+      remote: 'never',
+    }),
+    executionProviders: setting({
       doc: 'onnxruntime execution providers in order of preference (tensorrt, cuda, cpu). Providers the installed runtime lacks are skipped with a log line; cpu is always the last resort.',
-      format: 'string-list',
-      default: ['cpu'],
-    },
-    intraOpThreads: { doc: 'onnxruntime intra-op threads (0 = one per core).', format: 'nat', default: 0 },
-    interOpThreads: { doc: 'onnxruntime inter-op threads (0 = runtime default).', format: 'nat', default: 0 },
-    graphOptimization: {
+      format: STRING_LIST,
+      default: ['cpu'] as string[],
+      apply: 'model',
+    }),
+    intraOpThreads: setting({ doc: 'onnxruntime intra-op threads (0 = one per core).', format: integerIn(0, 1024), default: 0, apply: 'model' }),
+    interOpThreads: setting({ doc: 'onnxruntime inter-op threads (0 = runtime default).', format: integerIn(0, 1024), default: 0, apply: 'model' }),
+    graphOptimization: oneOf(['disabled', 'basic', 'extended', 'all'] as const, {
       doc: 'onnxruntime graph optimisation level.',
-      format: ['disabled', 'basic', 'extended', 'all'],
       default: 'all',
-    },
-    memoryArena: { doc: 'Enable onnxruntime\'s CPU memory arena.', format: Boolean, default: true },
-    warmupRuns: { doc: 'Inference runs on a blank batch at load, before the model serves frames.', format: 'nat', default: 1 },
+      apply: 'model',
+    }),
+    memoryArena: setting({ doc: 'Enable onnxruntime\'s CPU memory arena.', format: Boolean, default: true, apply: 'model' }),
+    warmupRuns: setting({ doc: 'Inference runs on a blank batch at load, before the model serves frames.', format: integerIn(0, 100), default: 1, apply: 'model' }),
     tensorrt: {
-      fp16: { doc: 'TensorRT: allow FP16 kernels. onnxruntime-node 1.30 passes only the device id to TensorRT, so this and the two keys below take effect only with a binding that forwards them (a warning says so); see README "GPUs".', format: Boolean, default: true },
-      engineCacheDir: {
+      fp16: setting({
+        doc: 'TensorRT: allow FP16 kernels. onnxruntime-node 1.30 passes only the device id to TensorRT, so this and the two keys below take effect only with a binding that forwards them (a warning says so); see README "GPUs".',
+        format: Boolean,
+        default: true,
+        apply: 'model',
+      }),
+      engineCacheDir: setting({
         doc: 'TensorRT: directory for built engines (building takes minutes; keep it on persistent storage). Empty disables the cache.',
         format: String,
         default: '/var/lib/crad-edge/trt-cache',
-      },
-      workspaceBytes: { doc: 'TensorRT: max workspace size in bytes.', format: 'nat', default: 1073741824 },
+        apply: 'model',
+        remote: 'signed',
+      }),
+      workspaceBytes: setting({ doc: 'TensorRT: max workspace size in bytes.', format: integerIn(1 << 20), default: 1073741824, apply: 'model' }),
     },
     cuda: {
-      deviceId: { doc: 'CUDA/TensorRT device index.', format: 'nat', default: 0 },
+      deviceId: setting({ doc: 'CUDA/TensorRT device index.', format: integerIn(0, 64), default: 0, apply: 'model' }),
     },
   },
   inference: {
-    maxBatch: {
+    maxBatch: setting({
       doc: 'Largest batch of frames (across cameras) sent to the model in one run.',
-      format: 'nat',
+      format: integerIn(1, 256),
       default: 4,
-    },
-    maxWaitMs: {
+      apply: 'live',
+    }),
+    maxWaitMs: setting({
       doc: 'Longest time a frame waits for others to fill a batch before the batch runs anyway.',
-      format: 'nat',
+      format: integerIn(0, 10_000),
       default: 5,
-    },
-    imageThreshold: {
+      apply: 'live',
+    }),
+    imageThreshold: setting({
       doc: 'Override the model\'s calibrated image threshold (raw score units); null uses the model\'s.',
-      format: 'nullable-number',
+      format: NULLABLE_NUMBER,
       default: null as number | null,
-    },
-    pixelThreshold: {
+      apply: 'live',
+    }),
+    pixelThreshold: setting({
       doc: 'Override the model\'s calibrated pixel threshold (raw map units) for defect regions; null uses the model\'s.',
-      format: 'nullable-number',
+      format: NULLABLE_NUMBER,
       default: null as number | null,
-    },
-    sensitivity: {
-      doc: 'Verdict offset: NG when normalized >= 0.5 + sensitivity. Negative = stricter (more NG), positive = more lenient. Range -0.5..0.5.',
-      format: Number,
+      apply: 'live',
+    }),
+    sensitivity: setting({
+      doc: 'Verdict offset: NG when normalized >= 0.5 + sensitivity. Negative = stricter (more NG), positive = more lenient.',
+      format: numberIn(-0.5, 0.5),
       default: 0,
-    },
+      apply: 'live',
+    }),
   },
   regions: {
-    enabled: { doc: 'Report defect regions (connected components of the thresholded map).', format: Boolean, default: true },
-    minArea: {
-      doc: 'Smallest region kept, in pixels of the full-resolution frame.',
-      format: 'nat',
-      default: 64,
-    },
-    topK: { doc: 'Most regions reported per frame (largest peak score first).', format: 'nat', default: 5 },
+    enabled: setting({ doc: 'Report defect regions (connected components of the thresholded map).', format: Boolean, default: true, apply: 'live' }),
+    minArea: setting({ doc: 'Smallest region kept, in pixels of the full-resolution frame.', format: integerIn(0, MAX_FRAME_SIDE * MAX_FRAME_SIDE), default: 64, apply: 'live' }),
+    topK: setting({ doc: 'Most regions reported per frame (largest peak score first).', format: integerIn(0, 1000), default: 5, apply: 'live' }),
   },
   crops: {
-    enabled: { doc: 'Publish a JPEG crop of each reported region from the full-resolution frame.', format: Boolean, default: true },
-    onlyNG: { doc: 'Publish crops only for NG verdicts.', format: Boolean, default: true },
-    margin: { doc: 'Margin around each region box, in frame pixels.', format: 'nat', default: 16 },
-    maxSize: { doc: 'Longest side of a crop in pixels (larger crops are scaled down).', format: 'nat', default: 512 },
-    quality: { doc: 'JPEG quality of crops (1-100).', format: 'nat', default: 85 },
+    enabled: setting({ doc: 'Publish a JPEG crop of each reported region from the full-resolution frame.', format: Boolean, default: true, apply: 'live' }),
+    onlyNG: setting({ doc: 'Publish crops only for NG verdicts.', format: Boolean, default: true, apply: 'live' }),
+    margin: setting({ doc: 'Margin around each region box, in frame pixels.', format: integerIn(0, MAX_FRAME_SIDE), default: 16, apply: 'live' }),
+    maxSize: setting({ doc: 'Longest side of a crop in pixels (larger crops are scaled down).', format: integerIn(16, MAX_FRAME_SIDE), default: 512, apply: 'live' }),
+    quality: setting({ doc: 'JPEG quality of crops.', format: integerIn(1, 100), default: 85, apply: 'live' }),
   },
   overlay: {
-    enabled: { doc: 'Publish a heatmap overlay JPEG of the inspected image.', format: Boolean, default: false },
-    onlyNG: { doc: 'Publish overlays only for NG verdicts.', format: Boolean, default: true },
-    alpha: { doc: 'Heatmap opacity over the image (0..1).', format: Number, default: 0.5 },
-    maxSize: { doc: 'Longest side of the overlay in pixels.', format: 'nat', default: 640 },
-    quality: { doc: 'JPEG quality of overlays (1-100).', format: 'nat', default: 80 },
+    enabled: setting({ doc: 'Publish a heatmap overlay JPEG of the inspected image.', format: Boolean, default: false, apply: 'live' }),
+    onlyNG: setting({ doc: 'Publish overlays only for NG verdicts.', format: Boolean, default: true, apply: 'live' }),
+    alpha: setting({ doc: 'Heatmap opacity over the image.', format: numberIn(0, 1), default: 0.5, apply: 'live' }),
+    maxSize: setting({ doc: 'Longest side of the overlay in pixels.', format: integerIn(16, MAX_FRAME_SIDE), default: 640, apply: 'live' }),
+    quality: setting({ doc: 'JPEG quality of overlays.', format: integerIn(1, 100), default: 80, apply: 'live' }),
   },
   mqtt: {
-    url: {
+    url: setting({
       doc: 'Broker URL: mqtt://host:1883 or mqtts://host:8883 (TLS).',
       format: String,
       default: 'mqtt://127.0.0.1:1883',
       env: 'CRAD_MQTT_URL',
-    },
-    protocolVersion: {
+      apply: 'mqtt',
+      sensitive: true,
+    }),
+    protocolVersion: oneOf([4, 5] as const, {
       doc: 'MQTT protocol: 5 (binary crops with content-type/correlation properties) or 4 (3.1.1; binaries as base64 JSON).',
-      format: [4, 5],
       default: 5,
-    },
-    clientId: { doc: 'MQTT client id (empty = crad-edge-<device id>).', format: String, default: '' },
-    username: { doc: 'MQTT username (empty = none).', format: String, default: '', env: 'CRAD_MQTT_USERNAME' },
-    password: { doc: 'MQTT password.', format: String, default: '', sensitive: true, env: 'CRAD_MQTT_PASSWORD' },
-    keepaliveSec: { doc: 'MQTT keepalive in seconds.', format: 'nat', default: 30 },
-    connectTimeoutMs: { doc: 'Give up one broker connection attempt (TCP + TLS + CONNACK) after this long, then back off and retry.', format: 'nat', default: 10000 },
-    topicPrefix: {
+      apply: 'mqtt',
+    }),
+    clientId: setting({ doc: 'MQTT client id (empty = crad-edge-<device id>).', format: String, default: '', apply: 'mqtt' }),
+    username: setting({ doc: 'MQTT username (empty = none).', format: String, default: '', env: 'CRAD_MQTT_USERNAME', apply: 'mqtt' }),
+    password: setting({ doc: 'MQTT password.', format: String, default: '', sensitive: true, env: 'CRAD_MQTT_PASSWORD', apply: 'mqtt' }),
+    keepaliveSec: setting({ doc: 'MQTT keepalive in seconds (0 = off).', format: integerIn(0, 65535), default: 30, apply: 'mqtt' }),
+    connectTimeoutMs: setting({ doc: 'Give up one broker connection attempt (TCP + TLS + CONNACK) after this long, then back off and retry.', format: integerIn(100, 600_000), default: 10000, apply: 'mqtt' }),
+    topicPrefix: setting({
       doc: 'ISA-95 style topic prefix without the device level, e.g. acme/plant1/line3. Topics are <topicPrefix>/<device.id>/...',
-      format: 'topic-prefix',
+      format: TOPIC_PREFIX,
       default: 'crad',
-    },
+      apply: 'mqtt',
+    }),
     tls: {
-      ca: { doc: 'TLS: CA certificate file (PEM) to trust for the broker.', format: String, default: '' },
-      cert: { doc: 'TLS: client certificate file (PEM).', format: String, default: '' },
-      key: { doc: 'TLS: client private key file (PEM).', format: String, default: '', sensitive: true },
-      rejectUnauthorized: { doc: 'TLS: reject brokers whose certificate does not verify.', format: Boolean, default: true },
+      ca: setting({ doc: 'TLS: CA certificate file (PEM) to trust for the broker.', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
+      cert: setting({ doc: 'TLS: client certificate file (PEM).', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
+      key: setting({ doc: 'TLS: client private key file (PEM).', format: String, default: '', sensitive: true, apply: 'mqtt', remote: 'signed' }),
+      rejectUnauthorized: setting({ doc: 'TLS: reject brokers whose certificate does not verify.', format: Boolean, default: true, apply: 'mqtt', remote: 'signed' }),
     },
-    reconnectMinMs: { doc: 'First broker reconnect delay; doubles per failed attempt, with full jitter.', format: 'nat', default: 1000 },
-    reconnectMaxMs: { doc: 'Largest broker reconnect delay.', format: 'nat', default: 60000 },
+    reconnectMinMs: setting({ doc: 'First broker reconnect delay; doubles per failed attempt, with full jitter.', format: integerIn(10, 3_600_000), default: 1000, apply: 'mqtt' }),
+    reconnectMaxMs: setting({ doc: 'Largest broker reconnect delay.', format: integerIn(10, 3_600_000), default: 60000, apply: 'mqtt' }),
     qos: {
-      result: { doc: 'QoS of result messages.', format: 'qos', default: 1 },
-      image: { doc: 'QoS of crop and overlay messages.', format: 'qos', default: 0 },
-      status: { doc: 'QoS of status messages.', format: 'qos', default: 1 },
+      result: setting({ doc: 'QoS of result messages.', format: QOS, default: 1 as 0 | 1 | 2, apply: 'live' }),
+      image: setting({ doc: 'QoS of crop and overlay messages.', format: QOS, default: 0 as 0 | 1 | 2, apply: 'live' }),
+      status: setting({ doc: 'QoS of status messages.', format: QOS, default: 1 as 0 | 1 | 2, apply: 'live' }),
     },
     retain: {
-      result: { doc: 'Retain the latest result per camera.', format: Boolean, default: false },
-      image: { doc: 'Retain the latest crop/overlay.', format: Boolean, default: false },
+      result: setting({ doc: 'Retain the latest result per camera.', format: Boolean, default: false, apply: 'live' }),
+      image: setting({ doc: 'Retain the latest crop/overlay.', format: Boolean, default: false, apply: 'live' }),
     },
   },
   outbox: {
-    path: {
+    path: setting({
       doc: 'SQLite file of the store-and-forward outbox (results wait here until the broker acknowledges them).',
       format: String,
       default: '/var/lib/crad-edge/outbox.sqlite',
       env: 'CRAD_OUTBOX',
-    },
-    maxBytes: { doc: 'Largest outbox size in bytes; oldest messages are dropped (and counted) beyond it.', format: 'nat', default: 512 * 1024 * 1024 },
-    maxAgeHours: { doc: 'Messages older than this are dropped (and counted).', format: Number, default: 72 },
-    includeImages: { doc: 'Keep crops and overlays in the outbox too (otherwise they are sent only while connected).', format: Boolean, default: false },
-    inflight: {
+      apply: 'outbox',
+      remote: 'never',
+    }),
+    maxBytes: setting({ doc: 'Largest outbox size in bytes; oldest messages are dropped (and counted) beyond it.', format: integerIn(1 << 20), default: 512 * 1024 * 1024, apply: 'live' }),
+    maxAgeHours: setting({ doc: 'Messages older than this are dropped (and counted).', format: numberIn(0.01, 24 * 365), default: 72, apply: 'outbox' }),
+    includeImages: setting({ doc: 'Keep crops and overlays in the outbox too (otherwise they are sent only while connected).', format: Boolean, default: false, apply: 'live' }),
+    inflight: setting({
       doc: 'Most outbox messages sent and not yet acknowledged at a time (paces a replay after an outage); the broker\'s MQTT 5 Receive Maximum lowers it further.',
-      format: 'nat',
+      format: integerIn(1, 65535),
       default: 20,
-    },
+      apply: 'live',
+    }),
   },
   remoteConfig: {
-    enabled: { doc: 'Accept configuration pushes on <prefix>/config/set.', format: Boolean, default: true },
-    allow: {
-      doc: 'Keys (or key prefixes ending in ".") that a remote push may change. The allow-list and the public key can never be changed remotely.',
-      format: 'string-list',
-      default: ['inference.', 'regions.', 'crops.', 'overlay.', 'cameras', 'model.path', 'mqtt.qos.', 'mqtt.retain.'],
-    },
-    publicKey: {
+    enabled: setting({ doc: 'Accept configuration pushes on <prefix>/config/set.', format: Boolean, default: true, apply: 'live', remote: 'never' }),
+    allow: setting({
+      doc: 'Keys (or key prefixes ending in ".") that a remote push may change. Keys whose policy is "never" cannot be changed remotely whatever this says.',
+      format: STRING_LIST,
+      default: ['inference.', 'regions.', 'crops.', 'overlay.', 'cameras', 'model.path', 'mqtt.qos.', 'mqtt.retain.'] as string[],
+      apply: 'live',
+      remote: 'never',
+    }),
+    publicKey: setting({
       doc: 'Ed25519 public key (PEM or base64 SPKI DER) that signs pushes; when set, unsigned or badly signed pushes are rejected.',
       format: String,
       default: '',
-    },
-    maxPayloadBytes: { doc: 'Largest accepted config push.', format: 'nat', default: 65536 },
-    revision: {
+      apply: 'live',
+      remote: 'never',
+    }),
+    maxPayloadBytes: setting({ doc: 'Largest accepted config push.', format: integerIn(1024, 16 * 1024 * 1024), default: 65536, apply: 'live', remote: 'never' }),
+    revision: setting({
       doc: 'Revision of this configuration: 0 for a hand-written file, raised by one by every applied remote push, which must name it as its baseRevision. Written by the daemon when it persists a pushed config; a push can never set it.',
-      format: 'nat',
+      format: integerIn(0),
       default: 0,
-    },
+      apply: 'live',
+      remote: 'never',
+    }),
   },
   service: {
-    stateDir: {
+    stateDir: setting({
       doc: 'Writable state directory (persisted config, TensorRT cache). systemd sets it via StateDirectory.',
       format: String,
       default: '/var/lib/crad-edge',
       env: 'STATE_DIRECTORY',
-    },
-    shutdownTimeoutMs: { doc: 'Longest graceful shutdown before the daemon exits anyway.', format: 'nat', default: 10000 },
-    statusIntervalMs: { doc: 'How often the status topic and systemd STATUS are refreshed.', format: 'nat', default: 10000 },
-    watchdogStallMs: {
+      apply: 'daemon',
+      remote: 'never',
+    }),
+    shutdownTimeoutMs: setting({ doc: 'Longest graceful shutdown before the daemon exits anyway.', format: integerIn(100, 600_000), default: 10000, apply: 'live' }),
+    statusIntervalMs: setting({ doc: 'How often the status topic and systemd STATUS are refreshed.', format: integerIn(1000, MS_PER_HOUR), default: 10000, apply: 'daemon' }),
+    watchdogStallMs: setting({
       doc: 'In free-run, systemd watchdog pings stop when no frame has been processed for this long (so a hung pipeline is restarted).',
-      format: 'nat',
+      format: integerIn(1000, MS_PER_HOUR),
       default: 30000,
-    },
+      apply: 'live',
+    }),
   },
 };
 
-export type Config = ReturnType<typeof makeConfig>;
+/** The validated, effective configuration the daemon runs with. */
+export type AppConfig = ValueOf<typeof schema>;
 
 export function makeConfig() {
-  return convict(schema);
+  return convict(schema as unknown as convict.Schema<AppConfig>);
 }
 
-/** A convict property tree, for tools that walk the schema (docs, remote allow-list). */
-export type SchemaNode = { [key: string]: SchemaNode | SchemaLeaf };
-export type SchemaLeaf = { doc: string; format: unknown; default: unknown; env?: string; sensitive?: boolean };
+// ---- walking the schema ----------------------------------------------------------------------
+
+export type SchemaTree = { [key: string]: SchemaTree | Leaf };
+
+export function isLeaf(node: unknown): node is Leaf {
+  return isPlainObject(node) && Object.hasOwn(node, 'default');
+}
+
+/** Every leaf below `node` with its dotted key, in declaration order. */
+export function leaves(node: SchemaTree = schema as unknown as SchemaTree, prefix = ''): Array<[key: string, leaf: Leaf]> {
+  const out: Array<[string, Leaf]> = [];
+  for (const [name, child] of Object.entries(node)) {
+    const key = prefix ? `${prefix}.${name}` : name;
+    if (isLeaf(child)) out.push([key, child]);
+    else out.push(...leaves(child, key));
+  }
+  return out;
+}
+
+/** The camera fields, as leaves. */
+export const cameraLeaves = (): Array<[key: keyof CameraConfig, leaf: Leaf]> => leaves(cameraSchema as unknown as SchemaTree) as Array<[keyof CameraConfig, Leaf]>;
+
+/**
+ * What a dotted key names in `tree`: a leaf, a group, or nothing (with the longest prefix that is
+ * a single setting, when the key goes on below one).
+ */
+export function lookup(key: string, tree: SchemaTree = schema as unknown as SchemaTree):
+  | { kind: 'leaf'; leaf: Leaf }
+  | { kind: 'group'; group: SchemaTree }
+  | { kind: 'none'; leafPrefix: string | null } {
+  let node: SchemaTree | Leaf = tree;
+  const segments = key.split('.');
+  for (let i = 0; i < segments.length; i++) {
+    if (isLeaf(node)) return { kind: 'none', leafPrefix: segments.slice(0, i).join('.') };
+    const segment = segments[i]!;
+    if (!Object.hasOwn(node, segment)) return { kind: 'none', leafPrefix: null };
+    node = node[segment]!;
+  }
+  return isLeaf(node) ? { kind: 'leaf', leaf: node } : { kind: 'group', group: node };
+}
+
+/** The value at a dotted key of a config object (undefined when absent). */
+export function valueAt(source: unknown, key: string): unknown {
+  let node = source;
+  for (const segment of key.split('.')) {
+    if (!isPlainObject(node) || !Object.hasOwn(node, segment)) return undefined;
+    node = node[segment];
+  }
+  return node;
+}

@@ -5,7 +5,6 @@ import path from 'node:path';
 import { loadConfig, redact, type AppConfig } from '../config/load.js';
 import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
 import { persistConfig } from '../config/persist.js';
-import type { CameraConfig } from '../config/schema.js';
 import { createCamera } from '../capture/index.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
 import { Pipeline, type PipelineStats } from '../pipeline.js';
@@ -100,8 +99,6 @@ export class Daemon {
     const outcome = applyConfigPush(this.config, revision, payload, pushOptionsFrom(this.config));
     if (!this.config.remoteConfig.enabled) return fail(outcome.transaction, 'remote configuration is disabled on this device');
     if (!outcome.ok) return fail(outcome.transaction, outcome.error);
-    const risky = unsignedSourceChange(this.config, outcome.config);
-    if (risky && !this.config.remoteConfig.publicKey) return fail(outcome.transaction, risky);
     if (outcome.changedKeys.length === 0) return configPushResponse(outcome, revision);
 
     const next = outcome.config;
@@ -201,21 +198,4 @@ export class Daemon {
     })();
     return this.stopping;
   }
-}
-
-/**
- * Without a signing key, a push must not introduce a camera that runs an arbitrary GStreamer
- * pipeline (it could write files) or reads files from a new place: those need a signed push.
- */
-function unsignedSourceChange(current: AppConfig, next: AppConfig): string | null {
-  const before = new Map(current.cameras.map((c) => [c.id, c] as const));
-  const reach = (c: CameraConfig) => `${c.source}|${c.pipeline}|${c.path}|${c.url}`;
-  for (const camera of next.cameras) {
-    const old = before.get(camera.id);
-    if (old && reach(old) === reach(camera)) continue;
-    if (camera.source === 'gstreamer' || camera.source === 'folder' || camera.source === 'file') {
-      return `cameras: a push may add or change a ${camera.source} source (camera "${camera.id}") only when signed; set remoteConfig.publicKey on the device`;
-    }
-  }
-  return null;
 }
