@@ -1,15 +1,17 @@
 // Camera behaviour over real sources: frames and their metadata, fps throttle, trigger mode,
-// stalls, reopening with backoff, update, and that no Mat outlives its use.
+// stalls, reopening with backoff, update, an ROI that does not fit the frames, and that no Mat
+// outlives its use.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import cv from '../src/cv.js';
 import type { Mat } from '../src/cv.js';
-import { Camera, createCamera, createSource, type CameraStatus, type Frame } from '../src/capture/index.js';
+import { Camera, createCamera, createSource, roiFitsFrame, type CameraStatus, type Frame } from '../src/capture/index.js';
 import type { CameraSource } from '../src/capture/source.js';
 import type { CameraConfig } from '../src/config/schema.js';
 import { cameraConfig, imageNumber, memoryLogger, numberedImage, takeN, tempDir, until, waitFor, writeImages } from './helpers/capture.js';
+import { samplesDir } from './helpers/daemon.js';
 
 const LIVE_TEST_PIPELINE = (fps: string) =>
   `videotestsrc is-live=true ! video/x-raw,width=160,height=120,framerate=${fps} ! videoconvert ! video/x-raw,format=BGR ! appsink`;
@@ -300,3 +302,84 @@ test('no Mat leaks: unpaced folder camera stopped mid-stream releases the frame 
   assert.ok(mats.every((m) => m.empty));
 });
 
+
+test('roiFitsFrame: null and ROIs inside the frame fit; one pixel over or far outside does not', () => {
+  const size = { width: 256, height: 128 };
+  assert.equal(roiFitsFrame(null, size), true);
+  assert.equal(roiFitsFrame({ x: 0, y: 0, width: 256, height: 128 }, size), true);
+  assert.equal(roiFitsFrame({ x: 1, y: 0, width: 256, height: 128 }, size), false);
+  assert.equal(roiFitsFrame({ x: 0, y: 100, width: 10, height: 29 }, size), false);
+  assert.equal(roiFitsFrame({ x: 100000, y: 0, width: 10, height: 10 }, size), false);
+});
+
+test('an roi outside the frame: state error naming roi and frame size, no frame handed on, every Mat released, no reopen; a fitting roi brings frames back', async () => {
+  // Unpaced: while no frame can be used, nothing else paces the reads.
+  const config = cameraConfig({ path: samplesDir, roi: { x: 100000, y: 0, width: 10, height: 10 } });
+  const mats: Mat[] = [];
+  const logged = memoryLogger();
+  const camera = new Camera(config, logged.log, recordingFactory(mats));
+  const seen = statuses(camera);
+  const emitted: Array<Frame['roi']> = [];
+  camera.frames$.subscribe((f) => {
+    emitted.push(f.roi);
+    f.release();
+  });
+  assert.equal(camera.frameSize, null);
+  camera.start();
+  const error = await waitFor(camera.status$, (s) => s.state === 'error');
+  assert.match(error.error!, /^roi \{x: 100000, y: 0, width: 10, height: 10\} does not fit the 256x256 frame/);
+  assert.deepEqual(camera.frameSize, { width: 256, height: 256 });
+  await until(() => camera.stats().dropped >= 2, 'a second frame read while the roi does not fit');
+  assert.equal(emitted.length, 0);
+  assert.equal(camera.stats().captured, 0);
+  assert.ok(mats.every((m) => m.empty), 'every frame read was released');
+  assert.equal(camera.stats().failures, 0, 'a source that delivers is not a failure');
+  assert.equal(camera.stats().reconnects, 0, 'nothing reopened');
+  assert.equal(logged.records().filter((r) => r.level === 50).length, 1, 'one error logged, not one per frame');
+
+  const roi = { x: 16, y: 16, width: 128, height: 128 };
+  assert.equal(camera.update({ ...config, roi }), 'live');
+  await until(() => emitted.length > 0, 'a frame with the fitting roi');
+  assert.deepEqual(emitted[0], roi);
+  await camera.stop();
+  assert.deepEqual(seen.map((s) => s.state).slice(-3), ['error', 'online', 'stopped']);
+  assert.equal(seen.filter((s) => s.state === 'error').length, 1);
+  assert.ok(mats.every((m) => m.empty));
+});
+
+test('an roi that fits only some frame sizes: online for the frames it fits, error with the size for the others', async () => {
+  const dir = tempDir('roi-sizes');
+  // Name order: the small image is read first.
+  for (const [name, width, height] of [['a-small.png', 64, 48], ['b-large.png', 256, 256]] as const) {
+    const mat = numberedImage(1, width, height);
+    cv.imwrite(path.join(dir, name), mat);
+    mat.release();
+  }
+  const camera = createCamera(cameraConfig({ path: dir, fps: 20, roi: { x: 100, y: 100, width: 50, height: 50 } }), memoryLogger().log);
+  const seen = statuses(camera);
+  const sizes: number[][] = [];
+  camera.frames$.subscribe((f) => {
+    sizes.push([f.image.cols, f.image.rows]);
+    f.release();
+  });
+  camera.start();
+  await until(() => sizes.length >= 2, 'two frames from the large image');
+  await camera.stop();
+  assert.deepEqual(sizes.slice(0, 2), [[256, 256], [256, 256]], 'only frames the roi fits are handed on');
+  const states = seen.map((s) => s.state);
+  assert.ok(states.indexOf('error') < states.lastIndexOf('online'), `back online after error: ${states.join(', ')}`);
+  assert.match(seen.find((s) => s.state === 'error')!.error!, /does not fit the 64x48 frame/);
+});
+
+test('trigger mode with an roi outside the frame: the trigger is answered by a warning, not a frame', async () => {
+  const logged = memoryLogger();
+  const camera = createCamera(cameraConfig({ path: samplesDir, trigger: 'mqtt', roi: { x: 0, y: 300, width: 10, height: 10 } }), logged.log);
+  const got: Frame[] = [];
+  camera.frames$.subscribe((f) => got.push(f));
+  camera.start();
+  camera.trigger('t-1');
+  await until(() => logged.records().some((r) => r.triggerId === 't-1' && /^trigger dropped: roi .* does not fit the 256x256 frame/.test(String(r.msg))), 'the dropped trigger\'s warning');
+  assert.equal(camera.stats().dropped, 1);
+  await camera.stop();
+  assert.equal(got.length, 0);
+});

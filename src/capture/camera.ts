@@ -1,12 +1,12 @@
 // A camera: one source plus the behaviour every source gets — target-fps throttling, MQTT trigger
-// mode, stall detection, reopening with backoff, status, and the native-memory bookkeeping that
-// makes sure no Mat outlives its use.
+// mode, stall detection, reopening with backoff, checking the ROI against the frames, status, and
+// the native-memory bookkeeping that makes sure no Mat outlives its use.
 import { ReplaySubject, Subject, type Observable } from 'rxjs';
 import type { Mat } from '../cv.js';
 import type { CameraConfig } from '../config/schema.js';
 import { REOPEN_CAMERA_FIELDS, sameValue } from '../config/policy.js';
 import type { Logger } from '../shared/log.js';
-import type { CameraState, CameraStatus, Frame } from './frame.js';
+import { roiFitsFrame, roiMisfit, type CameraState, type CameraStatus, type Frame, type FrameSize } from './frame.js';
 import { Backoff } from '../shared/backoff.js';
 import type { CameraSource } from './source.js';
 
@@ -36,12 +36,15 @@ interface PendingTrigger {
 const MAX_PENDING_TRIGGERS = 16;
 /** Longest stop() waits for a source to release its handle (a gige camera that is gone). */
 const STOP_RELEASE_WAIT_MS = 2000;
+/** While no frame can be used, an unpaced recorded source is read this often: enough to see a
+ * frame that fits, without decoding images as fast as the CPU allows. */
+const UNUSABLE_READ_INTERVAL_MS = 1000;
 
 export class Camera {
   readonly id: string;
   readonly frames$: Observable<Frame>;
   /** The latest status on subscribe (none before start()), then every change of state (or of the
-   * error while offline); completes after 'stopped'. */
+   * error while offline or in error); completes after 'stopped'. */
   readonly status$: Observable<CameraStatus>;
 
   private config: CameraConfig;
@@ -81,7 +84,7 @@ export class Camera {
   /** When a read of a recorded source started (those are read only when a frame is wanted). */
   private readStartedMono: number | null = null;
   private onlineSinceMono = 0;
-  private roiChecked = false;
+  private lastFrameSize: FrameSize | null = null;
 
   private counters = { captured: 0, failures: 0, reconnects: 0, skipped: 0, dropped: 0 };
   private lastFrameMono: number | null = null;
@@ -166,7 +169,6 @@ export class Camera {
     this.config = config;
     this.backoff.setLimits(config.reconnectMinMs, config.reconnectMaxMs);
     if (config.fps !== old.fps) this.nextDueMono = 0;
-    if (config.roi !== old.roi) this.roiChecked = false;
     if (config.trigger !== old.trigger) this.dropTriggers('trigger mode changed');
     if (config.stallTimeoutMs !== old.stallTimeoutMs && this.watchdog) {
       clearInterval(this.watchdog);
@@ -184,6 +186,11 @@ export class Camera {
       void this.openAndRun();
     }
     return 'restart';
+  }
+
+  /** Size of the last frame read, or null before the first: what a new ROI must fit. */
+  get frameSize(): FrameSize | null {
+    return this.lastFrameSize;
   }
 
   stats(): CameraStats {
@@ -222,7 +229,6 @@ export class Camera {
     this.source = source;
     this.aliveMono = performance.now();
     this.nextDueMono = 0;
-    this.roiChecked = false;
     this.log.info({ source: source.description }, 'camera source open');
     // A recorded source is ready once open; a live one proves itself with its first frame
     // (GStreamer pipelines can open fine and then deliver nothing).
@@ -281,6 +287,11 @@ export class Camera {
         continue;
       }
       const fps = this.config.fps > 0 ? this.config.fps : source.nativeFps;
+      if (fps <= 0 && this.current.state === 'error') {
+        // No frame is handed on, so no consumer paces the reads.
+        await this.sleep(UNUSABLE_READ_INTERVAL_MS);
+        return;
+      }
       if (fps <= 0) {
         // Unpaced: as fast as the consumer gets through frames (when it says so), never faster.
         if (!this.consumerPaced || this.pendingSequence === null) return;
@@ -296,7 +307,13 @@ export class Camera {
   private handle(mat: Mat, source: CameraSource): void {
     const now = performance.now();
     this.aliveMono = now;
-    if (this.current.state !== 'online') this.setOnline();
+    // Every frame is checked: the ROI or the frame size may change at any time.
+    const size = this.noteFrameSize(mat);
+    const unusable = this.config.roi && !roiFitsFrame(this.config.roi, size)
+      ? `${roiMisfit(this.config.roi, size)}; no results until the roi or the frame size changes`
+      : null;
+    if (unusable !== null) this.setUnusable(unusable);
+    else if (this.current.state !== 'online') this.setOnline();
     if (this.backoff.attempts > 0 && now - this.onlineSinceMono >= this.healthyMs()) {
       // Healthy long enough: the next failure starts again from the shortest delay.
       this.backoff.reset();
@@ -323,11 +340,15 @@ export class Camera {
         this.nextDueMono = now - this.nextDueMono > interval ? now + interval : this.nextDueMono + interval;
       }
     }
+    if (unusable !== null) {
+      if (triggerId !== undefined) this.log.warn({ triggerId }, `trigger dropped: ${unusable}`);
+      this.drop(mat);
+      return;
+    }
     if (!this.frames.observed) {
       this.drop(mat);
       return;
     }
-    this.checkRoi(mat);
     let released = false;
     const sequence = ++this.sequence;
     this.pendingSequence = sequence;
@@ -360,13 +381,18 @@ export class Camera {
     this.frames.next(frame);
   }
 
-  private checkRoi(mat: Mat): void {
-    if (this.roiChecked) return;
-    this.roiChecked = true;
-    const roi = this.config.roi;
-    if (roi && (roi.x + roi.width > mat.cols || roi.y + roi.height > mat.rows)) {
-      this.log.error({ roi, frame: { width: mat.cols, height: mat.rows } }, 'camera roi does not fit inside the frame');
-    }
+  private noteFrameSize(mat: Mat): FrameSize {
+    const last = this.lastFrameSize;
+    if (last && last.width === mat.cols && last.height === mat.rows) return last;
+    this.lastFrameSize = { width: mat.cols, height: mat.rows };
+    return this.lastFrameSize;
+  }
+
+  /** The source works but its frames cannot be used: not a failure to reopen for, a state to report. */
+  private setUnusable(why: string): void {
+    if (this.current.state === 'error' && this.current.error === why) return;
+    this.log.error({ roi: this.config.roi, frame: this.lastFrameSize }, why);
+    this.setState('error', why);
   }
 
   private drop(mat: Mat): void {
@@ -457,6 +483,7 @@ export class Camera {
 
   private setOnline(): void {
     this.onlineSinceMono = performance.now();
+    if (this.current.state === 'error') this.log.info('camera frames are usable again; online');
     this.setState('online');
   }
 

@@ -15,7 +15,7 @@ export interface Frame {
   /** Full-resolution BGR image. */
   image: Mat;
   /** ROI in full-frame pixels that inference should see, or null for the whole frame. */
-  roi: { x: number; y: number; width: number; height: number } | null;
+  roi: Roi | null;
   /** Release native memory; safe to call more than once. */
   release(): void;
   /** The consumer calls this once the model has run on the frame (the pipeline does). A recorded
@@ -24,13 +24,37 @@ export interface Frame {
   inferred?(): void;
 }
 
-export type CameraState = 'starting' | 'online' | 'offline' | 'stopped';
+export interface Roi {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+export interface FrameSize {
+  width: number;
+  height: number;
+}
+
+/** Whether inference can see all of the ROI (null: the whole frame) in frames of this size. */
+export function roiFitsFrame(roi: Roi | null, size: FrameSize): boolean {
+  return roi === null || (roi.x + roi.width <= size.width && roi.y + roi.height <= size.height);
+}
+
+/** Why an ROI does not fit frames of this size, for statuses, logs and config answers. */
+export function roiMisfit(roi: Roi, size: FrameSize): string {
+  return `roi {x: ${roi.x}, y: ${roi.y}, width: ${roi.width}, height: ${roi.height}} does not fit the ${size.width}x${size.height} frame`;
+}
+
+/** 'error': the source delivers frames but none can be used (e.g. the ROI does not fit them);
+ * nothing is reopened, a config change or a frame that fits brings the camera back online. */
+export type CameraState = 'starting' | 'online' | 'offline' | 'error' | 'stopped';
 
 /** Camera status as published on the camera's retained status topic. */
 export interface CameraStatus {
   cameraId: string;
   state: CameraState;
-  /** Why the camera is offline (last error), if it is. */
+  /** Why the camera is offline (last error) or in error, if it is. */
   error?: string;
   since: string;
   framesCaptured: number;

@@ -12,7 +12,7 @@ import { UsbSource } from './usb.js';
 
 export { Camera, type CameraStats, type SourceFactory } from './camera.js';
 export type { CameraSource } from './source.js';
-export type { Frame, CameraStatus, CameraState } from './frame.js';
+export { roiFitsFrame, roiMisfit, type Frame, type FrameSize, type Roi, type CameraStatus, type CameraState } from './frame.js';
 
 /** The source for a camera entry; throws an Error naming the bad key for unusable settings. */
 export function createSource(config: CameraConfig, log: Logger): CameraSource {
