@@ -16,26 +16,9 @@ export class ConfigError extends Error {
  */
 export function loadConfig(file?: string, overrides: Record<string, unknown> = {}): AppConfig {
   const config = makeConfig();
-  let baseDir = process.cwd();
+  const baseDir = file ? path.dirname(path.resolve(file)) : process.cwd();
   if (file) {
-    baseDir = path.dirname(path.resolve(file));
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
-    }
-    // JSON with comments, so example configs can explain themselves.
-    const errors: ParseError[] = [];
-    const parsed: unknown = parseJsonc(text, errors, { allowTrailingComma: true, disallowComments: false });
-    if (errors.length > 0) {
-      const first = errors[0]!;
-      const line = text.slice(0, first.offset).split('\n').length;
-      throw new ConfigError(`config file ${file} is not valid JSON: ${printParseErrorCode(first.error)} at line ${line}`);
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new ConfigError(`config file ${file} must hold a JSON object`);
-    }
+    const parsed = readConfigFile(file);
     checkShape(parsed, schema as unknown as SchemaTree, '');
     config.load(parsed);
   }
@@ -44,6 +27,28 @@ export function loadConfig(file?: string, overrides: Record<string, unknown> = {
     config.load(overrides);
   }
   return validateLoaded(config, baseDir);
+}
+
+/** A config file's JSON object (comments and trailing commas allowed), not yet validated. */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  // JSON with comments, so example configs can explain themselves.
+  const errors: ParseError[] = [];
+  const parsed: unknown = parseJsonc(text, errors, { allowTrailingComma: true, disallowComments: false });
+  if (errors.length > 0) {
+    const first = errors[0]!;
+    const line = text.slice(0, first.offset).split('\n').length;
+    throw new ConfigError(`config file ${file} is not valid JSON: ${printParseErrorCode(first.error)} at line ${line}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(`config file ${file} must hold a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
 }
 
 /** Validate a plain config object (already merged) the same way a file is validated. */

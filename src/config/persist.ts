@@ -27,6 +27,18 @@ export function persistConfig(file: string, config: object, revision?: number): 
   dropEnvironmentValues(copy, schema);
   const text = `${JSON.stringify(copy, null, 2)}\n`;
 
+  try {
+    writeFileAtomic(file, text);
+  } catch (err) {
+    throw new ConfigError(`cannot write config file ${file}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Replace `file` with `text` so that a power cut leaves the old or the new content, never half:
+ * temp file in the same directory, fsync, rename, fsync the directory. Created 0600.
+ */
+export function writeFileAtomic(file: string, text: string): void {
   const dir = path.dirname(path.resolve(file));
   const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
   let fd: number | null = null;
@@ -40,7 +52,7 @@ export function persistConfig(file: string, config: object, revision?: number): 
   } catch (err) {
     if (fd !== null) fs.closeSync(fd);
     fs.rmSync(temp, { force: true });
-    throw new ConfigError(`cannot write config file ${file}: ${(err as Error).message}`);
+    throw err;
   }
   const dirFd = fs.openSync(dir, 'r');
   try {
