@@ -2,22 +2,48 @@
 //   cameras -> latest frame per camera -> batch across cameras -> model -> post-process -> publish
 // Stages know nothing of each other; only this file knows the order. Errors are values at stage
 // borders: a bad batch is logged and counted, and the stream goes on.
-import { defer, from, Subject, Subscription, repeat, takeWhile, concatMap, filter, lastValueFrom, defaultIfEmpty } from 'rxjs';
+import {
+  catchError,
+  concatMap,
+  connectable,
+  defer,
+  EMPTY,
+  endWith,
+  finalize,
+  firstValueFrom,
+  from,
+  ignoreElements,
+  Observable,
+  of,
+  repeat,
+  ReplaySubject,
+  Subscription,
+  takeWhile,
+  tap,
+  timeout,
+} from 'rxjs';
 import type { AppConfig } from './config/load.js';
 import type { CameraConfig } from './config/schema.js';
 import type { Camera } from './capture/index.js';
-import type { Frame } from './capture/frame.js';
+import type { CameraStatus, Frame } from './capture/frame.js';
 import { FrameBatcher } from './inference/batcher.js';
 import type { CradModel } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
-import type { Inference, Result } from './inference/types.js';
-import type { Publisher } from './publish/index.js';
+import type { Inference, ModelInfo, Result } from './inference/types.js';
 import type { Logger } from './shared/log.js';
 
 /** Triggered cameras keep this many frames waiting (every trigger asked for an inspection). */
 const TRIGGER_QUEUE = 16;
-/** Inferences awaiting post-processing before the model waits (bounds memory if JPEG work lags). */
-const MAX_POSTPROCESS_BACKLOG = 2;
+
+/** Where the pipeline's output goes: whatever plane publishes results and statuses. */
+export interface PipelineSink {
+  publishResult(result: Result): void;
+  publishCameraStatus(status: CameraStatus): void;
+  setDeviceStatus(info: { model: ModelInfo }): void;
+}
+
+/** The part of a Camera the pipeline drives. */
+export type PipelineCamera = Pick<Camera, 'id' | 'frames$' | 'status$' | 'start' | 'stop' | 'trigger' | 'update'>;
 
 export interface PipelineStats {
   processed: number;
@@ -31,19 +57,22 @@ export interface PipelineStats {
   model: string;
 }
 
+function releaseAll(frames: Frame[]): void {
+  for (const frame of frames) frame.release();
+}
+
 export class Pipeline {
   private readonly batcher = new FrameBatcher();
-  private readonly cameras = new Map<string, Camera>();
+  private readonly cameras = new Map<string, PipelineCamera>();
+  private readonly cameraSubscriptions = new Map<string, Subscription>();
   private readonly sourcesEnded = new Set<string>();
-  private readonly subscriptions = new Subscription();
-  private readonly inferences$ = new Subject<Inference>();
+  /** Emits true once the batch loop has ended: stop() closed the batcher and every frame is through. */
+  private drained$: Observable<boolean> = of(true);
+  private loop: Subscription | null = null;
   private model: CradModel;
   private nextModel: CradModel | null = null;
   private post: PostprocessOptions;
-  private running = false;
-  private postBacklog = 0;
-  private backlogShrunk: (() => void) | null = null;
-  private done: Promise<unknown> = Promise.resolve();
+  private state: 'built' | 'running' | 'stopped' = 'built';
   private processed = 0;
   private failedBatches = 0;
   private lastResultMono = 0;
@@ -52,28 +81,27 @@ export class Pipeline {
   constructor(
     private config: AppConfig,
     model: CradModel,
-    private readonly publisher: Publisher,
+    private readonly sink: PipelineSink,
     private readonly log: Logger,
   ) {
     this.model = model;
     this.post = postprocessOptions(config);
   }
 
-  addCamera(camera: Camera, triggered: boolean): void {
+  addCamera(camera: PipelineCamera, triggered: boolean): void {
     this.cameras.set(camera.id, camera);
     this.batcher.setCapacity(camera.id, triggered ? TRIGGER_QUEUE : 1);
     this.sourcesEnded.delete(camera.id);
-    this.subscriptions.add(
-      camera.frames$.subscribe({
-        next: (frame) => this.batcher.put(frame),
-        // frames$ also completes on stop(); only a camera still in place has really ended.
-        complete: () => {
-          if (this.cameras.get(camera.id) === camera) this.sourcesEnded.add(camera.id);
-        },
-      }),
-    );
-    this.subscriptions.add(camera.status$.subscribe((status) => this.publisher.publishCameraStatus(status)));
-    if (this.running) camera.start();
+    const subscription = camera.frames$.subscribe({
+      next: (frame) => this.batcher.put(frame),
+      // frames$ also completes on stop(); only a camera still in place has really ended.
+      complete: () => {
+        if (this.cameras.get(camera.id) === camera) this.sourcesEnded.add(camera.id);
+      },
+    });
+    subscription.add(camera.status$.subscribe((status) => this.sink.publishCameraStatus(status)));
+    this.cameraSubscriptions.set(camera.id, subscription);
+    if (this.state === 'running') camera.start();
   }
 
   async removeCamera(id: string): Promise<void> {
@@ -82,96 +110,107 @@ export class Pipeline {
     this.cameras.delete(id);
     this.sourcesEnded.delete(id);
     await camera.stop();
+    this.cameraSubscriptions.get(id)?.unsubscribe();
+    this.cameraSubscriptions.delete(id);
     this.batcher.forget(id);
   }
 
+  /** A trigger (from whichever plane received it) for a camera in trigger mode. */
+  trigger(cameraId: string, triggerId?: string): void {
+    const camera = this.cameras.get(cameraId);
+    if (camera) camera.trigger(triggerId);
+    else this.log.warn({ cameraId }, 'trigger for an unknown camera ignored');
+  }
+
   start(): void {
-    this.running = true;
-    this.publisher.onTrigger((cameraId, triggerId) => {
-      const camera = this.cameras.get(cameraId);
-      if (camera) camera.trigger(triggerId);
-      else this.log.warn({ cameraId }, 'trigger for an unknown camera ignored');
-    });
-
-    // Stage 1: take a batch (latest frames, across cameras), run the model. One batch at a time;
-    // the chain repeats only when the model is free, so frames wait in the batcher, not in a queue.
-    const inference$ = defer(() => this.takeBatch()).pipe(
-      concatMap((frames) => from(this.infer(frames))),
+    this.state = 'running';
+    // One batch at a time: take it, run the model, post-process and publish; the loop takes the
+    // next batch only when this one is through, so frames wait in the batcher (latest frame
+    // wins), never in a queue. It ends when stop() has closed the batcher and it is empty.
+    const batches$ = this.nextBatch$.pipe(
+      concatMap((frames) => (frames.length > 0 ? this.process$(frames).pipe(endWith(true)) : of(false))),
       repeat(),
-      takeWhile((inference) => inference !== null),
-      filter((inference): inference is Inference => inference !== undefined),
+      takeWhile(Boolean),
     );
-
-    // Stage 2: post-process and publish, overlapping with the next inference.
-    const results$ = this.inferences$.pipe(concatMap((inference) => from(this.finish(inference))));
-
-    this.done = Promise.all([
-      lastValueFrom(results$.pipe(defaultIfEmpty(null))),
-      lastValueFrom(inference$.pipe(defaultIfEmpty(null))).then(() => this.inferences$.complete()),
-    ]);
-    this.subscriptions.add(inference$.subscribe((inference) => this.inferences$.next(inference)));
+    // The loop has one subscriber (connect); stop() only watches for its end.
+    const drained$ = connectable(batches$.pipe(ignoreElements(), endWith(true)), {
+      connector: () => new ReplaySubject<boolean>(1),
+      resetOnDisconnect: false,
+    });
+    this.drained$ = drained$;
+    this.loop = drained$.connect();
     for (const camera of this.cameras.values()) camera.start();
   }
 
-  /** Frames for the next batch; null ends the stream (closed and drained). */
-  private async takeBatch(): Promise<Frame[] | null> {
-    while (this.postBacklog >= MAX_POSTPROCESS_BACKLOG) await new Promise<void>((resolve) => (this.backlogShrunk = resolve));
-    if (this.nextModel) await this.swapModel();
+  /**
+   * The next batch, after a waiting model swap; [] once the batcher is closed and empty. Frames
+   * taken after an unsubscribe are released here: nothing downstream would.
+   */
+  private readonly nextBatch$ = new Observable<Frame[]>((subscriber) => {
+    this.takeBatch().then(
+      (frames) => {
+        if (subscriber.closed) return releaseAll(frames);
+        subscriber.next(frames);
+        subscriber.complete();
+      },
+      (err: unknown) => subscriber.error(err),
+    );
+  });
+
+  private async takeBatch(): Promise<Frame[]> {
     const frames = await this.batcher.take(this.config.inference.maxBatch, this.config.inference.maxWaitMs);
-    return frames.length > 0 ? frames : null;
+    // Between batches, and after the wait: the batch just taken already runs on the new model.
+    await this.swapModel();
+    return frames;
   }
 
-  /** Run the model; a failure releases the batch and is counted, the stream goes on. */
-  private async infer(frames: Frame[] | null): Promise<Inference | null | undefined> {
-    if (frames === null) return null;
-    try {
-      const inference = await this.model.run(frames);
-      // The model is done with the pixels: a camera replaying a recording may read its next image
-      // now, while this batch is post-processed (read any earlier, it would wait in the slot).
-      for (const frame of frames) frame.inferred?.();
-      this.postBacklog++;
-      return inference;
-    } catch (err) {
-      this.failedBatches++;
-      this.log.error({ err, frames: frames.length }, 'inference failed; batch skipped');
-      for (const frame of frames) frame.release();
-      return undefined;
-    }
+  /**
+   * Run the model on a batch, then post-process and publish it. The frames end here, once,
+   * whatever happens: after publishing, after a failed run (counted, the loop goes on), or after
+   * an unsubscribe mid-run (once the model is done with their pixels).
+   */
+  private process$(frames: Frame[]): Observable<never> {
+    return defer(() => {
+      // async: a model that throws instead of rejecting still ends in the same catchError.
+      const run = (async () => this.model.run(frames))();
+      return from(run).pipe(
+        // The model is done with the pixels: a camera replaying a recording may read its next
+        // image now, while this batch is post-processed.
+        tap(() => frames.forEach((frame) => frame.inferred?.())),
+        tap((inference) => this.publishAll(inference)),
+        ignoreElements(),
+        catchError((err: unknown) => {
+          this.failedBatches++;
+          this.log.error({ err, frames: frames.length }, 'inference failed; batch skipped');
+          return EMPTY;
+        }),
+        finalize(() => void run.then(() => releaseAll(frames), () => releaseAll(frames))),
+      );
+    });
   }
 
-  private async finish(inference: Inference): Promise<void> {
-    try {
-      for (const frameInference of inference.frames) {
+  /** A frame that fails post-processing or publishing is logged and skipped; the others go on. */
+  private publishAll(inference: Inference): void {
+    for (const frameInference of inference.frames) {
+      try {
         const result = this.postprocessOne(inference, frameInference);
-        if (result) this.publish(result);
+        this.sink.publishResult(result);
+        this.processed++;
+        this.lastResultMono = performance.now();
+      } catch (err) {
+        this.log.error({ err, camera: frameInference.frame.cameraId, sequence: frameInference.frame.sequence }, 'post-processing failed; frame skipped');
       }
-    } finally {
-      for (const { frame } of inference.frames) frame.release();
-      this.postBacklog--;
-      this.backlogShrunk?.();
-      this.backlogShrunk = null;
     }
   }
 
-  private postprocessOne(inference: Inference, frameInference: Inference['frames'][number]): Result | null {
-    try {
-      const queueMs = Math.max(0, performance.now() - frameInference.frame.capturedMono - inference.timings.inferenceMs - inference.timings.preprocessMs);
-      return postprocess(frameInference, inference.model, this.post, {
-        queueMs,
-        preprocessMs: inference.timings.preprocessMs,
-        inferenceMs: inference.timings.inferenceMs,
-        batchSize: inference.timings.batchSize,
-      });
-    } catch (err) {
-      this.log.error({ err, camera: frameInference.frame.cameraId, sequence: frameInference.frame.sequence }, 'post-processing failed; frame skipped');
-      return null;
-    }
-  }
-
-  private publish(result: Result): void {
-    this.publisher.publishResult(result);
-    this.processed++;
-    this.lastResultMono = performance.now();
+  private postprocessOne(inference: Inference, frameInference: Inference['frames'][number]): Result {
+    const queueMs = Math.max(0, performance.now() - frameInference.frame.capturedMono - inference.timings.inferenceMs - inference.timings.preprocessMs);
+    return postprocess(frameInference, inference.model, this.post, {
+      queueMs,
+      preprocessMs: inference.timings.preprocessMs,
+      inferenceMs: inference.timings.inferenceMs,
+      batchSize: inference.timings.batchSize,
+    });
   }
 
   /** Hand a camera the fields it applies live (fps, roi, stall timeout, reopen delays). */
@@ -187,10 +226,14 @@ export class Pipeline {
 
   /** Hand over a loaded, warmed-up model; it replaces the running one between batches. */
   replaceModel(model: CradModel): void {
+    if (this.state === 'stopped') {
+      void model.release();
+      return;
+    }
     const stale = this.nextModel;
     this.nextModel = model;
     if (stale) void stale.release();
-    if (!this.running) void this.swapModel();
+    if (this.state === 'built') void this.swapModel();
   }
 
   private async swapModel(): Promise<void> {
@@ -199,9 +242,9 @@ export class Pipeline {
     this.nextModel = null;
     const old = this.model;
     this.model = next;
-    this.publisher.setDeviceStatus({ model: next.info });
+    this.sink.setDeviceStatus({ model: next.info });
     this.log.info({ model: next.info.path, hash: next.info.hash }, 'model swapped');
-    // No batch of the old model is in flight here (swaps happen between batches).
+    // No batch is in flight here: the loop runs one batch at a time.
     await old.release();
   }
 
@@ -231,20 +274,18 @@ export class Pipeline {
    * The caller flushes the publisher afterwards. Bounded by timeoutMs.
    */
   async stop(timeoutMs: number): Promise<boolean> {
-    const cameras = [...this.cameras.values()];
-    await Promise.allSettled(cameras.map((camera) => camera.stop()));
+    await Promise.allSettled([...this.cameras.values()].map((camera) => camera.stop()));
     this.batcher.close();
-    let timer: NodeJS.Timeout | undefined;
-    const finished = await Promise.race([
-      this.done.then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
-    ]);
-    clearTimeout(timer);
-    this.running = false;
-    this.subscriptions.unsubscribe();
+    const drained = await firstValueFrom(this.drained$.pipe(timeout({ first: timeoutMs, with: () => of(false) })));
+    this.state = 'stopped';
+    // After a timeout: frames of a batch still running are released once the model lets go.
+    this.loop?.unsubscribe();
+    for (const subscription of this.cameraSubscriptions.values()) subscription.unsubscribe();
     this.batcher.releaseAll();
-    if (this.nextModel) await this.nextModel.release();
+    const pending = this.nextModel;
+    this.nextModel = null;
+    await pending?.release();
     await this.model.release();
-    return finished;
+    return drained;
   }
 }

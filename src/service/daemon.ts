@@ -54,6 +54,7 @@ export class Daemon {
     await this.publisher.start();
 
     this.pipeline = new Pipeline(this.config, model, this.publisher, this.log);
+    this.publisher.onTrigger((cameraId, triggerId) => this.pipeline.trigger(cameraId, triggerId));
     for (const camera of this.config.cameras.filter((c) => c.enabled)) {
       this.pipeline.addCamera(createCamera(camera, this.log), camera.trigger === 'mqtt');
     }

@@ -1,0 +1,279 @@
+// The Pipeline itself: a fake camera (frames with real Mats whose releases are counted), the
+// demo model or a fake one where a test must make the model fail or hold a batch, real
+// post-processing, and a sink that records what would be published.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Subject } from 'rxjs';
+import { loadConfig } from '../src/config/load.js';
+import type { CameraStatus, Frame } from '../src/capture/frame.js';
+import { loadModel, type CradModel } from '../src/inference/model.js';
+import type { FrameInference, Inference, ModelInfo, Result } from '../src/inference/types.js';
+import { Pipeline, type PipelineCamera, type PipelineSink } from '../src/pipeline.js';
+import { capturingLogger, cpuOptions, frameOf, imageWithSpots } from './fixtures/frames.js';
+import { demoModel } from './helpers/daemon.js';
+import { MODEL, until } from './helpers/publish-fixtures.js';
+
+/** Generous: a drain that works ends long before; one that hangs fails the test instead of stalling it. */
+const STOP_TIMEOUT_MS = 30_000;
+
+class FakeCamera implements PipelineCamera {
+  readonly frames = new Subject<Frame>();
+  readonly frames$ = this.frames.asObservable();
+  readonly status$ = new Subject<CameraStatus>();
+  readonly triggers: (string | undefined)[] = [];
+  /** Releases per frame sequence. */
+  readonly releases = new Map<number, number>();
+
+  constructor(readonly id = 'cam1') {}
+
+  start(): void {}
+  async stop(): Promise<void> {
+    this.frames.complete();
+    this.status$.complete();
+  }
+  trigger(triggerId?: string): void {
+    this.triggers.push(triggerId);
+  }
+  update(): 'live' {
+    return 'live';
+  }
+
+  /** Capture one frame (a small real image) and hand it to the pipeline. */
+  emit(): Frame {
+    const frame = frameOf(imageWithSpots(64, 48, [{ x: 20, y: 10, width: 12, height: 8 }]), null, this.id);
+    const releaseImage = frame.release;
+    this.releases.set(frame.sequence, 0);
+    frame.release = () => {
+      this.releases.set(frame.sequence, this.releases.get(frame.sequence)! + 1);
+      releaseImage();
+    };
+    this.frames.next(frame);
+    return frame;
+  }
+
+  assertEachReleasedOnce(): void {
+    assert.ok(this.releases.size > 0);
+    for (const [sequence, count] of this.releases) assert.equal(count, 1, `frame ${sequence} released ${count} times`);
+  }
+}
+
+class RecordingSink implements PipelineSink {
+  readonly results: Result[] = [];
+  readonly models: ModelInfo[] = [];
+  publishResult(result: Result): void {
+    this.results.push(result);
+  }
+  publishCameraStatus(): void {}
+  setDeviceStatus(info: { model: ModelInfo }): void {
+    this.models.push(info.model);
+  }
+}
+
+/** A gate a test opens to let a held model run finish. */
+function gate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
+}
+
+type Failure = 'reject' | 'throw';
+
+/** A model whose runs can fail, be held at a gate, or give one frame a map post-processing rejects. */
+class FakeModel implements CradModel {
+  readonly info: ModelInfo;
+  runs = 0;
+  releases = 0;
+  /** Runs started on a released model, or that it was released under. */
+  runsAfterRelease = 0;
+  private inFlight = 0;
+  /** Failures by run number (1-based). */
+  failures = new Map<number, Failure>();
+  hold: Promise<void> | null = null;
+  releaseHold: Promise<void> | null = null;
+  /** Frames whose anomaly map has the wrong size (post-processing throws for them). */
+  badMap = new Set<number>();
+
+  constructor(name: string) {
+    this.info = { ...MODEL, path: `/models/${name}.onnx`, name };
+  }
+
+  run(frames: Frame[]): Promise<Inference> {
+    const run = ++this.runs;
+    if (this.releases > 0) this.runsAfterRelease++;
+    if (this.failures.get(run) === 'throw') throw new Error(`run ${run} fails`);
+    return (async () => {
+      this.inFlight++;
+      await this.hold;
+      this.inFlight--;
+      if (this.failures.get(run) === 'reject') throw new Error(`run ${run} fails`);
+      const results: FrameInference[] = frames.map((frame) => ({
+        frame,
+        raw: 2,
+        map: new Float32Array(this.badMap.has(frame.sequence) ? 3 : 8 * 8),
+        mapHeight: 8,
+        mapWidth: 8,
+      }));
+      return { frames: results, model: this.info, timings: { preprocessMs: 0, inferenceMs: 0, batchSize: frames.length } };
+    })();
+  }
+
+  async release(): Promise<void> {
+    this.releases++;
+    this.runsAfterRelease += this.inFlight;
+    await this.releaseHold;
+  }
+}
+
+/** A pipeline with one triggered camera (a FIFO: frames wait for the model, none replaced). */
+function pipelineWith(model: CradModel, inference: Record<string, unknown> = {}) {
+  const config = loadConfig(undefined, { inference: { maxBatch: 1, maxWaitMs: 0, ...inference } });
+  const camera = new FakeCamera();
+  const sink = new RecordingSink();
+  const { log, lines } = capturingLogger();
+  const pipeline = new Pipeline(config, model, sink, log);
+  pipeline.addCamera(camera, true);
+  return { pipeline, camera, sink, lines };
+}
+
+test('stop() drains: frames still waiting in the batcher are scored and published, each frame released once', async () => {
+  const model = await loadModel(demoModel, cpuOptions, capturingLogger().log);
+  const { pipeline, camera, sink } = pipelineWith(model, { maxBatch: 2 });
+  pipeline.start();
+  const frames = [1, 2, 3, 4, 5].map(() => camera.emit());
+  const drained = await pipeline.stop(STOP_TIMEOUT_MS);
+  assert.equal(drained, true);
+  assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
+  assert.equal(pipeline.stats().processed, frames.length);
+  camera.assertEachReleasedOnce();
+});
+
+test('a failed batch (rejected or thrown) is counted and its frames released once; the loop goes on', async () => {
+  const model = new FakeModel('a');
+  model.failures.set(1, 'reject').set(2, 'throw');
+  const { pipeline, camera, sink, lines } = pipelineWith(model);
+  pipeline.start();
+  const frames = [1, 2, 3].map(() => camera.emit());
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+  assert.equal(pipeline.stats().failedBatches, 2);
+  assert.deepEqual(sink.results.map((r) => r.frame.sequence), [frames[2]!.sequence]);
+  assert.equal(lines().filter((l) => l.msg === 'inference failed; batch skipped').length, 2);
+  camera.assertEachReleasedOnce();
+});
+
+test('a frame that fails post-processing is skipped and released once; the rest of its batch is published', async () => {
+  const model = new FakeModel('a');
+  const { pipeline, camera, sink, lines } = pipelineWith(model, { maxBatch: 3 });
+  // Waiting before start: the first batch takes all three.
+  const frames = [1, 2, 3].map(() => camera.emit());
+  model.badMap.add(frames[1]!.sequence);
+  pipeline.start();
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+  assert.equal(model.runs, 1);
+  assert.deepEqual(sink.results.map((r) => r.frame.sequence), [frames[0]!.sequence, frames[2]!.sequence]);
+  assert.equal(pipeline.stats().failedBatches, 0);
+  assert.equal(lines().filter((l) => l.msg === 'post-processing failed; frame skipped').length, 1);
+  camera.assertEachReleasedOnce();
+});
+
+test('stop() that gives up on a batch stuck in the model still releases every frame once: the waiting ones at once, the stuck ones when the model lets go', async () => {
+  const model = new FakeModel('a');
+  const held = gate();
+  model.hold = held.opened;
+  const { pipeline, camera, sink } = pipelineWith(model);
+  pipeline.start();
+  const [stuck, ...waiting] = [1, 2, 3].map(() => camera.emit());
+  await until('the first batch in the model', () => model.runs === 1);
+  assert.equal(await pipeline.stop(50), false);
+  for (const frame of waiting) assert.equal(camera.releases.get(frame.sequence), 1);
+  assert.equal(camera.releases.get(stuck!.sequence), 0, 'the model still reads its pixels');
+  assert.equal(model.releases, 1);
+  held.open();
+  await until('the stuck frame released', () => camera.releases.get(stuck!.sequence) === 1);
+  camera.assertEachReleasedOnce();
+  assert.equal(sink.results.length, 0, 'nothing published after stop');
+});
+
+test('replaceModel swaps between batches: the batch in flight finishes on the old model, which is released once and never run again', async () => {
+  const old = new FakeModel('old');
+  const held = gate();
+  old.hold = held.opened;
+  const next = new FakeModel('next');
+  const { pipeline, camera, sink } = pipelineWith(old);
+  pipeline.start();
+  const first = camera.emit();
+  await until('the first batch in the model', () => old.runs === 1);
+  pipeline.replaceModel(next);
+  const second = camera.emit();
+  held.open();
+  await until('both results', () => sink.results.length === 2);
+  assert.deepEqual(sink.results.map((r) => [r.frame.sequence, r.model.name]), [
+    [first.sequence, 'old'],
+    [second.sequence, 'next'],
+  ]);
+  assert.equal(pipeline.currentModel, next);
+  assert.deepEqual(sink.models.map((m) => m.name), ['next']);
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+  assert.deepEqual([old.runs, old.runsAfterRelease, old.releases], [1, 0, 1]);
+  assert.deepEqual([next.runs, next.runsAfterRelease, next.releases], [1, 0, 1]);
+  camera.assertEachReleasedOnce();
+});
+
+test('a second replaceModel before the swap releases the stale model, which never runs', async () => {
+  const old = new FakeModel('old');
+  const held = gate();
+  old.hold = held.opened;
+  const stale = new FakeModel('stale');
+  const newest = new FakeModel('newest');
+  const { pipeline, camera, sink } = pipelineWith(old);
+  pipeline.start();
+  camera.emit();
+  await until('the first batch in the model', () => old.runs === 1);
+  pipeline.replaceModel(stale);
+  pipeline.replaceModel(newest);
+  assert.equal(stale.releases, 1);
+  camera.emit();
+  held.open();
+  await until('both results', () => sink.results.length === 2);
+  assert.deepEqual(sink.results.map((r) => r.model.name), ['old', 'newest']);
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+  assert.deepEqual([stale.runs, stale.releases], [0, 1]);
+  assert.deepEqual([old.runsAfterRelease, old.releases], [0, 1]);
+  assert.deepEqual([newest.runsAfterRelease, newest.releases], [0, 1]);
+  camera.assertEachReleasedOnce();
+});
+
+test('stop() while a swap waits for the old model to let go: the frame already taken is released once, never run', async () => {
+  const old = new FakeModel('old');
+  const releasing = gate();
+  old.releaseHold = releasing.opened;
+  const next = new FakeModel('next');
+  const { pipeline, camera, sink } = pipelineWith(old);
+  pipeline.start();
+  pipeline.replaceModel(next);
+  const frame = camera.emit();
+  await until('the swap under way', () => old.releases === 1);
+  assert.equal(await pipeline.stop(50), false);
+  releasing.open();
+  await until('the frame released', () => camera.releases.get(frame.sequence)! > 0);
+  camera.assertEachReleasedOnce();
+  assert.deepEqual([old.runs, next.runs, next.releases, sink.results.length], [0, 0, 1, 0]);
+});
+
+test('a model handed over after stop() is released, not left loaded', async () => {
+  const { pipeline } = pipelineWith(new FakeModel('a'));
+  pipeline.start();
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+  const late = new FakeModel('late');
+  pipeline.replaceModel(late);
+  assert.deepEqual([late.runs, late.releases], [0, 1]);
+});
+
+test('trigger() reaches the camera; a trigger for an unknown camera is logged and ignored', async () => {
+  const { pipeline, camera, lines } = pipelineWith(new FakeModel('a'));
+  pipeline.start();
+  pipeline.trigger('cam1', 't-1');
+  pipeline.trigger('cam9', 't-2');
+  assert.deepEqual(camera.triggers, ['t-1']);
+  assert.ok(lines().some((l) => l.msg === 'trigger for an unknown camera ignored' && l.cameraId === 'cam9'));
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+});
