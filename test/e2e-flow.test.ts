@@ -3,9 +3,11 @@
 // `crad-edge run` with the example config. Every payload is validated against schemas/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../src/config/load.js';
+import { version } from '../src/paths.js';
 import { Daemon } from '../src/service/daemon.js';
 import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
@@ -22,6 +24,14 @@ before(async () => {
 after(async () => {
   await broker.stop();
 });
+
+function checkoutCommit(): string | null {
+  try {
+    return execFileSync('git', ['rev-parse', 'HEAD'], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
 
 interface Manifest {
   images: { file: string; class: string; defect: string; expected: 'OK' | 'NG' }[];
@@ -89,6 +99,8 @@ test('folder camera -> demo model -> mosquitto: every sample arrives as a schema
     const status = subscriber.on(`${prefix}/status`).at(-1)?.json;
     assertValid(ajv, 'device-status.schema.json', status);
     assert.equal(status.state, 'online');
+    assert.equal(status.version, version);
+    assert.equal(status.commit, checkoutCommit(), 'the commit of the checkout the tests run from (null outside one)');
     const cameraStatus = subscriber.on(`${prefix}/cam1/status`).map((m) => m.json);
     for (const s of cameraStatus) assertValid(ajv, 'camera-status.schema.json', s);
     assert.ok(cameraStatus.some((s) => s.state === 'online'));

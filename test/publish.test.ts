@@ -1,5 +1,6 @@
 // The publisher against a real mosquitto: what MQTT 5 and 3.1.1 subscribers receive, and that it
-// matches schemas/; statuses, the Last Will, inbound triggers and config requests.
+// matches schemas/; statuses, the Last Will, and inbound triggers and config requests through the
+// control router as the daemon wires it.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -11,7 +12,7 @@ import { Publisher } from '../src/publish/index.js';
 import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import {
-  DEVICE, MODEL, PREFIX, Subscriber, assertValid, jpeg, makeResult, schemaValidator, tempDir, testConfig, until,
+  DEVICE, MODEL, PREFIX, Subscriber, assertValid, commandsOn, jpeg, makeResult, schemaValidator, tempDir, testConfig, until,
 } from './helpers/publish-fixtures.js';
 
 const log = createLogger('silent');
@@ -160,9 +161,10 @@ test('a broker that refuses MQTT 5 gets MQTT 3.1.1 instead, and crops go as enve
 });
 
 test('retained statuses reach late subscribers; a cut socket brings the offline Will, a reconnect restores online and subscriptions', async () => {
-  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  const config = testConfig(broker.url, outboxFile());
+  const publisher = new Publisher(config, log);
   const triggers: Array<string | undefined> = [];
-  publisher.onTrigger((_camera, id) => triggers.push(id));
+  commandsOn(publisher, config, { trigger: (_camera, id) => triggers.push(id) }, log);
   try {
     publisher.setDeviceStatus({ version: '0.1.0' });
     await publisher.start();
@@ -214,9 +216,10 @@ test('retained statuses reach late subscribers; a cut socket brings the offline 
 });
 
 test('triggers reach the handler for trigger-mode cameras only; retained commands are ignored', async () => {
-  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  const config = testConfig(broker.url, outboxFile());
+  const publisher = new Publisher(config, log);
   const triggers: Array<[string, string | undefined]> = [];
-  publisher.onTrigger((camera, id) => triggers.push([camera, id]));
+  commandsOn(publisher, config, { trigger: (camera, id) => triggers.push([camera, id]) }, log);
   const sender = await Subscriber.connect(broker.url, 5, `${PREFIX}/none`);
   // A trigger left retained on the broker would fire on every (re)subscribe: it must be ignored.
   await sender.client.publishAsync(`${PREFIX}/cam1/trigger`, 'stale retained trigger', { qos: 1, retain: true });
@@ -243,13 +246,16 @@ test('triggers reach the handler for trigger-mode cameras only; retained command
 });
 
 test('config get and set requests reach the handler and answers carry correlation data and match the schema', async () => {
-  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  const config = testConfig(broker.url, outboxFile());
+  const publisher = new Publisher(config, log);
   const requests: Array<[string, string]> = [];
-  publisher.onConfigRequest((kind, payload, reply) => {
-    requests.push([kind, payload.toString()]);
-    if (kind === 'get') reply({ status: 'ok', revision: 4, config: { inference: { sensitivity: 0 } } }); // transaction echoed by the publisher
-    else reply({ transaction: 's1', status: 'error', error: 'stale baseRevision 3: the current revision is 4', revision: 4, restartRequired: [], changed: [] });
-  });
+  commandsOn(publisher, config, {
+    config: (kind, payload) => {
+      requests.push([kind, payload.toString()]);
+      if (kind === 'get') return { status: 'ok', revision: 4, config: { inference: { sensitivity: 0 } } }; // transaction echoed by the router
+      return { transaction: 's1', status: 'error', error: 'stale baseRevision 3: the current revision is 4', revision: 4, restartRequired: [], changed: [] };
+    },
+  }, log);
   const client = await Subscriber.connect(broker.url, 5, `${PREFIX}/config/response`);
   try {
     await publisher.start();
@@ -276,12 +282,14 @@ test('updateLive applies QoS, limits and trigger subscriptions live and asks for
   const config = testConfig(broker.url, outboxFile());
   const publisher = new Publisher(config, log);
   const triggers: string[] = [];
-  publisher.onTrigger((camera) => triggers.push(camera));
+  const commands = commandsOn(publisher, config, { trigger: (camera) => triggers.push(camera) }, log);
   const sender = await Subscriber.connect(broker.url, 5, `${PREFIX}/none`);
   try {
     await publisher.start();
     const cameras = config.cameras.map((c) => (c.id === 'cam2' ? { ...c, trigger: 'mqtt' as const } : c));
-    assert.equal(publisher.updateLive({ ...config, cameras, outbox: { ...config.outbox, maxBytes: 1_000_000 } }), 'live');
+    const next = { ...config, cameras, outbox: { ...config.outbox, maxBytes: 1_000_000 } };
+    assert.equal(publisher.updateLive(next), 'live');
+    commands.follow(next);
     await new Promise((r) => setTimeout(r, 200));
     await sender.client.publishAsync(`${PREFIX}/cam2/trigger`, 'now', { qos: 1 });
     await until('the cam2 trigger', () => triggers.includes('cam2'));

@@ -206,6 +206,15 @@ function readTlsFiles(tls: ConnectionSettings['tls']): Pick<IClientOptions, 'ca'
   return out;
 }
 
+export function isV5(client: MqttClient): boolean {
+  return client.options.protocolVersion === 5;
+}
+
+/** MQTT 5 properties of a JSON payload (none on 3.1.1). */
+export function jsonProperties(client: MqttClient): IPublishPacket['properties'] {
+  return isV5(client) ? { contentType: 'application/json', payloadFormatIndicator: true } : {};
+}
+
 export function redactUrl(url: string): string {
   return url.replace(/\/\/([^@/]*)@/, '//[redacted]@');
 }

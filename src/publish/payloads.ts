@@ -166,6 +166,8 @@ export interface DeviceStatusPayload {
   /** Why the device is offline: a clean stop, or the broker noticed the connection die (the Will). */
   reason?: 'shutdown' | 'connection-lost';
   version: string | null;
+  /** The git commit of the checkout the daemon runs from; null (or absent) in an installed tree. */
+  commit?: string | null;
   bootId: string;
   startedAt: string;
   /** Absent in the Last Will (it is written at connect time and sent by the broker later). */

@@ -37,12 +37,4 @@ export class Topics {
   get configResponse(): string {
     return `${this.prefix}/config/response`;
   }
-
-  /** The camera id of a trigger topic, or null when the topic is not one. */
-  triggerCamera(topic: string): string | null {
-    const head = `${this.prefix}/`;
-    if (!topic.startsWith(head) || !topic.endsWith('/trigger')) return null;
-    const camera = topic.slice(head.length, -'/trigger'.length);
-    return camera.length > 0 && !camera.includes('/') ? camera : null;
-  }
 }

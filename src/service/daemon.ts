@@ -6,10 +6,13 @@ import { loadConfig, redact, type AppConfig } from '../config/load.js';
 import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
 import { persistConfig } from '../config/persist.js';
 import { createCamera } from '../capture/index.js';
+import { deviceCommands } from '../control/commands.js';
+import { CommandGroup, CommandRouter } from '../control/router.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
 import { Pipeline, type PipelineStats } from '../pipeline.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from '../shared/log.js';
+import { buildInfo } from './build-info.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
 export interface DaemonOptions {
@@ -25,18 +28,24 @@ export class Daemon {
   private revision = 0;
   private readonly configFile: string;
   private publisher!: Publisher;
+  private router!: CommandRouter;
+  private commands!: CommandGroup;
   private pipeline!: Pipeline;
   private readonly notifier: SystemdNotifier;
   private modelWatcher: fs.FSWatcher | null = null;
   private swapTimer: NodeJS.Timeout | null = null;
   private modelLoading: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | null = null;
+  /** One child logger per stage, so every line says where it came from. */
+  private readonly logs: Record<'capture' | 'inference' | 'pipeline' | 'publish' | 'control', Logger>;
 
   constructor(private readonly options: DaemonOptions) {
     this.config = options.config ?? loadConfig(options.configFile);
     this.configFile = options.configFile ?? path.join(this.config.service.stateDir, 'config.json');
     this.revision = this.config.remoteConfig.revision;
     this.notifier = new SystemdNotifier(options.log);
+    const stage = (name: keyof Daemon['logs']) => options.log.child({ stage: name });
+    this.logs = { capture: stage('capture'), inference: stage('inference'), pipeline: stage('pipeline'), publish: stage('publish'), control: stage('control') };
   }
 
   get log(): Logger {
@@ -44,19 +53,17 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    const model = await loadModel(this.config.model.path, modelOptions(this.config), this.log);
-    this.publisher = new Publisher(this.config, this.log);
-    this.publisher.setDeviceStatus({ model: model.info, revision: this.revision });
-    this.publisher.onConfigRequest((kind, payload, reply) => {
-      if (kind === 'get') reply({ status: 'ok', revision: this.revision, config: redact(this.config) });
-      else void this.handleConfigPush(payload).then(reply);
-    });
+    const model = await loadModel(this.config.model.path, modelOptions(this.config), this.logs.inference);
+    this.publisher = new Publisher(this.config, this.logs.publish);
+    this.publisher.setDeviceStatus({ ...buildInfo(), model: model.info, revision: this.revision });
+    this.router = new CommandRouter(this.publisher.inbound, this.logs.control);
+    this.commands = new CommandGroup(this.router);
+    this.syncCommands();
     await this.publisher.start();
 
-    this.pipeline = new Pipeline(this.config, model, this.publisher, this.log);
-    this.publisher.onTrigger((cameraId, triggerId) => this.pipeline.trigger(cameraId, triggerId));
+    this.pipeline = new Pipeline(this.config, model, this.publisher, this.logs.pipeline);
     for (const camera of this.config.cameras.filter((c) => c.enabled)) {
-      this.pipeline.addCamera(createCamera(camera, this.log), camera.trigger === 'mqtt');
+      this.pipeline.addCamera(createCamera(camera, this.logs.capture), camera.trigger === 'mqtt');
     }
     this.pipeline.start();
     this.watchModelFile();
@@ -90,6 +97,15 @@ export class Daemon {
 
   private readonly startedMono = performance.now();
 
+  /** The config's commands on the router: trigger-mode cameras, config/set while remote config is on. */
+  private syncCommands(): void {
+    this.commands.sync(deviceCommands(this.config, this.publisher.topics, {
+      trigger: (cameraId, triggerId) => this.pipeline.trigger(cameraId, triggerId),
+      config: (kind, payload) => (kind === 'get' ? { status: 'ok', revision: this.revision, config: redact(this.config) } : this.handleConfigPush(payload)),
+      revision: () => this.revision,
+    }, this.logs.control));
+  }
+
   /** Validate, apply and persist a remote push; a model change is loaded before anything is committed. */
   private async handleConfigPush(payload: Buffer): Promise<ConfigPushResponse> {
     const revision = this.revision;
@@ -106,7 +122,7 @@ export class Daemon {
     let newModel: CradModel | null = null;
     if (outcome.restartRequired.includes('model')) {
       try {
-        newModel = await loadModel(next.model.path, modelOptions(next), this.log);
+        newModel = await loadModel(next.model.path, modelOptions(next), this.logs.inference);
       } catch (err) {
         return fail(outcome.transaction, `model rejected, previous model still serving: ${(err as Error).message}`);
       }
@@ -121,7 +137,8 @@ export class Daemon {
     this.config = next;
     this.revision = outcome.revision;
     this.pipeline.updateLive(next);
-    const publisherApplied = this.publisher.updateLive(next);
+    this.publisher.updateLive(next);
+    this.syncCommands();
     if (newModel) {
       this.pipeline.replaceModel(newModel);
       this.watchModelFile();
@@ -137,7 +154,6 @@ export class Daemon {
     }
     // Cameras kept running get their live fields (fps, roi, ...): the push said they apply live.
     for (const camera of next.cameras) if (!rebuilt.has(camera.id)) this.pipeline.updateCamera(camera);
-    if (publisherApplied === 'restart') pending.add('mqtt');
     this.publisher.setDeviceStatus({ revision: this.revision });
     this.log.info({ transaction: outcome.transaction, changed: outcome.changedKeys, revision: this.revision }, 'config push applied');
     return configPushResponse({ ...outcome, restartRequired: [...pending].sort() }, revision);
@@ -147,7 +163,7 @@ export class Daemon {
     const wasThere = previous.cameras.some((c) => c.id === id && c.enabled);
     if (wasThere) await this.pipeline.removeCamera(id);
     const camera = this.config.cameras.find((c) => c.id === id);
-    if (camera?.enabled) this.pipeline.addCamera(createCamera(camera, this.log), camera.trigger === 'mqtt');
+    if (camera?.enabled) this.pipeline.addCamera(createCamera(camera, this.logs.capture), camera.trigger === 'mqtt');
   }
 
   /** A model file replaced on disk is loaded beside the running one and swapped in if it is good. */
@@ -170,7 +186,7 @@ export class Daemon {
     this.modelLoading = this.modelLoading.then(async () => {
       if (!fs.existsSync(file)) return;
       try {
-        const model = await loadModel(file, modelOptions(this.config), this.log);
+        const model = await loadModel(file, modelOptions(this.config), this.logs.inference);
         if (model.info.hash === this.pipeline.currentModel.info.hash) {
           await model.release();
           return;
@@ -193,6 +209,7 @@ export class Daemon {
       this.modelWatcher?.close();
       if (this.swapTimer) clearTimeout(this.swapTimer);
       const t0 = performance.now();
+      this.router.close(); // no new commands while shutting down
       const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
       await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));
       this.log.info({ drained }, 'crad-edge stopped');

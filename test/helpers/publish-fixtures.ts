@@ -9,7 +9,11 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { loadConfig, type AppConfig } from '../../src/config/load.js';
+import { deviceCommands, type DeviceCommandHandlers } from '../../src/control/commands.js';
+import { CommandGroup, CommandRouter } from '../../src/control/router.js';
 import type { ModelInfo, Result } from '../../src/inference/types.js';
+import type { Publisher } from '../../src/publish/index.js';
+import type { Logger } from '../../src/shared/log.js';
 
 // ajv-formats is CommonJS with a default export; under NodeNext the callable is on .default.
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
@@ -178,4 +182,22 @@ export function assertValid(ajv: Ajv2020, name: string, data: unknown): void {
   if (!validate(data)) {
     throw new Error(`payload does not match ${name}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(data, null, 2).slice(0, 2000)}`);
   }
+}
+
+/**
+ * The daemon's command wiring around a bare publisher: a router with `config`'s commands on it.
+ * `follow` applies a changed config the way the daemon does after a push.
+ */
+export function commandsOn(
+  publisher: Publisher, config: AppConfig, handlers: Partial<DeviceCommandHandlers>, log: Logger,
+): { router: CommandRouter; follow(config: AppConfig): void } {
+  const router = new CommandRouter(publisher.inbound, log);
+  const group = new CommandGroup(router);
+  const unexpected = (what: string) => () => {
+    throw new Error(`unexpected ${what}`);
+  };
+  const all: DeviceCommandHandlers = { trigger: unexpected('trigger'), config: unexpected('config request'), revision: () => 0, ...handlers };
+  const follow = (next: AppConfig) => group.sync(deviceCommands(next, publisher.topics, all, log));
+  follow(config);
+  return { router, follow };
 }

@@ -1,0 +1,358 @@
+// The outbound sender: results and their images -> outbox -> MQTT. Everything is committed to the
+// outbox first (one transaction per event-loop tick) and leaves it only when the broker
+// acknowledges it; at most the inflight window is unacknowledged at a time, and whatever waited
+// through an outage goes out again, marked replayed, on the next connection.
+import { performance } from 'node:perf_hooks';
+import type { IConnackPacket, IPublishPacket, MqttClient } from 'mqtt';
+import type { AppConfig } from '../config/load.js';
+import type { Result } from '../inference/types.js';
+import type { Logger } from '../shared/log.js';
+import { isV5, type MqttConnection, type ProtocolVersion } from './connection.js';
+import type { Outbox, OutboxEntry, OutboxRow } from './outbox.js';
+import { SCHEMA_VERSION, finishResult, storedResult, uuidv7, type ImageEnvelope, type OutboxStats, type StoredResult } from './payloads.js';
+import type { Topics } from './topics.js';
+
+type ImageKind = 'crop' | 'overlay';
+interface ImageMeta {
+  image: ImageKind;
+  index: number | null;
+  camera: string;
+}
+interface ResultMeta {
+  bootId: string;
+  capturedMono: number;
+  camera: string;
+  sequence: number;
+}
+/** A crop/overlay not kept in the outbox (outbox.includeImages false): sent right after its result. */
+interface VolatileImage {
+  topic: string;
+  payload: Buffer;
+  messageId: string;
+  meta: ImageMeta;
+}
+
+/** Results whose images wait in memory for the result to be sent; beyond it the oldest images go. */
+const MAX_VOLATILE_RESULTS = 256;
+
+export interface SenderCounters {
+  accepted: number;
+  publishedResults: number;
+  replayedResults: number;
+  publishedImages: number;
+  storeFailures: number;
+}
+
+export interface SenderContext {
+  connection: MqttConnection;
+  outbox: Outbox;
+  topics: Topics;
+  device: string;
+  bootId: string;
+  log: Logger;
+  /** The outbox shrank without a send (age limit): the device status should say so. */
+  onOutboxPruned(): void;
+}
+
+export class OutboxSender {
+  // `cursor` is the last row id sent on the current connection; `inflight` the rows sent and not
+  // yet acknowledged; acks and rejections are removed in the next commit.
+  private pendingAppends: { entry: OutboxEntry; images: VolatileImage[] }[] = [];
+  private readonly acknowledged = new Set<number>();
+  private readonly rejected = new Set<number>();
+  private readonly inflight = new Set<number>();
+  private cursor = 0;
+  private window = 1;
+  private readonly volatileImages = new Map<number, VolatileImage[]>();
+  private flushScheduled = false;
+  private brokerReceiveMaximum: number | undefined;
+  private pruneTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private closed = false;
+  private readonly counters = { accepted: 0, publishedResults: 0, replayedResults: 0, publishedImages: 0, imagesDiscarded: 0, storeFailures: 0 };
+
+  constructor(private config: AppConfig, private readonly context: SenderContext) {}
+
+  start(): void {
+    const pruneEveryMs = Math.max(1000, Math.min(60_000, (this.config.outbox.maxAgeHours * 3_600_000) / 10));
+    this.pruneTimer = setInterval(() => this.pruneByAge(), pruneEveryMs);
+    this.pruneByAge();
+  }
+
+  /**
+   * Queue a result (and its crops/overlay). Never blocks: the outbox write happens in one
+   * transaction per event-loop tick, and sending follows the broker's acknowledgements.
+   */
+  publishResult(result: Result): void {
+    if (this.stopped) {
+      this.context.log.warn({ camera: result.frame.cameraId, sequence: result.frame.sequence }, 'publishResult after stop: result not published');
+      return;
+    }
+    const { topics } = this.context;
+    const messageId = uuidv7();
+    const camera = result.frame.cameraId;
+    const stored = storedResult(result, this.context.device, messageId);
+    const capturedAt = Date.parse(result.frame.capturedAt);
+    const createdAt = Number.isFinite(capturedAt) ? capturedAt : Date.now();
+    const meta: ResultMeta = { bootId: this.context.bootId, capturedMono: result.frame.capturedMono, camera, sequence: result.frame.sequence };
+    const { qos, retain } = this.config.mqtt;
+    const resultAppend = {
+      entry: {
+        kind: 'result' as const, messageId, topic: topics.result(camera), payload: Buffer.from(JSON.stringify(stored)),
+        qos: qos.result as 0 | 1 | 2, retain: retain.result, meta: meta as unknown as Record<string, unknown>, createdAt, live: false,
+      },
+      images: [] as VolatileImage[],
+    };
+    this.pendingAppends.push(resultAppend);
+    const images: VolatileImage[] = result.crops.map((payload, index) => ({
+      topic: topics.crop(camera, index), payload, messageId, meta: { image: 'crop', index, camera },
+    }));
+    if (result.overlay) images.push({ topic: topics.overlay(camera), payload: result.overlay, messageId, meta: { image: 'overlay', index: null, camera } });
+    if (this.config.outbox.includeImages) {
+      for (const image of images) {
+        this.pendingAppends.push({
+          entry: {
+            kind: 'image', messageId, topic: image.topic, payload: image.payload, qos: qos.image as 0 | 1 | 2, retain: retain.image,
+            meta: image.meta as unknown as Record<string, unknown>, createdAt, live: false,
+          },
+          images: [],
+        });
+      }
+    } else {
+      resultAppend.images = images;
+    }
+    this.counters.accepted += 1;
+    this.scheduleFlush();
+  }
+
+  /** QoS/retain, outbox limits and the inflight window follow the new config. */
+  updateLive(config: AppConfig): void {
+    this.config = config;
+    this.context.outbox.setLimits(outboxLimits(config));
+    if (this.context.connection.client) this.window = this.inflightWindow();
+    this.scheduleFlush();
+  }
+
+  onConnect(connack: IConnackPacket, version: ProtocolVersion): void {
+    this.inflight.clear();
+    this.cursor = 0;
+    this.brokerReceiveMaximum = connack.properties?.receiveMaximum;
+    this.window = this.inflightWindow();
+    this.context.log.info({ protocolVersion: version, pending: this.context.outbox.counts().pending, window: this.window }, 'publishing: sending the outbox backlog');
+    this.scheduleFlush();
+  }
+
+  onDisconnect(): void {
+    this.inflight.clear();
+    this.cursor = 0;
+    // Whatever is still in the outbox now waits for the broker: it goes out marked replayed.
+    try {
+      this.context.outbox.markAllReplayed();
+    } catch (err) {
+      if (!this.stopped) this.context.log.error({ err: (err as Error).message }, 'outbox: cannot mark pending messages as replays');
+    }
+    const lost = [...this.volatileImages.values()].reduce((n, images) => n + images.length, 0);
+    this.counters.imagesDiscarded += lost;
+    this.volatileImages.clear();
+  }
+
+  /** Refuse new results, commit what is queued, and let the broker acknowledge the backlog until `until` (epoch ms). */
+  async drain(until: number): Promise<void> {
+    this.stopped = true;
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
+    this.flush();
+    while (this.context.connection.client && this.context.outbox.counts().pending > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 20));
+      this.flush();
+    }
+  }
+
+  /** Commit the last acknowledgements; the outbox may be closed after this. */
+  close(): void {
+    this.stopped = true;
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
+    this.flush();
+    this.closed = true;
+  }
+
+  counts(): SenderCounters {
+    const { accepted, publishedResults, replayedResults, publishedImages, storeFailures } = this.counters;
+    return { accepted, publishedResults, replayedResults, publishedImages, storeFailures };
+  }
+
+  outboxStats(): OutboxStats {
+    const counts = !this.closed
+      ? this.context.outbox.counts()
+      : { pending: 0, pendingResults: 0, pendingBytes: 0, oldestCreatedAt: null, droppedResults: 0, droppedImages: 0, rejected: 0 };
+    return {
+      pending: counts.pending,
+      pendingResults: counts.pendingResults,
+      pendingBytes: counts.pendingBytes,
+      inflight: this.inflight.size,
+      oldestAt: counts.oldestCreatedAt === null ? null : new Date(counts.oldestCreatedAt).toISOString(),
+      droppedResults: counts.droppedResults,
+      droppedImages: counts.droppedImages,
+      rejected: counts.rejected,
+      imagesDiscarded: this.counters.imagesDiscarded,
+    };
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  /** One commit for everything queued this tick, then send what the inflight window allows. */
+  private flush(): void {
+    if (this.closed) return;
+    const appends = this.pendingAppends;
+    const acknowledged = [...this.acknowledged];
+    const rejected = [...this.rejected];
+    if (appends.length > 0 || acknowledged.length > 0 || rejected.length > 0) {
+      this.pendingAppends = [];
+      const live = this.context.connection.client !== null;
+      try {
+        const ids = this.context.outbox.commit(appends.map((a) => ({ ...a.entry, live })), acknowledged, rejected);
+        this.acknowledged.clear();
+        this.rejected.clear();
+        appends.forEach((a, i) => {
+          if (a.images.length === 0) return;
+          if (live) this.holdImages(ids[i]!, a.images);
+          else this.counters.imagesDiscarded += a.images.length;
+        });
+      } catch (err) {
+        const lost = appends.filter((a) => a.entry.kind === 'result').length;
+        this.counters.storeFailures += 1;
+        this.context.log.error({ err: (err as Error).message, lostResults: lost }, 'outbox write failed: these results are lost');
+      }
+    }
+    this.pump();
+  }
+
+  private holdImages(resultRowId: number, images: VolatileImage[]): void {
+    this.volatileImages.set(resultRowId, images);
+    if (this.volatileImages.size > MAX_VOLATILE_RESULTS) {
+      const oldest = this.volatileImages.keys().next().value as number;
+      this.counters.imagesDiscarded += this.volatileImages.get(oldest)?.length ?? 0;
+      this.volatileImages.delete(oldest);
+    }
+  }
+
+  private pump(): void {
+    const client = this.context.connection.client;
+    if (!client || this.closed) return;
+    while (this.inflight.size < this.window) {
+      const rows = this.context.outbox.next(this.cursor, this.window - this.inflight.size);
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        this.cursor = row.id;
+        if (this.acknowledged.has(row.id) || this.rejected.has(row.id)) continue;
+        this.send(client, row);
+      }
+    }
+  }
+
+  private send(client: MqttClient, row: OutboxRow): void {
+    const replayed = !row.live;
+    let payload: Buffer;
+    let properties: IPublishPacket['properties'];
+    if (row.kind === 'result') {
+      const meta = row.meta as unknown as ResultMeta;
+      const totalMs = meta.bootId === this.context.bootId ? performance.now() - meta.capturedMono : Date.now() - row.createdAt;
+      const stored = JSON.parse(row.payload.toString('utf8')) as StoredResult;
+      payload = Buffer.from(JSON.stringify(finishResult(stored, new Date(), totalMs, replayed)));
+      properties = isV5(client)
+        ? {
+          contentType: 'application/json',
+          payloadFormatIndicator: true,
+          userProperties: { messageId: row.messageId, camera: meta.camera, sequence: String(meta.sequence), replayed: String(replayed) },
+        }
+        : undefined;
+    } else {
+      ({ payload, properties } = this.imageMessage(client, row.messageId, row.meta as unknown as ImageMeta, row.payload));
+    }
+    this.inflight.add(row.id);
+    client.publish(row.topic, payload, { qos: row.qos, retain: row.retain, ...(properties ? { properties } : {}) }, (err) => {
+      if (this.context.connection.client !== client) return; // a retired connection: the row is resent on the next one
+      this.inflight.delete(row.id);
+      if (!err) {
+        this.acknowledged.add(row.id);
+        if (row.kind === 'result') {
+          this.counters.publishedResults += 1;
+          if (replayed) this.counters.replayedResults += 1;
+        } else {
+          this.counters.publishedImages += 1;
+        }
+      } else if (isBrokerRejection(err)) {
+        this.rejected.add(row.id);
+        this.context.log.warn({ topic: row.topic, messageId: row.messageId, err: err.message }, 'the broker refused a message: removed from the outbox');
+      } else {
+        return; // connection trouble: the row stays and goes out again after reconnect
+      }
+      this.scheduleFlush();
+    });
+    if (row.kind === 'result') {
+      const images = this.volatileImages.get(row.id);
+      if (images) {
+        this.volatileImages.delete(row.id);
+        for (const image of images) this.sendVolatileImage(client, image);
+      }
+    }
+  }
+
+  private sendVolatileImage(client: MqttClient, image: VolatileImage): void {
+    const { payload, properties } = this.imageMessage(client, image.messageId, image.meta, image.payload);
+    const { qos, retain } = this.config.mqtt;
+    client.publish(image.topic, payload, { qos: qos.image as 0 | 1 | 2, retain: retain.image, ...(properties ? { properties } : {}) }, (err) => {
+      if (err) this.counters.imagesDiscarded += 1;
+      else this.counters.publishedImages += 1;
+    });
+  }
+
+  /** MQTT 5: the JPEG itself with content type and correlation data; 3.1.1: a base64 JSON envelope. */
+  private imageMessage(client: MqttClient, messageId: string, meta: ImageMeta, jpeg: Buffer): { payload: Buffer; properties?: IPublishPacket['properties'] } {
+    if (isV5(client)) {
+      return {
+        payload: jpeg,
+        properties: {
+          contentType: 'image/jpeg',
+          correlationData: Buffer.from(messageId),
+          userProperties: { messageId, camera: meta.camera, kind: meta.image, ...(meta.index !== null ? { index: String(meta.index) } : {}) },
+        },
+      };
+    }
+    const envelope: ImageEnvelope = {
+      schemaVersion: SCHEMA_VERSION, messageId, device: this.context.device, camera: meta.camera, kind: meta.image, index: meta.index,
+      contentType: 'image/jpeg', data: jpeg.toString('base64'),
+    };
+    return { payload: Buffer.from(JSON.stringify(envelope)) };
+  }
+
+  private pruneByAge(): void {
+    if (this.closed) return;
+    try {
+      if (this.context.outbox.pruneByAge() > 0) this.context.onOutboxPruned();
+    } catch (err) {
+      this.context.log.error({ err: (err as Error).message }, 'outbox age pruning failed');
+    }
+  }
+
+  /** outbox.inflight, lowered to the broker's MQTT 5 Receive Maximum when it announced one. */
+  private inflightWindow(): number {
+    return Math.max(1, Math.min(this.config.outbox.inflight || 1, this.brokerReceiveMaximum ?? Number.POSITIVE_INFINITY));
+  }
+}
+
+/** An MQTT 5 PUBACK/PUBREC reason code >= 0x80: the broker refuses this message, resending won't help. */
+function isBrokerRejection(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'number' && code >= 0x80;
+}
+
+export function outboxLimits(config: AppConfig): { maxBytes: number; maxAgeMs: number } {
+  return { maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeHours * 3_600_000 };
+}
