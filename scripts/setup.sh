@@ -39,7 +39,9 @@ fi
 # OpenCV is the system one: the package.json autobuild switch is not honoured, the env var is.
 export OPENCV4NODEJS_DISABLE_AUTOBUILD=1
 export JOBS=max
-npm ci --no-audit --no-fund
+# onnxruntime-node's install script would download the CUDA/TensorRT libraries (and fail offline);
+# the CPU binaries ship in the package, GPU builds are a deployment step (README "GPUs").
+ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 npm run build
 # The trainer's mobilenet-v2-nsfwjs backbone (the demo model's) reads its weights from the nsfwjs npm
 # package: fetched here, at set-up, from the npm registry into .work/ (never at run time).

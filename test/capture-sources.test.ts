@@ -9,7 +9,8 @@ import { FileSource } from '../src/capture/file.js';
 import { FolderSource } from '../src/capture/folder.js';
 import { gigePipeline } from '../src/capture/gige.js';
 import { GStreamerSource } from '../src/capture/gstreamer.js';
-import { redactCredentials, type CameraSource } from '../src/capture/source.js';
+import type { CameraSource } from '../src/capture/source.js';
+import { redactUrls } from '../src/shared/redact.js';
 import { StreamSource } from '../src/capture/stream.js';
 import { UsbSource } from '../src/capture/usb.js';
 import { imageNumber, memoryLogger, numberedImage, tempDir, writeImages } from './helpers/capture.js';
@@ -191,13 +192,13 @@ test('http source: frames from a real MJPEG-over-HTTP stream, decoded by FFmpeg'
 });
 
 test('rtsp/http sources: credentials never appear in descriptions or errors', async () => {
-  assert.equal(redactCredentials('rtsp://admin:s3cret@10.0.0.7:554/stream'), 'rtsp://***@10.0.0.7:554/stream');
+  assert.equal(redactUrls('rtsp://admin:s3cret@10.0.0.7:554/stream'), 'rtsp://[redacted]@10.0.0.7:554/stream');
   // Port 1 on loopback refuses the connection: fails fast in the preflight.
   const source = new StreamSource('rtsp', 'rtsp://admin:s3cret@127.0.0.1:1/stream');
   assert.doesNotMatch(source.description, /s3cret/);
   const err = await source.open().then(() => null, (e: unknown) => e);
   assert.ok(err instanceof Error);
-  assert.match(err.message, /rtsp stream rtsp:\/\/\*\*\*@127\.0\.0\.1:1\/stream/);
+  assert.match(err.message, /rtsp stream rtsp:\/\/\[redacted\]@127\.0\.0\.1:1\/stream/);
   assert.doesNotMatch(err.message, /s3cret/);
   assert.throws(() => new StreamSource('http', 'rtsp://10.0.0.7/stream'), /must start with http:\/\/ or https:\/\//);
   assert.throws(() => new StreamSource('rtsp', 'not a url at all'), /not a valid URL/);

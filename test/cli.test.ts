@@ -3,9 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { demoModel, repoRoot, samplesDir, writeConfig } from './helpers/daemon.js';
+import { killOnExit, tempDir } from './helpers/cleanup.js';
 
 interface Run {
   code: number | null;
@@ -15,7 +15,7 @@ interface Run {
 
 function crad(args: string[], timeoutMs = 120_000): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/main.ts'), ...args], { cwd: repoRoot });
+    const child = killOnExit(spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/main.ts'), ...args], { cwd: repoRoot }));
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -28,7 +28,7 @@ function crad(args: string[], timeoutMs = 120_000): Promise<Run> {
   });
 }
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'crad-cli-'));
+const tmp = () => tempDir('cli');
 
 test('infer --json prints one JSON line per image and nothing else on stdout', async () => {
   const run = await crad(['infer', samplesDir, '--json', '--model', demoModel]);

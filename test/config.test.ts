@@ -2,15 +2,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadConfig, redact, validateConfigObject } from '../src/config/load.js';
 import { configReference } from '../src/cli/config-docs.js';
+import { tempDir } from './helpers/cleanup.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
 
 function writeTemp(text: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-config-'));
+  const dir = tempDir('config');
   const file = path.join(dir, 'config.json');
   fs.writeFileSync(file, text);
   return file;

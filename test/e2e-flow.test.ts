@@ -14,6 +14,7 @@ import { Mosquitto } from './helpers/mosquitto.js';
 import { FakeGigeCamera } from './helpers/fake-gige.js';
 import { assertValid, schemaValidator, Subscriber, until } from './helpers/publish-fixtures.js';
 import { DaemonProcess, demoModel, repoRoot, samplesDir, writeConfig } from './helpers/daemon.js';
+import { removeOnExit } from './helpers/cleanup.js';
 
 const ajv = schemaValidator();
 let broker: Mosquitto;
@@ -116,7 +117,7 @@ test('folder camera -> demo model -> mosquitto: every sample arrives as a schema
 test('crad-edge run with the example GigE config streams results from the simulated GigE camera', async () => {
   const camera = new FakeGigeCamera();
   await camera.start();
-  const state = fs.mkdtempSync(path.join(repoRoot, '.work-e2e-'));
+  const state = removeOnExit(fs.mkdtempSync(path.join(repoRoot, '.work-e2e-')));
   const daemon = new DaemonProcess(path.join(repoRoot, 'config/example-gige-sim.json'), {
     CRAD_MQTT_URL: broker.url,
     CRAD_OUTBOX: path.join(state, 'outbox.sqlite'),
@@ -150,6 +151,5 @@ test('crad-edge run with the example GigE config streams results from the simula
     await daemon.stop('SIGKILL');
     await camera.stop();
     await subscriber.close();
-    fs.rmSync(state, { recursive: true, force: true });
   }
 });

@@ -2,15 +2,14 @@
 // file and the problem; a good file loads with its metadata.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { ModelContractError, ModelFileError, readModelFile } from '../src/inference/model-file.js';
 import { tinyModels } from './fixtures/tiny-models.js';
+import { tempDir } from './helpers/cleanup.js';
 
 const dir = tinyModels();
-const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-model-file-'));
-process.on('exit', () => fs.rmSync(scratch, { recursive: true, force: true }));
+const scratch = tempDir('model-file');
 
 async function refusal(file: string): Promise<ModelFileError> {
   try {

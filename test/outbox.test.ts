@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { Outbox, type OutboxEntry } from '../src/publish/outbox.js';
 import { createLogger } from '../src/shared/log.js';
 import { tempDir } from './helpers/publish-fixtures.js';
 
 const log = createLogger('silent');
 const dir = tempDir();
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const LIMITS = { maxBytes: 1_000_000, maxAgeMs: 3_600_000 };
 let fileNo = 0;
 const newFile = () => path.join(dir, `outbox-${++fileNo}.sqlite`);

@@ -2,9 +2,8 @@
 // limits, each checked by what a real subscriber receives afterwards.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { MqttClient, Packet } from 'mqtt';
 import { Outbox } from '../src/publish/outbox.js';
@@ -12,11 +11,11 @@ import { Publisher } from '../src/publish/index.js';
 import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, tempDir, testConfig, until, type Received } from './helpers/publish-fixtures.js';
+import { killOnExit } from './helpers/cleanup.js';
 
 const log = createLogger('silent');
 const ajv = schemaValidator();
 const dir = tempDir();
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const results = (messages: Received[]) => messages.filter((m) => m.topic === `${PREFIX}/cam1/result`).map((m) => m.json);
 
@@ -89,7 +88,7 @@ test('publisher process killed with SIGKILL: a new Publisher on the same outbox 
   await broker.stop(); // the port stays ours; nothing listens on it yet
   const file = path.join(dir, 'restart.sqlite');
   const childScript = fileURLToPath(new URL('./helpers/publisher-child.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', childScript, broker.url, file, '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = killOnExit(spawn(process.execPath, ['--import', 'tsx', childScript, broker.url, file, '5'], { stdio: ['ignore', 'pipe', 'pipe'] }));
   let output = '';
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));

@@ -3,14 +3,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { Publisher } from '../src/publish/index.js';
 import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, tempDir, testConfig, until } from './helpers/publish-fixtures.js';
 
 const dir = tempDir();
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 /** A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl. */
 function makeCertificates(): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey', string> {

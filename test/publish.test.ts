@@ -2,7 +2,6 @@
 // matches schemas/; statuses, the Last Will, and inbound triggers and config requests through the
 // control router as the daemon wires it.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -27,7 +26,6 @@ before(async () => {
 });
 after(async () => {
   await broker.dispose();
-  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 /** The publisher's live MQTT client (to cut its socket like a pulled cable would). */

@@ -6,9 +6,8 @@
 // Which results were committed before the kill is read from the outbox file itself (read-only,
 // after the kill, before the restart). The subscriber holds a persistent session on a persistent
 // broker, so it loses nothing while the broker is away either.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { assertValid, schemaValidator, Subscriber, until } from './helpers/publish-fixtures.js';
@@ -16,10 +15,6 @@ import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/dae
 import { describeResults, firstCopies, missingSequences, outboxResults, resultMessages, sleep, type ResultSeen } from './helpers/reliability.js';
 
 const ajv = schemaValidator();
-const cleanup: string[] = [];
-after(() => {
-  for (const dir of cleanup) fs.rmSync(dir, { recursive: true, force: true });
-});
 
 function daemonConfig(device: string, brokerUrl: string): { configFile: string; outboxFile: string } {
   const configFile = writeConfig({
@@ -30,7 +25,6 @@ function daemonConfig(device: string, brokerUrl: string): { configFile: string; 
     mqtt: { url: brokerUrl, topicPrefix: 'rel/kill', reconnectMinMs: 200, reconnectMaxMs: 1000, keepaliveSec: 5, connectTimeoutMs: 2000 },
     crops: { enabled: false },
   });
-  cleanup.push(path.dirname(configFile));
   return { configFile, outboxFile: path.join(path.dirname(configFile), 'outbox.sqlite') };
 }
 

@@ -8,7 +8,6 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../src/config/load.js';
 import { signConfigPush, type ConfigPushRequest } from '../src/config/remote.js';
@@ -17,10 +16,11 @@ import { assertValid, schemaValidator, Subscriber, until } from './helpers/publi
 import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
 import { writeCorruptModel, writeModelVariant } from './helpers/model-variants.js';
 import { firstCopies, resultMessages, type ResultSeen } from './helpers/reliability.js';
+import { tempDir } from './helpers/cleanup.js';
 
 const ajv = schemaValidator();
 const TOPIC_PREFIX = 'rc/plant';
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-remote-mqtt-'));
+const root = tempDir('remote-mqtt');
 const modelsDir = path.join(root, 'models');
 const outsideDir = path.join(root, 'outside');
 const otherImages = path.join(root, 'other-images');
@@ -36,7 +36,6 @@ for (const f of fs.readdirSync(samplesDir).filter((f) => f.endsWith('.png'))) fs
 let broker: Mosquitto;
 after(async () => {
   await broker?.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
 });
 
 /** A daemon process plus an MQTT 5 client that talks to its config topics and records its results. */

@@ -1,15 +1,14 @@
 // Persisting a pushed config: atomic replace, revision kept inside the file, secrets from the
 // environment never written, failures leave the previous file exactly as it was.
-import { test, describe, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { loadConfig, validateConfigObject, ConfigError } from '../src/config/load.js';
 import { persistConfig } from '../src/config/persist.js';
+import { tempDir } from './helpers/cleanup.js';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-persist-'));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
+const root = tempDir('persist');
 
 let dirCount = 0;
 function freshDir(): string {

@@ -1,6 +1,6 @@
 // Remote config pushes: every bad push is rejected naming its problem with the running config (and
 // Object.prototype) untouched; good pushes report what changed and what must restart.
-import { test, describe, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -19,12 +19,13 @@ import {
   type ConfigPushRequest,
 } from '../src/config/remote.js';
 import { persistConfig } from '../src/config/persist.js';
+import { tempDir } from './helpers/cleanup.js';
 
 const REVISION = 3;
 const DEVICE = 'line3-pc1';
 
 // Set up at load time: the case table below is built while tests are registered.
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-remote-'));
+const root = tempDir('remote');
 const modelsDir = path.join(root, 'models');
 const outsideDir = path.join(root, 'outside');
 const imagesDir = path.join(root, 'images');
@@ -56,7 +57,6 @@ const current: AppConfig = validateConfigObject({
 });
 const snapshot = structuredClone(current);
 
-after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 function options(overrides: Partial<ConfigPushOptions> = {}): ConfigPushOptions {
   return { ...pushOptionsFrom(current), ...overrides };

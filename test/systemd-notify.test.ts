@@ -6,21 +6,19 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { until } from './helpers/publish-fixtures.js';
 import { DaemonProcess, demoModel, writeConfig } from './helpers/daemon.js';
 import { NotifySocket } from './helpers/notify-socket.js';
 import { imageFolder, sleep } from './helpers/reliability.js';
+import { removeOnExit } from './helpers/cleanup.js';
 
 const WATCHDOG_MS = 2000;
 /** The daemon withholds pings once no result came for this long (free-run). */
 const STALL_MS = 3000;
 let broker: Mosquitto;
-const cleanup: string[] = [];
 after(async () => {
   await broker?.dispose();
-  for (const dir of cleanup) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 async function startDaemon(device: string, cameras: unknown[]): Promise<{ daemon: DaemonProcess; notify: NotifySocket }> {
@@ -33,7 +31,6 @@ async function startDaemon(device: string, cameras: unknown[]): Promise<{ daemon
     crops: { enabled: false },
     service: { watchdogStallMs: STALL_MS },
   });
-  cleanup.push(path.dirname(configFile));
   const notify = await NotifySocket.start();
   const daemon = new DaemonProcess(configFile, { NOTIFY_SOCKET: notify.socketPath, WATCHDOG_USEC: String(WATCHDOG_MS * 1000) });
   daemon.start();
@@ -67,7 +64,7 @@ async function assertPinging(notify: NotifySocket, ms: number, n: number, what: 
 }
 
 test('free-run: READY, STATUS with fps and broker state, pings while frames flow, none while the camera is lost, pings again after, STOPPING', { timeout: 180_000 }, async () => {
-  const folder = images(14);
+  const folder = imageFolder(14);
   const { daemon, notify } = await startDaemon('sd1', [
     { id: 'cam1', source: 'folder', path: folder, loop: true, fps: 2, stallTimeoutMs: 1000, reconnectMinMs: 200, reconnectMaxMs: 500 },
   ]);
@@ -87,7 +84,7 @@ test('free-run: READY, STATUS with fps and broker state, pings while frames flow
     // The camera loses its images: no frames, no results; pings stop so systemd would restart us.
     const moved = `${folder}-away`;
     fs.renameSync(folder, moved);
-    cleanup.push(moved);
+    removeOnExit(moved);
     await assertPingsStop(notify, daemon, 'camera lost');
     // Images back: the camera reopens, results flow, pings resume.
     fs.renameSync(moved, folder);
@@ -103,7 +100,7 @@ test('free-run: READY, STATUS with fps and broker state, pings while frames flow
 });
 
 test('trigger mode only: idle while waiting for triggers, the watchdog keeps being fed', { timeout: 120_000 }, async () => {
-  const { daemon, notify } = await startDaemon('sd2', [{ id: 'cam1', source: 'folder', path: images(2), trigger: 'mqtt' }]);
+  const { daemon, notify } = await startDaemon('sd2', [{ id: 'cam1', source: 'folder', path: imageFolder(2), trigger: 'mqtt' }]);
   try {
     // No trigger ever comes: well past watchdogStallMs the pings go on.
     await sleep(STALL_MS + WATCHDOG_MS);
@@ -117,7 +114,7 @@ test('trigger mode only: idle while waiting for triggers, the watchdog keeps bei
 });
 
 test('a folder camera with loop: false that has finished is idle by design: pings go on (a restart would inspect the folder again)', { timeout: 120_000 }, async () => {
-  const { daemon, notify } = await startDaemon('sd3', [{ id: 'cam1', source: 'folder', path: images(3), loop: false, fps: 4 }]);
+  const { daemon, notify } = await startDaemon('sd3', [{ id: 'cam1', source: 'folder', path: imageFolder(3), loop: false, fps: 4 }]);
   try {
     await until('the folder camera to finish', () => daemon.logs().some((l) => l.msg === 'camera source ended'), 60_000);
     await sleep(STALL_MS + WATCHDOG_MS);
@@ -128,10 +125,3 @@ test('a folder camera with loop: false that has finished is idle by design: ping
     await notify.stop();
   }
 });
-
-/** A temp folder of `count` sample images, removed after the tests. */
-function images(count: number): string {
-  const dir = imageFolder(count);
-  cleanup.push(dir);
-  return dir;
-}

@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { tempDir } from './helpers/cleanup.js';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const unitText = fs.readFileSync(path.join(repo, 'systemd/crad-edge.service'), 'utf8');
@@ -20,7 +20,7 @@ function directives(text: string): Map<string, string[]> {
 }
 
 test('systemd-analyze verify passes on the installed form of the unit, with no warnings', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-unit-'));
+  const dir = tempDir('unit');
   const unit = path.join(dir, 'crad-edge.service');
   fs.writeFileSync(unit, unitText.replaceAll('@INSTALL_DIR@', repo));
   const run = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
@@ -31,7 +31,7 @@ test('systemd-analyze verify passes on the installed form of the unit, with no w
 });
 
 test('systemd-analyze verify would catch a broken unit (the check above can fail)', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-unit-'));
+  const dir = tempDir('unit');
   const unit = path.join(dir, 'crad-edge.service');
   fs.writeFileSync(unit, unitText.replaceAll('@INSTALL_DIR@', repo).replace('Type=notify', 'Type=notifyy'));
   const run = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });

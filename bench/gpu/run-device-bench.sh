@@ -5,7 +5,7 @@
 #
 # Needs: an NVIDIA GPU (nvidia-smi), CUDA 12 + cuDNN 9 (+ TensorRT 10 for tensorrt) libraries on
 # the loader path, and a GPU build of onnxruntime-node (its provider libraries beside the binding):
-#   x86-64:  npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12   (needs the internet once)
+#   x86-64:  ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node   (needs the internet once)
 #   Jetson:  build onnxruntime with --build_nodejs --use_cuda --use_tensorrt (README "GPUs")
 # The CPU parts of the daemon (capture, preprocessing, post-processing, MQTT) run as usual.
 #
@@ -39,7 +39,7 @@ for provider in "${PROVIDERS[@]}"; do
   lib="$BIN/libonnxruntime_providers_${provider}.so"
   if [ ! -f "$lib" ]; then
     echo "run-device-bench: $lib is missing: this onnxruntime-node is a CPU build." >&2
-    echo "  x86-64: npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12 ; Jetson: see README \"GPUs\"." >&2
+    echo "  x86-64: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node ; Jetson: see README \"GPUs\"." >&2
     exit 3
   fi
 done

@@ -1,7 +1,8 @@
 // A raw GStreamer pipeline ending in appsink, for anything the other kinds do not cover
 // (hardware decoders, vendor elements). The pipeline must deliver BGR.
 import cv from '../cv.js';
-import { VideoCaptureSource, redactCredentials } from './source.js';
+import { VideoCaptureSource } from './source.js';
+import { redactUrls } from '../shared/redact.js';
 
 export class GStreamerSource extends VideoCaptureSource {
   readonly live = true;
@@ -10,9 +11,9 @@ export class GStreamerSource extends VideoCaptureSource {
   constructor(private readonly pipeline: string) {
     super();
     if (!/\bappsink\b/.test(pipeline)) {
-      throw new Error(`gstreamer pipeline must end in appsink: "${redactCredentials(pipeline)}"`);
+      throw new Error(`gstreamer pipeline must end in appsink: "${redactUrls(pipeline)}"`);
     }
-    this.description = `gstreamer pipeline "${redactCredentials(pipeline)}"`;
+    this.description = `gstreamer pipeline "${redactUrls(pipeline)}"`;
   }
 
   protected target() {

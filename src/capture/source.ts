@@ -2,6 +2,7 @@
 // source — throttling, triggers, stall detection, reconnects — so a source only opens, reads and
 // closes.
 import cv, { type Mat } from '../cv.js';
+import { redactUrls } from '../shared/redact.js';
 
 export interface CameraSource {
   /** What this source reads from, safe to log (credentials redacted). */
@@ -23,15 +24,10 @@ export interface CameraSource {
   readonly skipped: number;
 }
 
-/** Strip user:password from URLs (and gst pipeline strings containing URLs) before logging. */
-export function redactCredentials(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi, '$1***@');
-}
-
 /** opencv4nodejs throws plain strings; turn whatever was thrown into an Error naming the source. */
 export function captureError(action: string, description: string, thrown: unknown): Error {
   const detail = thrown instanceof Error ? thrown.message : String(thrown);
-  return new Error(`${action} ${description}: ${redactCredentials(detail)}`);
+  return new Error(`${action} ${description}: ${redactUrls(detail)}`);
 }
 
 /** A VideoCapture-backed source: open once, read with readAsync (off the event loop). */

@@ -1,7 +1,8 @@
 // Network stream (RTSP, HTTP MJPEG/HLS) through OpenCV's FFmpeg backend.
 import net from 'node:net';
 import cv from '../cv.js';
-import { VideoCaptureSource, redactCredentials } from './source.js';
+import { VideoCaptureSource } from './source.js';
+import { redactUrls } from '../shared/redact.js';
 
 const DEFAULT_PORTS: Record<string, number> = { 'rtsp:': 554, 'rtsps:': 322, 'http:': 80, 'https:': 443 };
 const CONNECT_TIMEOUT_MS = 3000;
@@ -18,15 +19,15 @@ export class StreamSource extends VideoCaptureSource {
     try {
       parsed = new URL(url);
     } catch {
-      throw new Error(`${kind} url is not a valid URL: "${redactCredentials(url)}"`);
+      throw new Error(`${kind} url is not a valid URL: "${redactUrls(url)}"`);
     }
     const allowed = kind === 'rtsp' ? ['rtsp:', 'rtsps:'] : ['http:', 'https:'];
     if (!allowed.includes(parsed.protocol)) {
-      throw new Error(`${kind} url must start with ${allowed.map((p) => `${p}//`).join(' or ')}, got "${redactCredentials(url)}"`);
+      throw new Error(`${kind} url must start with ${allowed.map((p) => `${p}//`).join(' or ')}, got "${redactUrls(url)}"`);
     }
     this.host = parsed.hostname.replace(/^\[|\]$/g, '');
     this.port = parsed.port ? Number(parsed.port) : DEFAULT_PORTS[parsed.protocol]!;
-    this.description = `${kind} stream ${redactCredentials(url)}`;
+    this.description = `${kind} stream ${redactUrls(url)}`;
   }
 
   protected override async preflight(): Promise<void> {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Logger } from '../shared/log.js';
 import { backoffDelay } from '../shared/backoff.js';
+import { redactUrls } from '../shared/redact.js';
 
 export type ProtocolVersion = 4 | 5;
 
@@ -66,7 +67,7 @@ export class MqttConnection {
     this.version = settings.protocolVersion;
     this.tlsFiles = readTlsFiles(settings.tls);
     if (Object.keys(this.tlsFiles).length > 0 && !/^(mqtts|ssl|wss):/.test(settings.url)) {
-      log.warn({ url: redactUrl(settings.url) }, 'mqtt.tls files are set but mqtt.url is not a TLS URL (mqtts://): they are not used');
+      log.warn({ url: redactUrls(settings.url) }, 'mqtt.tls files are set but mqtt.url is not a TLS URL (mqtts://): they are not used');
     }
   }
 
@@ -146,7 +147,7 @@ export class MqttConnection {
       this.connects += 1;
       this.connectedSince = new Date();
       this.connectedClient = client;
-      this.log.info({ url: redactUrl(this.settings.url), protocolVersion: version, connects: this.connects }, 'connected to the MQTT broker');
+      this.log.info({ url: redactUrls(this.settings.url), protocolVersion: version, connects: this.connects }, 'connected to the MQTT broker');
       this.handlers.onConnect(client, connack, version);
       this.reportFirstOutcome();
     });
@@ -213,8 +214,4 @@ export function isV5(client: MqttClient): boolean {
 /** MQTT 5 properties of a JSON payload (none on 3.1.1). */
 export function jsonProperties(client: MqttClient): IPublishPacket['properties'] {
   return isV5(client) ? { contentType: 'application/json', payloadFormatIndicator: true } : {};
-}
-
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//[redacted]@');
 }

@@ -1,13 +1,12 @@
 // Shared bits for the capture tests: a logger that keeps its records, images and videos made with
 // OpenCV, and waiting for frames or statuses.
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { firstValueFrom, filter, take, toArray, timeout, type Observable } from 'rxjs';
 import cv from '../../src/cv.js';
 import type { CameraConfig } from '../../src/config/schema.js';
 import { createLogger, type Logger } from '../../src/shared/log.js';
+import { tempDir as makeTempDir } from './cleanup.js';
 
 export interface MemoryLog {
   log: Logger;
@@ -27,16 +26,9 @@ export function memoryLogger(): MemoryLog {
   return { log, records: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
 }
 
-const tempDirs: string[] = [];
-process.on('exit', () => {
-  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true });
-});
-
 /** A fresh directory, removed when the test process exits. */
 export function tempDir(prefix: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `crad-capture-${prefix}-`));
-  tempDirs.push(dir);
-  return dir;
+  return makeTempDir(`capture-${prefix}`);
 }
 
 /** A BGR image whose pixels encode n, so tests can tell frames apart. */

@@ -1,8 +1,8 @@
 // The daemon as a real process (`crad-edge run`), for tests that stop, kill and restart it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { killOnExit, tempDir } from './cleanup.js';
 
 export const repoRoot = path.resolve(import.meta.dirname, '../..');
 /** The committed demo model; CRAD_TEST_MODEL runs the daemon tests against another model file. */
@@ -20,11 +20,11 @@ export class DaemonProcess {
   ) {}
 
   start(): void {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/main.ts'), 'run', '--config', this.configFile], {
+    const child = killOnExit(spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/main.ts'), 'run', '--config', this.configFile], {
       cwd: repoRoot,
       env: { ...process.env, CRAD_LOG_LEVEL: 'info', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    }));
     child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
     this.exit = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
@@ -63,7 +63,7 @@ export class DaemonProcess {
 }
 
 /** Write a config file into a fresh temp dir (with state and outbox inside it); returns its path. */
-export function writeConfig(config: Record<string, unknown>, dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-e2e-'))): string {
+export function writeConfig(config: Record<string, unknown>, dir = tempDir('e2e')): string {
   const file = path.join(dir, 'config.json');
   const withState = {
     ...config,

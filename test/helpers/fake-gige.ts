@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { gvcpDiscover } from '../../src/capture/gige.js';
+import { killOnExit } from './cleanup.js';
 
 const BINARY = 'arv-fake-gv-camera-0.8';
 const LOCK = path.join(os.tmpdir(), 'crad-edge-fake-gige.lock');
@@ -69,7 +70,7 @@ export class FakeGigeCamera {
 
   private async spawn(timeoutMs: number): Promise<void> {
     this.output = '';
-    const child = spawn(BINARY, ['-i', this.address], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = killOnExit(spawn(BINARY, ['-i', this.address], { stdio: ['ignore', 'pipe', 'pipe'] }));
     this.child = child;
     const collect = (chunk: Buffer) => {
       this.output = (this.output + chunk.toString()).slice(-4000);

@@ -4,8 +4,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
+import { killOnExit, tempDir } from './cleanup.js';
 
 const MOSQUITTO = process.env.MOSQUITTO_BIN ?? '/usr/sbin/mosquitto';
 
@@ -30,7 +30,7 @@ export class Mosquitto {
     /** A second listener with TLS (server files, PEM), client certificates required, and these users. */
     tls?: { ca: string; cert: string; key: string; users: Record<string, string> };
   } = {}): Promise<Mosquitto> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-mosquitto-'));
+    const dir = tempDir('mosquitto');
     const broker = new Mosquitto(options.port ?? (await freePort()), dir);
     let tls: string[] = [];
     if (options.tls) {
@@ -79,7 +79,7 @@ export class Mosquitto {
     if (this.process) return;
     if (!fs.existsSync(MOSQUITTO)) throw new Error(`mosquitto not found at ${MOSQUITTO} (apt-get install mosquitto, or set MOSQUITTO_BIN)`);
     this.output = '';
-    const child = spawn(MOSQUITTO, ['-c', path.join(this.dir, 'mosquitto.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = killOnExit(spawn(MOSQUITTO, ['-c', path.join(this.dir, 'mosquitto.conf')], { stdio: ['ignore', 'pipe', 'pipe'] }));
     child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
     this.process = child;

@@ -2,8 +2,8 @@
 // bound by a tiny /usr/bin/python3 listener that prints every datagram as one JSON line.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { killOnExit, tempDir } from './cleanup.js';
 import { until } from './publish-fixtures.js';
 
 const LISTENER = `
@@ -45,9 +45,9 @@ export class NotifySocket {
   }
 
   static async start(): Promise<NotifySocket> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-notify-'));
+    const dir = tempDir('notify');
     const socketPath = path.join(dir, 'notify.sock');
-    const child = spawn('/usr/bin/python3', ['-c', LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = killOnExit(spawn('/usr/bin/python3', ['-c', LISTENER, socketPath], { stdio: ['ignore', 'pipe', 'pipe'] }));
     const socket = new NotifySocket(socketPath, dir, child);
     await until('the notify listener to bind its socket', () => socket.bound || child.exitCode !== null, 10_000);
     if (!socket.bound) throw new Error(`notify listener failed:\n${socket.output}`);

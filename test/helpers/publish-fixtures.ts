@@ -14,6 +14,7 @@ import { CommandGroup, CommandRouter } from '../../src/control/router.js';
 import type { ModelInfo, Result } from '../../src/inference/types.js';
 import type { Publisher } from '../../src/publish/index.js';
 import type { Logger } from '../../src/shared/log.js';
+import { tempDir as makeTempDir } from './cleanup.js';
 
 // ajv-formats is CommonJS with a default export; under NodeNext the callable is on .default.
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
@@ -21,8 +22,9 @@ const addFormats = addFormatsModule as unknown as typeof addFormatsModule.defaul
 export const DEVICE = 'press7';
 export const PREFIX = `acme/plant1/${DEVICE}`;
 
+/** A fresh directory, removed when the test process exits. */
 export function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'crad-publish-'));
+  return makeTempDir('publish');
 }
 
 /** A validated AppConfig for a broker URL and outbox file, with test-sized timings. */

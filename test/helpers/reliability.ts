@@ -2,14 +2,14 @@
 // results are known exactly), a read-only look into the daemon's outbox, and result bookkeeping
 // by messageId.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { tempDir } from './cleanup.js';
 import type { Received } from './publish-fixtures.js';
 import { samplesDir } from './daemon.js';
 
 /** A temp folder of `count` images (symlinks to the samples, in a fixed name order). */
-export function imageFolder(count: number, dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-images-'))): string {
+export function imageFolder(count: number, dir = tempDir('images')): string {
   const samples = fs.readdirSync(samplesDir).filter((f) => f.endsWith('.png')).sort();
   if (samples.length === 0) throw new Error(`no .png samples in ${samplesDir}`);
   for (let i = 0; i < count; i++) {
