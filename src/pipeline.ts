@@ -143,7 +143,7 @@ export class Pipeline {
   }
 
   /**
-   * The next batch, after a waiting model swap; [] once the batcher is closed and empty. Frames
+   * The next batch, with a waiting model swapped in; [] once the batcher is closed and empty. Frames
    * taken after an unsubscribe are released here: nothing downstream would.
    */
   private readonly nextBatch$ = new Observable<Frame[]>((subscriber) => {
