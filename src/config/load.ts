@@ -2,7 +2,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
-import { describeFormat, isLeaf, makeConfig, schema, validateCamera, type AppConfig, type SchemaTree } from './schema.js';
+import { REDACTED, redactUrls } from '../shared/redact.js';
+import {
+  cameraLeaves, describeFormat, isLeaf, leaves, makeConfig, schema, validateCamera, valueAt,
+  type AppConfig, type CameraConfig, type Leaf, type SchemaTree,
+} from './schema.js';
 
 export type { AppConfig } from './schema.js';
 
@@ -107,19 +111,25 @@ function resolveFrom(baseDir: string, p: string): string {
   return p && !path.isAbsolute(p) ? path.resolve(baseDir, p) : p;
 }
 
-const SECRET_KEYS = new Set(['password', 'key', 'url']);
+/** A config string as it may be shown: URLs lose their credentials, other secrets go whole. */
+function shown(value: unknown, leaf: Leaf): unknown {
+  if (typeof value !== 'string' || value === '') return value;
+  return leaf.sensitive && !value.includes('://') ? REDACTED : redactUrls(value);
+}
 
-/** A copy of the config with secrets replaced, for printing and for config/get answers. */
-export function redact(config: AppConfig): unknown {
-  const walk = (value: unknown, key: string): unknown => {
-    if (Array.isArray(value)) return value.map((v) => walk(v, ''));
-    if (value && typeof value === 'object') {
-      return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, walk(v, k)]));
-    }
-    if (SECRET_KEYS.has(key) && typeof value === 'string' && value) {
-      return key === 'url' ? value.replace(/\/\/([^@/]*)@/, '//[redacted]@') : '[redacted]';
-    }
-    return value;
-  };
-  return walk(config, '');
+/** A copy of the config with secrets (schema leaves marked sensitive, URL credentials) hidden, for printing and config/get. */
+export function redact(config: AppConfig): AppConfig {
+  const copy = structuredClone(config);
+  for (const [key, leaf] of leaves()) {
+    const segments = key.split('.');
+    const group = valueAt(copy, segments.slice(0, -1).join('.')) as Record<string, unknown> | undefined;
+    const name = segments[segments.length - 1]!;
+    if (segments.length > 1 && group) group[name] = shown(group[name], leaf);
+  }
+  copy.cameras = copy.cameras.map((camera) => {
+    const out: Record<string, unknown> = { ...camera };
+    for (const [field, leaf] of cameraLeaves()) out[field] = shown(camera[field], leaf);
+    return out as CameraConfig;
+  });
+  return copy;
 }
