@@ -1,7 +1,9 @@
 // The CLI: parses the command, builds what it needs, nothing else.
 import './cv.js';
 import { Command, Option } from 'commander';
-import { ConfigError, loadConfig, redact } from './config/load.js';
+import { ConfigError, redact } from './config/load.js';
+import { loadLayered, valueSources } from './config/layers.js';
+import { valueAt } from './config/schema.js';
 import { createLogger } from './shared/log.js';
 import { runDaemonUntilSignal } from './cli/run.js';
 import { inferCommand } from './cli/infer.js';
@@ -42,8 +44,13 @@ config
   .argument('<file>')
   .action((file: string) => {
     try {
-      loadConfig(file);
-      console.log(`${file}: OK`);
+      const layered = loadLayered(file);
+      if (layered.fallback) {
+        console.error(`${file}: OK, but the recorded pushed revision cannot be used (${layered.fallback.reason}); the daemon would run revision ${layered.fallback.to}`);
+        process.exitCode = 1;
+      } else {
+        console.log(`${file}: OK${layered.revision > 0 ? ` (with pushed revision ${layered.revision} from ${layered.store.dir})` : ''}`);
+      }
     } catch (err) {
       console.error(err instanceof ConfigError ? err.message : `${file}: ${(err as Error).message}`);
       process.exitCode = 1;
@@ -51,11 +58,19 @@ config
   });
 config
   .command('print')
-  .description('print the effective configuration (defaults <- file <- environment), secrets redacted')
+  .description('print the effective configuration (defaults <- file <- pushed revisions <- environment), secrets redacted')
   .option('-c, --config <file>')
-  .action((opts: { config?: string }) => {
+  .option('-s, --sources', 'print each key with its value and where it comes from (default, file, pushed, environment)')
+  .action((opts: { config?: string; sources?: boolean }) => {
     try {
-      console.log(JSON.stringify(redact(loadConfig(opts.config)), null, 2));
+      const layered = loadLayered(opts.config);
+      const shown = redact(layered.config);
+      if (!opts.sources) {
+        console.log(JSON.stringify(shown, null, 2));
+        return;
+      }
+      const sources = valueSources(opts.config, layered);
+      for (const [key, source] of Object.entries(sources)) console.log(`${key} = ${JSON.stringify(valueAt(shown, key))}  (${source})`);
     } catch (err) {
       console.error((err as Error).message);
       process.exitCode = 1;

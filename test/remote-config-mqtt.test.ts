@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../src/config/load.js';
+import { loadLayered } from '../src/config/layers.js';
 import { signConfigPush, type ConfigPushRequest } from '../src/config/remote.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { assertValid, schemaValidator, Subscriber, until } from './helpers/publish-fixtures.js';
@@ -237,7 +237,9 @@ test(`${badPushes.length} bad pushes over MQTT are refused naming the problem an
     const live = await device.getConfig();
     assert.equal(live.revision, 1);
     assert.equal(live.config.inference.sensitivity, -0.5);
-    const persisted = loadConfig(configFile);
+    // Pushes are kept as a layer in the state directory; the operator's file stays as written.
+    assert.deepEqual(fs.readFileSync(configFile), fileBefore, 'the config file is left as the operator wrote it');
+    const persisted = loadLayered(configFile).config;
     assert.equal(persisted.inference.sensitivity, -0.5, 'persisted to the config file');
     assert.equal(persisted.remoteConfig.revision, 1, 'with the new revision');
     const stale = await device.request('set', push({ 'inference.sensitivity': 0 }));
@@ -250,14 +252,14 @@ test(`${badPushes.length} bad pushes over MQTT are refused naming the problem an
     assert.equal(badModel.revision, 1);
     const afterBadModel = await device.resultsAfter(Date.now(), 3, 'results after the refused model');
     assert.ok(afterBadModel.every((r) => r.json.model.hash === oldHash), 'still the old model');
-    assert.equal(loadConfig(configFile).model.path, path.join(modelsDir, 'current.onnx'), 'the file still names the old model');
+    assert.equal(loadLayered(configFile).config.model.path, path.join(modelsDir, 'current.onnx'), 'the recorded config still names the old model');
 
     // A good model push: swapped between batches, no frame lost around the swap.
     const variantPath = path.join(modelsDir, 'variant.onnx');
     const pushedModel = await device.request('set', push({ 'model.path': 'variant.onnx' }, { baseRevision: 1 }));
     assert.deepEqual([pushedModel.status, pushedModel.revision, pushedModel.changed], ['ok', 2, ['model.path']], JSON.stringify(pushedModel));
     const newHash = await waitForNewHash(device, [oldHash]);
-    assert.equal(loadConfig(configFile).model.path, variantPath, 'the pushed model is persisted');
+    assert.equal(loadLayered(configFile).config.model.path, variantPath, 'the pushed model is persisted');
     assertSwapWithoutGap(device.results(), oldHash, newHash);
 
     // The running model's file replaced on disk: noticed, loaded beside the running one, swapped.
@@ -310,12 +312,12 @@ test('with remoteConfig.publicKey set: unsigned and wrongly signed pushes are re
     const signedPush = sign(push({ 'inference.sensitivity': 0.2 }));
     const signed = await device.request('set', signedPush);
     assert.deepEqual([signed.status, signed.revision, signed.changed], ['ok', 1, ['inference.sensitivity']], JSON.stringify(signed));
-    assert.equal(loadConfig(configFile).inference.sensitivity, 0.2);
+    assert.equal(loadLayered(configFile).config.inference.sensitivity, 0.2);
     // The same signed push again is stale (single use); a signed source change is allowed.
     assert.match((await device.request('set', signedPush)).error, /stale baseRevision 0/);
     const moved = await device.request('set', sign(push({ cameras: [{ ...cam1, path: otherImages }] }, { baseRevision: 1 })));
     assert.deepEqual([moved.status, moved.revision, moved.changed], ['ok', 2, ['cameras']], JSON.stringify(moved));
-    assert.equal(loadConfig(configFile).cameras[0]!.path, otherImages);
+    assert.equal(loadLayered(configFile).config.cameras[0]!.path, otherImages);
     await device.resultsAfter(Date.now(), 2, 'results from the camera reopened on the new folder');
     await device.stop();
   } finally {

@@ -1,40 +1,58 @@
-import { ConfigError, loadConfig, type AppConfig } from '../config/load.js';
+import { ConfigError, type AppConfig } from '../config/load.js';
+import { loadLayered, type LayeredConfig } from '../config/layers.js';
 import { Daemon } from '../service/daemon.js';
 import { createLogger, type Logger } from '../shared/log.js';
 
 /**
  * Run the daemon until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code:
  * 0 after a clean stop, 1 when it could not start (systemd's Restart=on-failure retries).
+ * A rollback restarts the daemon in this process on the recorded configuration; a pushed revision
+ * that cannot start is rolled back to the last good one and started again.
  */
 export async function runDaemonUntilSignal(configFile?: string, config?: AppConfig, log?: Logger): Promise<number> {
-  let effective: AppConfig;
-  try {
-    effective = config ?? loadConfig(configFile);
-  } catch (err) {
-    console.error(err instanceof ConfigError ? err.message : (err as Error).message);
-    return 1;
-  }
-  const logger = log ?? createLogger(effective.log.level);
-  const daemon = new Daemon({ configFile, config: effective, log: logger });
-  try {
-    await daemon.start();
-  } catch (err) {
-    logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
-    await daemon.stop().catch(() => undefined);
-    return 1;
-  }
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'shutting down');
-      resolve();
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
+  let stopSignal: (() => void) | null = null;
+  const signalled = new Promise<'signal'>((resolve) => {
+    stopSignal = () => resolve('signal');
   });
-  // A second signal during shutdown means "now".
-  const force = () => process.exit(1);
-  process.once('SIGTERM', force);
-  process.once('SIGINT', force);
-  await daemon.stop();
-  return 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    log?.info({ signal }, 'shutting down');
+    stopSignal?.();
+    // A second signal during shutdown means "now".
+    const force = () => process.exit(1);
+    process.once('SIGTERM', force);
+    process.once('SIGINT', force);
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+
+  for (;;) {
+    let layered: LayeredConfig;
+    try {
+      layered = loadLayered(configFile, config);
+    } catch (err) {
+      console.error(err instanceof ConfigError ? err.message : (err as Error).message);
+      return 1;
+    }
+    log ??= createLogger(layered.config.log.level);
+    let restart: (reason: string) => void = () => undefined;
+    const restartAsked = new Promise<'restart'>((resolve) => (restart = () => resolve('restart')));
+    const daemon = new Daemon({ configFile, config, layered, log, onRestart: (reason) => restart(reason) });
+    try {
+      await daemon.start();
+    } catch (err) {
+      const reason = `cannot start: ${(err as Error).message}`;
+      await daemon.stop().catch(() => undefined);
+      if (layered.store.canRollBack(layered.revision)) {
+        const record = layered.store.rollBack(layered.revision, reason);
+        log.error({ undid: layered.revision, revision: record.revision, reason }, 'configuration rolled back at start-up');
+        continue;
+      }
+      log.fatal({ err }, reason);
+      return 1;
+    }
+    const outcome = await Promise.race([signalled, restartAsked]);
+    await daemon.stop();
+    if (outcome === 'signal') return 0;
+    log.info('restarting on the recorded configuration');
+  }
 }

@@ -80,6 +80,31 @@ export class PushedLayerStore {
     this.writeState({ current: revision, lastGood: revision, probation: null });
   }
 
+  /** Whether `revision` runs on probation with an older known-good revision to go back to. */
+  canRollBack(revision: number): boolean {
+    const state = this.state();
+    return state !== null && state.current === revision && state.lastGood !== revision;
+  }
+
+  /**
+   * Undo the current revision: a new revision (numbers only rise, so a replayed push stays stale)
+   * with the last good one's changes, recorded as a rollback with its reason. Returns it.
+   */
+  rollBack(current: number, reason: string): LayerRevision {
+    const state = this.state();
+    if (!state) throw new ConfigError('nothing was pushed: there is no revision to roll back');
+    const good = this.revision(state.lastGood);
+    const record: LayerRevision = {
+      revision: Math.max(current, state.current) + 1,
+      changes: good.changes,
+      previous: state.lastGood,
+      createdAt: new Date().toISOString(),
+      origin: { kind: 'rollback', undid: state.current, reason },
+    };
+    this.commit(record, false);
+    return record;
+  }
+
   private writeState(state: LayerState): void {
     writeFileAtomic(path.join(this.dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
   }

@@ -275,8 +275,8 @@ function isAllowed(key: string, allow: string[]): boolean {
 function checkKey(key: string, allow: string[]): Leaf {
   if (!DOTTED_KEY.test(key)) reject(`changes key ${quote(key)} is not a dotted configuration key like "inference.sensitivity"`);
   const leaf = findLeaf(key);
-  if (!isAllowed(key, allow)) reject(`${quote(key)} is not in the remote allow-list (remoteConfig.allow)`);
   if (remotePolicy(leaf) === 'never') reject(`${quote(key)} can never be changed remotely`);
+  if (!isAllowed(key, allow)) reject(`${quote(key)} is not in the remote allow-list (remoteConfig.allow)`);
   // convict lets the environment override loaded values: such a push would silently not apply.
   if (leaf.env && process.env[leaf.env] !== undefined) {
     reject(`${quote(key)} is set by the environment variable ${leaf.env} on this device; a push cannot change it`);

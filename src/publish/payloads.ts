@@ -159,6 +159,17 @@ export interface OutboxStats {
   imagesDiscarded: number;
 }
 
+/** Where the running configuration stands (device status "config"). */
+export interface ConfigLayerStatus {
+  revision: number;
+  /** The revision a rollback would return to. */
+  lastGood: number;
+  /** The revision on probation (not yet confirmed), or null. */
+  probation: number | null;
+  /** The last rollback: the revision undone, the one it returned to, when and why. */
+  rollback: { undid: number; to: number; at: string; reason: string } | null;
+}
+
 export interface DeviceStatusPayload {
   schemaVersion: number;
   device: string;
@@ -176,6 +187,8 @@ export interface DeviceStatusPayload {
   configRevision?: number | null;
   /** Why the last model load/swap failed (the previous model keeps serving), null when fine. */
   modelError?: string | null;
+  /** The configuration's pushed-layer state: probation, and the last rollback with its reason. */
+  config?: ConfigLayerStatus;
   cameras?: Record<string, { state: CameraState; since: string; error?: string }>;
   broker?: { protocolVersion: 4 | 5; connects: number; connectedSince: string | null };
   outbox?: OutboxStats;

@@ -7,7 +7,7 @@ import type { CameraStatus } from '../capture/frame.js';
 import type { ModelInfo } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
 import { jsonProperties, type MqttConnection, type ProtocolVersion, type Will } from './connection.js';
-import { SCHEMA_VERSION, cameraStatusPayload, modelSummary, type DeviceStatusPayload, type OutboxStats } from './payloads.js';
+import { SCHEMA_VERSION, cameraStatusPayload, modelSummary, type ConfigLayerStatus, type DeviceStatusPayload, type OutboxStats } from './payloads.js';
 import type { Topics } from './topics.js';
 
 /** What the rest of the daemon tells the device status topic (merged into what it already has). */
@@ -20,6 +20,8 @@ export interface DeviceStatusInfo {
   revision?: number | null;
   /** The last model load/swap error (the previous model keeps serving); null clears it. */
   modelError?: string | null;
+  /** The pushed configuration layer: probation and the last rollback. */
+  config?: ConfigLayerStatus;
   /** Free-form figures (health, pipeline counters) published under "extra". */
   extra?: Record<string, unknown>;
 }
@@ -160,6 +162,7 @@ export class StatusPublisher {
       },
       outbox: this.context.outboxStats(),
     };
+    if (this.deviceInfo.config) payload.config = this.deviceInfo.config;
     if (this.deviceInfo.extra) payload.extra = this.deviceInfo.extra;
     return payload;
   }

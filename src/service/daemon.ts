@@ -2,31 +2,57 @@
 // everything that outlives one stage — remote configuration, model hot swap, systemd, shutdown.
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig, redact, type AppConfig } from '../config/load.js';
+import { redact, type AppConfig } from '../config/load.js';
+import { loadLayered, type LayeredConfig, type LayerRevision } from '../config/layers.js';
+import { pendingRestart } from '../config/policy.js';
 import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
-import { persistConfig } from '../config/persist.js';
-import { createCamera } from '../capture/index.js';
+import { valueAt, type CameraConfig } from '../config/schema.js';
+import { createCamera, roiFitsFrame, roiMisfit, type Camera } from '../capture/index.js';
 import { deviceCommands } from '../control/commands.js';
 import { CommandGroup, CommandRouter } from '../control/router.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
-import { Pipeline, type PipelineStats } from '../pipeline.js';
+import { Pipeline, type PipelineSink, type PipelineStats } from '../pipeline.js';
+import type { ConfigLayerStatus } from '../publish/payloads.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from '../shared/log.js';
 import { buildInfo } from './build-info.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
 export interface DaemonOptions {
-  /** Config file: read at start, rewritten (atomically) by accepted remote pushes. */
+  /** The operator's config file: read, never written (pushes go to a layer in service.stateDir). */
   configFile?: string;
-  /** A config object used instead of a file (demo, tests). Pushes are then persisted to stateDir. */
+  /** A config object used instead of a file (demo, tests); pushes still layer over it. */
   config?: AppConfig;
+  /** The configuration already loaded in layers (the run loop loads it to roll back at start-up). */
+  layered?: LayeredConfig;
+  /** Asked to stop this daemon and start a new one on the recorded configuration (a rollback). */
+  onRestart?: (reason: string) => void;
   log: Logger;
+}
+
+/** A push on probation: what must show it works before the window closes. */
+interface Probation {
+  revision: number;
+  transaction: string | null;
+  since: number;
+  /** Free-run cameras that must deliver a result; triggered ones must be online. */
+  cameras: string[];
+  timer: NodeJS.Timeout;
 }
 
 export class Daemon {
   private config: AppConfig;
   private revision = 0;
-  private readonly configFile: string;
+  private readonly layered: LayeredConfig;
+  /** The pushed layer's changes over the file at the running revision. */
+  private layerChanges: Record<string, unknown>;
+  /** Pushes are checked and applied one after another, each against what the last one left. */
+  private pushes: Promise<unknown> = Promise.resolve();
+  private probation: Probation | null = null;
+  private rollbackInfo: ConfigLayerStatus['rollback'] = null;
+  private readonly cameraHandles = new Map<string, Camera>();
+  private readonly lastResultMono = new Map<string, number>();
+  private readonly cameraStates = new Map<string, string>();
   private publisher!: Publisher;
   private router!: CommandRouter;
   private commands!: CommandGroup;
@@ -40,9 +66,14 @@ export class Daemon {
   private readonly logs: Record<'capture' | 'inference' | 'pipeline' | 'publish' | 'control', Logger>;
 
   constructor(private readonly options: DaemonOptions) {
-    this.config = options.config ?? loadConfig(options.configFile);
-    this.configFile = options.configFile ?? path.join(this.config.service.stateDir, 'config.json');
-    this.revision = this.config.remoteConfig.revision;
+    this.layered = options.layered ?? loadLayered(options.configFile, options.config);
+    this.config = this.layered.config;
+    this.revision = this.layered.revision;
+    this.layerChanges = this.layerRecord(this.revision)?.changes ?? {};
+    const origin = this.layerRecord(this.revision)?.origin;
+    if (origin?.kind === 'rollback') {
+      this.rollbackInfo = { undid: origin.undid, to: this.revision, at: this.layerRecord(this.revision)!.createdAt, reason: origin.reason };
+    }
     this.notifier = new SystemdNotifier(options.log);
     const stage = (name: keyof Daemon['logs']) => options.log.child({ stage: name });
     this.logs = { capture: stage('capture'), inference: stage('inference'), pipeline: stage('pipeline'), publish: stage('publish'), control: stage('control') };
@@ -55,18 +86,21 @@ export class Daemon {
   async start(): Promise<void> {
     const model = await loadModel(this.config.model.path, modelOptions(this.config), this.logs.inference);
     this.publisher = new Publisher(this.config, this.logs.publish);
-    this.publisher.setDeviceStatus({ ...buildInfo(), model: model.info, revision: this.revision });
+    this.publisher.setDeviceStatus({ ...buildInfo(), model: model.info, revision: this.revision, config: this.configStatus() });
     this.router = new CommandRouter(this.publisher.inbound, this.logs.control);
     this.commands = new CommandGroup(this.router);
     this.syncCommands();
     await this.publisher.start();
 
-    this.pipeline = new Pipeline(this.config, model, this.publisher, this.logs.pipeline);
-    for (const camera of this.config.cameras.filter((c) => c.enabled)) {
-      this.pipeline.addCamera(createCamera(camera, this.logs.capture), camera.trigger === 'mqtt');
-    }
+    this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline);
+    for (const camera of this.config.cameras.filter((c) => c.enabled)) this.addCamera(camera);
     this.pipeline.start();
     this.watchModelFile();
+    if (this.layered.fallback) {
+      this.log.error({ ...this.layered.fallback }, 'the recorded configuration could not be used: running an older revision');
+    }
+    // A revision recorded on probation (its changes waited for this start) must prove itself now.
+    if (this.layered.probation !== null) this.startProbation(null, this.config.cameras.filter((c) => c.enabled).map((c) => c.id));
     this.notifier.ready(() => this.health());
     this.log.info(
       { cameras: this.config.cameras.map((c) => c.id), model: model.info.path, provider: model.info.executionProvider },
@@ -106,8 +140,15 @@ export class Daemon {
     }, this.logs.control));
   }
 
-  /** Validate, apply and persist a remote push; a model change is loaded before anything is committed. */
-  private async handleConfigPush(payload: Buffer): Promise<ConfigPushResponse> {
+  /** Pushes run one at a time: each is checked against the revision the previous one left. */
+  private handleConfigPush(payload: Buffer): Promise<ConfigPushResponse> {
+    const applied = this.pushes.then(() => this.applyConfigPush(payload));
+    this.pushes = applied.catch(() => undefined);
+    return applied;
+  }
+
+  /** Validate, apply and record a remote push; a model change is loaded before anything is committed. */
+  private async applyConfigPush(payload: Buffer): Promise<ConfigPushResponse> {
     const revision = this.revision;
     const fail = (transaction: string | null, error: string): ConfigPushResponse => {
       this.log.warn({ transaction, error }, 'config push rejected');
@@ -117,8 +158,10 @@ export class Daemon {
     if (!this.config.remoteConfig.enabled) return fail(outcome.transaction, 'remote configuration is disabled on this device');
     if (!outcome.ok) return fail(outcome.transaction, outcome.error);
     if (outcome.changedKeys.length === 0) return configPushResponse(outcome, revision);
-
     const next = outcome.config;
+    const misfit = this.roiMisfitIn(next.cameras);
+    if (misfit) return fail(outcome.transaction, misfit);
+
     let newModel: CradModel | null = null;
     if (outcome.restartRequired.includes('model')) {
       try {
@@ -127,15 +170,23 @@ export class Daemon {
         return fail(outcome.transaction, `model rejected, previous model still serving: ${(err as Error).message}`);
       }
     }
+    const layerChanges = { ...this.layerChanges };
+    for (const key of outcome.changedKeys) layerChanges[key] = valueAt(next, key);
+    // Anything that rebuilds a part can strand the device: it runs on probation until it proves itself.
+    const onProbation = outcome.restartRequired.length > 0 && next.remoteConfig.probationMs > 0;
     try {
-      persistConfig(this.configFile, next, outcome.revision);
+      this.layered.store.commit({
+        revision: outcome.revision, changes: layerChanges, previous: revision, createdAt: new Date().toISOString(),
+        origin: { kind: 'push', transaction: outcome.transaction },
+      }, onProbation);
     } catch (err) {
       await newModel?.release();
-      return fail(outcome.transaction, `could not persist the configuration: ${(err as Error).message}`);
+      return fail(outcome.transaction, `could not record the configuration: ${(err as Error).message}`);
     }
     const previous = this.config;
     this.config = next;
     this.revision = outcome.revision;
+    this.layerChanges = layerChanges;
     this.pipeline.updateLive(next);
     this.publisher.updateLive(next);
     this.syncCommands();
@@ -143,27 +194,143 @@ export class Daemon {
       this.pipeline.replaceModel(newModel);
       this.watchModelFile();
     }
-    // Parts that only a daemon restart applies (the broker connection, the outbox file, ...).
-    const pending = new Set<string>();
-    const rebuilt = new Set<string>();
-    for (const part of outcome.restartRequired) {
-      if (part.startsWith('camera:')) {
-        rebuilt.add(part.slice('camera:'.length));
-        await this.restartCamera(part.slice('camera:'.length), previous);
-      } else if (part !== 'model') pending.add(part);
-    }
+    const rebuilt = outcome.restartRequired.filter((part) => part.startsWith('camera:')).map((part) => part.slice('camera:'.length));
+    for (const id of rebuilt) await this.rebuildCamera(id, previous);
     // Cameras kept running get their live fields (fps, roi, ...): the push said they apply live.
-    for (const camera of next.cameras) if (!rebuilt.has(camera.id)) this.pipeline.updateCamera(camera);
-    this.publisher.setDeviceStatus({ revision: this.revision });
-    this.log.info({ transaction: outcome.transaction, changed: outcome.changedKeys, revision: this.revision }, 'config push applied');
-    return configPushResponse({ ...outcome, restartRequired: [...pending].sort() }, revision);
+    for (const camera of next.cameras) if (!rebuilt.includes(camera.id)) this.pipeline.updateCamera(camera);
+    const pending = pendingRestart(outcome.restartRequired);
+    this.stopProbation();
+    // Parts that wait for a restart are proven at that start (the revision stays on probation).
+    if (onProbation && pending.length === 0) {
+      const watched = outcome.restartRequired.includes('model') ? next.cameras.filter((c) => c.enabled).map((c) => c.id) : rebuilt;
+      this.startProbation(outcome.transaction, watched);
+    }
+    this.publisher.setDeviceStatus({ revision: this.revision, config: this.configStatus() });
+    this.log.info({ transaction: outcome.transaction, changed: outcome.changedKeys, revision: this.revision, probation: onProbation }, 'config push applied');
+    return configPushResponse({ ...outcome, restartRequired: pending }, revision);
   }
 
-  private async restartCamera(id: string, previous: AppConfig): Promise<void> {
-    const wasThere = previous.cameras.some((c) => c.id === id && c.enabled);
-    if (wasThere) await this.pipeline.removeCamera(id);
+  /** Why a pushed ROI cannot fit the frames its camera really delivers (known after the first frame). */
+  private roiMisfitIn(cameras: CameraConfig[]): string | null {
+    for (const [index, camera] of cameras.entries()) {
+      const size = this.cameraHandles.get(camera.id)?.frameSize;
+      if (camera.roi && size && !roiFitsFrame(camera.roi, size)) return `cameras[${index}].roi: ${roiMisfit(camera.roi, size)}`;
+    }
+    return null;
+  }
+
+  private addCamera(config: CameraConfig): void {
+    const camera = createCamera(config, this.logs.capture);
+    this.cameraHandles.set(config.id, camera);
+    this.pipeline.addCamera(camera, config.trigger === 'mqtt');
+  }
+
+  private async rebuildCamera(id: string, previous: AppConfig): Promise<void> {
+    if (previous.cameras.some((c) => c.id === id && c.enabled)) await this.pipeline.removeCamera(id);
+    this.cameraHandles.delete(id);
+    this.lastResultMono.delete(id);
     const camera = this.config.cameras.find((c) => c.id === id);
-    if (camera?.enabled) this.pipeline.addCamera(createCamera(camera, this.logs.capture), camera.trigger === 'mqtt');
+    if (camera?.enabled) this.addCamera(camera);
+  }
+
+  /** What the pipeline publishes goes to the publisher; the daemon notes what probation watches. */
+  private sink(): PipelineSink {
+    return {
+      publishResult: (result) => {
+        this.lastResultMono.set(result.frame.cameraId, performance.now());
+        this.publisher.publishResult(result);
+      },
+      publishCameraStatus: (status) => {
+        this.cameraStates.set(status.cameraId, status.state);
+        this.publisher.publishCameraStatus(status);
+      },
+      setDeviceStatus: (info) => this.publisher.setDeviceStatus(info),
+    };
+  }
+
+  // ---- probation and rollback ("commit confirmed") -----------------------------------------
+
+  private startProbation(transaction: string | null, cameras: string[]): void {
+    const window = this.config.remoteConfig.probationMs;
+    const since = performance.now();
+    const timer = setInterval(() => this.checkProbation(), Math.max(50, Math.min(1000, window / 20)));
+    this.probation = { revision: this.revision, transaction, since, cameras, timer };
+    this.log.info({ revision: this.revision, windowMs: window, cameras }, 'configuration on probation');
+  }
+
+  private stopProbation(): void {
+    if (this.probation) clearInterval(this.probation.timer);
+    this.probation = null;
+  }
+
+  /** What still keeps the revision on probation from being confirmed (empty: it works). */
+  private probationMissing(probation: Probation): string[] {
+    const missing: string[] = [];
+    if (!this.publisher.stats().connected) missing.push('the broker connection is not up');
+    for (const id of probation.cameras) {
+      const camera = this.config.cameras.find((c) => c.id === id);
+      if (!camera?.enabled) continue;
+      if (camera.trigger === 'mqtt') {
+        if (this.cameraStates.get(id) !== 'online') missing.push(`camera ${id} is not online (${this.cameraStates.get(id) ?? 'no status'})`);
+      } else if ((this.lastResultMono.get(id) ?? 0) < probation.since) {
+        missing.push(`camera ${id} has delivered no result${this.cameraStates.get(id) ? ` (${this.cameraStates.get(id)})` : ''}`);
+      }
+    }
+    return missing;
+  }
+
+  private checkProbation(): void {
+    const probation = this.probation;
+    if (!probation) return;
+    const missing = this.probationMissing(probation);
+    if (missing.length === 0) {
+      this.stopProbation();
+      this.layered.store.confirm(probation.revision);
+      this.publisher.setDeviceStatus({ config: this.configStatus() });
+      this.log.info({ revision: probation.revision }, 'configuration confirmed: it is now the last good revision');
+    } else if (performance.now() - probation.since >= this.config.remoteConfig.probationMs) {
+      this.stopProbation();
+      void this.rollBack(probation, `not confirmed within remoteConfig.probationMs (${this.config.remoteConfig.probationMs} ms): ${missing.join('; ')}`);
+    }
+  }
+
+  /** Record the rollback, tell the senders, and have the run loop restart on the last good revision. */
+  private async rollBack(probation: Probation, reason: string): Promise<void> {
+    let record: LayerRevision;
+    try {
+      record = this.layered.store.rollBack(probation.revision, reason);
+    } catch (err) {
+      this.log.error({ err, reason }, 'rollback failed: the configuration stays as it is');
+      return;
+    }
+    this.log.error({ undid: probation.revision, revision: record.revision, to: record.previous, reason }, 'configuration rolled back');
+    this.rollbackInfo = { undid: probation.revision, to: record.revision, at: record.createdAt, reason };
+    this.publisher.setDeviceStatus({ config: this.configStatus() });
+    const answer: ConfigPushResponse = {
+      transaction: probation.transaction, status: 'error', error: `rolled back to the last good configuration: ${reason}`,
+      revision: record.revision, restartRequired: [], changed: [],
+    };
+    await this.publisher.inbound.publishJson(this.publisher.topics.configResponse, Buffer.from(JSON.stringify(answer)))
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'rollback answer not delivered (the status carries it)'));
+    this.options.onRestart?.(`rollback of revision ${probation.revision}`);
+  }
+
+  private layerRecord(revision: number): LayerRevision | null {
+    try {
+      return revision > 0 ? this.layered.store.revision(revision) : null;
+    } catch {
+      return null; // a legacy revision kept in the file itself
+    }
+  }
+
+  private configStatus(): ConfigLayerStatus {
+    let state = null;
+    try {
+      state = this.layered.store.state();
+    } catch {
+      // an unreadable state file was reported at load
+    }
+    return { revision: this.revision, lastGood: state?.lastGood ?? this.revision, probation: state?.probation?.revision ?? null, rollback: this.rollbackInfo };
   }
 
   /** A model file replaced on disk is loaded beside the running one and swapped in if it is good. */
@@ -209,6 +376,7 @@ export class Daemon {
       this.modelWatcher?.close();
       if (this.swapTimer) clearTimeout(this.swapTimer);
       const t0 = performance.now();
+      this.stopProbation();
       this.router.close(); // no new commands while shutting down
       const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
       await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));
