@@ -13,7 +13,8 @@ import { loadLayered } from '../src/config/layers.js';
 import { signConfigPush, type ConfigPushRequest } from '../src/config/remote.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { assertValid, schemaValidator, Subscriber, until } from './helpers/publish-fixtures.js';
-import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
+import { demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
+import { Device } from './helpers/remote-device.js';
 import { writeCorruptModel, writeModelVariant } from './helpers/model-variants.js';
 import { firstCopies, resultMessages, type ResultSeen } from './helpers/reliability.js';
 import { tempDir } from './helpers/cleanup.js';
@@ -37,70 +38,6 @@ let broker: Mosquitto;
 after(async () => {
   await broker?.dispose();
 });
-
-/** A daemon process plus an MQTT 5 client that talks to its config topics and records its results. */
-class Device {
-  readonly prefix: string;
-  readonly process: DaemonProcess;
-  client!: Subscriber;
-  private counter = 0;
-
-  constructor(readonly id: string, readonly configFile: string) {
-    this.prefix = `${TOPIC_PREFIX}/${id}`;
-    this.process = new DaemonProcess(configFile);
-  }
-
-  async start(): Promise<void> {
-    this.client = await Subscriber.connect(broker.url, 5, `${this.prefix}/#`);
-    this.process.start();
-    await until('the daemon streams results', () => this.results().length >= 3, 90_000).catch((err: Error) => {
-      throw new Error(`${err.message}\n${this.process.output.slice(-3000)}`);
-    });
-  }
-
-  async stop(): Promise<void> {
-    const code = await this.process.stop('SIGTERM');
-    assert.equal(code, 0, `clean exit\n${this.process.output.slice(-2000)}`);
-  }
-
-  /** After a failure too: nothing may keep the test process alive. */
-  async dispose(): Promise<void> {
-    await this.process.stop('SIGKILL');
-    await this.client?.close();
-  }
-
-  results(): ResultSeen[] {
-    return firstCopies(resultMessages(this.client.messages, this.prefix));
-  }
-
-  /** Publish on config/<kind> with a fresh correlationData and return the answer that carries it. */
-  async request(kind: 'set' | 'get', payload: Buffer | string | object): Promise<any> {
-    const correlation = `corr-${++this.counter}`;
-    const body = Buffer.isBuffer(payload) ? payload : Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload));
-    await this.client.client.publishAsync(`${this.prefix}/config/${kind}`, body, { qos: 1, properties: { correlationData: Buffer.from(correlation) } });
-    const answer = () =>
-      this.client.messages.find((m) => m.topic === `${this.prefix}/config/response` && m.packet.properties?.correlationData?.toString() === correlation);
-    await until(`an answer to config/${kind} ${correlation}`, () => answer() !== undefined, 30_000);
-    const json = answer()!.json;
-    assertValid(ajv, 'config-response.schema.json', json);
-    return json;
-  }
-
-  async getConfig(): Promise<{ revision: number; config: any }> {
-    const answer = await this.request('get', { transaction: `get-${this.counter}` });
-    assert.equal(answer.status, 'ok', JSON.stringify(answer));
-    return { revision: answer.revision, config: answer.config };
-  }
-
-  /** Wait for `n` results captured after `sinceMs` (epoch) and return them. */
-  async resultsAfter(sinceMs: number, n: number, what: string): Promise<ResultSeen[]> {
-    const later = () => this.results().filter((r) => r.capturedAt > sinceMs);
-    await until(`${n} ${what}`, () => later().length >= n, 60_000).catch((err: Error) => {
-      throw new Error(`${err.message}\n${this.process.output.slice(-3000)}`);
-    });
-    return later();
-  }
-}
 
 function deviceConfig(id: string, extra: Record<string, unknown> = {}): string {
   const configFile = writeConfig({
@@ -193,7 +130,7 @@ function transactionOf(payload: BadPush['payload']): string | null {
 test(`${badPushes.length} bad pushes over MQTT are refused naming the problem and change nothing; a good push applies live and persists; model pushes and file swaps`, { timeout: 300_000 }, async () => {
   broker = await Mosquitto.start();
   const configFile = deviceConfig('rc1');
-  const device = new Device('rc1', configFile);
+  const device = new Device(broker.url, TOPIC_PREFIX, 'rc1', configFile);
   try {
     await device.start();
     const before = await device.getConfig();
@@ -291,7 +228,7 @@ test('with remoteConfig.publicKey set: unsigned and wrongly signed pushes are re
   const stranger = crypto.generateKeyPairSync('ed25519');
   const publicKey = signer.publicKey.export({ type: 'spki', format: 'pem' }).toString();
   const configFile = deviceConfig('rc2', { remoteConfig: { publicKey } });
-  const device = new Device('rc2', configFile);
+  const device = new Device(broker.url, TOPIC_PREFIX, 'rc2', configFile);
   const sign = (request: Record<string, unknown>, key = signer.privateKey, deviceId = 'rc2') =>
     signConfigPush(request as Omit<ConfigPushRequest, 'signature'>, key, deviceId);
   try {

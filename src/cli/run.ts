@@ -34,6 +34,17 @@ export async function runDaemonUntilSignal(configFile?: string, config?: AppConf
       return 1;
     }
     log ??= createLogger(layered.config.log.level);
+    const fallback = layered.fallback;
+    if (fallback && fallback.from >= 0) {
+      // Run the older revision as a new one, so numbers only rise and the broken one stays behind.
+      log.error({ undid: fallback.from, from: fallback.to, reason: fallback.reason }, 'the recorded configuration could not be used: running an older revision');
+      try {
+        layered.store.rollBack(fallback.from, `recorded revision ${fallback.from} cannot be used: ${fallback.reason}`, fallback.to);
+        continue;
+      } catch (err) {
+        log.error({ err }, 'the rollback cannot be recorded: running the older revision unrecorded');
+      }
+    }
     let restart: (reason: string) => void = () => undefined;
     const restartAsked = new Promise<'restart'>((resolve) => (restart = () => resolve('restart')));
     const daemon = new Daemon({ configFile, config, layered, log, onRestart: (reason) => restart(reason) });

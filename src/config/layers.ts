@@ -25,6 +25,8 @@ export interface LayerState {
   current: number;
   lastGood: number;
   probation: { revision: number; since: string } | null;
+  /** Revisions known good, newest last (what a corrupt current or last-good revision falls back to). */
+  good?: number[];
 }
 
 /** Revisions kept on disk (the current and last good ones always are). */
@@ -69,15 +71,16 @@ export class PushedLayerStore {
     writeFileAtomic(this.revisionFile(record.revision), `${JSON.stringify(record, null, 2)}\n`);
     const previous = this.state();
     const lastGood = probation ? (previous?.lastGood ?? 0) : record.revision;
-    this.writeState({ current: record.revision, lastGood, probation: probation ? { revision: record.revision, since: record.createdAt } : null });
-    this.prune(record.revision, lastGood);
+    const good = withGood(previous?.good, probation ? null : record.revision);
+    this.writeState({ current: record.revision, lastGood, probation: probation ? { revision: record.revision, since: record.createdAt } : null, good });
+    this.prune(good);
   }
 
   /** The revision on probation has proven itself: it becomes the last known good one. */
   confirm(revision: number): void {
     const state = this.state();
     if (!state || state.current !== revision) return;
-    this.writeState({ current: revision, lastGood: revision, probation: null });
+    this.writeState({ current: revision, lastGood: revision, probation: null, good: withGood(state.good, revision) });
   }
 
   /** Whether `revision` runs on probation with an older known-good revision to go back to. */
@@ -90,14 +93,15 @@ export class PushedLayerStore {
    * Undo the current revision: a new revision (numbers only rise, so a replayed push stays stale)
    * with the last good one's changes, recorded as a rollback with its reason. Returns it.
    */
-  rollBack(current: number, reason: string): LayerRevision {
+  rollBack(current: number, reason: string, to?: number): LayerRevision {
     const state = this.state();
     if (!state) throw new ConfigError('nothing was pushed: there is no revision to roll back');
-    const good = this.revision(state.lastGood);
+    const target = to ?? state.lastGood;
+    const good = this.revision(target);
     const record: LayerRevision = {
-      revision: Math.max(current, state.current) + 1,
+      revision: Math.max(current, state.current, ...this.recorded()) + 1,
       changes: good.changes,
-      previous: state.lastGood,
+      previous: target,
       createdAt: new Date().toISOString(),
       origin: { kind: 'rollback', undid: state.current, reason },
     };
@@ -113,16 +117,29 @@ export class PushedLayerStore {
     return path.join(this.dir, `revision-${String(revision).padStart(6, '0')}.json`);
   }
 
-  private prune(current: number, lastGood: number): void {
-    const revisions = fs.readdirSync(this.dir)
+  /** Revision numbers with a file, newest first. */
+  private recorded(): number[] {
+    if (!fs.existsSync(this.dir)) return [];
+    return fs.readdirSync(this.dir)
       .map((name) => /^revision-(\d+)\.json$/.exec(name)?.[1])
       .filter((n): n is string => n !== undefined)
       .map(Number)
       .sort((a, b) => b - a);
-    for (const revision of revisions.slice(KEEP_REVISIONS)) {
-      if (revision !== current && revision !== lastGood) fs.rmSync(this.revisionFile(revision), { force: true });
+  }
+
+  /** Keep the newest revisions and every known-good one a fallback may need. */
+  private prune(good: number[]): void {
+    for (const revision of this.recorded().slice(KEEP_REVISIONS)) {
+      if (!good.includes(revision)) fs.rmSync(this.revisionFile(revision), { force: true });
     }
   }
+}
+
+/** The known-good list with `revision` added (newest last), bounded. */
+function withGood(good: number[] | undefined, revision: number | null): number[] {
+  const list = (good ?? []).filter((r) => r !== revision);
+  if (revision !== null) list.push(revision);
+  return list.slice(-KEEP_REVISIONS);
 }
 
 function readJson(file: string): unknown {
@@ -197,7 +214,7 @@ export function loadLayered(file: string | undefined, base?: AppConfig): Layered
   }
   if (!state) return { config: fileConfig, revision: fileConfig.remoteConfig.revision, fallback: null, probation: null, store };
   const tried: string[] = [];
-  for (const revision of [...new Set([state.current, state.lastGood, 0])]) {
+  for (const revision of [...new Set([state.current, state.lastGood, ...(state.good ?? []).slice().reverse(), 0])]) {
     try {
       const config = configWithLayer(file, fileConfig, store.revision(revision));
       const fallback = revision === state.current ? null : { from: state.current, to: revision, reason: tried.join('; ') };
