@@ -13,6 +13,9 @@ size, and all raw: an AUC below 0.5 is reported as it is, never flipped.
   is integrated (trapezoids, linear interpolation at the limit) from 0 to 0.3 and divided by 0.3.
 - F1-max: the best image-level F1 over all thresholds (predicted defective when score >= t).
 
+AUROC and F1 come from scikit-learn (roc_auc_score, precision_recall_curve); the PRO curve is
+scikit-learn's roc_curve with each defect pixel weighted 1 / (regions x its region's size).
+
 A metric that is undefined for a class (no defect images, no regions) is NaN (null in JSON)
 and the mean is taken over the classes where it is defined.
 """
@@ -31,6 +34,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
 from .data import (LAYOUTS, DataError, Sample, image_batches, limit_samples, load_samples,
                    read_image_uint8, sample_mask)
@@ -41,17 +45,6 @@ METRIC_TITLES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "au
 
 
 # ----------------------------------------------------------------------------- metrics
-
-
-def _descending(scores: np.ndarray, positive: np.ndarray):
-    """Sort by score, high first: (distinct-threshold end indices, sorted scores, sorted positives)."""
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    sorted_positive = positive[order]
-    del order
-    ends = np.flatnonzero(np.diff(sorted_scores)) if sorted_scores.size > 1 else np.zeros(0, np.int64)
-    ends = np.append(ends, sorted_scores.size - 1)
-    return ends, sorted_scores, sorted_positive
 
 
 def _check_pair(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -67,16 +60,9 @@ def _check_pair(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.n
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (ties count half), NaN when only one class is present."""
     labels, scores = _check_pair(labels, scores, "auroc")
-    positives = int(labels.sum())
-    negatives = labels.size - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    ends, _, sorted_positive = _descending(scores, labels)
-    tp = np.cumsum(sorted_positive, dtype=np.int64)[ends]
-    fp = ends + 1 - tp
-    tpr = np.concatenate([[0.0], tp / positives])
-    fpr = np.concatenate([[0.0], fp / negatives])
-    return float(np.trapz(tpr, fpr))
+    if labels.all() or not labels.any():
+        return float("nan")  # sklearn raises here; an undefined metric is NaN in the report
+    return float(roc_auc_score(labels, scores))
 
 
 def image_labels(samples: Sequence[Sample], masks: np.ndarray | None) -> np.ndarray:
@@ -101,15 +87,14 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """(max F1, its threshold t): predicted positive when score >= t. NaN when no positives."""
     labels, scores = _check_pair(labels, scores, "f1")
-    positives = int(labels.sum())
-    if positives == 0:
+    if not labels.any():
         return float("nan"), float("nan")
-    ends, sorted_scores, sorted_positive = _descending(scores, labels)
-    tp = np.cumsum(sorted_positive, dtype=np.int64)[ends]
-    predicted = ends + 1
-    f1 = 2.0 * tp / (predicted + positives)  # 2TP / (2TP + FP + FN)
-    best = int(np.argmax(f1))
-    return float(f1[best]), float(sorted_scores[ends[best]])
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    best = f1.size - 1 - int(np.argmax(f1[::-1]))  # among equal F1s the highest threshold
+    return float(f1[best]), float(thresholds[best])
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -139,19 +124,13 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     if count == 0 or negatives == 0:
         return float("nan")
     region_sizes = np.bincount(regions.reshape(-1), minlength=count + 1).astype(np.float64)
-    # each defect pixel moves PRO by 1 / (K * size of its region) when the threshold passes it
-    pixel_weight = np.zeros(count + 1, np.float64)
-    pixel_weight[1:] = 1.0 / (count * region_sizes[1:])
+    # Weighting each defect pixel by 1 / (K * size of its region) turns the ROC curve's TPR into
+    # PRO (the mean per-region overlap); normal pixels weigh 1, so FPR stays the pixel fraction.
+    weights = np.ones(count + 1, np.float64)
+    weights[1:] = 1.0 / (count * region_sizes[1:])
     flat_regions = regions.reshape(-1)
-    ends, _, sorted_regions = _descending(maps.reshape(-1).astype(np.float32), flat_regions)
-    is_negative = sorted_regions == 0
-    false_positives = np.cumsum(is_negative, dtype=np.int64)[ends]
-    positive_weights = pixel_weight[sorted_regions[~is_negative]]
-    pro_prefix = np.concatenate([[0.0], np.cumsum(positive_weights)])
-    pro = pro_prefix[ends + 1 - false_positives]
-    fpr = false_positives / negatives
-    fpr = np.concatenate([[0.0], fpr])
-    pro = np.concatenate([[0.0], pro])
+    fpr, pro, _ = roc_curve(flat_regions > 0, maps.reshape(-1).astype(np.float32),
+                            sample_weight=weights[flat_regions], drop_intermediate=False)
     inside = fpr <= fpr_limit
     x, y = fpr[inside], pro[inside]
     if x[-1] < fpr_limit and inside.sum() < fpr.size:
@@ -159,7 +138,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
         x0, x1, y0, y1 = fpr[nxt - 1], fpr[nxt], pro[nxt - 1], pro[nxt]
         y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
         x, y = np.append(x, fpr_limit), np.append(y, y_limit)
-    return float(np.trapz(y, x) / fpr_limit)
+    return float(auc(x, y) / fpr_limit)
 
 
 # ----------------------------------------------------------------------------- predictions
