@@ -32,7 +32,9 @@ import numpy as np
 
 log = logging.getLogger("crad.data")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Identical to the daemon's list (src/shared/images.ts; test_image_extensions compares them), so a
+# customer's folder means the same images to the trainer and to the line.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
 LAYOUTS = ("auto", "mvtec", "jsonl", "magnetic-tile", "folder")
 GOOD = "good"
 MAGNETIC_TILE_CLASS = "magnetic-tile"
