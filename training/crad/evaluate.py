@@ -38,6 +38,7 @@ from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curv
 
 from .data import (LAYOUTS, DataError, Sample, image_batches, limit_samples, load_samples,
                    read_image_uint8, sample_mask)
+from .thresholds import tradeoff_markdown, tradeoff_table
 
 log = logging.getLogger("crad.evaluate")
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -227,16 +228,23 @@ def mean_metrics(per_class: dict[str, dict]) -> dict:
     return mean
 
 
-def compute_metrics(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, fpr_limit: float = 0.3) -> dict:
-    """{"classes": {name: metrics}, "mean": {...}} for predictions aligned with `samples`."""
+def compute_metrics(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, fpr_limit: float = 0.3,
+                    calibration: dict | None = None) -> dict:
+    """{"classes": {name: metrics}, "mean": {...}, "tradeoff": [rows]} for predictions aligned with
+    `samples`. The trade-off is over all classes together (a model has one image threshold) and
+    includes the model's own calibrated threshold when `calibration` is given."""
     size = maps.shape[-1]
     per_class: dict[str, dict] = {}
+    labels = np.zeros(len(samples), np.int64)
     for class_name in sorted({s.class_name for s in samples}):
         index = [i for i, s in enumerate(samples) if s.class_name == class_name]
         chosen = [samples[i] for i in index]
         masks = np.stack([sample_mask(s, size) for s in chosen])
+        labels[index] = image_labels(chosen, masks)
         per_class[class_name] = class_metrics(chosen, maps[index], scores[index], masks, fpr_limit)
-    return {"classes": per_class, "mean": mean_metrics(per_class)}
+    chosen_thresholds = {"model's calibrated threshold": calibration["image"]["threshold"]} if calibration else {}
+    tradeoff = tradeoff_table(scores[labels == 0], scores[labels == 1], chosen_thresholds)
+    return {"classes": per_class, "mean": mean_metrics(per_class), "tradeoff": tradeoff}
 
 
 def _percent(value: float) -> str:
@@ -250,7 +258,12 @@ def markdown_table(results: dict, title: str | None = None) -> str:
         lines.append(f"| {name} | {m['good']} | {m['defect']} | " + " | ".join(_percent(m[k]) for k in METRICS) + " |")
     mean = results["mean"]
     lines.append("| **mean** | | | " + " | ".join(_percent(mean[k]) for k in METRICS) + " |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if results.get("tradeoff"):
+        text += ("\n### Threshold trade-off (all classes; NG when score >= threshold)\n\nThresholds other than the "
+                 "model's are chosen on these same images, so their rates are optimistic.\n\n"
+                 + tradeoff_markdown(results["tradeoff"]))
+    return text
 
 
 def overlay_image(image_rgb: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray, low: float, high: float,
@@ -311,9 +324,10 @@ def write_report(results: dict, out_dir: str | Path, title: str) -> None:
 
 
 def evaluate_predictions(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, out_dir: str | Path | None,
-                         overlays_per_class: int = 3, title: str = "evaluation", extra: dict | None = None) -> dict:
+                         overlays_per_class: int = 3, title: str = "evaluation", extra: dict | None = None,
+                         calibration: dict | None = None) -> dict:
     """Metrics for predictions aligned with `samples`; writes the report when out_dir is given."""
-    results = compute_metrics(samples, maps, scores)
+    results = compute_metrics(samples, maps, scores, calibration=calibration)
     results.update(extra or {})
     if out_dir is not None:
         if overlays_per_class > 0:
@@ -323,7 +337,7 @@ def evaluate_predictions(samples: Sequence[Sample], maps: np.ndarray, scores: np
 
 
 def evaluate(detector, samples: Sequence[Sample], out_dir: str | Path | None, overlays_per_class: int = 3,
-             size: int | None = None, batch: int = 16, title: str = "evaluation") -> dict:
+             size: int | None = None, batch: int = 16, title: str = "evaluation", calibration: dict | None = None) -> dict:
     """Predict, score and report. Unreadable images are skipped (counted in the results)."""
     size = size or int(getattr(detector, "input_size", 224))
     start = time.perf_counter()
@@ -331,7 +345,7 @@ def evaluate(detector, samples: Sequence[Sample], out_dir: str | Path | None, ov
     seconds = time.perf_counter() - start
     extra = {"images": len(kept), "skipped": skipped, "size": size,
              "predict_seconds": seconds, "ms_per_image": 1000.0 * seconds / len(kept)}
-    return evaluate_predictions(kept, maps, scores, out_dir, overlays_per_class, title, extra)
+    return evaluate_predictions(kept, maps, scores, out_dir, overlays_per_class, title, extra, calibration)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -365,8 +379,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"crad eval: {error}", file=sys.stderr)
         return 2
     samples = limit_samples(samples, args.limit, args.seed)
+    calibration = extra.get("calibration")
+    if isinstance(calibration, str):  # as `crad export --calibration` may have stored it
+        calibration = json.loads(calibration)
     results = evaluate(detector, samples, args.out, args.overlays, batch=args.batch,
-                       title=f"{Path(args.model).name} on {args.data}")
+                       title=f"{Path(args.model).name} on {args.data}", calibration=calibration)
     results["model"] = str(args.model)
     write_report(results, args.out, f"{Path(args.model).name} on {args.data}")
     print(markdown_table(results))

@@ -149,3 +149,18 @@ def test_metrics_per_class_and_mean_and_report(tmp_path):
     assert loaded["classes"]["good_model"]["pixel_auroc"] is None
     assert loaded["mean"]["image_auroc"] == written["mean"]["image_auroc"]
     assert (tmp_path / "results.md").read_text().startswith("## evaluation")
+
+
+def test_report_shows_the_threshold_tradeoff_with_the_models_threshold(tmp_path):
+    samples = [Sample(f"/nonexistent/{i}.png", int(i >= 6), "c", "x" if i >= 6 else "good", None) for i in range(10)]
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.6, 0.8, 1.0, 1.2])
+    maps = np.zeros((10, 32, 32))
+    calibration = {"image": {"threshold": 0.7, "min": 0.1, "max": 1.2}}
+    evaluate_predictions(samples, maps, scores, tmp_path, overlays_per_class=0, calibration=calibration)
+    rows = json.loads((tmp_path / "results.json").read_text())["tradeoff"]
+    model_row = next(r for r in rows if r["threshold_rule"] == "model's calibrated threshold")
+    # good >= 0.7: only 0.9; defects < 0.7: only 0.6
+    assert (model_row["false_rejects"], model_row["good"], model_row["missed"], model_row["defect"]) == (1, 6, 1, 4)
+    f1_row = next(r for r in rows if r["threshold_rule"] == "F1-optimal")
+    assert f1_row["threshold"] == 0.6  # TP 4, FP 1, FN 0 -> 8/9, the best (0.8: 6/8)
+    assert "| model's calibrated threshold | 0.7 | 1 / 6 (16.7 %) | 1 / 4 (25.0 %) |" in (tmp_path / "results.md").read_text()
