@@ -39,6 +39,7 @@ import numpy as np
 
 from . import thresholds
 from .data import LAYOUTS, load_samples, limit_samples
+from .device import DeviceError, add_device_argument, resolve_device
 from .evaluate import best_f1
 
 CALIBRATION_KEY = "crad.calibration"
@@ -215,6 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantile", type=float, default=thresholds.DEFAULT_QUANTILE, help="max-margin rule")
     parser.add_argument("--margin", type=float, default=thresholds.DEFAULT_MARGIN, help="max-margin rule")
     parser.add_argument("--batch", type=int, default=16)
+    add_device_argument(parser)
     parser.add_argument("--checkpoint-out", metavar="FILE",
                         help="also write a copy of the scoring checkpoint with the calibration in its extra "
                              "(`crad export` then puts it into the ONNX file); may be the checkpoint itself")
@@ -228,19 +230,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return _run(args)
-    except (DataError, FileNotFoundError) as error:
+    except (DataError, DeviceError, FileNotFoundError) as error:
         print(f"crad calibrate: {error}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from .data import DataError, Sample, detect_layout, sample_mask
     from .evaluate import predict_with_skips
     from .model import load_detector
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    device = resolve_device(args.device)
     model_is_onnx = str(args.model).lower().endswith(".onnx")
     checkpoint = args.checkpoint or (None if model_is_onnx else args.model)
     onnx_target = args.onnx or (args.model if model_is_onnx else None)
@@ -251,6 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("crad calibrate: --out is an ONNX file but no ONNX model was given (--model X.onnx or --onnx)")
 
     detector, extra = load_detector(checkpoint)
+    detector.to(device)
     size = detector.input_size
     if onnx_target is not None:
         check_same_model(read_model_metadata(onnx_target), detector.build_arguments(), onnx_target, checkpoint)

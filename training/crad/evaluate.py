@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curv
 
 from .data import (LAYOUTS, DataError, Sample, image_batches, limit_samples, load_samples,
                    read_image_uint8, sample_mask)
+from .device import DeviceError, add_device_argument, loader_options, resolve_device
 from .thresholds import tradeoff_markdown, tradeoff_table
 
 log = logging.getLogger("crad.evaluate")
@@ -169,9 +169,9 @@ def predict_with_skips(detector, samples: Sequence[Sample], size: int, batch: in
     scores: list[np.ndarray] = []
     kept: list[Sample] = []
     skipped: list[str] = []
-    for images, batch_samples in image_batches(samples, size, batch, skipped):
+    for images, batch_samples in image_batches(samples, size, batch, skipped, **loader_options(device)):
         with torch.no_grad():
-            out_maps, out_scores = detector(torch.from_numpy(images).to(device))
+            out_maps, out_scores = detector(torch.as_tensor(images).to(device, non_blocking=True))
         maps.append(out_maps.detach().float().cpu().numpy()[:, 0])
         scores.append(out_scores.detach().float().cpu().numpy().reshape(-1))
         kept.extend(batch_samples)
@@ -364,18 +364,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlays", type=int, default=3, help="overlay images per class (0: none)")
     parser.add_argument("--limit", type=int, help="at most N images per class and label (seeded; smoke tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --limit")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from .model import load_detector
 
-    torch.set_num_threads(os.cpu_count() or 1)
     try:
+        device = resolve_device(args.device)
         detector, extra = load_detector(args.model)
+        detector.to(device)
         samples = load_samples(args.data, args.layout, args.split, args.classes, args.meta)
-    except (DataError, FileNotFoundError) as error:
+    except (DataError, DeviceError, FileNotFoundError) as error:
         print(f"crad eval: {error}", file=sys.stderr)
         return 2
     samples = limit_samples(samples, args.limit, args.seed)
