@@ -19,8 +19,9 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients
   # systemd-analyze verify for the unit test
   systemd
-  # the trainer (always run with /usr/bin/python3: these install for Debian's interpreter)
-  python3-torch python3-torchvision python3-onnx python3-opencv python3-sklearn python3-scipy
+  # the trainer (always run with /usr/bin/python3: these install for Debian's interpreter);
+  # only what training/ imports (sklearn's metrics, tqdm's progress bars)
+  python3-torch python3-torchvision python3-onnx python3-opencv python3-sklearn
   python3-numpy python3-pytest python3-tqdm
 )
 

@@ -3,10 +3,9 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import cv, { type Mat } from '../cv.js';
+import { IMAGE_EXTENSIONS, isImageFile } from '../shared/images.js';
 import type { Logger } from '../shared/log.js';
 import type { CameraSource } from './source.js';
-
-const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm', '.pnm']);
 
 export class FolderSource implements CameraSource {
   readonly live = false;
@@ -33,10 +32,10 @@ export class FolderSource implements CameraSource {
       throw new Error(`cannot open ${this.description}: ${(err as Error).message}`);
     }
     const images = names
-      .filter((name) => IMAGE_EXTENSIONS.has(path.extname(name).toLowerCase()))
+      .filter(isImageFile)
       .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     if (images.length === 0) {
-      throw new Error(`cannot open ${this.description}: no image files (${[...IMAGE_EXTENSIONS].join(' ')})`);
+      throw new Error(`cannot open ${this.description}: no image files (${IMAGE_EXTENSIONS.join(' ')})`);
     }
     return images.map((name) => path.join(this.dir, name));
   }

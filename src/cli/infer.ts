@@ -8,9 +8,8 @@ import type { Frame } from '../capture/frame.js';
 import { loadModel, modelOptions } from '../inference/model.js';
 import { postprocess, postprocessOptions } from '../inference/postprocess.js';
 import type { Result } from '../inference/types.js';
+import { isImageFile } from '../shared/images.js';
 import { createLogger } from '../shared/log.js';
-
-const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm']);
 
 export interface InferOptions {
   model?: string;
@@ -24,7 +23,7 @@ export function listImages(target: string): string[] {
   if (!stat.isDirectory()) return [target];
   return fs
     .readdirSync(target)
-    .filter((name) => IMAGE_EXTENSIONS.has(path.extname(name).toLowerCase()))
+    .filter(isImageFile)
     .sort()
     .map((name) => path.join(target, name));
 }

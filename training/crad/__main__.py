@@ -74,6 +74,9 @@ def _user_errors() -> tuple[type, ...]:
         errors.append(backbones.BackboneWeightsError)
     if data is not None and hasattr(data, "DataError"):
         errors.append(data.DataError)
+    device = sys.modules.get("crad.device")
+    if device is not None:
+        errors.append(device.DeviceError)
     return tuple(errors)
 
 

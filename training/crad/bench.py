@@ -22,13 +22,13 @@ import datetime as _dt
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .data import Sample, image_batches, limit_samples, load_images, magnetic_tile_split, split_samples
+from .device import add_device_argument, resolve_device
 from .evaluate import METRICS, METRIC_TITLES, evaluate_predictions
 
 log = logging.getLogger("crad.bench")
@@ -56,9 +56,11 @@ def bench_split(data: str | Path, split_seed: int, seed: int, holdout: float, li
     return train, held, test
 
 
-def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: int):
+def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: int, device=None):
     """One backbone pass over the test images; both heads on the same features."""
     import torch
+
+    from .device import loader_options, synchronize
 
     maps = {"crad": [], "patchcore": []}
     scores = {"crad": [], "patchcore": []}
@@ -66,19 +68,21 @@ def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: 
     kept: list[Sample] = []
     skipped: list[str] = []
     with torch.no_grad():  # warm-up: the first call's one-off allocations are not inference time
-        warm = crad.features(torch.zeros(1, 3, size, size))
+        warm = crad.features(torch.zeros(1, 3, size, size, device=device))
         crad.maps_from_features(warm)
         patchcore.maps_from_features(warm)
-        for images, batch_samples in image_batches(samples, size, batch, skipped):
+        for images, batch_samples in image_batches(samples, size, batch, skipped, **loader_options(device)):
             start = time.perf_counter()
-            features = crad.features(torch.from_numpy(images))
+            features = crad.features(torch.as_tensor(images).to(device, non_blocking=True))
+            synchronize(device)
             seconds["backbone"] += time.perf_counter() - start
             for name, model in (("crad", crad), ("patchcore", patchcore)):
                 start = time.perf_counter()
                 out_maps, out_scores = model.maps_from_features(features)
+                synchronize(device)
                 seconds[name] += time.perf_counter() - start
-                maps[name].append(out_maps[:, 0].float().numpy())
-                scores[name].append(out_scores.float().numpy())
+                maps[name].append(out_maps[:, 0].float().cpu().numpy())
+                scores[name].append(out_scores.float().cpu().numpy())
             kept.extend(batch_samples)
     results = {name: (np.concatenate(maps[name]), np.concatenate(scores[name])) for name in maps}
     return results, kept, skipped, seconds
@@ -148,6 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default runs/bench/<dataset>)")
     parser.add_argument("--overlays", type=int, default=3, help="overlay images per class and method")
     parser.add_argument("--no-progress", action="store_true")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     from .model import build_detector, load_detector
     from .train import TrainConfig, compute_features, fit
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    device = resolve_device(args.device)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data = Path(args.data) if args.data else shared_data_dir() / args.dataset
     if not data.is_dir():
@@ -177,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the head's initialisation
     detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights,
                               args.random_backbone)
+    detector.to(device)
     size = detector.input_size
     train_images, train_kept, _ = load_images(train, size)
     held_images, held_kept, _ = load_images(held, size) if held else (None, [], [])
@@ -208,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
                  {"classes": sorted({s.class_name for s in train_kept}), "training": training_info})
     timings["crad_fit_seconds"] = time.perf_counter() - started
     best, _ = load_detector(str(out / "crad" / "best.pt"))
+    best.to(device)
 
     started = time.perf_counter()
     patchcore = PatchCoreBaseline.fit(train_features, best.features, size, args.coreset_ratio, args.max_bank,
@@ -215,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     timings["patchcore_fit_seconds"] = time.perf_counter() - started
     del train_features, held_features
 
-    predictions, kept, skipped, seconds = _test_predictions(best, patchcore, test, size, args.batch_size)
+    predictions, kept, skipped, seconds = _test_predictions(best, patchcore, test, size, args.batch_size, device)
     per_image = {name: 1000.0 * s / len(kept) for name, s in seconds.items()}
     results = {}
     for name, title in (("crad", f"CRAD {args.variant}"), ("patchcore", "PatchCore baseline")):
@@ -231,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
     rows += [(name, metrics, {}) for name, metrics in PUBLISHED[args.dataset]]
     table = comparison_table(rows)
     summary = {
-        "dataset": args.dataset, "data": str(data), "backbone": args.backbone, "variant": args.variant,
+        "dataset": args.dataset, "data": str(data), "backbone": args.backbone, "variant": args.variant, "device": str(device),
+        "epochs_per_minute": result.epochs_completed / max(timings["crad_fit_seconds"] / 60.0, 1e-9),
         "minutes": args.minutes, "limit": args.limit, "seed": args.seed, "split_seed": args.split_seed,
         "images": {"train": len(train_kept), "holdout": len(held_kept), "test": len(kept),
                    "test_defective": sum(s.label for s in kept), "skipped": skipped},
@@ -249,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
     note = "" if args.limit is None else f"\n--limit {args.limit}: a smoke test, not comparable with the published rows.\n"
     header = (f"# {args.dataset}: CRAD vs PatchCore on {args.backbone} features\n\n"
               f"{len(train_kept)} training / {len(held_kept)} held-out normal images, {len(kept)} test images "
-              f"({summary['images']['test_defective']} defective); CRAD budget {args.minutes:g} min.\n{note}\n")
+              f"({summary['images']['test_defective']} defective); CRAD budget {args.minutes:g} min on {device}, "
+              f"{summary['epochs_per_minute']:.2f} epochs/min.\n{note}\n")
     (out / "bench.md").write_text(header + table)
     print(table)
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, per-method reports in {out / 'crad'} and {out / 'patchcore'}")

@@ -4,15 +4,20 @@ The result is the model contract's `crad.calibration` object:
     {"image": {"threshold", "min", "max"}, "pixel": {"threshold", "min", "max"}, "source", "images"}
 and the daemon publishes normalized = clamp((raw - threshold) / (max - min) + 0.5, 0, 1).
 
-The rule (image scores and pixel values alike):
-- From held-out NORMAL images only: threshold = the `quantile` of the normal values plus
-  `margin` x (max - min of the normal values). Defaults: quantile 1.0 (the largest normal
-  value) and margin 0.1, so no held-out normal image is flagged and the most anomalous normal
-  lands at normalized 0.4.
-- With labelled defect images as well: the image threshold is the F1-optimal one over normal
-  and defect scores (defective when score >= threshold); the pixel threshold is the F1-optimal
-  one over all pixels when defect masks are given (else the normal rule above).
+The rules are crad.thresholds' (see there; `--rule`):
+- Image threshold, good images only (default "frr"): the lowest threshold whose false-reject rate
+  on new good parts is at most --target-frr (default 1 %) with --confidence (default 95 %), from
+  the held-out normal scores (an order-statistic bound, or a fitted tail when there are too few
+  normals for one). "max-margin" is the old rule (the largest normal + 10 % of the range).
+- With labelled defect images (default "f1"): the F1-optimal threshold; or "miss-rate" (misses
+  at most --target-miss of them).
+- Pixel threshold (where regions start): F1-optimal over pixels when defect masks are given;
+  otherwise the image rule applied to each normal image's largest pixel value, so that at most
+  the target share of good parts shows a region ("max-margin": over all normal pixels).
 - min / max: over the normal values, and the defect values too when given.
+The calibration object also records the rule (`rule`) and the trade-off on its own images
+(`tradeoff`: false rejects and missed defects at the chosen and the alternative thresholds);
+the daemon reads only image, pixel, source and images.
 Calibrate on normal images the model was NOT trained on: training images score lower than
 new normal images, which would put the threshold too low.
 
@@ -32,24 +37,22 @@ from pathlib import Path
 
 import numpy as np
 
+from . import thresholds
 from .data import LAYOUTS, load_samples, limit_samples
+from .device import DeviceError, add_device_argument, resolve_device
 from .evaluate import best_f1
 
 CALIBRATION_KEY = "crad.calibration"
 SIDECAR_SUFFIX = ".calibration.json"
-DEFAULT_QUANTILE = 1.0
-DEFAULT_MARGIN = 0.1
-
-
-def _normal_threshold(values: np.ndarray, quantile: float, margin: float) -> float:
-    low, high = float(values.min()), float(values.max())
-    return float(np.quantile(values, quantile)) + margin * (high - low)
 
 
 def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_maps: np.ndarray | None = None,
                      defect_scores: np.ndarray | None = None, defect_masks: np.ndarray | None = None,
-                     quantile: float = DEFAULT_QUANTILE, margin: float = DEFAULT_MARGIN) -> dict:
-    """The `crad.calibration` object (see the module docstring for the rule).
+                     quantile: float = thresholds.DEFAULT_QUANTILE, margin: float = thresholds.DEFAULT_MARGIN,
+                     rule: str = "auto", target_frr: float = thresholds.DEFAULT_TARGET_FRR,
+                     confidence: float = thresholds.DEFAULT_CONFIDENCE,
+                     target_miss: float = thresholds.DEFAULT_TARGET_MISS) -> dict:
+    """The `crad.calibration` object (see the module docstring for the rules).
 
     normal_maps (N,H,W) and normal_scores (N,) from held-out normal images; optionally
     defect_maps (M,H,W), defect_scores (M,) and defect_masks (M,H,W) of 0/1.
@@ -63,33 +66,30 @@ def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_
     if not 0.0 <= quantile <= 1.0 or margin < 0:
         raise ValueError(f"quantile must be in [0, 1] and margin >= 0, got {quantile} and {margin}")
     has_defects = defect_scores is not None and np.asarray(defect_scores).size > 0
-    all_scores = normal_scores
+    defect_scores = np.asarray(defect_scores, np.float64).reshape(-1) if has_defects else np.zeros(0)
+    n_defects = defect_scores.size
+    all_scores = np.concatenate([normal_scores, defect_scores])
     all_pixels_min, all_pixels_max = float(normal_maps.min()), float(normal_maps.max())
-    n_defects = 0
-    if has_defects:
-        defect_scores = np.asarray(defect_scores, np.float64).reshape(-1)
-        n_defects = defect_scores.size
-        all_scores = np.concatenate([normal_scores, defect_scores])
-        labels = np.concatenate([np.zeros(normal_scores.size), np.ones(n_defects)])
-        _, image_threshold = best_f1(labels, all_scores)
-        image_rule = "F1-optimal threshold over normal and defect scores"
-        if defect_maps is not None:
-            all_pixels_min = min(all_pixels_min, float(np.min(defect_maps)))
-            all_pixels_max = max(all_pixels_max, float(np.max(defect_maps)))
-    else:
-        image_threshold = _normal_threshold(normal_scores, quantile, margin)
-        image_rule = f"threshold = normal quantile {quantile:g} + {margin:g} x (max - min)"
+    if has_defects and defect_maps is not None:
+        all_pixels_min = min(all_pixels_min, float(np.min(defect_maps)))
+        all_pixels_max = max(all_pixels_max, float(np.max(defect_maps)))
+    options = dict(target_frr=target_frr, confidence=confidence, target_miss=target_miss, quantile=quantile, margin=margin)
+    image_threshold, image_rule = thresholds.choose(rule, normal_scores, defect_scores, **options)
     if has_defects and defect_maps is not None and defect_masks is not None:
         defect_masks = np.asarray(defect_masks)
         if defect_masks.shape != np.shape(defect_maps):
             raise ValueError(f"defect masks {defect_masks.shape} and maps {np.shape(defect_maps)} differ in shape")
         pixel_labels = np.concatenate([np.zeros(normal_maps.size, bool), defect_masks.reshape(-1) > 0])
         pixel_values = np.concatenate([normal_maps.reshape(-1), np.asarray(defect_maps).reshape(-1)])
-        _, pixel_threshold = best_f1(pixel_labels, pixel_values)
-        pixel_rule = "F1-optimal threshold over pixels"
+        pixel_f1, pixel_threshold = best_f1(pixel_labels, pixel_values)
+        pixel_rule = {"rule": "f1", "f1": pixel_f1, "text": "F1-optimal over pixels"}
+    elif image_rule["rule"] == "max-margin":
+        pixel_threshold, pixel_rule = thresholds.max_margin_threshold(normal_maps.reshape(-1), quantile, margin)
     else:
-        pixel_threshold = _normal_threshold(normal_maps.reshape(-1), quantile, margin)
-        pixel_rule = f"threshold = normal quantile {quantile:g} + {margin:g} x (max - min)"
+        # a good part shows a region when its largest pixel passes: bound that share like the FRR
+        peaks = normal_maps.reshape(normal_maps.shape[0], -1).max(axis=1)
+        pixel_threshold, pixel_rule = thresholds.frr_threshold(peaks, target_frr, confidence)
+        pixel_rule["text"] = "largest pixel of each normal image, " + pixel_rule["text"]
     image_min, image_max = float(all_scores.min()), float(all_scores.max())
     for what, low, high in (("image scores", image_min, image_max), ("pixel values", all_pixels_min, all_pixels_max)):
         if not high > low:
@@ -98,8 +98,10 @@ def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_
     return {
         "image": {"threshold": float(image_threshold), "min": image_min, "max": image_max},
         "pixel": {"threshold": float(pixel_threshold), "min": all_pixels_min, "max": all_pixels_max},
-        "source": f"{counts}; image: {image_rule}; pixel: {pixel_rule}; min/max over all",
+        "source": f"{counts}; image: {image_rule['text']}; pixel: {pixel_rule['text']}; min/max over all",
         "images": int(normal_scores.size + n_defects),
+        "rule": {"image": image_rule, "pixel": pixel_rule},
+        "tradeoff": thresholds.tradeoff_table(normal_scores, defect_scores, {"chosen": image_threshold}),
     }
 
 
@@ -203,9 +205,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", nargs="+")
     parser.add_argument("--limit", type=int, help="at most N images per class and label (seeded)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE)
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--rule", default="auto", choices=thresholds.RULES,
+                        help="image threshold rule: auto (f1 with --defects, else frr), frr, max-margin, f1, miss-rate")
+    parser.add_argument("--target-frr", type=float, default=thresholds.DEFAULT_TARGET_FRR,
+                        help="frr rule: largest false-reject rate of good parts (default 0.01)")
+    parser.add_argument("--confidence", type=float, default=thresholds.DEFAULT_CONFIDENCE,
+                        help="frr rule: confidence of that bound (default 0.95)")
+    parser.add_argument("--target-miss", type=float, default=thresholds.DEFAULT_TARGET_MISS,
+                        help="miss-rate rule: largest share of labelled defects missed (default 0.05)")
+    parser.add_argument("--quantile", type=float, default=thresholds.DEFAULT_QUANTILE, help="max-margin rule")
+    parser.add_argument("--margin", type=float, default=thresholds.DEFAULT_MARGIN, help="max-margin rule")
     parser.add_argument("--batch", type=int, default=16)
+    add_device_argument(parser)
     parser.add_argument("--checkpoint-out", metavar="FILE",
                         help="also write a copy of the scoring checkpoint with the calibration in its extra "
                              "(`crad export` then puts it into the ONNX file); may be the checkpoint itself")
@@ -219,19 +230,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return _run(args)
-    except (DataError, FileNotFoundError) as error:
+    except (DataError, DeviceError, FileNotFoundError) as error:
         print(f"crad calibrate: {error}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from .data import DataError, Sample, detect_layout, sample_mask
     from .evaluate import predict_with_skips
     from .model import load_detector
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    device = resolve_device(args.device)
     model_is_onnx = str(args.model).lower().endswith(".onnx")
     checkpoint = args.checkpoint or (None if model_is_onnx else args.model)
     onnx_target = args.onnx or (args.model if model_is_onnx else None)
@@ -242,6 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("crad calibrate: --out is an ONNX file but no ONNX model was given (--model X.onnx or --onnx)")
 
     detector, extra = load_detector(checkpoint)
+    detector.to(device)
     size = detector.input_size
     if onnx_target is not None:
         check_same_model(read_model_metadata(onnx_target), detector.build_arguments(), onnx_target, checkpoint)
@@ -264,7 +274,8 @@ def _run(args: argparse.Namespace) -> int:
         if all(s.mask_path is not None for s in kept):
             defect_masks = np.stack([sample_mask(s, size) for s in kept])
     calibration = calibrate_scores(normal_maps, normal_scores, defect_maps, defect_scores, defect_masks,
-                                   args.quantile, args.margin)
+                                   args.quantile, args.margin, args.rule, args.target_frr, args.confidence,
+                                   args.target_miss)
     text = json.dumps(calibration)
     if out.lower().endswith(".onnx"):
         write_model_metadata(onnx_target, out, {CALIBRATION_KEY: text})
@@ -273,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         store_in_checkpoint(checkpoint, out, calibration)
     print(json.dumps(calibration, indent=2))
+    print(thresholds.tradeoff_markdown(calibration["tradeoff"]))
     print(f"wrote {out}")
     if args.checkpoint_out:
         store_in_checkpoint(checkpoint, args.checkpoint_out, calibration)

@@ -32,7 +32,14 @@ import numpy as np
 
 log = logging.getLogger("crad.data")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+try:
+    from torch.utils.data import Dataset as _TorchDataset
+except ImportError:  # synth and the metrics work without torch
+    _TorchDataset = object  # type: ignore[assignment,misc]
+
+# Identical to the daemon's list (src/shared/images.ts; test_image_extensions compares them), so a
+# customer's folder means the same images to the trainer and to the line.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm")
 LAYOUTS = ("auto", "mvtec", "jsonl", "magnetic-tile", "folder")
 GOOD = "good"
 MAGNETIC_TILE_CLASS = "magnetic-tile"
@@ -151,11 +158,46 @@ def warn_skipped(skipped: Sequence[str], what: str = "images") -> None:
         log.warning("skipped %d unreadable %s: %s", len(skipped), what, shown)
 
 
-def image_batches(samples: Sequence[Sample], size: int, batch: int, skipped: list[str]):
+class _Decoded(_TorchDataset):  # type: ignore[misc,valid-type]
+    """(index, float32 image or None): decoding for DataLoader workers."""
+
+    def __init__(self, samples: Sequence[Sample], size: int):
+        self.samples, self.size = samples, size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        return index, read_image(self.samples[index].path, self.size)
+
+
+def _collate_readable(items):
+    import torch
+
+    readable = [(i, image) for i, image in items if image is not None]
+    images = torch.from_numpy(np.stack([image for _, image in readable])) if readable else None
+    return images, [i for i, _ in readable], [i for i, image in items if image is None]
+
+
+def image_batches(samples: Sequence[Sample], size: int, batch: int, skipped: list[str], num_workers: int = 0,
+                  pin_memory: bool = False):
     """Yield (float32 n x 3 x size x size, their samples) for up to `batch` readable images at a time.
 
-    Unreadable files are appended to `skipped` and named in one warning once all are read.
+    Unreadable files are appended to `skipped` and named in one warning once all are read. With
+    workers (crad.device.loader_options gives them for a GPU) DataLoader workers decode the images
+    into torch tensors, pinned if asked, while the GPU computes; without, they are decoded here.
     """
+    if num_workers > 0:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_Decoded(samples, size), batch_size=batch, shuffle=False, collate_fn=_collate_readable,
+                            num_workers=num_workers, pin_memory=pin_memory)
+        for images, readable, unreadable in loader:
+            skipped.extend(samples[i].path for i in unreadable)
+            if images is not None:
+                yield images, [samples[i] for i in readable]
+        warn_skipped(skipped)
+        return
     pending: list[np.ndarray] = []
     kept: list[Sample] = []
     for sample in samples:
@@ -460,12 +502,6 @@ def limit_samples(samples: Sequence[Sample], limit: int | None, seed: int) -> li
 
 
 # ----------------------------------------------------------------------------- torch dataset
-
-try:
-    from torch.utils.data import Dataset as _TorchDataset
-except ImportError:  # synth and the metrics work without torch
-    _TorchDataset = object  # type: ignore[assignment,misc]
-
 
 class ImageDataset(_TorchDataset):  # type: ignore[misc,valid-type]
     """Images decoded once (uint8, to keep memory at a quarter of float32) and masks.

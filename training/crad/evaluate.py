@@ -13,6 +13,9 @@ size, and all raw: an AUC below 0.5 is reported as it is, never flipped.
   is integrated (trapezoids, linear interpolation at the limit) from 0 to 0.3 and divided by 0.3.
 - F1-max: the best image-level F1 over all thresholds (predicted defective when score >= t).
 
+AUROC and F1 come from scikit-learn (roc_auc_score, precision_recall_curve); the PRO curve is
+scikit-learn's roc_curve with each defect pixel weighted 1 / (regions x its region's size).
+
 A metric that is undefined for a class (no defect images, no regions) is NaN (null in JSON)
 and the mean is taken over the classes where it is defined.
 """
@@ -23,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,9 +33,12 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
 from .data import (LAYOUTS, DataError, Sample, image_batches, limit_samples, load_samples,
                    read_image_uint8, sample_mask)
+from .device import DeviceError, add_device_argument, loader_options, resolve_device
+from .thresholds import tradeoff_markdown, tradeoff_table
 
 log = logging.getLogger("crad.evaluate")
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
@@ -41,17 +46,6 @@ METRIC_TITLES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "au
 
 
 # ----------------------------------------------------------------------------- metrics
-
-
-def _descending(scores: np.ndarray, positive: np.ndarray):
-    """Sort by score, high first: (distinct-threshold end indices, sorted scores, sorted positives)."""
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    sorted_positive = positive[order]
-    del order
-    ends = np.flatnonzero(np.diff(sorted_scores)) if sorted_scores.size > 1 else np.zeros(0, np.int64)
-    ends = np.append(ends, sorted_scores.size - 1)
-    return ends, sorted_scores, sorted_positive
 
 
 def _check_pair(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -67,16 +61,9 @@ def _check_pair(labels: np.ndarray, scores: np.ndarray, what: str) -> tuple[np.n
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (ties count half), NaN when only one class is present."""
     labels, scores = _check_pair(labels, scores, "auroc")
-    positives = int(labels.sum())
-    negatives = labels.size - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    ends, _, sorted_positive = _descending(scores, labels)
-    tp = np.cumsum(sorted_positive, dtype=np.int64)[ends]
-    fp = ends + 1 - tp
-    tpr = np.concatenate([[0.0], tp / positives])
-    fpr = np.concatenate([[0.0], fp / negatives])
-    return float(np.trapz(tpr, fpr))
+    if labels.all() or not labels.any():
+        return float("nan")  # sklearn raises here; an undefined metric is NaN in the report
+    return float(roc_auc_score(labels, scores))
 
 
 def image_labels(samples: Sequence[Sample], masks: np.ndarray | None) -> np.ndarray:
@@ -101,15 +88,14 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
 def best_f1(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """(max F1, its threshold t): predicted positive when score >= t. NaN when no positives."""
     labels, scores = _check_pair(labels, scores, "f1")
-    positives = int(labels.sum())
-    if positives == 0:
+    if not labels.any():
         return float("nan"), float("nan")
-    ends, sorted_scores, sorted_positive = _descending(scores, labels)
-    tp = np.cumsum(sorted_positive, dtype=np.int64)[ends]
-    predicted = ends + 1
-    f1 = 2.0 * tp / (predicted + positives)  # 2TP / (2TP + FP + FN)
-    best = int(np.argmax(f1))
-    return float(f1[best]), float(sorted_scores[ends[best]])
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    best = f1.size - 1 - int(np.argmax(f1[::-1]))  # among equal F1s the highest threshold
+    return float(f1[best]), float(thresholds[best])
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -139,19 +125,13 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     if count == 0 or negatives == 0:
         return float("nan")
     region_sizes = np.bincount(regions.reshape(-1), minlength=count + 1).astype(np.float64)
-    # each defect pixel moves PRO by 1 / (K * size of its region) when the threshold passes it
-    pixel_weight = np.zeros(count + 1, np.float64)
-    pixel_weight[1:] = 1.0 / (count * region_sizes[1:])
+    # Weighting each defect pixel by 1 / (K * size of its region) turns the ROC curve's TPR into
+    # PRO (the mean per-region overlap); normal pixels weigh 1, so FPR stays the pixel fraction.
+    weights = np.ones(count + 1, np.float64)
+    weights[1:] = 1.0 / (count * region_sizes[1:])
     flat_regions = regions.reshape(-1)
-    ends, _, sorted_regions = _descending(maps.reshape(-1).astype(np.float32), flat_regions)
-    is_negative = sorted_regions == 0
-    false_positives = np.cumsum(is_negative, dtype=np.int64)[ends]
-    positive_weights = pixel_weight[sorted_regions[~is_negative]]
-    pro_prefix = np.concatenate([[0.0], np.cumsum(positive_weights)])
-    pro = pro_prefix[ends + 1 - false_positives]
-    fpr = false_positives / negatives
-    fpr = np.concatenate([[0.0], fpr])
-    pro = np.concatenate([[0.0], pro])
+    fpr, pro, _ = roc_curve(flat_regions > 0, maps.reshape(-1).astype(np.float32),
+                            sample_weight=weights[flat_regions], drop_intermediate=False)
     inside = fpr <= fpr_limit
     x, y = fpr[inside], pro[inside]
     if x[-1] < fpr_limit and inside.sum() < fpr.size:
@@ -159,7 +139,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
         x0, x1, y0, y1 = fpr[nxt - 1], fpr[nxt], pro[nxt - 1], pro[nxt]
         y_limit = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
         x, y = np.append(x, fpr_limit), np.append(y, y_limit)
-    return float(np.trapz(y, x) / fpr_limit)
+    return float(auc(x, y) / fpr_limit)
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -189,9 +169,9 @@ def predict_with_skips(detector, samples: Sequence[Sample], size: int, batch: in
     scores: list[np.ndarray] = []
     kept: list[Sample] = []
     skipped: list[str] = []
-    for images, batch_samples in image_batches(samples, size, batch, skipped):
+    for images, batch_samples in image_batches(samples, size, batch, skipped, **loader_options(device)):
         with torch.no_grad():
-            out_maps, out_scores = detector(torch.from_numpy(images).to(device))
+            out_maps, out_scores = detector(torch.as_tensor(images).to(device, non_blocking=True))
         maps.append(out_maps.detach().float().cpu().numpy()[:, 0])
         scores.append(out_scores.detach().float().cpu().numpy().reshape(-1))
         kept.extend(batch_samples)
@@ -248,16 +228,23 @@ def mean_metrics(per_class: dict[str, dict]) -> dict:
     return mean
 
 
-def compute_metrics(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, fpr_limit: float = 0.3) -> dict:
-    """{"classes": {name: metrics}, "mean": {...}} for predictions aligned with `samples`."""
+def compute_metrics(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, fpr_limit: float = 0.3,
+                    calibration: dict | None = None) -> dict:
+    """{"classes": {name: metrics}, "mean": {...}, "tradeoff": [rows]} for predictions aligned with
+    `samples`. The trade-off is over all classes together (a model has one image threshold) and
+    includes the model's own calibrated threshold when `calibration` is given."""
     size = maps.shape[-1]
     per_class: dict[str, dict] = {}
+    labels = np.zeros(len(samples), np.int64)
     for class_name in sorted({s.class_name for s in samples}):
         index = [i for i, s in enumerate(samples) if s.class_name == class_name]
         chosen = [samples[i] for i in index]
         masks = np.stack([sample_mask(s, size) for s in chosen])
+        labels[index] = image_labels(chosen, masks)
         per_class[class_name] = class_metrics(chosen, maps[index], scores[index], masks, fpr_limit)
-    return {"classes": per_class, "mean": mean_metrics(per_class)}
+    chosen_thresholds = {"model's calibrated threshold": calibration["image"]["threshold"]} if calibration else {}
+    tradeoff = tradeoff_table(scores[labels == 0], scores[labels == 1], chosen_thresholds)
+    return {"classes": per_class, "mean": mean_metrics(per_class), "tradeoff": tradeoff}
 
 
 def _percent(value: float) -> str:
@@ -271,7 +258,12 @@ def markdown_table(results: dict, title: str | None = None) -> str:
         lines.append(f"| {name} | {m['good']} | {m['defect']} | " + " | ".join(_percent(m[k]) for k in METRICS) + " |")
     mean = results["mean"]
     lines.append("| **mean** | | | " + " | ".join(_percent(mean[k]) for k in METRICS) + " |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if results.get("tradeoff"):
+        text += ("\n### Threshold trade-off (all classes; NG when score >= threshold)\n\nThresholds other than the "
+                 "model's are chosen on these same images, so their rates are optimistic.\n\n"
+                 + tradeoff_markdown(results["tradeoff"]))
+    return text
 
 
 def overlay_image(image_rgb: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray, low: float, high: float,
@@ -332,9 +324,10 @@ def write_report(results: dict, out_dir: str | Path, title: str) -> None:
 
 
 def evaluate_predictions(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarray, out_dir: str | Path | None,
-                         overlays_per_class: int = 3, title: str = "evaluation", extra: dict | None = None) -> dict:
+                         overlays_per_class: int = 3, title: str = "evaluation", extra: dict | None = None,
+                         calibration: dict | None = None) -> dict:
     """Metrics for predictions aligned with `samples`; writes the report when out_dir is given."""
-    results = compute_metrics(samples, maps, scores)
+    results = compute_metrics(samples, maps, scores, calibration=calibration)
     results.update(extra or {})
     if out_dir is not None:
         if overlays_per_class > 0:
@@ -344,7 +337,7 @@ def evaluate_predictions(samples: Sequence[Sample], maps: np.ndarray, scores: np
 
 
 def evaluate(detector, samples: Sequence[Sample], out_dir: str | Path | None, overlays_per_class: int = 3,
-             size: int | None = None, batch: int = 16, title: str = "evaluation") -> dict:
+             size: int | None = None, batch: int = 16, title: str = "evaluation", calibration: dict | None = None) -> dict:
     """Predict, score and report. Unreadable images are skipped (counted in the results)."""
     size = size or int(getattr(detector, "input_size", 224))
     start = time.perf_counter()
@@ -352,7 +345,7 @@ def evaluate(detector, samples: Sequence[Sample], out_dir: str | Path | None, ov
     seconds = time.perf_counter() - start
     extra = {"images": len(kept), "skipped": skipped, "size": size,
              "predict_seconds": seconds, "ms_per_image": 1000.0 * seconds / len(kept)}
-    return evaluate_predictions(kept, maps, scores, out_dir, overlays_per_class, title, extra)
+    return evaluate_predictions(kept, maps, scores, out_dir, overlays_per_class, title, extra, calibration)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -371,23 +364,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlays", type=int, default=3, help="overlay images per class (0: none)")
     parser.add_argument("--limit", type=int, help="at most N images per class and label (seeded; smoke tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --limit")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from .model import load_detector
 
-    torch.set_num_threads(os.cpu_count() or 1)
     try:
+        device = resolve_device(args.device)
         detector, extra = load_detector(args.model)
+        detector.to(device)
         samples = load_samples(args.data, args.layout, args.split, args.classes, args.meta)
-    except (DataError, FileNotFoundError) as error:
+    except (DataError, DeviceError, FileNotFoundError) as error:
         print(f"crad eval: {error}", file=sys.stderr)
         return 2
     samples = limit_samples(samples, args.limit, args.seed)
+    calibration = extra.get("calibration")
+    if isinstance(calibration, str):  # as `crad export --calibration` may have stored it
+        calibration = json.loads(calibration)
     results = evaluate(detector, samples, args.out, args.overlays, batch=args.batch,
-                       title=f"{Path(args.model).name} on {args.data}")
+                       title=f"{Path(args.model).name} on {args.data}", calibration=calibration)
     results["model"] = str(args.model)
     write_report(results, args.out, f"{Path(args.model).name} on {args.data}")
     print(markdown_table(results))

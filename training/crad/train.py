@@ -12,6 +12,8 @@
 - Truly seeded: --seed fixes the head's initialisation, the batch order and the jitter; the same
   seed and the same images give bit-identical weights (on the same machine and thread count).
   Resuming restores every random state, so an interrupted run ends where an uninterrupted one does.
+  That holds on the CPU; on CUDA (--device, see crad.device) the jitter draws from the GPU's
+  generator and its kernels are not bit-reproducible, so CUDA runs agree closely, not exactly.
 - Model selection uses held-out NORMAL training images only (never the test set): a seeded,
   per-class fraction (--holdout) of the normal images is kept out of training, and the
   checkpoint with the lowest held-out reconstruction loss (MSE(F, X) in eval mode) is best.pt.
@@ -74,18 +76,24 @@ class TrainConfig:
 # ---- features --------------------------------------------------------------------------------
 
 def compute_features(detector, images, batch_size: int = 16, progress: bool = False, description: str = "images"):
-    """Backbone + neck features of `images` (N,3,S,S float32 in [0,1], numpy or torch) -> (N,C,H,W)."""
+    """Backbone + neck features of `images` (N,3,S,S float32 in [0,1], numpy or torch) -> (N,C,H,W)
+    float32, on the detector's device (float16 autocast on CUDA: crad.device says why)."""
     import torch
     from tqdm import tqdm
 
+    from .device import feature_autocast
+
+    device = detector.mean.device
     images = torch.as_tensor(images, dtype=torch.float32)
+    if device.type == "cuda" and len(images):
+        images = images.pin_memory()
     chunks = []
     detector.eval()
-    with torch.no_grad():
+    with torch.no_grad(), feature_autocast(device):
         for start in tqdm(range(0, len(images), batch_size), desc=f"{description} features", unit="batch", disable=not progress, file=sys.stderr):
-            chunks.append(detector.features(images[start:start + batch_size]))
+            chunks.append(detector.features(images[start:start + batch_size].to(device, non_blocking=True)).float())
     if not chunks:
-        return torch.zeros((0, detector.head.C, detector.head.H, detector.head.W))
+        return torch.zeros((0, detector.head.C, detector.head.H, detector.head.W), device=device)
     return torch.cat(chunks)
 
 
@@ -108,15 +116,17 @@ def cached_features(detector, images, cache_dir: str | None, batch_size: int, pr
     key.update(json.dumps({k: v for k, v in detector.build_arguments().items() if k in ("backbone", "backbone_options", "input_size")}, sort_keys=True).encode())
     key.update(_tensor_digest(detector.backbone.state_dict().values()).encode())
     key.update(hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest().encode())
+    if detector.mean.device.type == "cuda":  # float16-autocast features differ from the CPU's float32 ones
+        key.update(b"cuda float16 autocast")
     path = Path(cache_dir) / f"features-{key.hexdigest()[:32]}.pt"
     if path.is_file():
         log.info("features of %d %s images read from cache %s", len(images), description, path)
-        return torch.load(path)
+        return torch.load(path, map_location=detector.mean.device)
     features = compute_features(detector, images, batch_size, progress, description)
     path.parent.mkdir(parents=True, exist_ok=True)
     from .model import atomic_torch_save
 
-    atomic_torch_save(features, str(path))
+    atomic_torch_save(features.cpu(), str(path))
     return features
 
 
@@ -236,7 +246,7 @@ def fit(
             permutation = torch.randperm(count, generator=order_generator)
             loss_sum = 0.0
             for start in range(0, count, config.batch_size):
-                X = train_features[permutation[start:start + config.batch_size]]
+                X = train_features[permutation[start:start + config.batch_size].to(train_features.device)]
                 fused, _, _ = head(X)
                 loss = F.mse_loss(fused, X)
                 optimizer.zero_grad(set_to_none=True)
@@ -296,6 +306,8 @@ def dataset_digest(paths: list[str], root: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .device import add_device_argument
+
     parser.description = "Train a CRAD model on the normal training images of one or more classes (unified)."
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="dataset root (MVTec layout, JSON Lines meta, Magnetic Tile or a folder)")
@@ -330,6 +342,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max-minutes", type=float, help="time budget: stop before an epoch that would not fit")
     run.add_argument("--feature-cache", metavar="DIR", help="also cache backbone features on disk here")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(run)
 
 
 # Settings a resumed run must keep (everything that shapes the data or the optimisation).
@@ -360,7 +373,9 @@ def _load_training_data(args, input_size: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    from .device import resolve_device
+
+    device = resolve_device(args.device)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from . import __version__
     from .model import build_detector, detector_from_payload
@@ -388,6 +403,7 @@ def run(args: argparse.Namespace) -> int:
         # Before reading any image, so that a missing weight file fails at once.
         torch.manual_seed(args.seed)  # the head's initialisation
         detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights, args.random_backbone)
+    detector.to(device)
 
     train_images, train_kept, holdout_images, holdout_kept = _load_training_data(args, args.input_size)
     classes = sorted({s.class_name for s in train_kept})
@@ -397,9 +413,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the images under {args.data} changed since the run in {args.resume} started", file=sys.stderr)
         return 2
     log.info(
-        "training %s on %s (C=%d, H=W=%d, E=%d): %d images of %d classes, %d held out",
+        "training %s on %s (C=%d, H=W=%d, E=%d): %d images of %d classes, %d held out, on %s",
         args.variant, detector.backbone.name, detector.head.C, detector.head.H, detector.head.E,
-        len(train_kept), len(classes), len(holdout_kept),
+        len(train_kept), len(classes), len(holdout_kept), device,
     )
 
     progress = not args.no_progress

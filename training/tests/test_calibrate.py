@@ -19,10 +19,10 @@ def maps_with_peaks(peaks, size=8):
     return maps
 
 
-def test_normal_only_rule():
+def test_max_margin_rule():
     scores = np.array([1.0, 2.0, 4.0, 3.0])
     maps = maps_with_peaks([0.5, 1.5, 2.5, 0.0])
-    cal = calibrate_scores(maps, scores, margin=0.1)
+    cal = calibrate_scores(maps, scores, margin=0.1, rule="max-margin")
     # threshold = max + 0.1 x (max - min); min/max over the normals
     assert cal["image"] == {"threshold": pytest.approx(4.0 + 0.1 * 3.0), "min": 1.0, "max": 4.0}
     assert cal["pixel"] == {"threshold": pytest.approx(2.5 + 0.1 * 2.5), "min": 0.0, "max": 2.5}
@@ -31,8 +31,24 @@ def test_normal_only_rule():
     assert normalized_score(4.0, cal) == pytest.approx(0.4)
     assert normalized_score(cal["image"]["threshold"], cal) == pytest.approx(0.5)
     assert normalized_score(100.0, cal) == 1.0 and normalized_score(-5.0, cal) == 0.0
-    quantile = calibrate_scores(maps, scores, quantile=0.5, margin=0.0)
+    quantile = calibrate_scores(maps, scores, quantile=0.5, margin=0.0, rule="max-margin")
     assert quantile["image"]["threshold"] == pytest.approx(2.5)
+
+
+def test_default_rule_bounds_the_false_reject_rate_and_records_itself():
+    rng = np.random.default_rng(0)
+    scores = np.exp(rng.normal(0.0, 0.3, 60))  # 60 good parts: too few for a distribution-free 1 % bound
+    maps = maps_with_peaks(scores * 2)
+    cal = calibrate_scores(maps, scores)
+    log_scores = np.log(scores)
+    k = cal["rule"]["image"]["k"]
+    assert cal["rule"]["image"]["method"] == "log-normal tail" and 2.3 < k < 3.0  # z(0.99) = 2.33 plus the uncertainty
+    assert cal["image"]["threshold"] == pytest.approx(np.exp(log_scores.mean() + k * log_scores.std(ddof=1)))
+    assert cal["pixel"]["threshold"] == pytest.approx(2 * cal["image"]["threshold"])  # the same rule on image peaks
+    assert "FRR <= 0.01 at 0.95 confidence" in cal["source"]
+    chosen = next(r for r in cal["tradeoff"] if r["threshold_rule"] == "chosen")
+    assert chosen["good"] == 60 and chosen["false_rejects"] == int((scores >= cal["image"]["threshold"]).sum())
+    json.dumps(cal, allow_nan=False)  # the model's metadata must stay valid JSON for the daemon
 
 
 def test_with_labelled_defects_f1_optimal():

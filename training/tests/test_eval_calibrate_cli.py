@@ -39,7 +39,9 @@ def test_eval_cli_writes_report(setup, capsys):
     for metric in evaluate.METRICS:
         assert 0.0 <= results["mean"][metric] <= 1.0
     assert len(list((out / "overlays" / "washer").glob("*.png"))) == 2
-    assert "| **mean** |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| **mean** |" in printed and "Threshold trade-off" in printed
+    assert {row["good"] for row in results["tradeoff"]} == {6} and {row["defect"] for row in results["tradeoff"]} == {6}
 
 
 def test_calibrate_cli_all_targets(setup):

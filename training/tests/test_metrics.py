@@ -1,23 +1,29 @@
-"""Evaluation metrics against sklearn and small hand-computed cases; the report writer."""
+"""Evaluation metrics against their definitions (brute force) and hand-computed cases; the report writer."""
 
 import json
 import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from crad.data import Sample
 from crad.evaluate import (aupro, auroc, best_f1, compute_metrics, evaluate_predictions, image_labels, markdown_table,
                            pixel_auroc, region_labels)
 
 
+def pairwise_auroc(labels, scores):
+    """P(defect scores above normal), ties half: the definition, by brute force."""
+    labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores).reshape(-1)
+    positive, negative = scores[labels == 1][:, None], scores[labels == 0][None, :]
+    return np.mean((positive > negative) + 0.5 * (positive == negative))
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_auroc_matches_sklearn_with_ties(seed):
+def test_auroc_is_the_pairwise_ranking_probability_with_ties(seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, 300)
     scores = np.round(rng.normal(labels * 0.7, 1.0), 1)  # rounding makes many ties
-    assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert auroc(labels, scores) == pytest.approx(pairwise_auroc(labels, scores), abs=1e-12)
 
 
 def test_auroc_hand_cases_and_never_flipped():
@@ -30,17 +36,18 @@ def test_auroc_hand_cases_and_never_flipped():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_f1_max_matches_sklearn(seed):
+def test_f1_max_is_the_best_over_every_threshold(seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, 200)
     scores = np.round(rng.normal(labels, 1.0), 1)
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    f1 = {}
+    for t in np.unique(scores):
+        tp = np.sum((scores >= t) & (labels == 1))
+        f1[t] = 2 * tp / (np.sum(scores >= t) + labels.sum())
     best, threshold = best_f1(labels, scores)
-    assert best == pytest.approx(f1[:-1].max(), abs=1e-12)
-    predicted = scores >= threshold
-    tp = np.sum(predicted & (labels == 1))
-    assert 2 * tp / (predicted.sum() + labels.sum()) == pytest.approx(best)
+    assert best == pytest.approx(max(f1.values()), abs=1e-12)
+    # among equal F1s the highest threshold (the fewest rejects)
+    assert threshold == max(t for t, v in f1.items() if v == pytest.approx(best, abs=1e-12))
 
 
 def test_f1_hand_case():
@@ -53,7 +60,7 @@ def test_pixel_auroc_is_auroc_over_all_pixels():
     rng = np.random.default_rng(1)
     masks = (rng.random((3, 8, 8)) > 0.8).astype(np.uint8)
     maps = rng.random((3, 8, 8)) + masks * 0.3
-    assert pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(masks.reshape(-1), maps.reshape(-1)))
+    assert pixel_auroc(masks, maps) == pytest.approx(pairwise_auroc(masks, maps), abs=1e-12)
 
 
 def test_regions_use_8_connectivity_across_images():
@@ -103,7 +110,9 @@ def test_aupro_reference_by_brute_force_thresholds():
     j = keep.sum()
     y.append(pros[j - 1] + (pros[j] - pros[j - 1]) * (limit - fprs[j - 1]) / (fprs[j] - fprs[j - 1]))
     x.append(limit)
-    assert aupro(masks, maps, limit) == pytest.approx(np.trapz(y, x) / limit, abs=1e-12)
+    x, y = np.array(x), np.array(y)
+    area = np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2)  # trapezoids
+    assert aupro(masks, maps, limit) == pytest.approx(area / limit, abs=1e-12)
 
 
 def test_aupro_undefined_without_regions():
@@ -140,3 +149,18 @@ def test_metrics_per_class_and_mean_and_report(tmp_path):
     assert loaded["classes"]["good_model"]["pixel_auroc"] is None
     assert loaded["mean"]["image_auroc"] == written["mean"]["image_auroc"]
     assert (tmp_path / "results.md").read_text().startswith("## evaluation")
+
+
+def test_report_shows_the_threshold_tradeoff_with_the_models_threshold(tmp_path):
+    samples = [Sample(f"/nonexistent/{i}.png", int(i >= 6), "c", "x" if i >= 6 else "good", None) for i in range(10)]
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.6, 0.8, 1.0, 1.2])
+    maps = np.zeros((10, 32, 32))
+    calibration = {"image": {"threshold": 0.7, "min": 0.1, "max": 1.2}}
+    evaluate_predictions(samples, maps, scores, tmp_path, overlays_per_class=0, calibration=calibration)
+    rows = json.loads((tmp_path / "results.json").read_text())["tradeoff"]
+    model_row = next(r for r in rows if r["threshold_rule"] == "model's calibrated threshold")
+    # good >= 0.7: only 0.9; defects < 0.7: only 0.6
+    assert (model_row["false_rejects"], model_row["good"], model_row["missed"], model_row["defect"]) == (1, 6, 1, 4)
+    f1_row = next(r for r in rows if r["threshold_rule"] == "F1-optimal")
+    assert f1_row["threshold"] == 0.6  # TP 4, FP 1, FN 0 -> 8/9, the best (0.8: 6/8)
+    assert "| model's calibrated threshold | 0.7 | 1 / 6 (16.7 %) | 1 / 4 (25.0 %) |" in (tmp_path / "results.md").read_text()

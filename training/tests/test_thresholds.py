@@ -1,0 +1,78 @@
+"""Threshold rules: the FRR bound holds at its confidence on simulated good parts, the defect
+rules on hand cases, and the trade-off table counts what each threshold does."""
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from crad.thresholds import (MIN_FIT, choose, frr_threshold, miss_threshold, normals_needed, tradeoff_markdown,
+                             tradeoff_table)
+
+
+def coverage(draw, true_frr, n, trials=300, target=0.01, confidence=0.95):
+    """Share of seeded repetitions whose threshold keeps the true FRR within the target, and the methods used."""
+    rng = np.random.default_rng(n)
+    met, methods = 0, set()
+    for _ in range(trials):
+        threshold, info = frr_threshold(draw(rng, n), target, confidence)
+        met += true_frr(threshold) <= target
+        methods.add(info["method"])
+    return met / trials, methods
+
+
+def test_order_statistic_bound_holds_at_its_confidence_and_is_not_wasteful():
+    # Uniform(0, 1) good scores: the true FRR at t is 1 - t. 400 normals >= the 299 a bound needs.
+    share, methods = coverage(lambda rng, n: rng.uniform(0, 1, n), lambda t: 1 - t, 400)
+    assert methods == {"order statistic"}
+    assert 0.92 <= share < 1.0  # 95 % nominal: met in about 95 % of runs, not in all (not simply the max)
+
+
+def test_fitted_tail_bound_holds_for_log_normal_scores_with_few_normals():
+    share, methods = coverage(lambda rng, n: np.exp(rng.normal(0, 0.5, n)),
+                              lambda t: 1 - NormalDist(0, 0.5).cdf(math.log(t)), 40)
+    assert methods == {"log-normal tail"}
+    assert 0.90 <= share < 1.0
+
+
+def test_order_statistic_is_the_documented_one():
+    n, frr = 1000, 0.01
+    threshold, info = frr_threshold(np.arange(1, n + 1, dtype=float), frr, 0.95)
+
+    def confidence(r):  # P(the r-th smallest is above the (1 - frr) quantile) = P(at least n - r + 1 above it)
+        return 1 - sum(math.comb(n, i) * frr ** i * (1 - frr) ** (n - i) for i in range(n - r + 1))
+
+    assert confidence(996) >= 0.95 > confidence(995)  # 0.971 and 0.934
+    assert info["order"] == 996 and threshold == 996.0
+    assert normals_needed(0.01, 0.95) == 299
+
+
+def test_too_few_normals_fall_back_to_max_margin_and_say_so():
+    threshold, info = frr_threshold(np.array([1.0, 2.0, 4.0]), 0.01, 0.95)
+    assert threshold == pytest.approx(4.3) and info["method"] == "max-margin" and str(MIN_FIT) in info["text"]
+
+
+def test_defect_rules():
+    normal, defect = np.array([1.0, 2.0, 3.0]), np.array([2.5, 5.0, 6.0, 7.0])
+    assert miss_threshold(defect, 0.0)[0] == 2.5  # catch every defect
+    assert miss_threshold(defect, 0.25)[0] == 5.0  # one of four may be missed
+    assert miss_threshold(defect, 0.2)[0] == 2.5
+    assert choose("auto", normal, defect)[1]["rule"] == "f1"
+    assert choose("auto", normal)[1]["rule"] == "frr"
+    with pytest.raises(ValueError, match="needs labelled defect"):
+        choose("miss-rate", normal)
+
+
+def test_tradeoff_rows_count_rejects_and_misses():
+    normal = np.linspace(0.0, 1.0, 50)
+    defect = np.array([0.5, 2.0, 3.0])
+    rows = tradeoff_table(normal, defect, {"chosen": 0.9})
+    chosen = next(r for r in rows if r["threshold_rule"] == "chosen")
+    # normals >= 0.9: 0.9 lies between the 44th and 45th of 50 evenly spaced -> 5 rejected; 1 defect missed
+    assert (chosen["false_rejects"], chosen["good"], chosen["missed"], chosen["defect"]) == (5, 50, 1, 3)
+    assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
+    names = {r["threshold_rule"] for r in rows}
+    assert {"F1-optimal", "miss <= 5 %", "max + 10 % of range (old default)"} <= names
+    assert "| chosen | 0.9 | 5 / 50 (10.0 %) | 1 / 3 (33.3 %) |" in tradeoff_markdown(rows)
+    assert all(r["miss_rate"] is None for r in tradeoff_table(normal, np.zeros(0)))  # JSON-safe, not NaN
