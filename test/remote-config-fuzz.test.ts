@@ -704,8 +704,7 @@ describe('remote config pushes, fuzzed', () => {
     } catch {
       signable = false; // a non-finite number (1e309) has no canonical form: nobody can sign it
     }
-    // Known src defect, see the todo test below: such a push with a well-formed signature is
-    // refused as an "internal error" that names no key.
+    // Unsignable pushes are covered by the 1e309 test below.
     fc.pre(signable || kind === 'missing' || kind === 'number');
     if (signable) {
       if (kind === 'valid' || kind === 'tampered') signature = signWith(parsed, signer.privateKey, DEVICE).signature;
@@ -720,12 +719,9 @@ describe('remote config pushes, fuzzed', () => {
     runPush(payload, ctx, valid);
   });
 
-  // src defect found by this file: checkSignature builds the signed bytes with canonicalJson, which
-  // throws on the Infinity that JSON's 1e309 parses to; the push is refused (nothing changes) but as
-  // "internal error while checking the push: canonical JSON has no form for a non-finite number",
-  // naming neither the key nor the signature. Expected: a refusal naming inference.sensitivity (or
-  // "signature does not verify"). Remove `todo` once src/config/remote.ts is fixed.
-  test('signed device: 1e309 with a well-formed signature is refused naming the key, not as an internal error', { todo: 'src/config/remote.ts checkSignature: canonicalJson throws on Infinity' }, () => {
+  // Found by this file: the signed bytes could not be built for the Infinity JSON's 1e309 parses
+  // to, and the push was refused as an internal error naming no key.
+  test('signed device: 1e309 with a well-formed signature is refused naming the key, not as an internal error', () => {
     const payload = `{"transaction":"tx-1","baseRevision":${REV},"changes":{"inference.sensitivity":1e309},"signature":${JSON.stringify(Buffer.alloc(64, 7).toString('base64'))}}`;
     const result = applyConfigPush(current, REV, Buffer.from(payload), { ...unsignedAll(), publicKey: publicKeyPem });
     assertUntouched();

@@ -104,6 +104,7 @@ export function applyConfigPush(
       }
     }
     checkBaseRevision(request, currentRevision);
+    checkFiniteNumbers(request.changes);
     if (options.publicKey.trim() !== '') checkSignature(request, options.publicKey, current.device.id);
     // -0 and 0 are one value to every reader of the config (and JSON writes both as 0).
     const changes = normalizeZero(checkChanges(request));
@@ -215,6 +216,22 @@ function checkKeysAndDepth(root: Record<string, unknown>): void {
       }
     }
   }
+}
+
+/** JSON.parse reads 1e309 as Infinity: no config value can be one, and nothing could sign it. */
+function checkFiniteNumbers(changes: unknown): void {
+  const stack: Array<{ value: unknown; where: string }> = [{ value: changes, where: 'changes' }];
+  while (stack.length > 0) {
+    const { value, where } = stack.pop()!;
+    if (typeof value === 'number' && !Number.isFinite(value)) reject(`${unprefixed(where)}: must be a finite number (the JSON number is out of range)`);
+    if (Array.isArray(value)) value.forEach((item, i) => stack.push({ value: item, where: `${where}[${i}]` }));
+    else if (isPlainObject(value)) for (const [key, item] of Object.entries(value)) stack.push({ value: item, where: `${where}.${key}` });
+  }
+}
+
+/** A payload path as the sender names keys: "changes.cameras[0].fps" -> "cameras[0].fps". */
+function unprefixed(where: string): string {
+  return where.startsWith('changes.') ? where.slice('changes.'.length) : where;
 }
 
 function checkTransaction(request: Record<string, unknown>): string {
