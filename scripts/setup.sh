@@ -19,6 +19,11 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients
   # systemd-analyze verify for the unit test
   systemd
+  # the operator console's tests: a real browser (driven by puppeteer-core, never downloaded) and a
+  # real Prometheus server scraping the daemon; openssl makes test certificates
+  chromium prometheus openssl
+  # Sparkplug B tests: an independent decoder generated from the official .proto at test time
+  protobuf-compiler python3-protobuf
   # the trainer (always run with /usr/bin/python3: these install for Debian's interpreter);
   # only what training/ imports (sklearn's metrics, tqdm's progress bars)
   python3-torch python3-torchvision python3-onnx python3-opencv python3-sklearn
