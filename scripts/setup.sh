@@ -40,6 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
   # The Debian package enables a system-wide broker on :1883; the project starts its own.
   $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  # Likewise Prometheus on :9090: tests start their own on a free port.
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 # OpenCV is the system one: the package.json autobuild switch is not honoured, the env var is.
