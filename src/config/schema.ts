@@ -454,14 +454,14 @@ export const schema = {
     enabled: setting({ doc: 'Publish a JPEG crop of each reported region from the full-resolution frame.', format: Boolean, default: true, apply: 'live' }),
     onlyNG: setting({ doc: 'Publish crops only for NG verdicts.', format: Boolean, default: true, apply: 'live' }),
     margin: setting({ doc: 'Margin around each region box, in frame pixels.', format: integerIn(0, MAX_FRAME_SIDE), default: 16, apply: 'live' }),
-    maxSize: setting({ doc: 'Longest side of a crop in pixels (larger crops are scaled down).', format: integerIn(16, MAX_FRAME_SIDE), default: 512, apply: 'live' }),
+    maxSize: setting({ doc: 'Longest side of a crop in pixels (larger crops are scaled down; 0 = no limit).', format: integerIn(0, MAX_FRAME_SIDE), default: 512, apply: 'live' }),
     quality: setting({ doc: 'JPEG quality of crops.', format: integerIn(1, 100), default: 85, apply: 'live' }),
   },
   overlay: {
     enabled: setting({ doc: 'Publish a heatmap overlay JPEG of the inspected image.', format: Boolean, default: false, apply: 'live' }),
     onlyNG: setting({ doc: 'Publish overlays only for NG verdicts.', format: Boolean, default: true, apply: 'live' }),
     alpha: setting({ doc: 'Heatmap opacity over the image.', format: numberIn(0, 1), default: 0.5, apply: 'live' }),
-    maxSize: setting({ doc: 'Longest side of the overlay in pixels.', format: integerIn(16, MAX_FRAME_SIDE), default: 640, apply: 'live' }),
+    maxSize: setting({ doc: 'Longest side of the overlay in pixels (0 = full size).', format: integerIn(0, MAX_FRAME_SIDE), default: 640, apply: 'live' }),
     quality: setting({ doc: 'JPEG quality of overlays.', format: integerIn(1, 100), default: 80, apply: 'live' }),
   },
   mqtt: {
@@ -515,7 +515,7 @@ export const schema = {
       env: 'CRAD_OUTBOX',
       apply: 'outbox',
     }),
-    maxBytes: setting({ doc: 'Largest outbox size in bytes; oldest messages are dropped (and counted) beyond it.', format: integerIn(1 << 20), default: 512 * 1024 * 1024, apply: 'live' }),
+    maxBytes: setting({ doc: 'Largest outbox size in bytes; oldest messages are dropped (and counted) beyond it.', format: integerIn(1024), default: 512 * 1024 * 1024, apply: 'live' }),
     maxAgeHours: setting({ doc: 'Messages older than this are dropped (and counted).', format: numberIn(0.01, 24 * 365), default: 72, apply: 'outbox' }),
     includeImages: setting({ doc: 'Keep crops and overlays in the outbox too (otherwise they are sent only while connected).', format: Boolean, default: false, apply: 'live' }),
     inflight: setting({
