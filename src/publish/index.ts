@@ -8,6 +8,7 @@ import type { IConnackPacket, IPublishPacket, MqttClient } from 'mqtt';
 import { BehaviorSubject, Subject, distinctUntilChanged, type Observable } from 'rxjs';
 import type { CameraStatus } from '../capture/frame.js';
 import type { AppConfig } from '../config/load.js';
+import { partsToRebuild } from '../config/policy.js';
 import type { Result } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
 import { MqttConnection, isV5, jsonProperties, type ProtocolVersion } from './connection.js';
@@ -145,14 +146,16 @@ export class Publisher {
   }
 
   /**
-   * Take a new configuration: QoS/retain, outbox limits and pacing apply at once. Keys whose schema
-   * policy says they need a new connection or outbox (mqtt.url, outbox.path, ...) are the daemon's
-   * to report: this publisher keeps the connection and outbox it was built with.
+   * Take a new configuration: QoS/retain, outbox limits and pacing apply at once. 'restart' when it
+   * also changes what this publisher was built with (schema policy `mqtt`/`outbox`: the broker
+   * connection, topics, the outbox file): those wait for a new Publisher.
    */
-  updateLive(config: AppConfig): void {
-    this.config = config;
-    this.status.setQos(this.statusQos());
+  updateLive(config: AppConfig): 'live' | 'restart' {
+    const rebuild = partsToRebuild(this.config, config).filter((part) => part === 'mqtt' || part === 'outbox');
+    if (rebuild.length === 0) this.config = config;
+    this.status.setQos(config.mqtt.qos.status as 0 | 1 | 2);
     this.sender.updateLive(config);
+    return rebuild.length > 0 ? 'restart' : 'live';
   }
 
   stats(): PublisherStats {
