@@ -5,7 +5,7 @@
 import crypto, { type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { cameraSchema, jsonKind, leafKinds, lookup, valueAt, type JsonKind, type Leaf, type SchemaTree } from './schema.js';
+import { cameraSchema, hasLoneSurrogate, jsonKind, leafKinds, lookup, valueAt, type JsonKind, type Leaf, type SchemaTree } from './schema.js';
 import { ConfigError, validateConfigObject, type AppConfig } from './load.js';
 import { normalizeZero, partsToRebuild, remotePolicy, sameValue, signedOnlyChange } from './policy.js';
 
@@ -106,6 +106,7 @@ export function applyConfigPush(
     checkBaseRevision(request, currentRevision);
     checkFiniteNumbers(request.changes);
     if (options.publicKey.trim() !== '') checkSignature(request, options.publicKey, current.device.id);
+    else if (Object.hasOwn(request, 'signature')) checkSignatureForm(request.signature);
     // -0 and 0 are one value to every reader of the config (and JSON writes both as 0).
     const changes = normalizeZero(checkChanges(request));
 
@@ -242,8 +243,9 @@ function checkTransaction(request: Record<string, unknown>): string {
   if (codePoints === 0 || codePoints > MAX_TRANSACTION_LENGTH) {
     reject(`transaction must be 1 to ${MAX_TRANSACTION_LENGTH} characters long, got ${codePoints}`);
   }
-  // It is echoed into responses and logs: no control characters.
-  if (/[\u0000-\u001f\u007f]/.test(transaction)) reject('transaction must not contain control characters');
+  // It is echoed into responses and logs: no control characters, nothing UTF-8 cannot carry.
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(transaction)) reject('transaction must not contain control characters');
+  if (hasLoneSurrogate(transaction)) reject('transaction must be well-formed Unicode (no lone surrogates)');
   return transaction;
 }
 
@@ -442,6 +444,13 @@ export function parsePublicKey(text: string): KeyObject {
   return key;
 }
 
+/** A signature, where one is sent, has the form the published schema gives it (also on a device that does not verify). */
+function checkSignatureForm(signature: unknown): asserts signature is string {
+  if (typeof signature !== 'string' || !SIGNATURE_BASE64.test(signature)) {
+    reject('signature must be the base64 of a 64-byte Ed25519 signature');
+  }
+}
+
 function checkSignature(request: Record<string, unknown>, publicKey: string, deviceId: string): void {
   let key: KeyObject;
   try {
@@ -451,9 +460,7 @@ function checkSignature(request: Record<string, unknown>, publicKey: string, dev
   }
   if (!Object.hasOwn(request, 'signature')) reject('signature is missing: this device accepts only signed pushes (remoteConfig.publicKey is set)');
   const signature = request.signature;
-  if (typeof signature !== 'string' || !SIGNATURE_BASE64.test(signature)) {
-    reject('signature must be the base64 of a 64-byte Ed25519 signature');
-  }
+  checkSignatureForm(signature);
   if (!crypto.verify(null, configPushSigningBytes(request, deviceId), key, Buffer.from(signature, 'base64'))) {
     reject('signature does not verify against remoteConfig.publicKey for this device and request');
   }

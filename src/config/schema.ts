@@ -96,6 +96,11 @@ function integerIn(min: number, max = Number.MAX_SAFE_INTEGER): string {
 /** A UTF-16 surrogate without its partner: JSON can carry one ("\ud800"), UTF-8 cannot. */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+/** Whether `text` holds a surrogate without its partner (it has no UTF-8 form). */
+export function hasLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE.test(text);
+}
+
 /** Longest topic level, in UTF-8 bytes (MQTT allows 65535 for a whole topic; brokers and PLCs less). */
 export const MAX_TOPIC_LEVEL_BYTES = 64;
 /** Longest topic prefix, in UTF-8 bytes. */
@@ -135,6 +140,14 @@ const TOPIC_PREFIX = defineFormat('topic-prefix', { kinds: ['string'], describe:
     const problem = topicLevelProblem(level);
     if (problem) throw new Error(`level ${JSON.stringify(level)} is not a valid MQTT topic level: ${problem}`);
   }
+});
+
+/** An MQTT UTF-8 string (client id, user name, password): well-formed, no U+0000, at most 65535 bytes. */
+const MQTT_STRING = defineFormat('mqtt-string', { kinds: ['string'], describe: 'string' }, (value) => {
+  if (typeof value !== 'string') throw new Error('must be a string');
+  if (value.includes('\u0000')) throw new Error('must not contain U+0000 (MQTT forbids it)');
+  if (hasLoneSurrogate(value)) throw new Error('must be well-formed Unicode (no lone surrogates)');
+  if (Buffer.byteLength(value, 'utf8') > 65535) throw new Error('must be at most 65535 bytes in UTF-8');
 });
 
 const QOS = defineFormat('qos', { kinds: ['number'], describe: '0 \\| 1 \\| 2' }, (value) => {
@@ -478,9 +491,9 @@ export const schema = {
       default: 5,
       apply: 'mqtt',
     }),
-    clientId: setting({ doc: 'MQTT client id (empty = crad-edge-<device id>).', format: String, default: '', apply: 'mqtt' }),
-    username: setting({ doc: 'MQTT username (empty = none).', format: String, default: '', env: 'CRAD_MQTT_USERNAME', apply: 'mqtt' }),
-    password: setting({ doc: 'MQTT password.', format: String, default: '', sensitive: true, env: 'CRAD_MQTT_PASSWORD', apply: 'mqtt' }),
+    clientId: setting({ doc: 'MQTT client id (empty = crad-edge-<device id>).', format: MQTT_STRING, default: '', apply: 'mqtt' }),
+    username: setting({ doc: 'MQTT username (empty = none).', format: MQTT_STRING, default: '', env: 'CRAD_MQTT_USERNAME', apply: 'mqtt' }),
+    password: setting({ doc: 'MQTT password.', format: MQTT_STRING, default: '', sensitive: true, env: 'CRAD_MQTT_PASSWORD', apply: 'mqtt' }),
     keepaliveSec: setting({ doc: 'MQTT keepalive in seconds (0 = off).', format: integerIn(0, 65535), default: 30, apply: 'mqtt' }),
     connectTimeoutMs: setting({ doc: 'Give up one broker connection attempt (TCP + TLS + CONNACK) after this long, then back off and retry.', format: integerIn(100, 600_000), default: 10000, apply: 'mqtt' }),
     topicPrefix: setting({
