@@ -358,8 +358,6 @@ export const schema = {
       docDefault: '(host name)',
       env: 'CRAD_DEVICE_ID',
       apply: 'daemon',
-      // Signed pushes are bound to the device id; a renamed device would orphan its senders.
-      remote: 'never',
     }),
   },
   log: {
