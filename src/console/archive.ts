@@ -197,11 +197,12 @@ export class Archive {
     return path.join(this.options.dir, id + SUFFIX[kind]);
   }
 
-  /** One log line per change of state: a disk that stays full is not logged at every frame. */
+  /** One log line per change between writing and not: a disk that stays full is not logged at every frame. */
   private report(problem: string | null): void {
-    if (problem === this.problem) return;
-    if (problem) this.log.error({ dir: this.options.dir, problem }, 'archive cannot write');
-    else this.log.info({ dir: this.options.dir }, 'archive writes again');
+    if ((problem === null) !== (this.problem === null)) {
+      if (problem) this.log.error({ dir: this.options.dir, problem }, 'archive cannot write');
+      else this.log.info({ dir: this.options.dir }, 'archive writes again');
+    }
     this.problem = problem;
   }
 

@@ -38,6 +38,8 @@ export interface DatasetStatus {
   saved: number;
   dropped: number;
   failed: number;
+  /** Captures on demand waiting for their camera's next frame. */
+  waiting: number;
 }
 
 /** A camera id as a folder name: ids are MQTT topic levels (no '/'), but '.' and '..' are valid ones. */
@@ -154,7 +156,8 @@ export class DatasetCapture {
   }
 
   status(): DatasetStatus {
-    return { dir: this.options.dir, recording: Object.fromEntries(this.recording), saved: this.saved, dropped: this.dropped, failed: this.failed };
+    const waiting = [...this.waiting.values()].reduce((sum, list) => sum + list.length, 0);
+    return { dir: this.options.dir, recording: Object.fromEntries(this.recording), saved: this.saved, dropped: this.dropped, failed: this.failed, waiting };
   }
 
   idle(): Promise<void> {
