@@ -35,13 +35,11 @@ const pageQuery = {
     offset: { type: 'integer', minimum: 0, default: 0 },
     limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
   },
-  additionalProperties: false,
 } as const;
 const recordBody = {
   type: 'object',
   required: ['every'],
   properties: { every: { type: 'integer', minimum: 1, maximum: 1_000_000 } },
-  additionalProperties: false,
 } as const;
 
 const DOWNLOADS: Array<{ name: string; kind: ArchiveFile; type: string }> = [
