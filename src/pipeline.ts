@@ -26,6 +26,7 @@ import type { AppConfig } from './config/load.js';
 import type { CameraConfig } from './config/schema.js';
 import type { Camera } from './capture/index.js';
 import type { CameraStatus, Frame } from './capture/frame.js';
+import type { Mat } from './cv.js';
 import { FrameBatcher } from './inference/batcher.js';
 import type { CradModel } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
@@ -37,7 +38,8 @@ const TRIGGER_QUEUE = 16;
 
 /** Where the pipeline's output goes: whatever plane publishes results and statuses. */
 export interface PipelineSink {
-  publishResult(result: Result): void;
+  /** `image` is the frame's full-resolution Mat, borrowed: released as soon as this returns. */
+  publishResult(result: Result, image: Mat): void;
   publishCameraStatus(status: CameraStatus): void;
   setDeviceStatus(info: { model: ModelInfo }): void;
 }
@@ -194,7 +196,7 @@ export class Pipeline {
     for (const frameInference of inference.frames) {
       try {
         const result = this.postprocessOne(inference, frameInference);
-        this.sink.publishResult(result);
+        this.sink.publishResult(result, frameInference.frame.image);
         this.processed++;
         this.lastResultMono = performance.now();
       } catch (err) {

@@ -99,6 +99,8 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
   };
   resolved.outbox = { ...props.outbox, path: resolveFrom(baseDir, props.outbox.path) };
   resolved.service = { ...props.service, stateDir: resolveFrom(baseDir, props.service.stateDir) };
+  resolved.archive = { ...props.archive, dir: resolveFrom(baseDir, props.archive.dir) };
+  resolved.dataset = { ...props.dataset, dir: resolveFrom(baseDir, props.dataset.dir) };
   const tls = props.mqtt.tls;
   resolved.mqtt = { ...props.mqtt, tls: { ...tls, ca: resolveFrom(baseDir, tls.ca), cert: resolveFrom(baseDir, tls.cert), key: resolveFrom(baseDir, tls.key) } };
   for (const cam of cameras) {

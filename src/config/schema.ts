@@ -178,6 +178,15 @@ const ROI = defineFormat('roi', { kinds: ['object', 'null'], describe: 'null \\|
   }
 });
 
+/** Verdicts a result can have: NG, OK, or none (an uncalibrated model). */
+export const ARCHIVE_VERDICTS = ['NG', 'OK', 'uncalibrated'] as const;
+
+const VERDICT_LIST = defineFormat('verdict-list', { kinds: ['array'], describe: `list of ${ARCHIVE_VERDICTS.join(' \\| ')}` }, (value) => {
+  if (!Array.isArray(value) || value.some((v) => !(ARCHIVE_VERDICTS as readonly unknown[]).includes(v))) {
+    throw new Error(`must be a list of ${ARCHIVE_VERDICTS.join(', ')}`);
+  }
+}, (value) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value));
+
 const NULLABLE_NUMBER = defineFormat('nullable-number', { kinds: ['number', 'null'], describe: 'null \\| number' }, (value) => {
   if (value !== null && (typeof value !== 'number' || !Number.isFinite(value))) throw new Error('must be null or a finite number');
 }, (value: unknown) => (value === 'null' || value === '' ? null : toNumber(value)));
@@ -567,6 +576,33 @@ export const schema = {
       apply: 'live',
       remote: 'never',
     }),
+  },
+  archive: {
+    enabled: setting({ doc: 'Keep the full frame, overlay and result JSON of chosen results on disk (the console lists them).', format: Boolean, default: true, apply: 'daemon' }),
+    dir: setting({ doc: 'Archive folder (empty = <service.stateDir>/archive).', format: String, default: '', apply: 'daemon', remote: 'signed' }),
+    verdicts: setting({ doc: 'Which results are archived, by verdict.', format: VERDICT_LIST, default: ['NG'] as Array<(typeof ARCHIVE_VERDICTS)[number]>, apply: 'live' }),
+    maxCount: setting({ doc: 'Most archived results; the oldest are deleted (and counted) beyond it.', format: integerIn(1, 10_000_000), default: 1000, apply: 'live' }),
+    maxBytes: setting({ doc: 'Largest archive size in bytes; the oldest results are deleted beyond it.', format: integerIn(1 << 20), default: 2 * 1024 * 1024 * 1024, apply: 'live' }),
+    maxAgeHours: setting({ doc: 'Archived results older than this are deleted (0 = no age limit).', format: numberIn(0, 24 * 365 * 10), default: 720, apply: 'live' }),
+    minFreeBytes: setting({
+      doc: 'Free space the archive leaves on its filesystem: below it the oldest results are deleted, and a new one is not written while none is left to delete.',
+      format: integerIn(0),
+      default: 1024 * 1024 * 1024,
+      apply: 'live',
+    }),
+    queue: setting({ doc: 'Results waiting to be written; a result arriving while it is full is not archived (counted), so the pipeline never waits for the disk.', format: integerIn(1, 1000), default: 8, apply: 'daemon' }),
+    quality: setting({ doc: 'JPEG quality of the archived full frame.', format: integerIn(1, 100), default: 90, apply: 'live' }),
+  },
+  dataset: {
+    dir: setting({
+      doc: 'Dataset folder for retraining, in the trainer\'s MVTec layout: <dir>/<camera id>/train/good/*.png (empty = <service.stateDir>/dataset).',
+      format: String,
+      default: '',
+      apply: 'daemon',
+      remote: 'signed',
+    }),
+    recordEvery: setting({ doc: 'Record mode: save every Nth frame of the cameras in dataset.recordCameras as a good image (0 = off; the console starts and stops recording too).', format: integerIn(0, 1_000_000), default: 0, apply: 'live' }),
+    recordCameras: setting({ doc: 'Cameras that record mode saves (empty = all).', format: STRING_LIST, default: [] as string[], apply: 'live' }),
   },
   service: {
     stateDir: setting({

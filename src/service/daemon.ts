@@ -8,6 +8,8 @@ import { pendingRestart } from '../config/policy.js';
 import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
 import { valueAt, type CameraConfig } from '../config/schema.js';
 import { createCamera, roiFitsFrame, roiMisfit, type Camera } from '../capture/index.js';
+import { Archive, archiveOptions } from '../console/archive.js';
+import { DatasetCapture, datasetOptions } from '../console/dataset.js';
 import { deviceCommands } from '../control/commands.js';
 import { CommandGroup, CommandRouter } from '../control/router.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
@@ -57,6 +59,9 @@ export class Daemon {
   private router!: CommandRouter;
   private commands!: CommandGroup;
   private pipeline!: Pipeline;
+  /** The console's archive (null when archive.enabled is false) and dataset capture. */
+  private archive: Archive | null = null;
+  private dataset!: DatasetCapture;
   private readonly notifier: SystemdNotifier;
   private modelWatcher: fs.FSWatcher | null = null;
   private swapTimer: NodeJS.Timeout | null = null;
@@ -92,6 +97,11 @@ export class Daemon {
     this.syncCommands();
     await this.publisher.start();
 
+    if (this.config.archive.enabled) {
+      this.archive = new Archive(archiveOptions(this.config), this.log.child({ stage: 'archive' }));
+      await this.archive.open();
+    }
+    this.dataset = new DatasetCapture(datasetOptions(this.config), this.log.child({ stage: 'dataset' }));
     this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline);
     for (const camera of this.config.cameras.filter((c) => c.enabled)) this.addCamera(camera);
     this.pipeline.start();
@@ -111,6 +121,11 @@ export class Daemon {
   /** The pipeline's and the publisher's counters (soak runs and diagnostics read them). */
   stats(): { pipeline: PipelineStats; publisher: PublisherStats } {
     return { pipeline: this.pipeline.stats(), publisher: this.publisher.stats() };
+  }
+
+  /** What the console's archive routes serve (archiveRoutes' options, less readOnly). */
+  capture(): { archive: Archive | null; dataset: DatasetCapture } {
+    return { archive: this.archive, dataset: this.dataset };
   }
 
   /** Healthy while results flow, or while idle by design (triggered cameras, no cameras). */
@@ -189,6 +204,8 @@ export class Daemon {
     this.layerChanges = layerChanges;
     this.pipeline.updateLive(next);
     this.publisher.updateLive(next);
+    this.archive?.updateLive(archiveOptions(next));
+    this.dataset.updateLive(datasetOptions(next));
     this.syncCommands();
     if (newModel) {
       this.pipeline.replaceModel(newModel);
@@ -236,9 +253,12 @@ export class Daemon {
   /** What the pipeline publishes goes to the publisher; the daemon notes what probation watches. */
   private sink(): PipelineSink {
     return {
-      publishResult: (result) => {
+      publishResult: (result, image) => {
         this.lastResultMono.set(result.frame.cameraId, performance.now());
         this.publisher.publishResult(result);
+        // Both take a copy of the frame only when they keep it, and write it off the pipeline.
+        this.archive?.offer(result, image);
+        this.dataset.offer(result, image);
       },
       publishCameraStatus: (status) => {
         this.cameraStates.set(status.cameraId, status.state);
@@ -380,6 +400,7 @@ export class Daemon {
       this.router.close(); // no new commands while shutting down
       const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
       await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));
+      await Promise.all([this.archive?.close(), this.dataset?.close()]);
       this.log.info({ drained }, 'crad-edge stopped');
     })();
     return this.stopping;
