@@ -29,7 +29,7 @@ import type { CameraStatus, Frame } from './capture/frame.js';
 import { FrameBatcher } from './inference/batcher.js';
 import type { CradModel } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
-import type { Inference, ModelInfo, Result } from './inference/types.js';
+import type { FrameInference, Inference, ModelInfo, Result } from './inference/types.js';
 import type { Logger } from './shared/log.js';
 
 /** Triggered cameras keep this many frames waiting (every trigger asked for an inspection). */
@@ -37,7 +37,10 @@ const TRIGGER_QUEUE = 16;
 
 /** Where the pipeline's output goes: whatever plane publishes results and statuses. */
 export interface PipelineSink {
-  publishResult(result: Result): void;
+  /** `inspected` (with the frame's pixels) is valid only during the call: the frame is released after. */
+  publishResult(result: Result, inspected?: FrameInference): void;
+  /** A frame that produced no result (its batch failed, or its post-processing). */
+  frameFailed?(cameraId: string): void;
   publishCameraStatus(status: CameraStatus): void;
   setDeviceStatus(info: { model: ModelInfo }): void;
 }
@@ -181,6 +184,7 @@ export class Pipeline {
         ignoreElements(),
         catchError((err: unknown) => {
           this.failedBatches++;
+          for (const frame of frames) this.sink.frameFailed?.(frame.cameraId);
           this.log.error({ err, frames: frames.length }, 'inference failed; batch skipped');
           return EMPTY;
         }),
@@ -194,10 +198,11 @@ export class Pipeline {
     for (const frameInference of inference.frames) {
       try {
         const result = this.postprocessOne(inference, frameInference);
-        this.sink.publishResult(result);
+        this.sink.publishResult(result, frameInference);
         this.processed++;
         this.lastResultMono = performance.now();
       } catch (err) {
+        this.sink.frameFailed?.(frameInference.frame.cameraId);
         this.log.error({ err, camera: frameInference.frame.cameraId, sequence: frameInference.frame.sequence }, 'post-processing failed; frame skipped');
       }
     }
