@@ -3,6 +3,8 @@
 // its answer (with any validation error) is shown as it comes.
 'use strict';
 const POLL_MS = 500;
+/** Smallest ROI side the mouse draws, in frame pixels. */
+const MIN_ROI_SIDE = 8;
 const $ = (id) => document.getElementById(id);
 let camera = null;
 let state = null;
@@ -179,9 +181,11 @@ function wire() {
   });
   window.addEventListener('mouseup', (event) => {
     if (!dragStart) return;
-    drawnRoi = clampRoi(dragStart, framePoint(event));
+    const roi = clampRoi(dragStart, framePoint(event));
     dragStart = null;
-    $('apply-roi').disabled = false;
+    // A click is not an ROI.
+    drawnRoi = roi.width >= MIN_ROI_SIDE && roi.height >= MIN_ROI_SIDE ? roi : null;
+    $('apply-roi').disabled = drawnRoi === null;
     drawImageMarks();
   });
   $('apply-roi').addEventListener('click', async () => {
