@@ -26,11 +26,10 @@ import type { AppConfig } from './config/load.js';
 import type { CameraConfig } from './config/schema.js';
 import type { Camera } from './capture/index.js';
 import type { CameraStatus, Frame } from './capture/frame.js';
-import type { Mat } from './cv.js';
 import { FrameBatcher } from './inference/batcher.js';
 import type { CradModel } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
-import type { Inference, ModelInfo, Result } from './inference/types.js';
+import type { FrameInference, Inference, ModelInfo, Result } from './inference/types.js';
 import type { Logger } from './shared/log.js';
 
 /** Triggered cameras keep this many frames waiting (every trigger asked for an inspection). */
@@ -38,8 +37,13 @@ const TRIGGER_QUEUE = 16;
 
 /** Where the pipeline's output goes: whatever plane publishes results and statuses. */
 export interface PipelineSink {
-  /** `image` is the frame's full-resolution Mat, borrowed: released as soon as this returns. */
-  publishResult(result: Result, image: Mat): void;
+  /**
+   * `inspected` carries the frame's full-resolution Mat and the anomaly map, borrowed: valid only
+   * during the call (the frame is released after); keep a copy to use them later.
+   */
+  publishResult(result: Result, inspected: FrameInference): void;
+  /** A frame that produced no result (its batch failed, or its post-processing). */
+  frameFailed?(cameraId: string): void;
   publishCameraStatus(status: CameraStatus): void;
   setDeviceStatus(info: { model: ModelInfo }): void;
 }
@@ -183,6 +187,7 @@ export class Pipeline {
         ignoreElements(),
         catchError((err: unknown) => {
           this.failedBatches++;
+          for (const frame of frames) this.sink.frameFailed?.(frame.cameraId);
           this.log.error({ err, frames: frames.length }, 'inference failed; batch skipped');
           return EMPTY;
         }),
@@ -196,10 +201,11 @@ export class Pipeline {
     for (const frameInference of inference.frames) {
       try {
         const result = this.postprocessOne(inference, frameInference);
-        this.sink.publishResult(result, frameInference.frame.image);
+        this.sink.publishResult(result, frameInference);
         this.processed++;
         this.lastResultMono = performance.now();
       } catch (err) {
+        this.sink.frameFailed?.(frameInference.frame.cameraId);
         this.log.error({ err, camera: frameInference.frame.cameraId, sequence: frameInference.frame.sequence }, 'post-processing failed; frame skipped');
       }
     }

@@ -25,6 +25,8 @@ export interface CameraStats {
   skipped: number;
   /** Frames read and released unused: above the target fps, not asked for by a trigger, nobody subscribed, or arrived after stop. */
   dropped: number;
+  /** Triggers that got no frame within stallTimeoutMs. */
+  triggerTimeouts: number;
 }
 
 interface PendingTrigger {
@@ -86,7 +88,7 @@ export class Camera {
   private onlineSinceMono = 0;
   private lastFrameSize: FrameSize | null = null;
 
-  private counters = { captured: 0, failures: 0, reconnects: 0, skipped: 0, dropped: 0 };
+  private counters = { captured: 0, failures: 0, reconnects: 0, skipped: 0, dropped: 0, triggerTimeouts: 0 };
   private lastFrameMono: number | null = null;
 
   constructor(
@@ -452,6 +454,7 @@ export class Camera {
     const expired = this.triggers.filter((t) => now - t.atMono > timeout);
     if (expired.length > 0) {
       this.triggers = this.triggers.filter((t) => now - t.atMono <= timeout);
+      this.counters.triggerTimeouts += expired.length;
       for (const t of expired) {
         this.log.warn({ triggerId: t.id, timeoutMs: timeout }, 'trigger got no frame in time');
       }

@@ -578,7 +578,7 @@ export const schema = {
     }),
   },
   archive: {
-    enabled: setting({ doc: 'Keep the full frame, overlay and result JSON of chosen results on disk (the console lists them).', format: Boolean, default: true, apply: 'daemon' }),
+    enabled: setting({ doc: 'Keep the full frame, overlay and result JSON of chosen results on disk (the console lists them).', format: Boolean, default: false, apply: 'daemon' }),
     dir: setting({ doc: 'Archive folder (empty = <service.stateDir>/archive).', format: String, default: '', apply: 'daemon', remote: 'signed' }),
     verdicts: setting({ doc: 'Which results are archived, by verdict.', format: VERDICT_LIST, default: ['NG'] as Array<(typeof ARCHIVE_VERDICTS)[number]>, apply: 'live' }),
     maxCount: setting({ doc: 'Most archived results; the oldest are deleted (and counted) beyond it.', format: integerIn(1, 10_000_000), default: 1000, apply: 'live' }),
@@ -603,6 +603,36 @@ export const schema = {
     }),
     recordEvery: setting({ doc: 'Record mode: save every Nth frame of the cameras in dataset.recordCameras as a good image (0 = off; the console starts and stops recording too).', format: integerIn(0, 1_000_000), default: 0, apply: 'live' }),
     recordCameras: setting({ doc: 'Cameras that record mode saves (empty = all).', format: STRING_LIST, default: [] as string[], apply: 'live' }),
+  },
+  http: {
+    enabled: setting({ doc: 'Run the operator console (live view, /metrics, /healthz, /readyz) inside the daemon.', format: Boolean, default: false, env: 'CRAD_HTTP_ENABLED', apply: 'daemon', remote: 'never' }),
+    host: setting({
+      doc: 'Address the console listens on. Anything but 127.0.0.1, ::1 or localhost counts as beyond loopback (even 127.0.0.2): then http.token or http.username/http.password is mandatory and the daemon refuses to start without one.',
+      format: String,
+      default: '127.0.0.1',
+      env: 'CRAD_HTTP_HOST',
+      apply: 'daemon',
+      remote: 'never',
+    }),
+    port: setting({ doc: 'Console TCP port (0 = any free port, logged at start).', format: integerIn(0, 65535), default: 8080, env: 'CRAD_HTTP_PORT', apply: 'daemon', remote: 'never' }),
+    token: setting({ doc: 'Bearer token that grants full access (Authorization: Bearer <token>). Empty = none.', format: String, default: '', sensitive: true, env: 'CRAD_HTTP_TOKEN', apply: 'daemon', remote: 'never' }),
+    username: setting({ doc: 'Basic-auth user that grants full access (with http.password). Empty = none.', format: String, default: '', env: 'CRAD_HTTP_USERNAME', apply: 'daemon', remote: 'never' }),
+    password: setting({ doc: 'Basic-auth password of http.username.', format: String, default: '', sensitive: true, env: 'CRAD_HTTP_PASSWORD', apply: 'daemon', remote: 'never' }),
+    openReadOnly: setting({
+      doc: 'Serve read-only pages, the live view and /metrics without credentials. Changes (config, counter resets) always need them when credentials are set.',
+      format: Boolean,
+      default: false,
+      apply: 'daemon',
+      remote: 'never',
+    }),
+    tls: {
+      cert: setting({ doc: 'TLS: server certificate file (PEM); with http.tls.key the console speaks HTTPS.', format: String, default: '', apply: 'daemon', remote: 'never' }),
+      key: setting({ doc: 'TLS: server private key file (PEM).', format: String, default: '', sensitive: true, apply: 'daemon', remote: 'never' }),
+    },
+    maxConnections: setting({ doc: 'Most open console connections; more are refused.', format: integerIn(1, 10_000), default: 64, apply: 'daemon', remote: 'never' }),
+    requestTimeoutMs: setting({ doc: 'A client that has not sent its whole request in this long is dropped; idle keep-alive connections close after it too.', format: integerIn(1000, 600_000), default: 10000, apply: 'daemon', remote: 'never' }),
+    liveFps: setting({ doc: 'Most live-view frames per second per camera (encoded only while someone watches; each viewer gets the latest).', format: numberIn(0.5, 5), default: 4, apply: 'daemon', remote: 'never' }),
+    maxViewers: setting({ doc: 'Most live-view streams open at a time per camera.', format: integerIn(1, 100), default: 8, apply: 'daemon', remote: 'never' }),
   },
   service: {
     stateDir: setting({

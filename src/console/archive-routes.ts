@@ -8,6 +8,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { ARCHIVE_ID_PATTERN, type Archive, type ArchiveFile } from './archive.js';
 import type { DatasetCapture } from './dataset.js';
 import { archivePage } from './archive-page.js';
+import type { ConsolePlugin } from './server.js';
 
 export interface ArchiveRoutesOptions {
   /** null when archive.enabled is false: the archive routes answer 404. */
@@ -140,3 +141,18 @@ export const archiveRoutes: FastifyPluginAsync<ArchiveRoutesOptions> = async (ap
     }
   });
 };
+
+/**
+ * The archive routes as a console plugin under `prefix`: reads need read access, anything else
+ * change access (the console's auth answers 401/403 before a route runs). `capture` is asked when
+ * the server starts, after the daemon has built its archive and dataset capture.
+ */
+export function archiveConsolePlugin(capture: () => Pick<ArchiveRoutesOptions, 'archive' | 'dataset'>, prefix = '/api'): ConsolePlugin {
+  return {
+    prefix,
+    plugin: async (app, { auth }) => {
+      app.addHook('preHandler', (request, reply) => (request.method === 'GET' || request.method === 'HEAD' ? auth.read(request, reply) : auth.change(request, reply)));
+      await app.register(archiveRoutes, { ...capture(), readOnly: false });
+    },
+  };
+}

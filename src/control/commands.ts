@@ -14,12 +14,15 @@ export interface DeviceCommandHandlers {
   config(kind: 'get' | 'set', payload: Buffer): ConfigResponse | Promise<ConfigResponse>;
   /** The running configuration revision (an error answer carries it). */
   revision(): number;
+  /** Reset the production counters of one camera (or all when undefined); returns the cameras reset, or an error. */
+  resetCounters(cameraId: string | undefined): { cameras: string[] } | { error: string };
 }
 
 export function deviceCommands(config: AppConfig, topics: Topics, handlers: DeviceCommandHandlers, log: Logger): Map<string, CommandSpec> {
   const table = new Map<string, CommandSpec>();
   table.set(topics.configGet, configCommand('get', topics, handlers));
   if (config.remoteConfig.enabled) table.set(topics.configSet, configCommand('set', topics, handlers));
+  table.set(topics.countersReset, countersResetCommand(topics, handlers));
   for (const camera of config.cameras) {
     if (camera.enabled && camera.trigger === 'mqtt') table.set(topics.trigger(camera.id), triggerCommand(camera.id, handlers, log));
   }
@@ -35,6 +38,37 @@ function configCommand(kind: 'get' | 'set', topics: Topics, handlers: DeviceComm
       ? { status: 'error', error, revision: handlers.revision(), restartRequired: [], changed: [] }
       : { status: 'error', error, revision: handlers.revision() }),
   };
+}
+
+/** Payload: empty (all cameras) or JSON {"transaction"?: string, "camera"?: id}; answered on counters/response. */
+function countersResetCommand(topics: Topics, handlers: DeviceCommandHandlers): CommandSpec {
+  return {
+    responseTopic: topics.countersResponse,
+    handler: ({ payload, reply }) => {
+      const request = parseCountersReset(payload);
+      if ('error' in request) return reply({ status: 'error', error: request.error });
+      const outcome = handlers.resetCounters(request.camera);
+      reply('error' in outcome ? { status: 'error', error: outcome.error } : { status: 'ok', cameras: outcome.cameras });
+    },
+  };
+}
+
+function parseCountersReset(payload: Buffer): { camera: string | undefined } | { error: string } {
+  const text = payload.toString('utf8').trim();
+  if (text === '') return { camera: undefined };
+  let request: unknown;
+  try {
+    request = JSON.parse(text);
+  } catch {
+    return { error: 'the payload must be empty or a JSON object' };
+  }
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) return { error: 'the payload must be empty or a JSON object' };
+  const { camera, transaction, ...rest } = request as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) return { error: `unknown field ${JSON.stringify(unknown[0])} (allowed: camera, transaction)` };
+  if (transaction !== undefined && typeof transaction !== 'string') return { error: 'transaction must be a string' };
+  if (camera !== undefined && typeof camera !== 'string') return { error: 'camera must be a string' };
+  return { camera };
 }
 
 function triggerCommand(cameraId: string, handlers: DeviceCommandHandlers, log: Logger): CommandSpec {

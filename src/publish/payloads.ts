@@ -170,6 +170,20 @@ export interface ConfigLayerStatus {
   rollback: { undid: number; to: number; at: string; reason: string } | null;
 }
 
+/** Production counters of one camera since its last reset (device status "counters"). */
+export interface CameraCounters {
+  ok: number;
+  ng: number;
+  /** Frames that produced no result (failed batch or post-processing). */
+  errors: number;
+  triggerTimeouts: number;
+  /** Results without a verdict (an uncalibrated model). */
+  unjudged: number;
+  /** Capture-to-result time in ms; null until the first result since the reset. */
+  cycleMs: { min: number; max: number; mean: number } | null;
+  since: string;
+}
+
 export interface DeviceStatusPayload {
   schemaVersion: number;
   device: string;
@@ -192,6 +206,8 @@ export interface DeviceStatusPayload {
   cameras?: Record<string, { state: CameraState; since: string; error?: string }>;
   broker?: { protocolVersion: 4 | 5; connects: number; connectedSince: string | null };
   outbox?: OutboxStats;
+  /** Per camera: OK / NG / errors / trigger timeouts and cycle time since the last reset. */
+  counters?: Record<string, CameraCounters>;
   extra?: Record<string, unknown>;
 }
 

@@ -37,4 +37,11 @@ export class Topics {
   get configResponse(): string {
     return `${this.prefix}/config/response`;
   }
+  /** Inbound: reset the production counters (all cameras, or {"camera": id}). */
+  get countersReset(): string {
+    return `${this.prefix}/counters/reset`;
+  }
+  get countersResponse(): string {
+    return `${this.prefix}/counters/response`;
+  }
 }

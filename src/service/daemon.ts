@@ -9,11 +9,16 @@ import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushRe
 import { valueAt, type CameraConfig } from '../config/schema.js';
 import { createCamera, roiFitsFrame, roiMisfit, type Camera } from '../capture/index.js';
 import { Archive, archiveOptions } from '../console/archive.js';
+import { archiveConsolePlugin } from '../console/archive-routes.js';
 import { DatasetCapture, datasetOptions } from '../console/dataset.js';
+import { ProductionCounters } from '../console/counters.js';
+import type { ConsoleHost } from '../console/host.js';
+import { ConsoleServer, type ConsolePlugin } from '../console/server.js';
 import { deviceCommands } from '../control/commands.js';
 import { CommandGroup, CommandRouter } from '../control/router.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
 import { Pipeline, type PipelineSink, type PipelineStats } from '../pipeline.js';
+import type { CameraStatus } from '../capture/frame.js';
 import type { ConfigLayerStatus } from '../publish/payloads.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from '../shared/log.js';
@@ -29,6 +34,8 @@ export interface DaemonOptions {
   layered?: LayeredConfig;
   /** Asked to stop this daemon and start a new one on the recorded configuration (a rollback). */
   onRestart?: (reason: string) => void;
+  /** Planes mounted on the operator console under their prefix (see ConsolePlugin). */
+  consolePlugins?: ConsolePlugin[];
   log: Logger;
 }
 
@@ -54,7 +61,10 @@ export class Daemon {
   private rollbackInfo: ConfigLayerStatus['rollback'] = null;
   private readonly cameraHandles = new Map<string, Camera>();
   private readonly lastResultMono = new Map<string, number>();
-  private readonly cameraStates = new Map<string, string>();
+  private readonly cameraStatuses = new Map<string, CameraStatus>();
+  private readonly counters = new ProductionCounters((id) => this.cameraHandles.get(id)?.stats().triggerTimeouts ?? 0);
+  /** The operator console, when http.enabled. */
+  private console: ConsoleServer | null = null;
   private publisher!: Publisher;
   private router!: CommandRouter;
   private commands!: CommandGroup;
@@ -68,7 +78,7 @@ export class Daemon {
   private modelLoading: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | null = null;
   /** One child logger per stage, so every line says where it came from. */
-  private readonly logs: Record<'capture' | 'inference' | 'pipeline' | 'publish' | 'control', Logger>;
+  private readonly logs: Record<'capture' | 'inference' | 'pipeline' | 'publish' | 'control' | 'console', Logger>;
 
   constructor(private readonly options: DaemonOptions) {
     this.layered = options.layered ?? loadLayered(options.configFile, options.config);
@@ -81,7 +91,7 @@ export class Daemon {
     }
     this.notifier = new SystemdNotifier(options.log);
     const stage = (name: keyof Daemon['logs']) => options.log.child({ stage: name });
-    this.logs = { capture: stage('capture'), inference: stage('inference'), pipeline: stage('pipeline'), publish: stage('publish'), control: stage('control') };
+    this.logs = { capture: stage('capture'), inference: stage('inference'), pipeline: stage('pipeline'), publish: stage('publish'), control: stage('control'), console: stage('console') };
   }
 
   get log(): Logger {
@@ -89,9 +99,17 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    // First, so that a console that must not run (no credentials beyond loopback) stops the start.
+    if (this.config.http.enabled) this.console = new ConsoleServer(this.consoleHost(), this.logs.console, [
+      archiveConsolePlugin(() => ({ archive: this.archive, dataset: this.dataset })),
+      ...(this.options.consolePlugins ?? []),
+    ]);
     const model = await loadModel(this.config.model.path, modelOptions(this.config), this.logs.inference);
     this.publisher = new Publisher(this.config, this.logs.publish);
-    this.publisher.setDeviceStatus({ ...buildInfo(), model: model.info, revision: this.revision, config: this.configStatus() });
+    this.publisher.setDeviceStatus({
+      ...buildInfo(), model: model.info, revision: this.revision, config: this.configStatus(),
+      counters: () => this.counters.snapshot(this.enabledCameraIds()),
+    });
     this.router = new CommandRouter(this.publisher.inbound, this.logs.control);
     this.commands = new CommandGroup(this.router);
     this.syncCommands();
@@ -106,6 +124,7 @@ export class Daemon {
     for (const camera of this.config.cameras.filter((c) => c.enabled)) this.addCamera(camera);
     this.pipeline.start();
     this.watchModelFile();
+    await this.console?.start();
     if (this.layered.fallback) {
       this.log.error({ ...this.layered.fallback }, 'the recorded configuration could not be used: running an older revision');
     }
@@ -152,7 +171,42 @@ export class Daemon {
       trigger: (cameraId, triggerId) => this.pipeline.trigger(cameraId, triggerId),
       config: (kind, payload) => (kind === 'get' ? { status: 'ok', revision: this.revision, config: redact(this.config) } : this.handleConfigPush(payload)),
       revision: () => this.revision,
+      resetCounters: (cameraId) => {
+        const known = this.enabledCameraIds();
+        if (cameraId !== undefined && !known.includes(cameraId)) return { error: `no running camera ${JSON.stringify(cameraId)}` };
+        const cameras = cameraId === undefined ? known : [cameraId];
+        this.resetCounters(cameras);
+        return { cameras };
+      },
     }, this.logs.control));
+  }
+
+  private enabledCameraIds(): string[] {
+    return this.config.cameras.filter((c) => c.enabled).map((c) => c.id);
+  }
+
+  private resetCounters(cameraIds: string[]): void {
+    this.counters.reset(cameraIds);
+    this.publisher.setDeviceStatus({}); // republish with the zeroed counters
+    this.log.info({ cameras: cameraIds }, 'production counters reset');
+  }
+
+  /** The daemon as the operator console sees it. */
+  private consoleHost(): ConsoleHost {
+    return {
+      config: () => this.config,
+      revision: () => this.revision,
+      configPush: (payload) => this.handleConfigPush(payload),
+      model: () => this.pipeline.currentModel.info,
+      pipelineStats: () => this.pipeline.stats(),
+      publisherStats: () => this.publisher.stats(),
+      cameras: () => this.enabledCameraIds().map((id) => {
+        const handle = this.cameraHandles.get(id);
+        return { id, status: this.cameraStatuses.get(id) ?? null, stats: handle?.stats() ?? null, frameSize: handle?.frameSize ?? null };
+      }),
+      counters: () => this.counters.snapshot(this.enabledCameraIds()),
+      resetCounters: (cameraIds) => this.resetCounters(cameraIds),
+    };
   }
 
   /** Pushes run one at a time: each is checked against the revision the previous one left. */
@@ -253,15 +307,27 @@ export class Daemon {
   /** What the pipeline publishes goes to the publisher; the daemon notes what probation watches. */
   private sink(): PipelineSink {
     return {
-      publishResult: (result, image) => {
-        this.lastResultMono.set(result.frame.cameraId, performance.now());
+      publishResult: (result, inspected) => {
+        const now = performance.now();
+        this.lastResultMono.set(result.frame.cameraId, now);
         this.publisher.publishResult(result);
+        const cycleMs = now - result.frame.capturedMono;
+        this.counters.countResult(result, cycleMs);
         // Both take a copy of the frame only when they keep it, and write it off the pipeline.
-        this.archive?.offer(result, image);
-        this.dataset.offer(result, image);
+        this.archive?.offer(result, inspected.frame.image);
+        this.dataset.offer(result, inspected.frame.image);
+        try {
+          this.console?.observeResult(result, inspected, cycleMs);
+        } catch (err) {
+          this.logs.console.warn({ err, camera: result.frame.cameraId }, 'live view skipped a result');
+        }
+      },
+      frameFailed: (cameraId) => {
+        this.counters.countError(cameraId);
+        this.console?.observeFailure(cameraId);
       },
       publishCameraStatus: (status) => {
-        this.cameraStates.set(status.cameraId, status.state);
+        this.cameraStatuses.set(status.cameraId, { ...status });
         this.publisher.publishCameraStatus(status);
       },
       setDeviceStatus: (info) => this.publisher.setDeviceStatus(info),
@@ -291,9 +357,9 @@ export class Daemon {
       const camera = this.config.cameras.find((c) => c.id === id);
       if (!camera?.enabled) continue;
       if (camera.trigger === 'mqtt') {
-        if (this.cameraStates.get(id) !== 'online') missing.push(`camera ${id} is not online (${this.cameraStates.get(id) ?? 'no status'})`);
+        if (this.cameraStatuses.get(id)?.state !== 'online') missing.push(`camera ${id} is not online (${this.cameraStatuses.get(id)?.state ?? 'no status'})`);
       } else if ((this.lastResultMono.get(id) ?? 0) < probation.since) {
-        missing.push(`camera ${id} has delivered no result${this.cameraStates.get(id) ? ` (${this.cameraStates.get(id)})` : ''}`);
+        missing.push(`camera ${id} has delivered no result${this.cameraStatuses.get(id)?.state ? ` (${this.cameraStatuses.get(id)?.state})` : ''}`);
       }
     }
     return missing;
@@ -397,6 +463,7 @@ export class Daemon {
       if (this.swapTimer) clearTimeout(this.swapTimer);
       const t0 = performance.now();
       this.stopProbation();
+      await this.console?.stop().catch((err: Error) => this.logs.console.warn({ err: err.message }, 'console did not close cleanly'));
       this.router.close(); // no new commands while shutting down
       const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
       await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));

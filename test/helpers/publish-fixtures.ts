@@ -198,7 +198,9 @@ export function commandsOn(
   const unexpected = (what: string) => () => {
     throw new Error(`unexpected ${what}`);
   };
-  const all: DeviceCommandHandlers = { trigger: unexpected('trigger'), config: unexpected('config request'), revision: () => 0, ...handlers };
+  const all: DeviceCommandHandlers = {
+    trigger: unexpected('trigger'), config: unexpected('config request'), revision: () => 0, resetCounters: unexpected('counters reset'), ...handlers,
+  };
   const follow = (next: AppConfig) => group.sync(deviceCommands(next, publisher.topics, all, log));
   follow(config);
   return { router, follow };

@@ -1,0 +1,32 @@
+// What the console reads from and asks of the running daemon. The daemon implements it; the
+// console never reaches into the daemon's parts itself.
+import type { CameraStats } from '../capture/camera.js';
+import type { CameraStatus, FrameSize } from '../capture/frame.js';
+import type { AppConfig } from '../config/load.js';
+import type { ConfigPushResponse } from '../config/remote.js';
+import type { ModelInfo } from '../inference/types.js';
+import type { PipelineStats } from '../pipeline.js';
+import type { PublisherStats } from '../publish/index.js';
+import type { CameraCounters } from './counters.js';
+
+export interface ConsoleHost {
+  config(): AppConfig;
+  revision(): number;
+  /** The same validated, recorded, revisioned path as an MQTT config/set. */
+  configPush(payload: Buffer): Promise<ConfigPushResponse>;
+  model(): ModelInfo;
+  pipelineStats(): PipelineStats;
+  publisherStats(): PublisherStats;
+  /** The enabled cameras of the running configuration, as they are now. */
+  cameras(): CameraView[];
+  counters(): Record<string, CameraCounters>;
+  resetCounters(cameraIds: string[]): void;
+}
+
+export interface CameraView {
+  id: string;
+  /** Its last reported status, null before the first. */
+  status: CameraStatus | null;
+  stats: CameraStats | null;
+  frameSize: FrameSize | null;
+}

@@ -1,0 +1,224 @@
+// The operator console: an HTTP server inside the daemon (fastify) for health, readiness,
+// Prometheus metrics, the live view and the changes an operator makes there (ROI, thresholds,
+// counter resets). Every config change is a push through the daemon's one config path. Requests
+// are small and bounded; slow clients are dropped (request timeout, connection limit, stalled
+// streams); a bad request gets a 4xx with its reason.
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
+import { redact, type AppConfig } from '../config/load.js';
+import type { Result, FrameInference } from '../inference/types.js';
+import { modelSummary } from '../publish/payloads.js';
+import type { Logger } from '../shared/log.js';
+import { authConfigProblem, ConsoleAuth, type Access } from './auth.js';
+import type { ConsoleHost } from './host.js';
+import { LiveView } from './live.js';
+import { Metrics } from './metrics.js';
+
+/** Largest request body (config changes are a few hundred bytes). */
+const BODY_LIMIT_BYTES = 64 * 1024;
+const STATIC_FILES: Record<string, string> = {
+  '/': 'index.html',
+  '/console.js': 'console.js',
+  '/console.css': 'console.css',
+};
+const CONTENT_TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+
+/** What a plugin mounted on the console (the NG archive, dataset capture) is given. */
+export interface ConsolePluginOptions {
+  host: ConsoleHost;
+  /** preHandlers: `auth.read` for pages and downloads, `auth.change` for anything that changes state. */
+  auth: Record<Access, (request: FastifyRequest, reply: FastifyReply) => Promise<void>>;
+}
+
+export interface ConsolePlugin {
+  prefix: string;
+  plugin: FastifyPluginAsync<ConsolePluginOptions>;
+}
+
+export class ConsoleServer {
+  readonly live: LiveView;
+  readonly metrics: Metrics;
+  private readonly app: FastifyInstance;
+  private readonly auth: ConsoleAuth;
+  private readonly httpConfig: AppConfig['http'];
+
+  /** Throws (naming the key) when the configuration must not be served. */
+  constructor(private readonly host: ConsoleHost, private readonly log: Logger, private readonly plugins: ConsolePlugin[] = []) {
+    const config = host.config();
+    this.httpConfig = config.http;
+    const problem = authConfigProblem(this.httpConfig);
+    if (problem) throw new Error(`console not started: ${problem}`);
+    this.auth = new ConsoleAuth(this.httpConfig);
+    this.live = new LiveView({ fps: this.httpConfig.liveFps, maxViewers: this.httpConfig.maxViewers, overlayAlpha: () => host.config().overlay.alpha });
+    this.metrics = new Metrics(host);
+    const https = this.httpConfig.tls.cert ? { cert: fs.readFileSync(this.httpConfig.tls.cert), key: fs.readFileSync(this.httpConfig.tls.key) } : null;
+    this.app = Fastify({
+      ...(https ? { https } : {}),
+      bodyLimit: BODY_LIMIT_BYTES,
+      requestTimeout: this.httpConfig.requestTimeoutMs,
+      keepAliveTimeout: Math.min(5000, this.httpConfig.requestTimeoutMs),
+      forceCloseConnections: true,
+      disableRequestLogging: true,
+      loggerInstance: log,
+    }) as unknown as FastifyInstance;
+    this.routes();
+  }
+
+  /** Called for every result, with the frame still alive (see PipelineSink.publishResult). */
+  observeResult(result: Result, inspected: FrameInference | undefined, captureToPublishMs: number): void {
+    this.metrics.observeResult(result, captureToPublishMs);
+    this.live.offer(result, inspected);
+  }
+
+  observeFailure(cameraId: string): void {
+    this.metrics.observeFailure(cameraId);
+  }
+
+  async start(): Promise<string> {
+    await this.app.ready();
+    const address = await this.app.listen({ host: this.httpConfig.host, port: this.httpConfig.port });
+    this.app.server.maxConnections = this.httpConfig.maxConnections;
+    this.log.info({ address }, 'operator console listening');
+    return address;
+  }
+
+  async stop(): Promise<void> {
+    await this.app.close();
+  }
+
+  private routes(): void {
+    const app = this.app;
+    const guard = (access: Access) => async (request: FastifyRequest, reply: FastifyReply) => {
+      if (this.auth.allows(request.headers.authorization, access)) return;
+      reply.header('WWW-Authenticate', 'Basic realm="crad-edge", charset="UTF-8"');
+      await reply.code(401).send({ error: access === 'change' ? 'changes need the console credentials (http.token or http.username)' : 'the console needs credentials' });
+    };
+    const auth = { read: guard('read'), change: guard('change') };
+
+    app.setErrorHandler((err: Error & { statusCode?: number }, request, reply) => {
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
+      if (status >= 500) this.log.error({ err, url: request.url }, 'console request failed');
+      void reply.code(status).send({ error: status >= 500 ? 'internal error' : err.message });
+    });
+    app.setNotFoundHandler((request, reply) => void reply.code(404).send({ error: `no such page: ${request.method} ${request.url.split('?')[0]}` }));
+
+    // Probes carry no secrets: open, so a supervisor needs no token.
+    app.get('/healthz', async () => ({ status: 'alive' }));
+    app.get('/readyz', async (_request, reply) => {
+      const reasons = this.notReady();
+      return reply.code(reasons.length === 0 ? 200 : 503).send({ ready: reasons.length === 0, reasons });
+    });
+    app.get('/metrics', { preHandler: auth.read }, async (_request, reply) => reply.type(this.metrics.contentType).send(await this.metrics.text()));
+
+    for (const [url, file] of Object.entries(STATIC_FILES)) {
+      const body = fs.readFileSync(new URL(`./static/${file}`, import.meta.url));
+      const type = CONTENT_TYPES[file.split('.').pop()!]!;
+      app.get(url, { preHandler: auth.read }, async (_request, reply) => reply.type(type).header('Cache-Control', 'no-cache').send(body));
+    }
+
+    const cameraParams = { type: 'object', required: ['camera'], properties: { camera: { type: 'string', maxLength: 64 } } } as const;
+    app.get('/api/cameras', { preHandler: auth.read }, async () => ({
+      revision: this.host.revision(),
+      model: modelSummary(this.host.model()),
+      cameras: this.host.cameras().map((c) => ({ id: c.id, state: c.status?.state ?? null })),
+    }));
+    app.get<{ Params: { camera: string } }>('/api/cameras/:camera', { preHandler: auth.read, schema: { params: cameraParams } }, async (request) => this.cameraState(request.params.camera));
+    app.get<{ Params: { camera: string }; Querystring: { overlay?: boolean } }>('/api/cameras/:camera/stream.mjpeg', {
+      preHandler: auth.read,
+      schema: { params: cameraParams, querystring: { type: 'object', properties: { overlay: { type: 'boolean' } }, additionalProperties: false } },
+    }, async (request, reply) => {
+      this.knownCamera(request.params.camera);
+      reply.hijack();
+      if (!this.live.stream(request.params.camera, request.query.overlay === true, reply.raw)) {
+        reply.raw.writeHead(503, { 'Content-Type': 'application/json' }).end(JSON.stringify({ error: `camera ${request.params.camera} has its most viewers (http.maxViewers ${this.httpConfig.maxViewers})` }));
+      }
+    });
+
+    app.get('/api/config', { preHandler: auth.read }, async () => ({ revision: this.host.revision(), config: redact(this.host.config()) }));
+    app.post<{ Body: { baseRevision: number; changes: Record<string, unknown> } }>('/api/config', {
+      preHandler: auth.change,
+      schema: {
+        body: {
+          type: 'object', required: ['baseRevision', 'changes'], additionalProperties: false,
+          properties: { baseRevision: { type: 'integer', minimum: 0 }, changes: { type: 'object' } },
+        },
+      },
+    }, async (request, reply) => this.push(reply, request.body.baseRevision, request.body.changes));
+    // An ROI drawn on the page: the running camera list with this camera's roi replaced, pushed
+    // whole ("cameras" is one key), so the page never handles the other cameras' (redacted) fields.
+    app.post<{ Params: { camera: string }; Body: { baseRevision: number; roi: unknown } }>('/api/cameras/:camera/roi', {
+      preHandler: auth.change,
+      schema: {
+        params: cameraParams,
+        body: {
+          type: 'object', required: ['baseRevision', 'roi'], additionalProperties: false,
+          properties: { baseRevision: { type: 'integer', minimum: 0 }, roi: { type: ['object', 'null'] } },
+        },
+      },
+    }, async (request, reply) => {
+      const id = this.knownCamera(request.params.camera);
+      const cameras = this.host.config().cameras.map((c) => (c.id === id ? { ...c, roi: request.body.roi } : c));
+      return this.push(reply, request.body.baseRevision, { cameras });
+    });
+
+    app.get('/api/counters', { preHandler: auth.read }, async () => this.host.counters());
+    app.post<{ Body: { camera?: string } | undefined }>('/api/counters/reset', {
+      preHandler: auth.change,
+      schema: { body: { type: ['object', 'null'], properties: { camera: { type: 'string', maxLength: 64 } }, additionalProperties: false } },
+    }, async (request) => {
+      const cameras = request.body?.camera !== undefined ? [this.knownCamera(request.body.camera)] : this.host.cameras().map((c) => c.id);
+      this.host.resetCounters(cameras);
+      return { status: 'ok', cameras };
+    });
+
+    for (const { prefix, plugin } of this.plugins) void app.register(plugin, { prefix, host: this.host, auth });
+  }
+
+  /** The console is one more sender of config pushes: same checks, record, revision and answer. */
+  private async push(reply: FastifyReply, baseRevision: number, changes: Record<string, unknown>): Promise<FastifyReply> {
+    const push = { transaction: `console-${randomUUID()}`, baseRevision, changes };
+    const answer = await this.host.configPush(Buffer.from(JSON.stringify(push)));
+    return reply.code(answer.status === 'ok' ? 200 : 400).send(answer);
+  }
+
+  /** The camera id when it is one of the running cameras; a 404 otherwise. */
+  private knownCamera(id: string): string {
+    if (this.host.cameras().some((c) => c.id === id)) return id;
+    throw Object.assign(new Error(`no running camera ${JSON.stringify(id)}`), { statusCode: 404 });
+  }
+
+  private cameraState(id: string): object {
+    this.knownCamera(id);
+    const config = this.host.config();
+    const camera = this.host.cameras().find((c) => c.id === id)!;
+    const cameraConfig = config.cameras.find((c) => c.id === id)!;
+    const model = this.host.model();
+    return {
+      id,
+      revision: this.host.revision(),
+      state: camera.status?.state ?? null,
+      error: camera.status?.error ?? null,
+      frameSize: camera.frameSize,
+      roi: cameraConfig.roi,
+      trigger: cameraConfig.trigger,
+      last: this.live.lastResult(id),
+      fps: this.live.fps(id),
+      counters: this.host.counters()[id] ?? null,
+      scores: this.live.recentScores(id),
+      inference: { sensitivity: config.inference.sensitivity, imageThreshold: config.inference.imageThreshold },
+      model: { ...modelSummary(model), calibration: model.calibration },
+    };
+  }
+
+  /** Why the daemon is not ready to inspect, empty when it is. */
+  private notReady(): string[] {
+    const reasons: string[] = [];
+    if (!this.host.publisherStats().connected) reasons.push('the MQTT broker is not connected');
+    for (const camera of this.host.cameras()) {
+      const state = camera.status?.state ?? 'no status yet';
+      if (state !== 'online') reasons.push(`camera ${camera.id} is ${state}${camera.status?.error ? `: ${camera.status.error}` : ''}`);
+    }
+    return reasons;
+  }
+}

@@ -1,0 +1,88 @@
+// The operator console from outside: its address (from the daemon's log), HTTP calls with or
+// without credentials, and a real Prometheus that scrapes it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { killOnExit, tempDir } from './cleanup.js';
+import type { DaemonProcess } from './daemon.js';
+import { freePort } from './mosquitto.js';
+import { until } from './publish-fixtures.js';
+
+/** The console's base URL, once the daemon has logged that it listens. */
+export async function consoleUrl(daemon: DaemonProcess): Promise<string> {
+  const address = () => daemon.logs().find((l) => l.msg === 'operator console listening')?.address as string | undefined;
+  await until('the console listens', () => address() !== undefined, 90_000).catch((err: Error) => {
+    throw new Error(`${err.message}\n${daemon.output.slice(-3000)}`);
+  });
+  return address()!;
+}
+
+export interface Reply {
+  status: number;
+  headers: Headers;
+  text: string;
+  json: any;
+}
+
+export async function call(url: string, options: { method?: string; token?: string; basic?: [string, string]; body?: unknown; raw?: string } = {}): Promise<Reply> {
+  const headers: Record<string, string> = {};
+  if (options.token) headers.authorization = `Bearer ${options.token}`;
+  if (options.basic) headers.authorization = `Basic ${Buffer.from(options.basic.join(':')).toString('base64')}`;
+  const body = options.raw ?? (options.body !== undefined ? JSON.stringify(options.body) : undefined);
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch(url, { method: options.method ?? (body !== undefined ? 'POST' : 'GET'), headers, ...(body !== undefined ? { body } : {}) });
+  const text = await response.text();
+  let json: any = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON (metrics, pages)
+  }
+  return { status: response.status, headers: response.headers, text, json };
+}
+
+/** Poll an async condition until it holds, or fail naming `what`. */
+export async function eventually(what: string, holds: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await holds())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Debian's Prometheus on a free loopback port, scraping `target` (host:port) every second. */
+export class Prometheus {
+  private constructor(readonly url: string, private readonly child: ChildProcess) {}
+
+  static async start(target: string, bearerToken: string): Promise<Prometheus> {
+    const dir = tempDir('prometheus');
+    const config = path.join(dir, 'prometheus.yml');
+    fs.writeFileSync(config, [
+      'global:', '  scrape_interval: 1s', '  scrape_timeout: 1s',
+      'scrape_configs:', '  - job_name: crad-edge', '    authorization:', `      credentials: ${bearerToken}`,
+      '    static_configs:', `      - targets: ['${target}']`, '',
+    ].join('\n'));
+    const port = await freePort();
+    const child = killOnExit(spawn('/usr/bin/prometheus', [
+      `--config.file=${config}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`,
+    ], { stdio: 'ignore' }));
+    const prometheus = new Prometheus(`http://127.0.0.1:${port}`, child);
+    await eventually('prometheus is ready', async () => (await fetch(`${prometheus.url}/-/ready`).catch(() => null))?.ok === true, 60_000);
+    return prometheus;
+  }
+
+  /** An instant query's result vector. */
+  async query(expr: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
+    const response = await fetch(`${this.url}/api/v1/query?query=${encodeURIComponent(expr)}`);
+    const body = (await response.json()) as { status: string; data: { result: Array<{ metric: Record<string, string>; value: [number, string] }> } };
+    if (body.status !== 'success') throw new Error(`query ${expr}: ${JSON.stringify(body)}`);
+    return body.data.result;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill('SIGTERM');
+    await exited;
+  }
+}
