@@ -15,6 +15,7 @@ import { Pipeline, type PipelineSink, type PipelineStats } from '../pipeline.js'
 import type { ConfigLayerStatus } from '../publish/payloads.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from '../shared/log.js';
+import { createEdgeNode, type EdgeNode } from '../sparkplug/index.js';
 import { buildInfo } from './build-info.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
@@ -57,6 +58,8 @@ export class Daemon {
   private router!: CommandRouter;
   private commands!: CommandGroup;
   private pipeline!: Pipeline;
+  /** The Sparkplug B plane, when sparkplug.enabled. */
+  private sparkplug: EdgeNode | null = null;
   private readonly notifier: SystemdNotifier;
   private modelWatcher: fs.FSWatcher | null = null;
   private swapTimer: NodeJS.Timeout | null = null;
@@ -91,6 +94,7 @@ export class Daemon {
     this.commands = new CommandGroup(this.router);
     this.syncCommands();
     await this.publisher.start();
+    this.startSparkplug(model.info);
 
     this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline);
     for (const camera of this.config.cameras.filter((c) => c.enabled)) this.addCamera(camera);
@@ -106,6 +110,23 @@ export class Daemon {
       { cameras: this.config.cameras.map((c) => c.id), model: model.info.path, provider: model.info.executionProvider },
       'crad-edge running',
     );
+  }
+
+  private startSparkplug(model: CradModel['info']): void {
+    this.sparkplug = createEdgeNode(this.config, {
+      trigger: (cameraId, triggerId) => {
+        const camera = this.config.cameras.find((c) => c.id === cameraId && c.enabled);
+        if (camera?.trigger !== 'mqtt') return camera ? 'the camera is not in trigger mode (trigger: mqtt)' : 'no such enabled camera';
+        this.pipeline.trigger(cameraId, triggerId);
+        return null;
+      },
+      nodeInfo: () => {
+        const publisher = this.publisher.stats();
+        return { outboxDepth: publisher.outbox.pending, brokerReconnects: Math.max(0, publisher.connects - 1), configRevision: this.revision };
+      },
+    }, this.logs.publish.child({ plane: 'sparkplug' }));
+    this.sparkplug?.setModel(model);
+    this.sparkplug?.start();
   }
 
   /** The pipeline's and the publisher's counters (soak runs and diagnostics read them). */
@@ -239,12 +260,17 @@ export class Daemon {
       publishResult: (result) => {
         this.lastResultMono.set(result.frame.cameraId, performance.now());
         this.publisher.publishResult(result);
+        this.sparkplug?.onResult(result);
       },
       publishCameraStatus: (status) => {
         this.cameraStates.set(status.cameraId, status.state);
         this.publisher.publishCameraStatus(status);
+        this.sparkplug?.onCameraStatus(status);
       },
-      setDeviceStatus: (info) => this.publisher.setDeviceStatus(info),
+      setDeviceStatus: (info) => {
+        this.publisher.setDeviceStatus(info);
+        this.sparkplug?.setModel(info.model);
+      },
     };
   }
 
@@ -379,6 +405,7 @@ export class Daemon {
       this.stopProbation();
       this.router.close(); // no new commands while shutting down
       const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
+      await this.sparkplug?.stop(Math.max(100, Math.min(2000, (deadline - (performance.now() - t0)) / 3)));
       await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));
       this.log.info({ drained }, 'crad-edge stopped');
     })();
