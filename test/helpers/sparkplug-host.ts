@@ -2,7 +2,7 @@
 // commands for it to publish. The official .proto is read in place from ../shared at test time.
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { killOnExit } from './cleanup.js';
+import { killOnExit, tempDir } from './cleanup.js';
 import { repoRoot } from './daemon.js';
 import { until } from './publish-fixtures.js';
 
@@ -60,11 +60,14 @@ export class SparkplugHost {
   static async start(options: { port: number; group: string; node: string; hostId: string; announce: boolean }): Promise<SparkplugHost> {
     const child = killOnExit(spawn('/usr/bin/python3', [
       path.join(import.meta.dirname, 'sparkplug_host.py'), '--port', String(options.port), '--group', options.group,
-      '--host-id', options.hostId, '--proto', OFFICIAL_PROTO, ...(options.announce ? ['--announce'] : []),
+      '--host-id', options.hostId, '--proto', OFFICIAL_PROTO, '--work', tempDir('sparkplug-host'), ...(options.announce ? ['--announce'] : []),
     ], { stdio: ['pipe', 'pipe', 'pipe'] }));
     const host = new SparkplugHost(child, options.node);
     await until('the Sparkplug host subscribed', () => host.events.some((e) => e.event === 'subscribed'), 20_000)
-      .catch((err: Error) => { throw new Error(`${err.message}\n${host.output}`); });
+      .catch(async (err: Error) => {
+        await host.stop();
+        throw new Error(`${err.message}\n${host.output}`);
+      });
     return host;
   }
 
@@ -99,7 +102,7 @@ export class SparkplugHost {
       .join('; ');
   }
 
-  /** Closing stdin lets the host stop its mosquitto_sub and remove its temp dir itself. */
+  /** Closing stdin lets the host stop its mosquitto_sub (which also dies with it if it is killed). */
   async stop(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));

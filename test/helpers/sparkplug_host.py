@@ -27,9 +27,10 @@ p.add_argument('--group', required=True)
 p.add_argument('--host-id', required=True)
 p.add_argument('--proto', required=True)
 p.add_argument('--announce', action='store_true')
+p.add_argument('--work', required=True, help='an empty directory for the generated classes (the caller removes it)')
 args = p.parse_args()
 
-work = tempfile.mkdtemp(prefix='crad-sparkplug-host-')
+work = args.work
 subprocess.run(['/usr/bin/protoc', f'--proto_path={os.path.dirname(args.proto)}', f'--python_out={work}', os.path.basename(args.proto)], check=True)
 sys.path.insert(0, work)
 import sparkplug_b_pb2 as spb  # noqa: E402
@@ -246,11 +247,17 @@ def read_subscriber(proc):
                 violation('host-error', repr(e), topic)
 
 
+def die_with_host():
+    # mosquitto_sub must not outlive this host, even when the host is SIGKILLed (PR_SET_PDEATHSIG).
+    import ctypes
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, 9)
+
+
 sub = subprocess.Popen(
     ['stdbuf', '-oL', 'mosquitto_sub', *mqtt_args(), '-d', '-q', '1', '-t', f'spBv1.0/{args.group}/#', '-F', 'MSG %t %q %r %x',
      '--will-topic', f'spBv1.0/STATE/{args.host_id}', '--will-qos', '1', '--will-retain',
      '--will-payload', json.dumps({'online': False, 'timestamp': int(time.time() * 1000)})],
-    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=die_with_host)
 threading.Thread(target=read_subscriber, args=(sub,), daemon=True).start()
 
 try:
@@ -270,4 +277,3 @@ try:
         emit({'event': 'done', 'id': command.get('id')})
 finally:
     sub.kill()
-    subprocess.run(['rm', '-rf', work])
