@@ -79,6 +79,8 @@ interface BenchReport {
   model: { path: string; bytes: number; images: string; imageCount: number; imageSize: string };
   runtime?: { provider: string; session: SessionSettings; batches: BatchTiming[]; best: number; sweep?: { name: string; settings: SessionSettings; batch: number; timing: BatchTiming }[] };
   /** reference: the bare runtime at the daemon's batch size just before and after the run (b/a uses their mean). */
+  /** The same daemon run with the JSON plane alone and with the Sparkplug plane beside it, back to back. */
+  sparkplug?: { cameras: number; jsonOnly: number; bothPlanes: number; ratio: number };
   daemon?: (DaemonRunResult & { maxBatch: number; reference?: { batch: number; before: BatchTiming; after: BatchTiming; imagesPerSecond: number } })[];
   torch?: {
     model: Record<string, unknown>;
@@ -207,10 +209,20 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
       log(`   ${f(result.framesPerSecond)} frames/s, p99 capture-to-publish ${f(result.captureToPublishMs.p99)} ms, CPU ${f(result.cpuPercent, 0)} %, peak RSS ${f(result.peakRssMiB, 0)} MiB`);
     }
     if (profileFile && fs.existsSync(profileFile)) report.profile = summarizeProfile(profileFile);
+    await planesRow(report, { root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras: counts[0]!, brokerPid, cameraFps: opts.cameraFps, warmupSeconds: opts.warmup, seconds: opts.seconds, overrides: { model: { executionProviders: providers } } });
   } finally {
     await broker.dispose();
     if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
   }
+}
+
+/** Throughput with both planes (JSON + Sparkplug B) against JSON alone, measured back to back. */
+async function planesRow(report: BenchReport, run: Parameters<typeof runDaemon>[0]): Promise<void> {
+  log(`b. daemon: ${run.cameras} camera(s), JSON alone, then JSON + Sparkplug B`);
+  const jsonOnly = await runDaemon(run);
+  const both = await runDaemon({ ...run, overrides: { ...run.overrides, sparkplug: { enabled: true, groupId: 'bench' } } });
+  report.sparkplug = { cameras: run.cameras, jsonOnly: jsonOnly.framesPerSecond, bothPlanes: both.framesPerSecond, ratio: both.framesPerSecond / jsonOnly.framesPerSecond };
+  log(`   ${f(jsonOnly.framesPerSecond)} -> ${f(both.framesPerSecond)} frames/s (${f(report.sparkplug.ratio, 3)})`);
 }
 
 async function partTorch(opts: Options, report: BenchReport, files: string[], images: Float32Array, size: number): Promise<void> {
@@ -285,6 +297,10 @@ function evaluate(report: BenchReport): void {
     const batch = d.reference?.batch ?? runtimeAt(report, d.meanBatchSize)?.batch;
     ratios[`b/a ${d.cameras} camera(s), maxBatch ${d.maxBatch} (runtime at batch ${batch})`] = ratio;
     targets.push({ name: `daemon throughput, ${d.cameras} camera(s), maxBatch ${d.maxBatch} (b/a at batch ${batch})`, value: f(ratio, 2), limit: '>= 0.95', met: ratio >= 0.95 });
+  }
+  if (report.sparkplug) {
+    const { cameras, ratio } = report.sparkplug;
+    targets.push({ name: `throughput with Sparkplug B beside JSON, ${cameras} camera(s) (both / JSON alone)`, value: f(ratio, 3), limit: '>= 0.97', met: ratio >= 0.97 });
   }
   const oneCamera = report.daemon?.find((d) => d.cameras === 1 && d.maxBatch === 4);
   // Mean batch-1 inference time: measured around the 1-camera run when it was, else part a's.

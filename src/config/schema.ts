@@ -132,6 +132,12 @@ const TOPIC_LEVEL = defineFormat('topic-level', { kinds: ['string'], describe: '
   if (problem) throw new Error(`must be a single MQTT topic level: ${problem}`);
 });
 
+/** A topic level, or '' for "not set" (its doc says what '' means). */
+const OPTIONAL_TOPIC_LEVEL = defineFormat('optional-topic-level', { kinds: ['string'], describe: "topic level or ''" }, (value) => {
+  const problem = value === '' ? null : topicLevelProblem(value);
+  if (problem) throw new Error(`must be '' or a single MQTT topic level: ${problem}`);
+});
+
 const TOPIC_PREFIX = defineFormat('topic-prefix', { kinds: ['string'], describe: 'topic prefix' }, (value) => {
   if (typeof value !== 'string' || value.length === 0) throw new Error('must be a non-empty string');
   const bytes = Buffer.byteLength(value, 'utf8');
@@ -544,6 +550,19 @@ export const schema = {
       default: 20,
       apply: 'live',
     }),
+  },
+  sparkplug: {
+    enabled: setting({ doc: 'Publish a Sparkplug B 3.0 edge node beside the JSON topics (its own MQTT connection to mqtt.url, same credentials and TLS).', format: Boolean, default: false, apply: 'mqtt' }),
+    groupId: setting({ doc: 'Sparkplug group id: spBv1.0/<groupId>/...', format: TOPIC_LEVEL, default: 'crad', apply: 'mqtt' }),
+    edgeNodeId: setting({ doc: "Sparkplug edge node id ('' = device.id). Each camera is a Sparkplug device under it.", format: OPTIONAL_TOPIC_LEVEL, default: '', apply: 'mqtt' }),
+    primaryHostId: setting({ doc: "Primary host application id: births wait for spBv1.0/STATE/<id> online, and the node dies and reconnects when it goes offline ('' = none).", format: OPTIONAL_TOPIC_LEVEL, default: '', apply: 'mqtt' }),
+    metrics: setting({
+      doc: 'Optional metrics to publish, by name as in the README\'s Sparkplug table (empty = all). bdSeq and the control metrics are always published.',
+      format: STRING_LIST,
+      default: [] as string[],
+      apply: 'mqtt',
+    }),
+    historyMaxRows: setting({ doc: 'Most results kept for historical DDATA while the Sparkplug session is down; the oldest are dropped (and counted) beyond it.', format: integerIn(1), default: 1_000_000, apply: 'mqtt' }),
   },
   remoteConfig: {
     enabled: setting({ doc: 'Accept configuration pushes on <prefix>/config/set.', format: Boolean, default: true, apply: 'live', remote: 'never' }),

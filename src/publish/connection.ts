@@ -4,6 +4,7 @@
 // the protocol version.
 import fs from 'node:fs';
 import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../shared/log.js';
 import { backoffDelay } from '../shared/backoff.js';
 import { redactUrls } from '../shared/redact.js';
@@ -21,6 +22,23 @@ export interface ConnectionSettings {
   tls: { ca: string; cert: string; key: string; rejectUnauthorized: boolean };
   reconnectMinMs: number;
   reconnectMaxMs: number;
+}
+
+/** The broker settings of mqtt.*; each plane (JSON, Sparkplug) connects with its own client id. */
+export function connectionSettingsFrom(config: AppConfig, clientId = config.mqtt.clientId || `crad-edge-${config.device.id}`): ConnectionSettings {
+  const mqtt = config.mqtt;
+  return {
+    url: mqtt.url,
+    protocolVersion: mqtt.protocolVersion as ProtocolVersion,
+    clientId,
+    username: mqtt.username,
+    password: mqtt.password,
+    keepaliveSec: mqtt.keepaliveSec,
+    connectTimeoutMs: mqtt.connectTimeoutMs,
+    tls: mqtt.tls,
+    reconnectMinMs: mqtt.reconnectMinMs,
+    reconnectMaxMs: mqtt.reconnectMaxMs,
+  };
 }
 
 export interface Will {
@@ -87,8 +105,11 @@ export class MqttConnection {
     this.attempt();
   }
 
-  /** Stop retrying and close the connection (a clean DISCONNECT when connected). */
-  async stop(timeoutMs = 2000): Promise<void> {
+  /**
+   * Stop retrying and close the connection (a clean DISCONNECT when connected; `disconnect` sets
+   * its MQTT 5 reason code, e.g. 0x04 to have the broker publish the Will).
+   */
+  async stop(timeoutMs = 2000, disconnect?: { reasonCode: number }): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
@@ -96,7 +117,7 @@ export class MqttConnection {
     if (!client) return;
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => client.end(true, () => resolve()), timeoutMs);
-      client.end(false, () => {
+      client.end(false, this.version === 5 && disconnect ? disconnect : {}, () => {
         clearTimeout(force);
         resolve();
       });

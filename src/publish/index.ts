@@ -11,7 +11,7 @@ import type { AppConfig } from '../config/load.js';
 import { partsToRebuild } from '../config/policy.js';
 import type { Result } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
-import { MqttConnection, isV5, jsonProperties, type ProtocolVersion } from './connection.js';
+import { MqttConnection, connectionSettingsFrom, isV5, jsonProperties, type ProtocolVersion } from './connection.js';
 import { Outbox } from './outbox.js';
 import type { OutboxStats } from './payloads.js';
 import { OutboxSender, outboxLimits } from './sender.js';
@@ -79,18 +79,7 @@ export class Publisher {
     this.connected$ = this.connectedSubject.pipe(distinctUntilChanged());
     try {
       this.connection = new MqttConnection(
-        {
-          url: config.mqtt.url,
-          protocolVersion: config.mqtt.protocolVersion as ProtocolVersion,
-          clientId: config.mqtt.clientId || `crad-edge-${device}`,
-          username: config.mqtt.username,
-          password: config.mqtt.password,
-          keepaliveSec: config.mqtt.keepaliveSec,
-          connectTimeoutMs: config.mqtt.connectTimeoutMs,
-          tls: config.mqtt.tls,
-          reconnectMinMs: config.mqtt.reconnectMinMs,
-          reconnectMaxMs: config.mqtt.reconnectMaxMs,
-        },
+        connectionSettingsFrom(config),
         {
           will: (version) => this.status.will(version),
           onConnect: (client, connack, version) => this.onConnect(client, connack, version),

@@ -22,6 +22,7 @@ import type { CameraStatus } from '../capture/frame.js';
 import type { ConfigLayerStatus } from '../publish/payloads.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from '../shared/log.js';
+import { createEdgeNode, type EdgeNode } from '../sparkplug/index.js';
 import { buildInfo } from './build-info.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
@@ -72,6 +73,8 @@ export class Daemon {
   /** The console's archive (null when archive.enabled is false) and dataset capture. */
   private archive: Archive | null = null;
   private dataset!: DatasetCapture;
+  /** The Sparkplug B plane, when sparkplug.enabled. */
+  private sparkplug: EdgeNode | null = null;
   private readonly notifier: SystemdNotifier;
   private modelWatcher: fs.FSWatcher | null = null;
   private swapTimer: NodeJS.Timeout | null = null;
@@ -114,6 +117,7 @@ export class Daemon {
     this.commands = new CommandGroup(this.router);
     this.syncCommands();
     await this.publisher.start();
+    this.startSparkplug(model.info);
 
     if (this.config.archive.enabled) {
       this.archive = new Archive(archiveOptions(this.config), this.log.child({ stage: 'archive' }));
@@ -135,6 +139,23 @@ export class Daemon {
       { cameras: this.config.cameras.map((c) => c.id), model: model.info.path, provider: model.info.executionProvider },
       'crad-edge running',
     );
+  }
+
+  private startSparkplug(model: CradModel['info']): void {
+    this.sparkplug = createEdgeNode(this.config, {
+      trigger: (cameraId, triggerId) => {
+        const camera = this.config.cameras.find((c) => c.id === cameraId && c.enabled);
+        if (camera?.trigger !== 'mqtt') return camera ? 'the camera is not in trigger mode (trigger: mqtt)' : 'no such enabled camera';
+        this.pipeline.trigger(cameraId, triggerId);
+        return null;
+      },
+      nodeInfo: () => {
+        const publisher = this.publisher.stats();
+        return { outboxDepth: publisher.outbox.pending, brokerReconnects: Math.max(0, publisher.connects - 1), configRevision: this.revision };
+      },
+    }, this.logs.publish.child({ plane: 'sparkplug' }));
+    this.sparkplug?.setModel(model);
+    this.sparkplug?.start();
   }
 
   /** The pipeline's and the publisher's counters (soak runs and diagnostics read them). */
@@ -316,6 +337,7 @@ export class Daemon {
         // Both take a copy of the frame only when they keep it, and write it off the pipeline.
         this.archive?.offer(result, inspected.frame.image);
         this.dataset.offer(result, inspected.frame.image);
+        this.sparkplug?.onResult(result);
         try {
           this.console?.observeResult(result, inspected, cycleMs);
         } catch (err) {
@@ -329,8 +351,12 @@ export class Daemon {
       publishCameraStatus: (status) => {
         this.cameraStatuses.set(status.cameraId, { ...status });
         this.publisher.publishCameraStatus(status);
+        this.sparkplug?.onCameraStatus(status);
       },
-      setDeviceStatus: (info) => this.publisher.setDeviceStatus(info),
+      setDeviceStatus: (info) => {
+        this.publisher.setDeviceStatus(info);
+        this.sparkplug?.setModel(info.model);
+      },
     };
   }
 
@@ -466,6 +492,7 @@ export class Daemon {
       await this.console?.stop().catch((err: Error) => this.logs.console.warn({ err: err.message }, 'console did not close cleanly'));
       this.router.close(); // no new commands while shutting down
       const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
+      await this.sparkplug?.stop(Math.max(100, Math.min(2000, (deadline - (performance.now() - t0)) / 3)));
       await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));
       await Promise.all([this.archive?.close(), this.dataset?.close()]);
       this.log.info({ drained }, 'crad-edge stopped');

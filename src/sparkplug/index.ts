@@ -1,0 +1,34 @@
+// The Sparkplug B plane (sparkplug.*): an edge node beside the JSON topics, on its own connection.
+//   edge-node.ts  the state machine: sessions, births and deaths, seq/bdSeq, commands, primary host
+//   metrics.ts    the metric map (names, datatypes, stable aliases) and command checks
+//   proto.ts      the payload encoding (protobufjs), history.ts what waits for historical DDATA,
+//   state.ts      bdSeq and device numbers across restarts, topics.ts the namespace
+import path from 'node:path';
+import type { AppConfig } from '../config/load.js';
+import { connectionSettingsFrom } from '../publish/connection.js';
+import type { Logger } from '../shared/log.js';
+import { EdgeNode, type EdgeNodeHooks, type EdgeNodeSettings } from './edge-node.js';
+
+export { EdgeNode, type EdgeNodeHooks, type EdgeNodeStats } from './edge-node.js';
+
+export function edgeNodeSettings(config: AppConfig): EdgeNodeSettings {
+  const spb = config.sparkplug;
+  const jsonClientId = config.mqtt.clientId || `crad-edge-${config.device.id}`;
+  return {
+    groupId: spb.groupId,
+    edgeNodeId: spb.edgeNodeId || config.device.id,
+    primaryHostId: spb.primaryHostId,
+    metrics: spb.metrics,
+    connection: connectionSettingsFrom(config, `${jsonClientId}-spb`),
+    stateFile: path.join(config.service.stateDir, 'sparkplug-state.json'),
+    historyFile: path.join(config.service.stateDir, 'sparkplug-history.sqlite'),
+    historyMaxRows: spb.historyMaxRows,
+    ndataIntervalMs: config.service.statusIntervalMs,
+    cameras: config.cameras.filter((c) => c.enabled).map((c) => c.id),
+  };
+}
+
+/** The edge node for this configuration, or null when sparkplug.enabled is off. */
+export function createEdgeNode(config: AppConfig, hooks: EdgeNodeHooks, log: Logger): EdgeNode | null {
+  return config.sparkplug.enabled ? new EdgeNode(edgeNodeSettings(config), hooks, log) : null;
+}
