@@ -1,5 +1,6 @@
 import { ConfigError, type AppConfig } from '../config/load.js';
 import { loadLayered, type LayeredConfig } from '../config/layers.js';
+import type { ConfigPushResponse } from '../config/remote.js';
 import { Daemon } from '../service/daemon.js';
 import { createLogger, type Logger } from '../shared/log.js';
 
@@ -25,6 +26,7 @@ export async function runDaemonUntilSignal(configFile?: string, config?: AppConf
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
 
+  let undeliveredAnswer: ConfigPushResponse | undefined;
   for (;;) {
     let layered: LayeredConfig;
     try {
@@ -47,7 +49,14 @@ export async function runDaemonUntilSignal(configFile?: string, config?: AppConf
     }
     let restart: (reason: string) => void = () => undefined;
     const restartAsked = new Promise<'restart'>((resolve) => (restart = () => resolve('restart')));
-    const daemon = new Daemon({ configFile, config, layered, log, onRestart: (reason) => restart(reason) });
+    const daemon = new Daemon({
+      configFile, config, layered, log, undeliveredAnswer,
+      onRestart: (reason, answer) => {
+        undeliveredAnswer = answer;
+        restart(reason);
+      },
+    });
+    undeliveredAnswer = undefined;
     try {
       await daemon.start();
     } catch (err) {

@@ -1,6 +1,7 @@
 // The running daemon: builds the stages from config, joins them with the pipeline, and owns
 // everything that outlives one stage — remote configuration, model hot swap, systemd, shutdown.
 import fs from 'node:fs';
+import { filter, take, type Subscription } from 'rxjs';
 import path from 'node:path';
 import { redact, type AppConfig } from '../config/load.js';
 import { loadLayered, type LayeredConfig, type LayerRevision } from '../config/layers.js';
@@ -34,7 +35,9 @@ export interface DaemonOptions {
   /** The configuration already loaded in layers (the run loop loads it to roll back at start-up). */
   layered?: LayeredConfig;
   /** Asked to stop this daemon and start a new one on the recorded configuration (a rollback). */
-  onRestart?: (reason: string) => void;
+  onRestart?: (reason: string, undelivered?: ConfigPushResponse) => void;
+  /** An answer the daemon before this one could not deliver (its broker was gone): sent once connected. */
+  undeliveredAnswer?: ConfigPushResponse;
   /** Planes mounted on the operator console under their prefix (see ConsolePlugin). */
   consolePlugins?: ConsolePlugin[];
   log: Logger;
@@ -59,6 +62,7 @@ export class Daemon {
   /** Pushes are checked and applied one after another, each against what the last one left. */
   private pushes: Promise<unknown> = Promise.resolve();
   private probation: Probation | null = null;
+  private readonly subscriptions: Subscription[] = [];
   private rollbackInfo: ConfigLayerStatus['rollback'] = null;
   private readonly cameraHandles = new Map<string, Camera>();
   private readonly lastResultMono = new Map<string, number>();
@@ -117,6 +121,7 @@ export class Daemon {
     this.commands = new CommandGroup(this.router);
     this.syncCommands();
     await this.publisher.start();
+    this.sendUndeliveredAnswer();
     this.startSparkplug(model.info);
 
     if (this.config.archive.enabled) {
@@ -133,7 +138,10 @@ export class Daemon {
       this.log.error({ ...this.layered.fallback }, 'the recorded configuration could not be used: running an older revision');
     }
     // A revision recorded on probation (its changes waited for this start) must prove itself now.
-    if (this.layered.probation !== null) this.startProbation(null, this.config.cameras.filter((c) => c.enabled).map((c) => c.id));
+    if (this.layered.probation !== null) {
+      const origin = this.layerRecord(this.layered.probation)?.origin;
+      this.startProbation(origin?.kind === 'push' ? origin.transaction : null, this.config.cameras.filter((c) => c.enabled).map((c) => c.id));
+    }
     this.notifier.ready(() => this.health());
     this.log.info(
       { cameras: this.config.cameras.map((c) => c.id), model: model.info.path, provider: model.info.executionProvider },
@@ -422,9 +430,23 @@ export class Daemon {
       transaction: probation.transaction, status: 'error', error: `rolled back to the last good configuration: ${reason}`,
       revision: record.revision, restartRequired: [], changed: [],
     };
-    await this.publisher.inbound.publishJson(this.publisher.topics.configResponse, Buffer.from(JSON.stringify(answer)))
-      .catch((err: Error) => this.log.warn({ err: err.message }, 'rollback answer not delivered (the status carries it)'));
-    this.options.onRestart?.(`rollback of revision ${probation.revision}`);
+    const delivered = await this.publisher.inbound.publishJson(this.publisher.topics.configResponse, Buffer.from(JSON.stringify(answer)))
+      .then(() => true, (err: Error) => {
+        this.log.warn({ err: err.message }, 'rollback answer not delivered now: the restarted daemon sends it');
+        return false;
+      });
+    this.options.onRestart?.(`rollback of revision ${probation.revision}`, delivered ? undefined : answer);
+  }
+
+  /** The answer a rolled-back daemon could not deliver, sent on this daemon's first connection. */
+  private sendUndeliveredAnswer(): void {
+    const answer = this.options.undeliveredAnswer;
+    if (!answer) return;
+    const subscription = this.publisher.connected$.pipe(filter(Boolean), take(1)).subscribe(() => {
+      void this.publisher.inbound.publishJson(this.publisher.topics.configResponse, Buffer.from(JSON.stringify(answer)))
+        .catch((err: Error) => this.log.warn({ err: err.message }, 'rollback answer not delivered (the status carries it)'));
+    });
+    this.subscriptions.push(subscription);
   }
 
   private layerRecord(revision: number): LayerRevision | null {
@@ -489,6 +511,7 @@ export class Daemon {
       if (this.swapTimer) clearTimeout(this.swapTimer);
       const t0 = performance.now();
       this.stopProbation();
+      for (const subscription of this.subscriptions) subscription.unsubscribe();
       await this.console?.stop().catch((err: Error) => this.logs.console.warn({ err: err.message }, 'console did not close cleanly'));
       this.router.close(); // no new commands while shutting down
       const drained = await this.pipeline.stop(Math.max(100, deadline * 0.6));
