@@ -5,8 +5,8 @@ import path from 'node:path';
 import cv from '../cv.js';
 import { loadConfig, type AppConfig } from '../config/load.js';
 import type { Frame } from '../capture/frame.js';
-import { loadModel, modelOptions } from '../inference/model.js';
-import { postprocess, postprocessOptions } from '../inference/postprocess.js';
+import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
+import { postprocess, postprocessOptions, type PostprocessOptions } from '../inference/postprocess.js';
 import type { Result } from '../inference/types.js';
 import { isImageFile } from '../shared/images.js';
 import { createLogger } from '../shared/log.js';
@@ -55,38 +55,57 @@ export async function inferCommand(target: string, opts: InferOptions): Promise<
   }
   const post = postprocessOptions(config);
   let skipped = 0;
-  let sequence = 0;
   try {
-    for (let i = 0; i < files.length; i += config.inference.maxBatch) {
-      const frames: { frame: Frame; file: string }[] = [];
-      for (const file of files.slice(i, i + config.inference.maxBatch)) {
-        const frame = await readFrame(file, ++sequence);
-        if (frame) frames.push({ frame, file });
-        else {
-          skipped++;
-          console.error(`skipped ${file}: not a decodable image`);
-        }
+    for await (const scored of scoreFiles(model, files, post, config.inference.maxBatch)) {
+      if (!scored.result) {
+        skipped++;
+        console.error(`skipped ${scored.file}: not a decodable image`);
+        continue;
       }
-      if (frames.length === 0) continue;
-      const inference = await model.run(frames.map((f) => f.frame));
-      inference.frames.forEach((frameInference, k) => {
-        const file = frames[k]!.file;
-        const result = postprocess(frameInference, inference.model, post, {
-          queueMs: 0,
-          preprocessMs: inference.timings.preprocessMs,
-          inferenceMs: inference.timings.inferenceMs,
-          batchSize: inference.timings.batchSize,
-        });
-        console.log(opts.json ? JSON.stringify(summary(file, result)) : line(file, result));
-        if (opts.out) writeImages(opts.out, file, result);
-      });
-      for (const { frame } of frames) frame.release();
+      console.log(opts.json ? JSON.stringify(summary(scored.file, scored.result)) : line(scored.file, scored.result));
+      if (opts.out) writeImages(opts.out, scored.file, scored.result);
     }
   } finally {
     await model.release();
   }
   if (skipped > 0) console.error(`${skipped} of ${files.length} images skipped`);
   return skipped > 0 ? 2 : 0;
+}
+
+/** One image file scored by the model; result null when the file does not decode. */
+export interface ScoredFile {
+  file: string;
+  result: Result | null;
+}
+
+/** Score image files with a loaded model in batches of `maxBatch`, in order (infer and golden samples). */
+export async function* scoreFiles(model: CradModel, files: string[], post: PostprocessOptions, maxBatch: number): AsyncGenerator<ScoredFile> {
+  let sequence = 0;
+  for (let i = 0; i < files.length; i += maxBatch) {
+    const frames: { frame: Frame; file: string }[] = [];
+    for (const file of files.slice(i, i + maxBatch)) {
+      const frame = await readFrame(file, ++sequence);
+      if (frame) frames.push({ frame, file });
+      else yield { file, result: null };
+    }
+    if (frames.length === 0) continue;
+    try {
+      const inference = await model.run(frames.map((f) => f.frame));
+      for (const [k, frameInference] of inference.frames.entries()) {
+        yield {
+          file: frames[k]!.file,
+          result: postprocess(frameInference, inference.model, post, {
+            queueMs: 0,
+            preprocessMs: inference.timings.preprocessMs,
+            inferenceMs: inference.timings.inferenceMs,
+            batchSize: inference.timings.batchSize,
+          }),
+        };
+      }
+    } finally {
+      for (const { frame } of frames) frame.release();
+    }
+  }
 }
 
 async function readFrame(file: string, sequence: number): Promise<Frame | null> {
