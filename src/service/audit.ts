@@ -75,11 +75,14 @@ export interface AuditLimits {
 export class AuditLog {
   readonly file: string;
   private seq: number;
+  /** The file ends in a line torn by a power cut: the next entry starts on a line of its own. */
+  private tornTail: boolean;
 
   constructor(readonly dir: string, private limits: AuditLimits) {
     this.file = path.join(dir, FILE_NAME);
     fs.mkdirSync(dir, { recursive: true });
     this.seq = this.lastSeq();
+    this.tornTail = endsTorn(this.file);
   }
 
   /** The audit log of a configuration's state directory. */
@@ -94,7 +97,7 @@ export class AuditLog {
   /** Append one entry, durably; returns it with its seq and time. Throws when the disk refuses. */
   record(input: AuditEntryInput): AuditEntry {
     const entry: AuditEntry = { seq: this.seq + 1, at: new Date().toISOString(), ...input };
-    const line = `${JSON.stringify(entry)}\n`;
+    const line = `${this.tornTail ? '\n' : ''}${JSON.stringify(entry)}\n`;
     const size = fs.existsSync(this.file) ? fs.statSync(this.file).size : 0;
     if (size > 0 && size + Buffer.byteLength(line) > this.limits.maxBytes) this.rotate();
     const fd = fs.openSync(this.file, 'a', 0o640);
@@ -105,6 +108,7 @@ export class AuditLog {
       fs.closeSync(fd);
     }
     this.seq = entry.seq;
+    this.tornTail = false;
     return entry;
   }
 
@@ -150,6 +154,18 @@ export class AuditLog {
       if (entries.length > 0) return entries[entries.length - 1]!.seq;
     }
     return 0;
+  }
+}
+
+function endsTorn(file: string): boolean {
+  if (!fs.existsSync(file) || fs.statSync(file).size === 0) return false;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const last = Buffer.alloc(1);
+    fs.readSync(fd, last, 0, 1, fs.fstatSync(fd).size - 1);
+    return last[0] !== 0x0a;
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
