@@ -381,7 +381,9 @@ export class Daemon {
     const transaction = deliveryTransaction(payload);
     const actor = mqttActor(properties, payload, null);
     if (this.delivering !== null) {
-      return { transaction, status: 'error', stage: 'accepted', error: `a model delivery is already running (transaction ${this.delivering}); one at a time` };
+      const error = `a model delivery is already running (transaction ${this.delivering}); one at a time`;
+      this.recordAudit({ kind: 'delivery', outcome: 'failed', actor, transaction, revisionBefore: this.revision, revisionAfter: this.revision, error, details: { stage: 'accepted' } });
+      return { transaction, status: 'error', stage: 'accepted', error };
     }
     this.delivering = transaction ?? '(none)';
     let request: ModelDeliveryRequest | null = null;
