@@ -141,6 +141,7 @@ export interface DownloadProgress {
  * the partial file stays for a resumed attempt.
  */
 export async function download(url: string, file: string, size: number, limits: DeliveryLimits, onStart?: DownloadProgress): Promise<void> {
+  const fail = (message: string) => new DeliveryError('downloading', message);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   let have = fs.existsSync(file) ? fs.statSync(file).size : 0;
   if (have > size) {
@@ -149,10 +150,14 @@ export async function download(url: string, file: string, size: number, limits: 
   }
   if (have === size) return;
   await checkFreeSpace(path.dirname(file), size - have);
-  const fail = (message: string) => new DeliveryError('downloading', message);
   const client = url.startsWith('https:') ? https : http;
   // Extra CAs add to Node's bundled ones rather than replace them.
-  const ca = limits.ca ? { ca: [...tls.rootCertificates, fs.readFileSync(limits.ca, 'utf8')] } : {};
+  let ca = {};
+  try {
+    if (limits.ca) ca = { ca: [...tls.rootCertificates, fs.readFileSync(limits.ca, 'utf8')] };
+  } catch (err) {
+    throw fail(`cannot read model.delivery.ca: ${(err as Error).message}`);
+  }
   await new Promise<void>((resolve, reject) => {
     let settled = false;
     let out: fs.WriteStream | null = null;
