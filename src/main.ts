@@ -10,6 +10,8 @@ import { inferCommand } from './cli/infer.js';
 import { demoCommand } from './cli/demo.js';
 import { configReference } from './cli/config-docs.js';
 import { signCommand } from './cli/sign.js';
+import { validateCommand } from './cli/validate.js';
+import { auditCommand } from './cli/audit.js';
 import { version } from './paths.js';
 
 
@@ -35,6 +37,28 @@ program
   .option('-o, --out <dir>', 'write heatmap overlays (and region crops) to this folder')
   .action(async (target: string, opts: { model?: string; config?: string; json?: boolean; out?: string }) => {
     process.exitCode = await inferCommand(target, opts);
+  });
+
+program
+  .command('validate')
+  .description('run the golden samples on a model (exit 0 passed, 1 failed, 2 nothing to run)')
+  .option('-c, --config <file>', 'config file (model.path, model.goldenDir, thresholds)')
+  .option('-m, --model <file>', 'ONNX model (default: the config\'s model.path)')
+  .option('-g, --golden <dir>', 'golden samples folder (default: model.goldenDir, else <model>.golden)')
+  .option('--json', 'print the run as one JSON object')
+  .action(async (opts: { config?: string; model?: string; golden?: string; json?: boolean }) => {
+    process.exitCode = await validateCommand(opts);
+  });
+
+program
+  .command('audit')
+  .description('print the audit log (changes of configuration and model, golden-sample runs), newest first')
+  .option('-c, --config <file>', 'config file (its service.stateDir holds the log)')
+  .addOption(new Option('-n, --limit <n>', 'entries per page (1..100)').default(20).argParser(Number))
+  .addOption(new Option('--before <seq>', 'entries older than this seq (the next page)').argParser(Number))
+  .option('--json', 'print one JSON object per line')
+  .action((opts: { config?: string; limit: number; before?: number; json?: boolean }) => {
+    process.exitCode = auditCommand(opts);
   });
 
 const config = program.command('config').description('check or print configuration');

@@ -5,7 +5,6 @@
 // /metrics scraped by Prometheus.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { tempDir } from './helpers/cleanup.js';
 import { call, consoleUrl, eventually, Prometheus } from './helpers/console.js';
 import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
@@ -16,7 +15,6 @@ import { Device } from './helpers/remote-device.js';
 const ajv = schemaValidator();
 const TOPIC_PREFIX = 'console/plant';
 const TOKEN = 'console-test-token';
-const root = tempDir('console-server');
 let broker: Mosquitto;
 let device: Device;
 let base: string;

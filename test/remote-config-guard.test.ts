@@ -187,6 +187,13 @@ test('a push that cuts the broker off is rolled back at the restart that applies
     assert.ok(results.some((r) => r.replayed), 'results made while the broker was unreachable were replayed from the outbox');
     await until('the rollback answer', () => device.client.messages.some((m) => m.topic.endsWith('/config/response') && m.json?.transaction === brokenUrl.transaction && /rolled back/.test(m.json?.error ?? '')), 30_000);
     await device.stop();
+    // Nothing is left unacknowledged: every result made, on either run, reached the broker.
+    const outbox = new Outbox(recorded.config.outbox.path, { maxBytes: 1e9, maxAgeMs: 3_600_000 }, createLogger('silent'));
+    try {
+      assert.equal(outbox.counts().pending, 0, 'the outbox is empty after the stop');
+    } finally {
+      outbox.close();
+    }
   } finally {
     await device.dispose();
   }

@@ -12,14 +12,13 @@ import path from 'node:path';
 import { loadLayered } from '../src/config/layers.js';
 import { signConfigPush, type ConfigPushRequest } from '../src/config/remote.js';
 import { Mosquitto } from './helpers/mosquitto.js';
-import { assertValid, schemaValidator, Subscriber, until } from './helpers/publish-fixtures.js';
+import { until } from './helpers/publish-fixtures.js';
 import { demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
 import { Device } from './helpers/remote-device.js';
 import { writeCorruptModel, writeModelVariant } from './helpers/model-variants.js';
-import { firstCopies, resultMessages, type ResultSeen } from './helpers/reliability.js';
+import type { ResultSeen } from './helpers/reliability.js';
 import { tempDir } from './helpers/cleanup.js';
 
-const ajv = schemaValidator();
 const TOPIC_PREFIX = 'rc/plant';
 const root = tempDir('remote-mqtt');
 const modelsDir = path.join(root, 'models');

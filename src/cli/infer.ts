@@ -2,11 +2,10 @@
 // images that do not decode are skipped, named on stderr and counted in the exit code.
 import fs from 'node:fs';
 import path from 'node:path';
-import cv from '../cv.js';
 import { loadConfig, type AppConfig } from '../config/load.js';
-import type { Frame } from '../capture/frame.js';
 import { loadModel, modelOptions } from '../inference/model.js';
-import { postprocess, postprocessOptions } from '../inference/postprocess.js';
+import { postprocessOptions } from '../inference/postprocess.js';
+import { scoreFiles } from '../inference/score-files.js';
 import type { Result } from '../inference/types.js';
 import { isImageFile } from '../shared/images.js';
 import { createLogger } from '../shared/log.js';
@@ -55,58 +54,21 @@ export async function inferCommand(target: string, opts: InferOptions): Promise<
   }
   const post = postprocessOptions(config);
   let skipped = 0;
-  let sequence = 0;
   try {
-    for (let i = 0; i < files.length; i += config.inference.maxBatch) {
-      const frames: { frame: Frame; file: string }[] = [];
-      for (const file of files.slice(i, i + config.inference.maxBatch)) {
-        const frame = await readFrame(file, ++sequence);
-        if (frame) frames.push({ frame, file });
-        else {
-          skipped++;
-          console.error(`skipped ${file}: not a decodable image`);
-        }
+    for await (const scored of scoreFiles(model, files, post, config.inference.maxBatch)) {
+      if (!scored.result) {
+        skipped++;
+        console.error(`skipped ${scored.file}: not a decodable image`);
+        continue;
       }
-      if (frames.length === 0) continue;
-      const inference = await model.run(frames.map((f) => f.frame));
-      inference.frames.forEach((frameInference, k) => {
-        const file = frames[k]!.file;
-        const result = postprocess(frameInference, inference.model, post, {
-          queueMs: 0,
-          preprocessMs: inference.timings.preprocessMs,
-          inferenceMs: inference.timings.inferenceMs,
-          batchSize: inference.timings.batchSize,
-        });
-        console.log(opts.json ? JSON.stringify(summary(file, result)) : line(file, result));
-        if (opts.out) writeImages(opts.out, file, result);
-      });
-      for (const { frame } of frames) frame.release();
+      console.log(opts.json ? JSON.stringify(summary(scored.file, scored.result)) : line(scored.file, scored.result));
+      if (opts.out) writeImages(opts.out, scored.file, scored.result);
     }
   } finally {
     await model.release();
   }
   if (skipped > 0) console.error(`${skipped} of ${files.length} images skipped`);
   return skipped > 0 ? 2 : 0;
-}
-
-async function readFrame(file: string, sequence: number): Promise<Frame | null> {
-  let image;
-  try {
-    image = await cv.imreadAsync(file, cv.IMREAD_COLOR);
-  } catch {
-    return null;
-  }
-  if (image.empty) return null;
-  const now = Date.now();
-  return {
-    cameraId: 'infer',
-    sequence,
-    capturedAt: new Date(now).toISOString(),
-    capturedMono: performance.now(),
-    image,
-    roi: null,
-    release: () => image.release(),
-  };
 }
 
 function summary(file: string, result: Result) {

@@ -95,6 +95,8 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
     ...props.model,
     path: resolveFrom(baseDir, props.model.path),
     modelsDir: resolveFrom(baseDir, props.model.modelsDir),
+    goldenDir: resolveFrom(baseDir, props.model.goldenDir),
+    delivery: { ...props.model.delivery, ca: resolveFrom(baseDir, props.model.delivery.ca) },
     tensorrt: { ...props.model.tensorrt, engineCacheDir: resolveFrom(baseDir, props.model.tensorrt.engineCacheDir) },
   };
   resolved.outbox = { ...props.outbox, path: resolveFrom(baseDir, props.outbox.path) };

@@ -287,7 +287,8 @@ function findLeaf(key: string): Leaf {
   return found.leaf;
 }
 
-function isAllowed(key: string, allow: string[]): boolean {
+/** Whether remoteConfig.allow lets a push change `key`. */
+export function isAllowed(key: string, allow: string[]): boolean {
   return allow.some((entry) => (entry.endsWith('.') ? key.startsWith(entry) : key === entry));
 }
 

@@ -404,6 +404,22 @@ export const schema = {
       apply: 'live',
       remote: 'never',
     }),
+    goldenDir: setting({
+      doc: 'Golden samples (challenge test): a folder with ok/ and ng/ sub-folders of images, or a manifest.json {"images": [{"file", "expected": "OK" | "NG"}]}. A model must give every image its expected verdict at start-up (else cameras stay stopped), before a pushed, delivered or replaced model serves (else it is refused), and on demand. Empty: the folder <model file without .onnx>.golden beside the model, when there is one; else no golden samples.',
+      format: String,
+      default: '',
+      apply: 'live',
+      // It decides which files the daemon reads and what may serve.
+      remote: 'signed',
+    }),
+    delivery: {
+      enabled: setting({ doc: 'Accept model deliveries on <prefix>/model/deliver (also needs remoteConfig.enabled and "model.path" in remoteConfig.allow).', format: Boolean, default: true, apply: 'live', remote: 'never' }),
+      maxBytes: setting({ doc: 'Largest model file a delivery may announce and download.', format: integerIn(1024), default: 2 * 1024 * 1024 * 1024, apply: 'live', remote: 'never' }),
+      connectTimeoutMs: setting({ doc: 'A delivery fails when the model server does not answer (TCP, TLS and response headers) within this long.', format: integerIn(10, 600_000), default: 15000, apply: 'live', remote: 'never' }),
+      idleTimeoutMs: setting({ doc: 'A delivery fails when the download receives no byte for this long (the partial file is kept for a resumed download).', format: integerIn(10, 600_000), default: 30000, apply: 'live', remote: 'never' }),
+      ca: setting({ doc: 'CA certificate file (PEM) trusted for https model servers besides the system CAs; empty = system CAs only.', format: String, default: '', apply: 'live', remote: 'never' }),
+      totalTimeoutMs: setting({ doc: 'Longest time one download may take in all.', format: integerIn(100, 24 * 3_600_000), default: 3_600_000, apply: 'live', remote: 'never' }),
+    },
     executionProviders: setting({
       doc: 'onnxruntime execution providers in order of preference (tensorrt, cuda, cpu). Providers the installed runtime lacks are skipped with a log line; cpu is always the last resort.',
       format: STRING_LIST,
@@ -652,6 +668,10 @@ export const schema = {
     requestTimeoutMs: setting({ doc: 'A client that has not sent its whole request in this long is dropped; idle keep-alive connections close after it too.', format: integerIn(1000, 600_000), default: 10000, apply: 'daemon', remote: 'never' }),
     liveFps: setting({ doc: 'Most live-view frames per second per camera (encoded only while someone watches; each viewer gets the latest).', format: numberIn(0.5, 5), default: 4, apply: 'daemon', remote: 'never' }),
     maxViewers: setting({ doc: 'Most live-view streams open at a time per camera.', format: integerIn(1, 100), default: 8, apply: 'daemon', remote: 'never' }),
+  },
+  audit: {
+    maxBytes: setting({ doc: 'The audit log (<service.stateDir>/audit/audit.jsonl) is rotated when it would grow past this size.', format: integerIn(4096), default: 8 * 1024 * 1024, apply: 'live', remote: 'never' }),
+    keepFiles: setting({ doc: 'Rotated audit files kept (audit.jsonl.1 is the newest); older ones are deleted.', format: integerIn(1, 100), default: 4, apply: 'live', remote: 'never' }),
   },
   service: {
     stateDir: setting({

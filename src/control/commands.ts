@@ -1,21 +1,28 @@
 // The commands a device's configuration asks for: config/get always, config/set while
-// remoteConfig.enabled, and a trigger per enabled trigger-mode camera. The daemon recomputes this
+// remoteConfig.enabled, and a trigger per enabled trigger-mode camera; golden/run and audit/get
+// when the daemon handles them, model/deliver while remote config and model delivery are on. The daemon recomputes this
 // table after every config change and a CommandGroup keeps the router in step with it.
 import type { AppConfig } from '../config/load.js';
 import { parseTrigger, type ConfigResponse } from '../publish/payloads.js';
 import type { Topics } from '../publish/topics.js';
 import type { Logger } from '../shared/log.js';
-import type { CommandSpec } from './router.js';
+import type { Command, CommandSpec } from './router.js';
 
 export interface DeviceCommandHandlers {
   /** Capture the next frame of a trigger-mode camera (triggerId undefined when none was named). */
   trigger(cameraId: string, triggerId: string | undefined): void;
   /** Answer a config/get or config/set request (schemas/config-response.schema.json). */
-  config(kind: 'get' | 'set', payload: Buffer): ConfigResponse | Promise<ConfigResponse>;
+  config(kind: 'get' | 'set', payload: Buffer, properties?: Command['properties']): ConfigResponse | Promise<ConfigResponse>;
   /** The running configuration revision (an error answer carries it). */
   revision(): number;
   /** Reset the production counters of one camera (or all when undefined); returns the cameras reset, or an error. */
   resetCounters(cameraId: string | undefined): { cameras: string[] } | { error: string };
+  /** Run the golden samples on the running model (golden/run). */
+  golden?(payload: Buffer, properties: Command['properties']): Promise<object>;
+  /** A page of the audit log (audit/get). */
+  audit?(payload: Buffer): object;
+  /** Deliver a model (model/deliver): `progress` answers each stage, the result is the last answer. */
+  deliver?(payload: Buffer, properties: Command['properties'], progress: (answer: object) => void): Promise<object>;
 }
 
 export function deviceCommands(config: AppConfig, topics: Topics, handlers: DeviceCommandHandlers, log: Logger): Map<string, CommandSpec> {
@@ -23,6 +30,16 @@ export function deviceCommands(config: AppConfig, topics: Topics, handlers: Devi
   table.set(topics.configGet, configCommand('get', topics, handlers));
   if (config.remoteConfig.enabled) table.set(topics.configSet, configCommand('set', topics, handlers));
   table.set(topics.countersReset, countersResetCommand(topics, handlers));
+  const { golden, audit, deliver } = handlers;
+  if (golden) table.set(topics.goldenRun, { responseTopic: topics.goldenResponse, handler: async ({ payload, properties, reply }) => reply(await golden(payload, properties)) });
+  if (audit) table.set(topics.auditGet, { responseTopic: topics.auditResponse, handler: ({ payload, reply }) => reply(audit(payload)) });
+  if (deliver && config.remoteConfig.enabled && config.model.delivery.enabled) {
+    table.set(topics.modelDeliver, {
+      responseTopic: topics.modelResponse,
+      handler: async ({ payload, properties, reply, progress }) => reply(await deliver(payload, properties, progress)),
+      errorAnswer: (error) => ({ status: 'error', stage: 'accepted', error }),
+    });
+  }
   for (const camera of config.cameras) {
     if (camera.enabled && camera.trigger === 'mqtt') table.set(topics.trigger(camera.id), triggerCommand(camera.id, handlers, log));
   }
@@ -32,7 +49,7 @@ export function deviceCommands(config: AppConfig, topics: Topics, handlers: Devi
 function configCommand(kind: 'get' | 'set', topics: Topics, handlers: DeviceCommandHandlers): CommandSpec {
   return {
     responseTopic: topics.configResponse,
-    handler: async ({ payload, reply }) => reply(await handlers.config(kind, payload)),
+    handler: async ({ payload, properties, reply }) => reply(await handlers.config(kind, payload, properties)),
     // The transaction is left out: the router echoes the request's.
     errorAnswer: (error) => (kind === 'set'
       ? { status: 'error', error, revision: handlers.revision(), restartRequired: [], changed: [] }

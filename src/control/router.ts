@@ -17,6 +17,8 @@ export interface Command {
    * correlation data; an answer without "transaction" gets the request's.
    */
   reply(answer: object): void;
+  /** Publish an intermediate answer (a stage of a long command) like reply(); reply() still ends it. */
+  progress(answer: object): void;
 }
 
 export type CommandHandler = (command: Command) => void | Promise<void>;
@@ -139,13 +141,17 @@ export class CommandRouter {
       replied = true;
       this.answer(registration, topic, payload, properties.correlationData, answer);
     };
+    const progress = (answer: object): void => {
+      if (replied) this.log.warn({ topic }, 'progress after the final answer ignored');
+      else this.answer(registration, topic, payload, properties.correlationData, answer);
+    };
     const fail = (err: unknown): void => {
       const message = err instanceof Error ? err.message : String(err);
       this.log.error({ topic, err: message }, 'command handler failed');
       if (!replied && registration.responseTopic) reply(registration.errorAnswer(`internal error: ${message}`));
     };
     // The executor runs the handler now; a throw becomes a rejection like an async handler's.
-    new Promise<void>((resolve) => resolve(registration.handler({ topic, payload, properties, reply }))).catch(fail);
+    new Promise<void>((resolve) => resolve(registration.handler({ topic, payload, properties, reply, progress }))).catch(fail);
   }
 
   private answer(registration: Registration, topic: string, request: Buffer, correlationData: Buffer | undefined, answer: object): void {

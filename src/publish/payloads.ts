@@ -184,6 +184,24 @@ export interface CameraCounters {
   since: string;
 }
 
+/** The golden samples: whether the cameras may run, and the last run against a model. */
+export interface GoldenStatus {
+  /** false: the model failed its golden samples at start-up and the cameras are not started. */
+  ready: boolean;
+  /** Why not ready (the images that failed), null when ready. */
+  reason: string | null;
+  lastRun: {
+    passed: boolean;
+    dir: string;
+    model: { path: string; hash: string };
+    total: number;
+    failed: { file: string; expected: 'OK' | 'NG'; got: 'OK' | 'NG' | null; normalized: number | null }[];
+    error?: string;
+    at: string;
+    durationMs: number;
+  } | null;
+}
+
 export interface DeviceStatusPayload {
   schemaVersion: number;
   device: string;
@@ -203,6 +221,7 @@ export interface DeviceStatusPayload {
   modelError?: string | null;
   /** The configuration's pushed-layer state: probation, and the last rollback with its reason. */
   config?: ConfigLayerStatus;
+  golden?: GoldenStatus;
   cameras?: Record<string, { state: CameraState; since: string; error?: string }>;
   broker?: { protocolVersion: 4 | 5; connects: number; connectedSince: string | null };
   outbox?: OutboxStats;

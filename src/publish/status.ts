@@ -7,7 +7,7 @@ import type { CameraStatus } from '../capture/frame.js';
 import type { ModelInfo } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
 import { jsonProperties, type MqttConnection, type ProtocolVersion, type Will } from './connection.js';
-import { SCHEMA_VERSION, cameraStatusPayload, modelSummary, type CameraCounters, type ConfigLayerStatus, type DeviceStatusPayload, type OutboxStats } from './payloads.js';
+import { SCHEMA_VERSION, cameraStatusPayload, modelSummary, type CameraCounters, type ConfigLayerStatus, type DeviceStatusPayload, type GoldenStatus, type OutboxStats } from './payloads.js';
 import type { Topics } from './topics.js';
 
 /** What the rest of the daemon tells the device status topic (merged into what it already has). */
@@ -24,6 +24,8 @@ export interface DeviceStatusInfo {
   config?: ConfigLayerStatus;
   /** Read at each publish: the production counters per camera. */
   counters?: () => Record<string, CameraCounters>;
+  /** Golden samples: readiness and the last run. */
+  golden?: GoldenStatus;
   /** Free-form figures (health, pipeline counters) published under "extra". */
   extra?: Record<string, unknown>;
 }
@@ -166,6 +168,7 @@ export class StatusPublisher {
     };
     if (this.deviceInfo.config) payload.config = this.deviceInfo.config;
     if (this.deviceInfo.counters) payload.counters = this.deviceInfo.counters();
+    if (this.deviceInfo.golden) payload.golden = this.deviceInfo.golden;
     if (this.deviceInfo.extra) payload.extra = this.deviceInfo.extra;
     return payload;
   }

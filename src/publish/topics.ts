@@ -44,4 +44,25 @@ export class Topics {
   get countersResponse(): string {
     return `${this.prefix}/counters/response`;
   }
+  /** Inbound: run the golden samples against the running model; answered on goldenResponse. */
+  get goldenRun(): string {
+    return `${this.prefix}/golden/run`;
+  }
+  get goldenResponse(): string {
+    return `${this.prefix}/golden/response`;
+  }
+  /** Inbound: read the audit log, a page at a time; answered on auditResponse. */
+  get auditGet(): string {
+    return `${this.prefix}/audit/get`;
+  }
+  get auditResponse(): string {
+    return `${this.prefix}/audit/response`;
+  }
+  /** Inbound: download, check and swap in a model; every stage is answered on modelResponse. */
+  get modelDeliver(): string {
+    return `${this.prefix}/model/deliver`;
+  }
+  get modelResponse(): string {
+    return `${this.prefix}/model/response`;
+  }
 }

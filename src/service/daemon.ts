@@ -6,7 +6,7 @@ import path from 'node:path';
 import { redact, type AppConfig } from '../config/load.js';
 import { loadLayered, type LayeredConfig, type LayerRevision } from '../config/layers.js';
 import { pendingRestart } from '../config/policy.js';
-import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
+import { applyConfigPush, configPushResponse, isAllowed, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
 import { valueAt, type CameraConfig } from '../config/schema.js';
 import { createCamera, roiFitsFrame, roiMisfit, type Camera } from '../capture/index.js';
 import { Archive, archiveOptions } from '../console/archive.js';
@@ -16,14 +16,21 @@ import { ProductionCounters } from '../console/counters.js';
 import type { ConsoleHost } from '../console/host.js';
 import { ConsoleServer, type ConsolePlugin } from '../console/server.js';
 import { deviceCommands } from '../control/commands.js';
-import { CommandGroup, CommandRouter } from '../control/router.js';
+import {
+  checkDeliveredContract, deliveryFileName, deliveryTransaction, download, DeliveryError, fileSha256, parseDeliveryRequest, partialPath, redactUrl,
+  verifyDownload, type DeliveryStage, type ModelDeliveryRequest,
+} from '../control/model-delivery.js';
+import { CommandGroup, CommandRouter, type Command } from '../control/router.js';
+import { goldenDirFor, goldenFailureText, runGoldenSamples, type GoldenRun } from '../inference/golden.js';
+import { postprocessOptions } from '../inference/postprocess.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
 import { Pipeline, type PipelineSink, type PipelineStats } from '../pipeline.js';
 import type { CameraStatus } from '../capture/frame.js';
-import type { ConfigLayerStatus } from '../publish/payloads.js';
+import type { ConfigLayerStatus, GoldenStatus } from '../publish/payloads.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from '../shared/log.js';
 import { createEdgeNode, type EdgeNode } from '../sparkplug/index.js';
+import { AuditLog, auditChanges, keyFingerprint, mqttActor, type AuditActor } from './audit.js';
 import { buildInfo } from './build-info.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
@@ -41,6 +48,15 @@ export interface DaemonOptions {
   /** Planes mounted on the operator console under their prefix (see ConsolePlugin). */
   consolePlugins?: ConsolePlugin[];
   log: Logger;
+}
+
+/** Who sent a config push and how it was checked (a delivery's own push was verified as a delivery). */
+interface PushSource {
+  actor: AuditActor;
+  /** Replaces remoteConfig.publicKey for this push ('' = the push carries no signature to check). */
+  publicKey?: string;
+  /** Told the golden-sample run of a pushed model before it is swapped in. */
+  onGolden?: (run: GoldenRun) => void;
 }
 
 /** A push on probation: what must show it works before the window closes. */
@@ -84,6 +100,13 @@ export class Daemon {
   private swapTimer: NodeJS.Timeout | null = null;
   private modelLoading: Promise<unknown> = Promise.resolve();
   private stopping: Promise<void> | null = null;
+  /** Every change of configuration or model and every golden-sample run (other parts call audit.record). */
+  readonly audit: AuditLog;
+  private golden: GoldenStatus = { ready: true, reason: null, lastRun: null };
+  /** Cameras wait while the model at start-up has failed its golden samples. */
+  private camerasStarted = false;
+  /** The transaction of the model delivery in progress: one at a time. */
+  private delivering: string | null = null;
   /** One child logger per stage, so every line says where it came from. */
   private readonly logs: Record<'capture' | 'inference' | 'pipeline' | 'publish' | 'control' | 'console', Logger>;
 
@@ -96,6 +119,7 @@ export class Daemon {
     if (origin?.kind === 'rollback') {
       this.rollbackInfo = { undid: origin.undid, to: this.revision, at: this.layerRecord(this.revision)!.createdAt, reason: origin.reason };
     }
+    this.audit = AuditLog.forConfig(this.config);
     this.notifier = new SystemdNotifier(options.log);
     const stage = (name: keyof Daemon['logs']) => options.log.child({ stage: name });
     this.logs = { capture: stage('capture'), inference: stage('inference'), pipeline: stage('pipeline'), publish: stage('publish'), control: stage('control'), console: stage('console') };
@@ -130,12 +154,21 @@ export class Daemon {
     }
     this.dataset = new DatasetCapture(datasetOptions(this.config), this.log.child({ stage: 'dataset' }));
     this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline);
-    for (const camera of this.config.cameras.filter((c) => c.enabled)) this.addCamera(camera);
+    // The model must meet its golden samples before any camera feeds it.
+    const run = await this.runGolden(model, this.config, { kind: 'daemon' }, 'start-up');
+    if (run && !run.passed) {
+      this.golden = { ...this.golden, ready: false, reason: `${goldenFailureText(run)}; cameras not started until a model passes (push or deliver one, or fix the set and send golden/run)` };
+      this.log.error({ reason: this.golden.reason }, 'not ready: the model failed its golden samples');
+      this.publisher.setDeviceStatus({ golden: this.golden });
+    } else {
+      this.startCameras();
+    }
     this.pipeline.start();
     this.watchModelFile();
     await this.console?.start();
     if (this.layered.fallback) {
       this.log.error({ ...this.layered.fallback }, 'the recorded configuration could not be used: running an older revision');
+      this.recordAudit({ kind: 'rollback', outcome: 'fallback', actor: { kind: 'daemon' }, revisionAfter: this.revision, error: this.layered.fallback.reason });
     }
     // A revision recorded on probation (its changes waited for this start) must prove itself now.
     if (this.layered.probation !== null) {
@@ -166,6 +199,44 @@ export class Daemon {
     this.sparkplug?.start();
   }
 
+  private startCameras(): void {
+    this.camerasStarted = true;
+    for (const camera of this.config.cameras.filter((c) => c.enabled)) this.addCamera(camera);
+  }
+
+  /** A model passed its golden samples: a device held not-ready starts its cameras. */
+  private becomeReady(): void {
+    this.golden = { ...this.golden, ready: true, reason: null };
+    this.publisher.setDeviceStatus({ golden: this.golden });
+    if (this.camerasStarted) return;
+    this.log.info('ready: a model passed its golden samples, starting the cameras');
+    this.startCameras();
+  }
+
+  /**
+   * Run the golden samples of `config` on `model`; null when the model has no golden set.
+   * The run goes to the audit log and the status topic.
+   */
+  private async runGolden(model: CradModel, config: AppConfig, actor: AuditActor, why: string, transaction: string | null = null): Promise<GoldenRun | null> {
+    const dir = goldenDirFor(config, model.info.path);
+    if (!dir) return null;
+    const run = await runGoldenSamples(model, dir, postprocessOptions(config), config.inference.maxBatch);
+    this.golden = { ...this.golden, lastRun: run };
+    this.publisher.setDeviceStatus({ golden: this.golden });
+    this.recordAudit({ kind: 'golden', outcome: run.passed ? 'passed' : 'failed', actor, transaction, revisionBefore: this.revision, revisionAfter: this.revision, details: { why, run } });
+    if (!run.passed) this.log.warn({ why, reason: goldenFailureText(run) }, 'golden samples failed');
+    return run;
+  }
+
+  /** The audit log must not take the daemon down: a full disk is logged, the change still happens. */
+  private recordAudit(entry: Parameters<AuditLog['record']>[0]): void {
+    try {
+      this.audit.record(entry);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, entry: entry.kind }, 'audit entry not written');
+    }
+  }
+
   /** The pipeline's and the publisher's counters (soak runs and diagnostics read them). */
   stats(): { pipeline: PipelineStats; publisher: PublisherStats } {
     return { pipeline: this.pipeline.stats(), publisher: this.publisher.stats() };
@@ -183,12 +254,13 @@ export class Daemon {
     // A free-run camera whose finite source has ended waits for nothing: a restart would only
     // inspect the same folder or file again.
     const ended = new Set(stats.sourcesEnded);
-    const freeRunning = this.config.cameras.filter((c) => c.enabled && c.trigger === 'free' && !ended.has(c.id)).length;
+    // Cameras held back by failed golden samples wait for an operator, not for a restart.
+    const freeRunning = this.camerasStarted ? this.config.cameras.filter((c) => c.enabled && c.trigger === 'free' && !ended.has(c.id)).length : 0;
     const sinceResult = performance.now() - stats.lastResultMono;
     const flowing = stats.lastResultMono > 0 && sinceResult < this.config.service.watchdogStallMs;
     const startingUp = stats.lastResultMono === 0 && performance.now() < this.config.service.watchdogStallMs + this.startedMono;
     const healthy = freeRunning === 0 || flowing || startingUp;
-    const status = `${stats.fps.toFixed(1)} fps, ${stats.processed} results, broker ${publisher.connected ? 'connected' : 'disconnected'}, outbox ${publisher.outbox.pending} pending`;
+    const status = `${this.golden.ready ? '' : 'NOT READY (golden samples failed), '}${stats.fps.toFixed(1)} fps, ${stats.processed} results, broker ${publisher.connected ? 'connected' : 'disconnected'}, outbox ${publisher.outbox.pending} pending`;
     return { healthy, status };
   }
 
@@ -198,7 +270,9 @@ export class Daemon {
   private syncCommands(): void {
     this.commands.sync(deviceCommands(this.config, this.publisher.topics, {
       trigger: (cameraId, triggerId) => this.pipeline.trigger(cameraId, triggerId),
-      config: (kind, payload) => (kind === 'get' ? { status: 'ok', revision: this.revision, config: redact(this.config) } : this.handleConfigPush(payload)),
+      config: (kind, payload, properties) => (kind === 'get'
+        ? { status: 'ok', revision: this.revision, config: redact(this.config) }
+        : this.handleConfigPush(payload, { actor: mqttActor(properties, payload, null) })),
       revision: () => this.revision,
       resetCounters: (cameraId) => {
         const known = this.enabledCameraIds();
@@ -207,6 +281,9 @@ export class Daemon {
         this.resetCounters(cameras);
         return { cameras };
       },
+      golden: (payload, properties) => this.goldenOnDemand(payload, properties),
+      audit: (payload) => this.auditPage(payload),
+      deliver: (payload, properties, progress) => this.deliverModel(payload, properties, progress),
     }, this.logs.control));
   }
 
@@ -225,7 +302,7 @@ export class Daemon {
     return {
       config: () => this.config,
       revision: () => this.revision,
-      configPush: (payload) => this.handleConfigPush(payload),
+      configPush: (payload) => this.handleConfigPush(payload, { actor: { kind: 'console' } }),
       model: () => this.pipeline.currentModel.info,
       pipelineStats: () => this.pipeline.stats(),
       publisherStats: () => this.publisher.stats(),
@@ -239,20 +316,27 @@ export class Daemon {
   }
 
   /** Pushes run one at a time: each is checked against the revision the previous one left. */
-  private handleConfigPush(payload: Buffer): Promise<ConfigPushResponse> {
-    const applied = this.pushes.then(() => this.applyConfigPush(payload));
-    this.pushes = applied.catch(() => undefined);
-    return applied;
+  private handleConfigPush(payload: Buffer, source: PushSource): Promise<ConfigPushResponse> {
+    return this.serialized(() => this.applyConfigPush(payload, source));
+  }
+
+  /** Pushes, deliveries' swaps and on-demand golden runs take turns on the running model. */
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
+    const done = this.pushes.then(work);
+    this.pushes = done.catch(() => undefined);
+    return done;
   }
 
   /** Validate, apply and record a remote push; a model change is loaded before anything is committed. */
-  private async applyConfigPush(payload: Buffer): Promise<ConfigPushResponse> {
+  private async applyConfigPush(payload: Buffer, source: PushSource): Promise<ConfigPushResponse> {
     const revision = this.revision;
     const fail = (transaction: string | null, error: string): ConfigPushResponse => {
       this.log.warn({ transaction, error }, 'config push rejected');
+      this.recordAudit({ kind: 'config', outcome: 'rejected', actor: source.actor, transaction, revisionBefore: revision, revisionAfter: revision, error });
       return configPushResponse({ ok: false, error, transaction }, revision);
     };
-    const outcome = applyConfigPush(this.config, revision, payload, pushOptionsFrom(this.config));
+    const options = { ...pushOptionsFrom(this.config), ...(source.publicKey !== undefined ? { publicKey: source.publicKey } : {}) };
+    const outcome = applyConfigPush(this.config, revision, payload, options);
     if (!this.config.remoteConfig.enabled) return fail(outcome.transaction, 'remote configuration is disabled on this device');
     if (!outcome.ok) return fail(outcome.transaction, outcome.error);
     if (outcome.changedKeys.length === 0) return configPushResponse(outcome, revision);
@@ -266,6 +350,12 @@ export class Daemon {
         newModel = await loadModel(next.model.path, modelOptions(next), this.logs.inference);
       } catch (err) {
         return fail(outcome.transaction, `model rejected, previous model still serving: ${(err as Error).message}`);
+      }
+      const run = await this.runGolden(newModel, next, source.actor, 'pushed model', outcome.transaction);
+      if (run) source.onGolden?.(run);
+      if (run && !run.passed) {
+        await newModel.release();
+        return fail(outcome.transaction, `model rejected, previous model still serving: ${goldenFailureText(run)}`);
       }
     }
     const layerChanges = { ...this.layerChanges };
@@ -285,6 +375,13 @@ export class Daemon {
     this.config = next;
     this.revision = outcome.revision;
     this.layerChanges = layerChanges;
+    const signedWith = options.publicKey.trim() !== '' ? keyFingerprint(options.publicKey) : null;
+    const actor = signedWith ? { ...source.actor, keyFingerprint: signedWith } : source.actor;
+    this.recordAudit({
+      kind: 'config', outcome: 'applied', actor, transaction: outcome.transaction, revisionBefore: revision, revisionAfter: outcome.revision,
+      changes: auditChanges(previous, next, outcome.changedKeys), details: { probation: onProbation, restartRequired: outcome.restartRequired },
+    });
+    this.audit.setLimits(next.audit);
     this.pipeline.updateLive(next);
     this.publisher.updateLive(next);
     this.archive?.updateLive(archiveOptions(next));
@@ -295,9 +392,13 @@ export class Daemon {
       this.watchModelFile();
     }
     const rebuilt = outcome.restartRequired.filter((part) => part.startsWith('camera:')).map((part) => part.slice('camera:'.length));
-    for (const id of rebuilt) await this.rebuildCamera(id, previous);
-    // Cameras kept running get their live fields (fps, roi, ...): the push said they apply live.
-    for (const camera of next.cameras) if (!rebuilt.includes(camera.id)) this.pipeline.updateCamera(camera);
+    if (this.camerasStarted) {
+      for (const id of rebuilt) await this.rebuildCamera(id, previous);
+      // Cameras kept running get their live fields (fps, roi, ...): the push said they apply live.
+      for (const camera of next.cameras) if (!rebuilt.includes(camera.id)) this.pipeline.updateCamera(camera);
+    }
+    // A pushed model that passed its golden samples (or has none) may serve.
+    if (newModel && !this.golden.ready) this.becomeReady();
     const pending = pendingRestart(outcome.restartRequired);
     this.stopProbation();
     // Parts that wait for a restart are proven at that start (the revision stays on probation).
@@ -368,6 +469,98 @@ export class Daemon {
     };
   }
 
+  // ---- golden samples, audit and model delivery over MQTT ----------------------------------
+
+  /** golden/run: the running model against its golden samples; a pass makes a not-ready device ready. */
+  private goldenOnDemand(payload: Buffer, properties: Command['properties']): Promise<object> {
+    const transaction = deliveryTransaction(payload);
+    return this.serialized(async () => {
+      const run = await this.runGolden(this.pipeline.currentModel, this.config, mqttActor(properties, payload, null), 'on demand', transaction);
+      if (!run) return { transaction, status: 'error', error: 'this model has no golden samples (model.goldenDir is empty and there is no <model>.golden folder)' };
+      if (run.passed && !this.golden.ready) this.becomeReady();
+      return { transaction, status: run.passed ? 'ok' : 'failed', run };
+    });
+  }
+
+  /** audit/get: {limit?, before?} -> a page of entries, newest first. */
+  private auditPage(payload: Buffer): object {
+    const transaction = deliveryTransaction(payload);
+    let request: { limit?: unknown; before?: unknown } = {};
+    try {
+      if (payload.length > 0) request = JSON.parse(payload.toString('utf8')) as typeof request;
+    } catch {
+      return { transaction, status: 'error', error: 'request must be JSON: {"limit"?: 1..100, "before"?: seq}' };
+    }
+    const isCount = (v: unknown) => v === undefined || v === null || (Number.isSafeInteger(v) && (v as number) >= 1);
+    if (!isCount(request.limit) || !isCount(request.before)) return { transaction, status: 'error', error: 'limit and before must be positive integers' };
+    return { transaction, status: 'ok', ...this.audit.read({ limit: request.limit as number | undefined, before: request.before as number | undefined }) };
+  }
+
+  /** model/deliver: one at a time; each stage is answered through `progress`, the result is the last answer. */
+  private async deliverModel(payload: Buffer, properties: Command['properties'], progress: (answer: object) => void): Promise<object> {
+    const transaction = deliveryTransaction(payload);
+    const actor = mqttActor(properties, payload, null);
+    if (this.delivering !== null) {
+      const error = `a model delivery is already running (transaction ${this.delivering}); one at a time`;
+      this.recordAudit({ kind: 'delivery', outcome: 'failed', actor, transaction, revisionBefore: this.revision, revisionAfter: this.revision, error, details: { stage: 'accepted' } });
+      return { transaction, status: 'error', stage: 'accepted', error };
+    }
+    this.delivering = transaction ?? '(none)';
+    let request: ModelDeliveryRequest | null = null;
+    try {
+      request = parseDeliveryRequest(payload, {
+        revision: this.revision, publicKey: this.config.remoteConfig.publicKey, deviceId: this.config.device.id, maxBytes: this.config.model.delivery.maxBytes,
+      });
+      if (!isAllowed('model.path', this.config.remoteConfig.allow)) throw new DeliveryError('accepted', '"model.path" is not in the remote allow-list (remoteConfig.allow)');
+      const signedWith = this.config.remoteConfig.publicKey.trim() !== '' ? keyFingerprint(this.config.remoteConfig.publicKey) : null;
+      const answer = await this.runDelivery(request, signedWith ? { ...actor, keyFingerprint: signedWith } : actor, progress);
+      this.recordAudit({ kind: 'delivery', outcome: 'applied', actor, transaction, revisionBefore: request.baseRevision, revisionAfter: this.revision, details: deliveryDetails(request) });
+      return answer;
+    } catch (err) {
+      const stage: DeliveryStage = err instanceof DeliveryError ? err.stage : 'applied';
+      const error = (err as Error).message;
+      this.log.warn({ transaction, stage, error }, 'model delivery failed; the running model is untouched');
+      this.recordAudit({ kind: 'delivery', outcome: 'failed', actor, transaction, revisionBefore: this.revision, revisionAfter: this.revision, error, details: { stage, ...(request ? deliveryDetails(request) : {}) } });
+      return { transaction, status: 'error', stage, error };
+    } finally {
+      this.delivering = null;
+    }
+  }
+
+  private async runDelivery(request: ModelDeliveryRequest, actor: AuditActor, progress: (answer: object) => void): Promise<object> {
+    const { transaction } = request;
+    const stage = (name: DeliveryStage, extra: object = {}) => progress({ transaction, status: 'progress', stage: name, ...extra });
+    stage('accepted');
+    const modelsDir = this.config.model.modelsDir;
+    const target = path.join(modelsDir, deliveryFileName(request));
+    let created = false;
+    if (fs.existsSync(target)) {
+      // Never overwrite a model file: it may be the one serving, or another revision's.
+      if ((await fileSha256(target)) !== request.sha256) throw new DeliveryError('accepted', `${path.basename(target)} already exists in ${modelsDir} with other content; name the delivery differently`);
+      stage('verified', { file: target });
+    } else {
+      const partial = partialPath(modelsDir, request.sha256);
+      await download(request.url, partial, request.size, { ...this.config.model.delivery }, ({ resumedFrom }) => stage('downloading', { resumedFrom }));
+      stage('downloaded');
+      await verifyDownload(partial, request);
+      stage('verified');
+      await checkDeliveredContract(partial);
+      stage('contract');
+      // Only a complete, checked file gets a name a push can use.
+      fs.renameSync(partial, target);
+      created = true;
+    }
+    let golden: GoldenRun | null = null;
+    const push = Buffer.from(JSON.stringify({ transaction, baseRevision: request.baseRevision, changes: { 'model.path': target } }));
+    const answer = await this.handleConfigPush(push, { actor, publicKey: '', onGolden: (run) => (golden = run) });
+    if (answer.status !== 'ok') {
+      if (created) fs.rmSync(target, { force: true });
+      throw new DeliveryError(golden && !(golden as GoldenRun).passed ? 'golden' : 'applied', answer.error ?? 'the model push failed');
+    }
+    if (golden) stage('golden', { golden });
+    return { transaction, status: 'ok', stage: 'applied', file: target, revision: answer.revision, golden };
+  }
+
   // ---- probation and rollback ("commit confirmed") -----------------------------------------
 
   private startProbation(transaction: string | null, cameras: string[]): void {
@@ -424,6 +617,10 @@ export class Daemon {
       return;
     }
     this.log.error({ undid: probation.revision, revision: record.revision, to: record.previous, reason }, 'configuration rolled back');
+    this.recordAudit({
+      kind: 'rollback', outcome: 'rolled-back', actor: { kind: 'daemon' }, transaction: probation.transaction,
+      revisionBefore: probation.revision, revisionAfter: record.revision, error: reason,
+    });
     this.rollbackInfo = { undid: probation.revision, to: record.revision, at: record.createdAt, reason };
     this.publisher.setDeviceStatus({ config: this.configStatus() });
     const answer: ConfigPushResponse = {
@@ -488,14 +685,24 @@ export class Daemon {
       if (!fs.existsSync(file)) return;
       try {
         const model = await loadModel(file, modelOptions(this.config), this.logs.inference);
-        if (model.info.hash === this.pipeline.currentModel.info.hash) {
+        const before = this.pipeline.currentModel.info.hash;
+        if (model.info.hash === before) {
           await model.release();
           return;
         }
+        const actor: AuditActor = { kind: 'file', file };
+        const run = await this.runGolden(model, this.config, actor, 'model file replaced on disk');
+        if (run && !run.passed) {
+          await model.release();
+          throw new Error(goldenFailureText(run));
+        }
         this.pipeline.replaceModel(model);
+        this.recordAudit({ kind: 'model', outcome: 'applied', actor, revisionBefore: this.revision, revisionAfter: this.revision, changes: [{ key: 'model.hash', old: before, new: model.info.hash }] });
+        if (!this.golden.ready) this.becomeReady();
       } catch (err) {
         this.log.error({ err, file }, 'replaced model file rejected; previous model still serving');
         this.publisher.setDeviceStatus({ modelError: (err as Error).message });
+        this.recordAudit({ kind: 'model', outcome: 'rejected', actor: { kind: 'file', file }, revisionBefore: this.revision, revisionAfter: this.revision, error: (err as Error).message });
       }
     });
     await this.modelLoading;
@@ -522,4 +729,9 @@ export class Daemon {
     })();
     return this.stopping;
   }
+}
+
+/** What the audit log keeps of a delivery request (the URL without credentials or query). */
+function deliveryDetails(request: ModelDeliveryRequest): Record<string, unknown> {
+  return { url: redactUrl(request.url), sha256: request.sha256, size: request.size, name: request.name ?? null };
 }

@@ -27,3 +27,15 @@ export function writeCorruptModel(source: string, dest: string): void {
   const head = fs.readFileSync(source).subarray(0, 1024);
   fs.writeFileSync(dest, Buffer.concat([head, Buffer.alloc(4096, 0xa5)]));
 }
+
+/**
+ * A copy of `source` whose calibration puts the image threshold at `threshold` (raw units): the
+ * metadata entry appended last wins, so the same graph gives other verdicts (a very high threshold
+ * calls every image OK, so NG golden samples fail).
+ */
+export async function writeRecalibratedModel(source: string, dest: string, threshold: number): Promise<void> {
+  const { readModelFile } = await import('../../src/inference/model-file.js');
+  const calibration = (await readModelFile(source)).info.calibration;
+  if (!calibration) throw new Error(`${source} is uncalibrated`);
+  writeModelVariant(source, dest, 'crad.calibration', JSON.stringify({ ...calibration, image: { ...calibration.image, threshold } }));
+}
