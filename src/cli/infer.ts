@@ -7,7 +7,7 @@ import { loadConfig, type AppConfig } from '../config/load.js';
 import type { Frame } from '../capture/frame.js';
 import { loadModel, modelOptions } from '../inference/model.js';
 import { postprocess, postprocessOptions } from '../inference/postprocess.js';
-import type { Result } from '../inference/types.js';
+import type { InspectionResult, Result } from '../inference/types.js';
 import { isImageFile } from '../shared/images.js';
 import { createLogger } from '../shared/log.js';
 
@@ -109,7 +109,7 @@ async function readFrame(file: string, sequence: number): Promise<Frame | null> 
   };
 }
 
-function summary(file: string, result: Result) {
+function summary(file: string, result: InspectionResult) {
   return {
     file,
     raw: result.raw,
@@ -122,7 +122,7 @@ function summary(file: string, result: Result) {
   };
 }
 
-function line(file: string, result: Result): string {
+function line(file: string, result: InspectionResult): string {
   const verdict = result.verdict ?? 'uncalibrated';
   const normalized = result.normalized === null ? '-' : result.normalized.toFixed(3);
   return `${file}  ${verdict}  normalized=${normalized}  raw=${result.raw.toFixed(4)}  regions=${result.regions.length}`;

@@ -4,6 +4,7 @@
 import type { MqttClient } from 'mqtt';
 import { Subject, auditTime, type Subscription } from 'rxjs';
 import type { CameraStatus } from '../capture/frame.js';
+import type { RecipeReport } from '../inference/recipes.js';
 import type { ModelInfo } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
 import { jsonProperties, type MqttConnection, type ProtocolVersion, type Will } from './connection.js';
@@ -22,6 +23,8 @@ export interface DeviceStatusInfo {
   modelError?: string | null;
   /** The pushed configuration layer: probation and the last rollback. */
   config?: ConfigLayerStatus;
+  /** The recipes and their models (published as recipes). */
+  recipes?: RecipeReport;
   /** Free-form figures (health, pipeline counters) published under "extra". */
   extra?: Record<string, unknown>;
 }
@@ -163,6 +166,7 @@ export class StatusPublisher {
       outbox: this.context.outboxStats(),
     };
     if (this.deviceInfo.config) payload.config = this.deviceInfo.config;
+    if (this.deviceInfo.recipes) payload.recipes = this.deviceInfo.recipes;
     if (this.deviceInfo.extra) payload.extra = this.deviceInfo.extra;
     return payload;
   }
