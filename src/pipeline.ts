@@ -234,7 +234,7 @@ export class Pipeline {
   selectRecipe(cameraId: string, recipe: RecipeName): string | null {
     if (!this.cameraConfig(cameraId)) return `no camera "${cameraId}" in the configuration`;
     if (!recipeExists(this.config, recipe)) return `no recipe named "${recipe}" (recipes: ${Object.keys(this.config.recipes).join(', ') || 'none'})`;
-    const refusal = this.recipes.refusal(recipe);
+    const refusal = this.recipeModels.refusal(recipe);
     if (refusal !== null) return `recipe ${recipe} refused: ${refusal}`;
     this.selected.set(cameraId, recipe);
     this.publishStatus(cameraId);

@@ -37,4 +37,11 @@ export class Topics {
   get configResponse(): string {
     return `${this.prefix}/config/response`;
   }
+  /** Inbound: switch a camera's recipe (schemas/recipe-set.schema.json). */
+  get recipeSet(): string {
+    return `${this.prefix}/recipe/set`;
+  }
+  get recipeResponse(): string {
+    return `${this.prefix}/recipe/response`;
+  }
 }

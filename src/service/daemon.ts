@@ -8,9 +8,12 @@ import { pendingRestart } from '../config/policy.js';
 import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushResponse } from '../config/remote.js';
 import { valueAt, type CameraConfig } from '../config/schema.js';
 import { createCamera, roiFitsFrame, roiMisfit, type Camera } from '../capture/index.js';
+import { recipeExists, type RecipeName } from '../config/recipes.js';
 import { deviceCommands } from '../control/commands.js';
+import { RecipeSelectionStore, type RecipeResponse, type RecipeSetRequest } from '../control/recipes.js';
 import { CommandGroup, CommandRouter } from '../control/router.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
+import { RecipeModels } from '../inference/recipes.js';
 import { Pipeline, type PipelineSink, type PipelineStats } from '../pipeline.js';
 import type { ConfigLayerStatus } from '../publish/payloads.js';
 import { Publisher, type PublisherStats } from '../publish/index.js';
@@ -27,6 +30,8 @@ export interface DaemonOptions {
   layered?: LayeredConfig;
   /** Asked to stop this daemon and start a new one on the recorded configuration (a rollback). */
   onRestart?: (reason: string) => void;
+  /** Told of every recipe switch that took effect (an audit trail records it). */
+  onRecipeSelected?: (change: { camera: string; recipe: RecipeName; previous: RecipeName; by: 'recipe/set' | 'trigger'; transaction: string | null }) => void;
   log: Logger;
 }
 
@@ -61,6 +66,7 @@ export class Daemon {
   private modelWatcher: fs.FSWatcher | null = null;
   private swapTimer: NodeJS.Timeout | null = null;
   private modelLoading: Promise<unknown> = Promise.resolve();
+  private recipeSelections!: RecipeSelectionStore;
   private stopping: Promise<void> | null = null;
   /** One child logger per stage, so every line says where it came from. */
   private readonly logs: Record<'capture' | 'inference' | 'pipeline' | 'publish' | 'control', Logger>;
@@ -92,7 +98,10 @@ export class Daemon {
     this.syncCommands();
     await this.publisher.start();
 
-    this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline);
+    const recipes = await this.loadRecipeModels(this.config);
+    this.publisher.setDeviceStatus({ recipes: recipes.status() });
+    this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline, recipes);
+    this.restoreRecipeSelections();
     for (const camera of this.config.cameras.filter((c) => c.enabled)) this.addCamera(camera);
     this.pipeline.start();
     this.watchModelFile();
@@ -134,10 +143,65 @@ export class Daemon {
   /** The config's commands on the router: trigger-mode cameras, config/set while remote config is on. */
   private syncCommands(): void {
     this.commands.sync(deviceCommands(this.config, this.publisher.topics, {
-      trigger: (cameraId, triggerId) => this.pipeline.trigger(cameraId, triggerId),
+      trigger: (cameraId, triggerId, recipe) => {
+        const refused = recipe === undefined ? null : this.selectRecipe(cameraId, recipe, 'trigger', triggerId ?? null);
+        if (refused === null) this.pipeline.trigger(cameraId, triggerId);
+        else this.pipeline.refuseTrigger(cameraId, triggerId, refused);
+      },
+      selectRecipe: (request) => this.handleRecipeSet(request),
+      activeRecipes: () => this.activeRecipes(),
       config: (kind, payload) => (kind === 'get' ? { status: 'ok', revision: this.revision, config: redact(this.config) } : this.handleConfigPush(payload)),
       revision: () => this.revision,
     }, this.logs.control));
+  }
+
+  // ---- recipes ------------------------------------------------------------------------------
+
+  private loadRecipeModels(config: AppConfig): Promise<RecipeModels> {
+    return RecipeModels.load(config, (file) => loadModel(file, modelOptions(config), this.logs.inference), this.logs.inference);
+  }
+
+  /** The selections of the last run, where their camera and recipe still exist and serve. */
+  private restoreRecipeSelections(): void {
+    this.recipeSelections = new RecipeSelectionStore(this.config.service.stateDir, this.logs.control);
+    for (const [camera, recipe] of Object.entries(this.recipeSelections.load())) {
+      const problem = this.pipeline.selectRecipe(camera, recipe);
+      if (problem) this.log.warn({ camera, recipe, problem }, 'recipe selected before the restart not restored; the configured recipe applies');
+    }
+  }
+
+  private activeRecipes(): Record<string, RecipeName> {
+    return Object.fromEntries(this.config.cameras.filter((c) => c.enabled).map((c) => [c.id, this.pipeline.activeRecipe(c.id)]));
+  }
+
+  /** Switch one camera's recipe and keep the selection; returns why not, or null. */
+  private selectRecipe(camera: string, recipe: RecipeName, by: 'recipe/set' | 'trigger', transaction: string | null): string | null {
+    const previous = this.pipeline.activeRecipe(camera);
+    const problem = this.pipeline.selectRecipe(camera, recipe);
+    if (problem !== null || previous === recipe) return problem;
+    this.recipeSelections.save(this.activeRecipes());
+    this.log.info({ camera, recipe, previous, by }, 'recipe selected');
+    this.options.onRecipeSelected?.({ camera, recipe, previous, by, transaction });
+    return null;
+  }
+
+  /** A recipe/set request: all of it applies, or none (every target is checked first). */
+  private handleRecipeSet(request: RecipeSetRequest): RecipeResponse {
+    const targets = request.camera === undefined ? this.config.cameras.filter((c) => c.enabled).map((c) => c.id) : [request.camera];
+    const error = (message: string): RecipeResponse => ({ transaction: request.transaction, status: 'error', error: message, active: this.activeRecipes() });
+    if (request.camera !== undefined && !this.config.cameras.some((c) => c.id === request.camera && c.enabled)) {
+      return error(`no enabled camera "${request.camera}" (cameras: ${Object.keys(this.activeRecipes()).join(', ') || 'none'})`);
+    }
+    if (!recipeExists(this.config, request.recipe)) {
+      return error(`no recipe named "${request.recipe}" (recipes: ${Object.keys(this.config.recipes).join(', ') || 'none'})`);
+    }
+    const refusal = this.pipeline.recipeModels.refusal(request.recipe);
+    if (refusal !== null) return error(`recipe ${request.recipe} refused: ${refusal}`);
+    for (const camera of targets) {
+      const problem = this.selectRecipe(camera, request.recipe, 'recipe/set', request.transaction);
+      if (problem !== null) return error(problem);
+    }
+    return { transaction: request.transaction, status: 'ok', active: this.activeRecipes() };
   }
 
   /** Pushes run one at a time: each is checked against the revision the previous one left. */
@@ -163,11 +227,19 @@ export class Daemon {
     if (misfit) return fail(outcome.transaction, misfit);
 
     let newModel: CradModel | null = null;
+    let newRecipes: RecipeModels | null = null;
     if (outcome.restartRequired.includes('model')) {
       try {
         newModel = await loadModel(next.model.path, modelOptions(next), this.logs.inference);
       } catch (err) {
         return fail(outcome.transaction, `model rejected, previous model still serving: ${(err as Error).message}`);
+      }
+      // A pushed recipe must serve: unlike at start, the previous recipes can go on instead.
+      newRecipes = await this.loadRecipeModels(next);
+      const refused = Object.entries(newRecipes.status().recipes).find(([, r]) => r.state === 'refused');
+      if (refused) {
+        await Promise.all([newModel.release(), newRecipes.release()]);
+        return fail(outcome.transaction, `recipes.${refused[0]} rejected, previous recipes still serving: ${refused[1].error}`);
       }
     }
     const layerChanges = { ...this.layerChanges };
@@ -180,7 +252,7 @@ export class Daemon {
         origin: { kind: 'push', transaction: outcome.transaction },
       }, onProbation);
     } catch (err) {
-      await newModel?.release();
+      await Promise.all([newModel?.release(), newRecipes?.release()]);
       return fail(outcome.transaction, `could not record the configuration: ${(err as Error).message}`);
     }
     const previous = this.config;
@@ -193,6 +265,10 @@ export class Daemon {
     if (newModel) {
       this.pipeline.replaceModel(newModel);
       this.watchModelFile();
+    }
+    if (newRecipes) {
+      this.pipeline.replaceRecipes(newRecipes);
+      this.publisher.setDeviceStatus({ recipes: newRecipes.status() });
     }
     const rebuilt = outcome.restartRequired.filter((part) => part.startsWith('camera:')).map((part) => part.slice('camera:'.length));
     for (const id of rebuilt) await this.rebuildCamera(id, previous);

@@ -198,7 +198,10 @@ export function commandsOn(
   const unexpected = (what: string) => () => {
     throw new Error(`unexpected ${what}`);
   };
-  const all: DeviceCommandHandlers = { trigger: unexpected('trigger'), config: unexpected('config request'), revision: () => 0, ...handlers };
+  const all: DeviceCommandHandlers = {
+    trigger: unexpected('trigger'), config: unexpected('config request'), revision: () => 0,
+    selectRecipe: unexpected('recipe request'), activeRecipes: () => ({}), ...handlers,
+  };
   const follow = (next: AppConfig) => group.sync(deviceCommands(next, publisher.topics, all, log));
   follow(config);
   return { router, follow };
