@@ -112,7 +112,10 @@ export class Pipeline {
     this.post = postprocessOptions(config);
     this.ledger = new TriggerLedger({
       answer: (trigger, reason) => this.answerFailure(trigger, reason),
-      abandoned: (trigger) => this.cameras.get(trigger.cameraId)?.cancelTrigger?.(trigger.ticket),
+      abandoned: (trigger) => {
+        if (!trigger.captured) this.cameras.get(trigger.cameraId)?.cancelTrigger?.(trigger.ticket);
+        else this.batcher.discard((frame) => frame.ticket === trigger.ticket);
+      },
       changed: (cameraId) => this.publishStatus(cameraId),
     });
   }

@@ -35,7 +35,7 @@ export type FailureOutcome = 'refused' | 'expired' | 'failed';
 export interface LedgerHooks {
   /** Publish the failure answer of a trigger. */
   answer(trigger: OwedTrigger, reason: string): void;
-  /** A trigger was answered without its frame: stop waiting for one. */
+  /** A trigger was answered without its frame's result: stop waiting for the frame, or drop it unused. */
   abandoned(trigger: OwedTrigger): void;
   /** What a camera owes changed (its ready flag may have). */
   changed(cameraId: string): void;
@@ -92,7 +92,7 @@ export class TriggerLedger {
     const trigger = this.settle(ticket);
     if (!trigger) return;
     this.count(trigger.cameraId)[outcome]++;
-    if (!trigger.captured) this.hooks.abandoned(trigger);
+    this.hooks.abandoned(trigger);
     this.hooks.answer(trigger, reason);
   }
 

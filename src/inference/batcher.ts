@@ -32,6 +32,16 @@ export class FrameBatcher {
     this.capacity.delete(cameraId);
   }
 
+  /** Release waiting frames nobody wants any more (their trigger was answered already). */
+  discard(unwanted: (frame: Frame) => boolean): void {
+    for (const slot of this.slots.values()) {
+      for (const frame of slot.filter(unwanted)) {
+        slot.splice(slot.indexOf(frame), 1);
+        frame.release();
+      }
+    }
+  }
+
   put(frame: Frame): void {
     if (this.closed) {
       frame.release();
