@@ -450,7 +450,7 @@ export const schema = {
     apply: 'camera',
   }),
   recipes: setting({
-    doc: 'Named recipes (product settings) the PLC selects per camera: {"<name>": {<overrides>}}. A recipe overrides keys marked "recipe" in this reference, as a partial config ({"model": {"path": ...}, "inference": {"sensitivity": 0.1}}), and camera fields per camera ({"cameras": {"<id>": {"roi": ...}}}). Every recipe model is loaded at start; see README "Recipes".',
+    doc: 'Named recipes (product settings) the PLC selects per camera: {"<name>": {<overrides>}}. A recipe overrides the keys marked "Recipe" in this reference, as a partial config ({"model": {"path": ...}, "inference": {"sensitivity": 0.1}}), and camera fields per camera ({"cameras": {"<id>": {"roi": ...}}}). Every recipe model is loaded at start; see README "Recipes".',
     format: RECIPE_MAP,
     default: {} as Record<string, RecipeOverrides>,
     apply: 'model',
