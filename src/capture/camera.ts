@@ -163,7 +163,7 @@ export class Camera {
         : this.triggers.length >= MAX_PENDING_TRIGGERS ? `queue full: ${MAX_PENDING_TRIGGERS} triggers wait for frames`
           : null;
     if (refusal !== null) {
-      this.log.warn({ triggerId }, `trigger refused: ${refusal}`);
+      this.log.warn({ triggerId }, `trigger ignored: ${refusal}`);
       return refusal;
     }
     this.triggers.push({ id: triggerId, ticket, atMono: performance.now() });

@@ -454,6 +454,8 @@ export const schema = {
     format: RECIPE_MAP,
     default: {} as Record<string, RecipeOverrides>,
     apply: 'model',
+    // A recipe names a model file, and unlike model.path its path is not held to model.modelsDir.
+    remote: 'signed',
   }),
   model: {
     path: setting({
