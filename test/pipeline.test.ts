@@ -63,6 +63,9 @@ class RecordingSink implements PipelineSink {
   publishResult(result: Result): void {
     this.results.push(result);
   }
+  publishAnswer(result: Result): void {
+    this.results.push(result);
+  }
   publishCameraStatus(): void {}
   setDeviceStatus(info: { model: ModelInfo }): void {
     this.models.push(info.model);
@@ -206,7 +209,7 @@ test('replaceModel swaps between batches: the batch in flight finishes on the ol
   const second = camera.emit();
   held.open();
   await until('both results', () => sink.results.length === 2);
-  assert.deepEqual(sink.results.map((r) => [r.frame.sequence, r.model.name]), [
+  assert.deepEqual(sink.results.map((r) => [r.frame.sequence, r.model?.name]), [
     [first.sequence, 'old'],
     [second.sequence, 'next'],
   ]);
@@ -234,7 +237,7 @@ test('a second replaceModel before the swap releases the stale model, which neve
   camera.emit();
   held.open();
   await until('both results', () => sink.results.length === 2);
-  assert.deepEqual(sink.results.map((r) => r.model.name), ['old', 'newest']);
+  assert.deepEqual(sink.results.map((r) => r.model?.name), ['old', 'newest']);
   assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
   assert.deepEqual([stale.runs, stale.releases], [0, 1]);
   assert.deepEqual([old.runsAfterRelease, old.releases], [0, 1]);

@@ -31,11 +31,20 @@ export interface CameraStats {
 
 interface PendingTrigger {
   id: string | undefined;
+  /** The pipeline's number for it, carried by its frame and by its drop. */
+  ticket: number | undefined;
   atMono: number;
 }
 
-/** Triggers queued beyond this are dropped (oldest first): a flood of triggers must not pile up. */
-const MAX_PENDING_TRIGGERS = 16;
+/** A trigger the camera let go without a frame, and why (its owner answers it). */
+export interface DroppedTrigger {
+  triggerId: string | undefined;
+  ticket: number | undefined;
+  reason: string;
+}
+
+/** Triggers beyond this are refused: a flood of triggers must not pile up. */
+export const MAX_PENDING_TRIGGERS = 16;
 /** Longest stop() waits for a source to release its handle (a gige camera that is gone). */
 const STOP_RELEASE_WAIT_MS = 2000;
 /** While no frame can be used, an unpaced recorded source is read this often: enough to see a
@@ -48,11 +57,14 @@ export class Camera {
   /** The latest status on subscribe (none before start()), then every change of state (or of the
    * error while offline or in error); completes after 'stopped'. */
   readonly status$: Observable<CameraStatus>;
+  /** Triggers dropped without a frame (stopped, expired, mode changed, unusable frames). */
+  readonly triggerDrops$: Observable<DroppedTrigger>;
 
   private config: CameraConfig;
   private readonly frames = new Subject<Frame>();
   /** Latest status replayed to late subscribers; nothing before start(). */
   private readonly status = new ReplaySubject<CameraStatus>(1);
+  private readonly triggerDrops = new Subject<DroppedTrigger>();
   private current: CameraStatus;
   private readonly backoff: Backoff;
 
@@ -103,6 +115,7 @@ export class Camera {
     this.current = this.statusOf('stopped');
     this.frames$ = this.frames.asObservable();
     this.status$ = this.status.asObservable();
+    this.triggerDrops$ = this.triggerDrops.asObservable();
   }
 
   start(): void {
@@ -145,21 +158,24 @@ export class Camera {
     this.finish('stopped');
   }
 
-  trigger(triggerId?: string): void {
-    if (this.config.trigger !== 'mqtt') {
-      this.log.warn({ triggerId }, 'trigger ignored: camera is in free-run (trigger: free)');
-      return;
+  /** Capture a frame for this trigger; returns why it is refused, or null when it is queued. */
+  trigger(triggerId?: string, ticket?: number): string | null {
+    const refusal = this.config.trigger !== 'mqtt' ? 'camera is in free-run (trigger: free)'
+      : !this.running ? 'camera is not running'
+        : this.triggers.length >= MAX_PENDING_TRIGGERS ? `queue full: ${MAX_PENDING_TRIGGERS} triggers wait for frames`
+          : null;
+    if (refusal !== null) {
+      this.log.warn({ triggerId }, `trigger ignored: ${refusal}`);
+      return refusal;
     }
-    if (!this.running) {
-      this.log.warn({ triggerId }, 'trigger ignored: camera is not running');
-      return;
-    }
-    if (this.triggers.length >= MAX_PENDING_TRIGGERS) {
-      const dropped = this.triggers.shift()!;
-      this.log.warn({ triggerId: dropped.id }, `trigger dropped: more than ${MAX_PENDING_TRIGGERS} triggers waiting for frames`);
-    }
-    this.triggers.push({ id: triggerId, atMono: performance.now() });
+    this.triggers.push({ id: triggerId, ticket, atMono: performance.now() });
     this.wakeAll();
+    return null;
+  }
+
+  /** Forget a queued trigger (it was answered without its frame). */
+  cancelTrigger(ticket: number): void {
+    this.triggers = this.triggers.filter((t) => t.ticket !== ticket);
   }
 
   update(config: CameraConfig): 'live' | 'restart' {
@@ -320,15 +336,14 @@ export class Camera {
       // Healthy long enough: the next failure starts again from the shortest delay.
       this.backoff.reset();
     }
-    let triggerId: string | undefined;
+    let trigger: PendingTrigger | undefined;
     if (this.config.trigger === 'mqtt') {
-      const trigger = this.triggers.shift();
+      trigger = this.triggers.shift();
       if (!trigger) {
         // Live source while no trigger waits: keep draining so a trigger gets a fresh frame.
         this.drop(mat);
         return;
       }
-      triggerId = trigger.id;
     } else {
       const fps = this.config.fps > 0 ? this.config.fps : source.live ? 0 : source.nativeFps;
       if (fps > 0) {
@@ -342,12 +357,8 @@ export class Camera {
         this.nextDueMono = now - this.nextDueMono > interval ? now + interval : this.nextDueMono + interval;
       }
     }
-    if (unusable !== null) {
-      if (triggerId !== undefined) this.log.warn({ triggerId }, `trigger dropped: ${unusable}`);
-      this.drop(mat);
-      return;
-    }
-    if (!this.frames.observed) {
+    if (unusable !== null || !this.frames.observed) {
+      if (trigger) this.dropTrigger(trigger, unusable ?? 'nobody takes the frames');
       this.drop(mat);
       return;
     }
@@ -377,7 +388,8 @@ export class Camera {
         handedOff();
       },
     };
-    if (triggerId !== undefined) frame.triggerId = triggerId;
+    if (trigger?.id !== undefined) frame.triggerId = trigger.id;
+    if (trigger?.ticket !== undefined) frame.ticket = trigger.ticket;
     this.counters.captured++;
     this.lastFrameMono = now;
     this.frames.next(frame);
@@ -455,9 +467,7 @@ export class Camera {
     if (expired.length > 0) {
       this.triggers = this.triggers.filter((t) => now - t.atMono <= timeout);
       this.counters.triggerTimeouts += expired.length;
-      for (const t of expired) {
-        this.log.warn({ triggerId: t.id, timeoutMs: timeout }, 'trigger got no frame in time');
-      }
+      for (const t of expired) this.dropTrigger(t, `no frame within stallTimeoutMs (${timeout} ms)`);
     }
     if (!this.source) return;
     const waitingSince = this.waitingSince(expired);
@@ -515,11 +525,18 @@ export class Camera {
     this.setState(state);
     this.frames.complete();
     this.status.complete();
+    this.triggerDrops.complete();
   }
 
   private dropTriggers(why: string): void {
-    for (const t of this.triggers) this.log.warn({ triggerId: t.id }, `trigger dropped: ${why}`);
+    const dropped = this.triggers;
     this.triggers = [];
+    for (const t of dropped) this.dropTrigger(t, why);
+  }
+
+  private dropTrigger(trigger: PendingTrigger, reason: string): void {
+    this.log.warn({ triggerId: trigger.id }, `trigger dropped: ${reason}`);
+    this.triggerDrops.next({ triggerId: trigger.id, ticket: trigger.ticket, reason });
   }
 
   private clearTimers(): void {

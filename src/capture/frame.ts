@@ -12,6 +12,10 @@ export interface Frame {
   capturedMono: number;
   /** Correlation id of the trigger that asked for this frame (trigger mode only). */
   triggerId?: string;
+  /** The pipeline's number for the trigger that asked for this frame (its answer is owed). */
+  ticket?: number;
+  /** The recipe the frame is inspected under (null: the base configuration); set by the pipeline. */
+  recipe?: string | null;
   /** Full-resolution BGR image. */
   image: Mat;
   /** ROI in full-frame pixels that inference should see, or null for the whole frame. */
@@ -59,4 +63,8 @@ export interface CameraStatus {
   since: string;
   framesCaptured: number;
   reconnects: number;
+  /** Whether a trigger (or a frame) can be inspected now; set by the pipeline. */
+  ready?: boolean;
+  /** The recipe the camera inspects under (null: the base configuration); set by the pipeline. */
+  recipe?: string | null;
 }

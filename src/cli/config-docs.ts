@@ -17,7 +17,8 @@ function rows(tree: SchemaTree): string[] {
   return leaves(tree).map(([key, leaf]) => {
     const def = leaf.docDefault ?? (leaf.sensitive && leaf.default ? '(secret)' : JSON.stringify(leaf.default));
     const env = leaf.env ? ` Env: \`${leaf.env}\`.` : '';
-    return `| \`${key}\` | ${describeFormat(leaf)} | \`${def}\` | ${APPLIES[leaf.apply]} | ${remotePolicy(leaf)} | ${leaf.doc.replace(/\|/g, '\\|')}${env} |`;
+    const recipe = leaf.recipe ? ' Recipe: a recipe may override it.' : '';
+    return `| \`${key}\` | ${describeFormat(leaf)} | \`${def}\` | ${APPLIES[leaf.apply]} | ${remotePolicy(leaf)} | ${leaf.doc.replace(/\|/g, '\\|')}${env}${recipe} |`;
   });
 }
 

@@ -6,7 +6,7 @@ import { loadConfig, type AppConfig } from '../config/load.js';
 import { loadModel, modelOptions } from '../inference/model.js';
 import { postprocessOptions } from '../inference/postprocess.js';
 import { scoreFiles } from '../inference/score-files.js';
-import type { Result } from '../inference/types.js';
+import type { InspectionResult } from '../inference/types.js';
 import { isImageFile } from '../shared/images.js';
 import { createLogger } from '../shared/log.js';
 
@@ -71,7 +71,7 @@ export async function inferCommand(target: string, opts: InferOptions): Promise<
   return skipped > 0 ? 2 : 0;
 }
 
-function summary(file: string, result: Result) {
+function summary(file: string, result: InspectionResult) {
   return {
     file,
     raw: result.raw,
@@ -84,13 +84,13 @@ function summary(file: string, result: Result) {
   };
 }
 
-function line(file: string, result: Result): string {
+function line(file: string, result: InspectionResult): string {
   const verdict = result.verdict ?? 'uncalibrated';
   const normalized = result.normalized === null ? '-' : result.normalized.toFixed(3);
   return `${file}  ${verdict}  normalized=${normalized}  raw=${result.raw.toFixed(4)}  regions=${result.regions.length}`;
 }
 
-function writeImages(outDir: string, file: string, result: Result): void {
+function writeImages(outDir: string, file: string, result: InspectionResult): void {
   const stem = path.basename(file, path.extname(file));
   if (result.overlay) fs.writeFileSync(path.join(outDir, `${stem}.overlay.jpg`), result.overlay);
   result.crops.forEach((crop, n) => fs.writeFileSync(path.join(outDir, `${stem}.crop${n}.jpg`), crop));

@@ -4,9 +4,10 @@ import path from 'node:path';
 import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { REDACTED, redactUrls } from '../shared/redact.js';
 import {
-  cameraLeaves, describeFormat, isLeaf, leaves, makeConfig, schema, validateCamera, valueAt,
+  cameraLeaves, describeFormat, isLeaf, leafKinds, leaves, makeConfig, schema, validateCamera, valueAt,
   type AppConfig, type CameraConfig, type Leaf, type SchemaTree,
 } from './schema.js';
+import { recipeReferenceProblem, resolveRecipePaths } from './recipes.js';
 
 export type { AppConfig } from './schema.js';
 
@@ -75,7 +76,7 @@ function checkShape(value: unknown, node: SchemaTree, at: string): void {
     const where = at ? `${at}.${key}` : key;
     if (!isLeaf(childSchema)) {
       checkShape(child, childSchema, where);
-    } else if (typeof child === 'object' && child !== null && !Array.isArray(child) && childSchema.format !== 'roi') {
+    } else if (typeof child === 'object' && child !== null && !Array.isArray(child) && !leafKinds(childSchema).includes('object')) {
       throw new ConfigError(`invalid configuration:\n${where}: must be ${describeFormat(childSchema)}, got an object`);
     }
   }
@@ -108,6 +109,9 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
   for (const cam of cameras) {
     if ((cam.source === 'folder' || cam.source === 'file') && cam.path) cam.path = resolveFrom(baseDir, cam.path);
   }
+  resolved.recipes = resolveRecipePaths(props.recipes, baseDir);
+  const recipeProblem = recipeReferenceProblem(resolved);
+  if (recipeProblem) throw new ConfigError(`invalid configuration:\n${recipeProblem}`);
   return resolved;
 }
 

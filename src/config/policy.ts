@@ -113,3 +113,9 @@ export function signedOnlyChange(before: AppConfig, after: AppConfig): string | 
   }
   return null;
 }
+
+/** Daemon keys a recipe may override: the leaves the schema marks `recipe`. */
+export const RECIPE_KEYS: readonly string[] = daemonLeaves.filter(([, leaf]) => leaf.recipe).map(([key]) => key);
+
+/** Camera fields a recipe may override per camera: the camera leaves the schema marks `recipe`. */
+export const RECIPE_CAMERA_FIELDS: ReadonlyArray<keyof CameraConfig> = cameraFields.filter(([, leaf]) => leaf.recipe).map(([field]) => field);

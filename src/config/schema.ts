@@ -40,6 +40,8 @@ export interface Leaf<T = unknown> {
   sensitive?: boolean;
   /** The default as the reference shows it, where the real one depends on the machine. */
   docDefault?: string;
+  /** A recipe (a named product setting the PLC selects, see `recipes`) may override this key. */
+  recipe?: boolean;
 }
 
 /** The value type a schema node declares: a leaf's default type, a group's object of them. */
@@ -163,6 +165,13 @@ const QOS = defineFormat('qos', { kinds: ['number'], describe: '0 \\| 1 \\| 2' }
 const STRING_LIST = defineFormat('string-list', { kinds: ['array'], describe: 'list of strings' }, (value) => {
   if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new Error('must be a list of strings');
 }, (value) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value));
+
+/** A recipe name: one topic level (results and statuses carry it), or '' for none. */
+const RECIPE_NAME = defineFormat('recipe-name', { kinds: ['string'], describe: 'recipe name or ""' }, (value) => {
+  if (value === '') return;
+  const problem = topicLevelProblem(value);
+  if (problem) throw new Error(`must be "" or a recipe name (one MQTT topic level): ${problem}`);
+});
 
 /** Largest frame side any camera delivers, and so the bound of ROI coordinates. */
 export const MAX_FRAME_SIDE = 65535;
@@ -300,12 +309,30 @@ export const cameraSchema = {
     format: ROI,
     default: null as Roi | null,
     apply: 'live',
+    recipe: true,
   }),
   trigger: oneOf(['free', 'mqtt'] as const, {
     doc: 'free: capture continuously. mqtt: capture the next frame when a message arrives on <prefix>/<id>/trigger; its payload (JSON {"id": "..."} or plain text) becomes the result\'s triggerId.',
     default: 'free',
     // The pipeline queues a camera's frames by its trigger mode, so a new mode rebuilds the camera.
     apply: 'camera',
+  }),
+  recipe: setting({
+    doc: 'The recipe (a name in `recipes`) this camera inspects under at start, until the PLC selects another on <prefix>/recipe/set or in a trigger; empty = the base configuration. A selection is kept across restarts in service.stateDir while its recipe exists.',
+    format: RECIPE_NAME,
+    default: '',
+    apply: 'live',
+  }),
+  triggerDeadlineMs: setting({
+    doc: 'trigger mqtt: a trigger not answered with a result within this long is answered with triggerFailVerdict and the reason (as is a trigger refused at once: camera not online, queue full, model failing).',
+    format: integerIn(10, 600_000),
+    default: 5000,
+    apply: 'live',
+  }),
+  triggerFailVerdict: oneOf(['ERROR', 'NG'] as const, {
+    doc: 'trigger mqtt: the verdict of the result that answers a trigger which could not be inspected (its reason field says why).',
+    default: 'ERROR',
+    apply: 'live',
   }),
   stallTimeoutMs: setting({
     doc: 'In free-run, a camera that delivers no frame for this long is declared stalled and reopened (trigger mode waits on triggers, never stalls).',
@@ -359,6 +386,65 @@ const CAMERA_LIST = defineFormat('camera-list', { kinds: ['array'], describe: 'l
   });
 });
 
+// ---- recipes -------------------------------------------------------------------------------
+
+/** Most recipes in one config (each may hold a model in memory; see model.maxRecipeModels). */
+export const MAX_RECIPES = 64;
+
+/** A recipe as written: a partial config of recipe keys, plus camera fields per camera id. */
+export type RecipeOverrides = { [key: string]: unknown; cameras?: Record<string, Partial<CameraConfig>> };
+
+/** A value held to one leaf's format exactly as the leaf itself validates it (kinds, then convict). */
+export function validateLeafValue(leaf: Leaf, value: unknown): void {
+  if (!leafKinds(leaf).includes(jsonKind(value))) throw new Error(`must be ${describeFormat(leaf)}, got ${jsonKind(value)}`);
+  const one = convict({ value: { format: leaf.format, default: leaf.default } } as unknown as convict.Schema<{ value: unknown }>);
+  one.load({ value });
+  try {
+    one.validate({ allowed: 'strict' });
+  } catch (err) {
+    throw new Error((err as Error).message.replace(/^value: /, '').replace(/: value was [\s\S]*$/, ''));
+  }
+}
+
+/** The overrides below `node` checked against `tree`: only leaves marked recipe, each by its format. */
+function checkOverrides(node: unknown, tree: SchemaTree, where: string): void {
+  if (!isPlainObject(node)) throw new Error(`${where}: must be an object`);
+  for (const [key, value] of Object.entries(node)) {
+    const at = `${where}.${key}`;
+    const child = Object.hasOwn(tree, key) ? tree[key] : undefined;
+    if (child === undefined) throw new Error(`${at}: not a configuration key`);
+    if (!isLeaf(child)) {
+      checkOverrides(value, child, at);
+      continue;
+    }
+    if (!child.recipe) throw new Error(`${at}: a recipe may not override this key (see the keys marked "recipe")`);
+    try {
+      validateLeafValue(child, value);
+    } catch (err) {
+      throw new Error(`${at}: ${(err as Error).message}`);
+    }
+  }
+}
+
+function validateRecipe(name: string, recipe: unknown): void {
+  const problem = topicLevelProblem(name);
+  if (problem) throw new Error(`recipes: name ${JSON.stringify(name)} must be one MQTT topic level: ${problem}`);
+  if (!isPlainObject(recipe)) throw new Error(`recipes.${name}: must be an object of overrides`);
+  const { cameras, ...global } = recipe;
+  checkOverrides(global, schema as unknown as SchemaTree, `recipes.${name}`);
+  if (cameras === undefined) return;
+  if (!isPlainObject(cameras)) throw new Error(`recipes.${name}.cameras: must be an object of camera id -> camera fields`);
+  for (const [id, fields] of Object.entries(cameras)) checkOverrides(fields, cameraSchema as unknown as SchemaTree, `recipes.${name}.cameras.${id}`);
+}
+
+// Named 'object': convict loads a leaf of that format name whole instead of merging into it by key.
+const RECIPE_MAP = defineFormat('object', { kinds: ['object'], describe: 'object of recipes' }, (value) => {
+  if (!isPlainObject(value)) throw new Error('must be an object of named recipes');
+  const names = Object.keys(value);
+  if (names.length > MAX_RECIPES) throw new Error(`at most ${MAX_RECIPES} recipes, got ${names.length}`);
+  for (const name of names) validateRecipe(name, value[name]);
+});
+
 // ---- the daemon ------------------------------------------------------------------------------
 
 const hostname = os.hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, MAX_TOPIC_LEVEL_BYTES);
@@ -389,6 +475,14 @@ export const schema = {
     default: [] as CameraConfig[],
     apply: 'camera',
   }),
+  recipes: setting({
+    doc: 'Named recipes (product settings) the PLC selects per camera: {"<name>": {<overrides>}}. A recipe overrides the keys marked "Recipe" in this reference, as a partial config ({"model": {"path": ...}, "inference": {"sensitivity": 0.1}}), and camera fields per camera ({"cameras": {"<id>": {"roi": ...}}}). Every recipe model is loaded at start; see README "Recipes".',
+    format: RECIPE_MAP,
+    default: {} as Record<string, RecipeOverrides>,
+    apply: 'model',
+    // A recipe names a model file, and unlike model.path its path is not held to model.modelsDir.
+    remote: 'signed',
+  }),
   model: {
     path: setting({
       doc: 'The CRAD ONNX model file (see the model contract). Relative paths are resolved against the config file. A pushed path must name a file inside model.modelsDir.',
@@ -396,6 +490,7 @@ export const schema = {
       default: 'models/demo/crad-demo.onnx',
       env: 'CRAD_MODEL',
       apply: 'model',
+      recipe: true,
     }),
     modelsDir: setting({
       doc: 'Directory that remote model pushes may load from; a pushed path must resolve inside it.',
@@ -434,6 +529,12 @@ export const schema = {
       apply: 'model',
     }),
     memoryArena: setting({ doc: 'Enable onnxruntime\'s CPU memory arena.', format: Boolean, default: true, apply: 'model' }),
+    maxRecipeModels: setting({
+      doc: 'Most distinct model files loaded at once for recipes (besides model.path); each costs a session\'s memory. Recipes beyond it are refused (reported in the device status).',
+      format: integerIn(0, 64),
+      default: 4,
+      apply: 'model',
+    }),
     warmupRuns: setting({ doc: 'Inference runs on a blank batch at load, before the model serves frames.', format: integerIn(0, 100), default: 1, apply: 'model' }),
     tensorrt: {
       fp16: setting({
@@ -473,38 +574,41 @@ export const schema = {
       format: NULLABLE_NUMBER,
       default: null as number | null,
       apply: 'live',
+      recipe: true,
     }),
     pixelThreshold: setting({
       doc: 'Override the model\'s calibrated pixel threshold (raw map units) for defect regions; null uses the model\'s.',
       format: NULLABLE_NUMBER,
       default: null as number | null,
       apply: 'live',
+      recipe: true,
     }),
     sensitivity: setting({
       doc: 'Verdict offset: NG when normalized >= 0.5 + sensitivity. Negative = stricter (more NG), positive = more lenient.',
       format: numberIn(-0.5, 0.5),
       default: 0,
       apply: 'live',
+      recipe: true,
     }),
   },
   regions: {
-    enabled: setting({ doc: 'Report defect regions (connected components of the thresholded map).', format: Boolean, default: true, apply: 'live' }),
-    minArea: setting({ doc: 'Smallest region kept, in pixels of the full-resolution frame.', format: integerIn(0, MAX_FRAME_SIDE * MAX_FRAME_SIDE), default: 64, apply: 'live' }),
-    topK: setting({ doc: 'Most regions reported per frame (largest peak score first).', format: integerIn(0, 1000), default: 5, apply: 'live' }),
+    enabled: setting({ doc: 'Report defect regions (connected components of the thresholded map).', format: Boolean, default: true, apply: 'live', recipe: true }),
+    minArea: setting({ doc: 'Smallest region kept, in pixels of the full-resolution frame.', format: integerIn(0, MAX_FRAME_SIDE * MAX_FRAME_SIDE), default: 64, apply: 'live', recipe: true }),
+    topK: setting({ doc: 'Most regions reported per frame (largest peak score first).', format: integerIn(0, 1000), default: 5, apply: 'live', recipe: true }),
   },
   crops: {
-    enabled: setting({ doc: 'Publish a JPEG crop of each reported region from the full-resolution frame.', format: Boolean, default: true, apply: 'live' }),
-    onlyNG: setting({ doc: 'Publish crops only for NG verdicts.', format: Boolean, default: true, apply: 'live' }),
-    margin: setting({ doc: 'Margin around each region box, in frame pixels.', format: integerIn(0, MAX_FRAME_SIDE), default: 16, apply: 'live' }),
-    maxSize: setting({ doc: 'Longest side of a crop in pixels (larger crops are scaled down; 0 = no limit).', format: integerIn(0, MAX_FRAME_SIDE), default: 512, apply: 'live' }),
-    quality: setting({ doc: 'JPEG quality of crops.', format: integerIn(1, 100), default: 85, apply: 'live' }),
+    enabled: setting({ doc: 'Publish a JPEG crop of each reported region from the full-resolution frame.', format: Boolean, default: true, apply: 'live', recipe: true }),
+    onlyNG: setting({ doc: 'Publish crops only for NG verdicts.', format: Boolean, default: true, apply: 'live', recipe: true }),
+    margin: setting({ doc: 'Margin around each region box, in frame pixels.', format: integerIn(0, MAX_FRAME_SIDE), default: 16, apply: 'live', recipe: true }),
+    maxSize: setting({ doc: 'Longest side of a crop in pixels (larger crops are scaled down; 0 = no limit).', format: integerIn(0, MAX_FRAME_SIDE), default: 512, apply: 'live', recipe: true }),
+    quality: setting({ doc: 'JPEG quality of crops.', format: integerIn(1, 100), default: 85, apply: 'live', recipe: true }),
   },
   overlay: {
-    enabled: setting({ doc: 'Publish a heatmap overlay JPEG of the inspected image.', format: Boolean, default: false, apply: 'live' }),
-    onlyNG: setting({ doc: 'Publish overlays only for NG verdicts.', format: Boolean, default: true, apply: 'live' }),
-    alpha: setting({ doc: 'Heatmap opacity over the image.', format: numberIn(0, 1), default: 0.5, apply: 'live' }),
-    maxSize: setting({ doc: 'Longest side of the overlay in pixels (0 = full size).', format: integerIn(0, MAX_FRAME_SIDE), default: 640, apply: 'live' }),
-    quality: setting({ doc: 'JPEG quality of overlays.', format: integerIn(1, 100), default: 80, apply: 'live' }),
+    enabled: setting({ doc: 'Publish a heatmap overlay JPEG of the inspected image.', format: Boolean, default: false, apply: 'live', recipe: true }),
+    onlyNG: setting({ doc: 'Publish overlays only for NG verdicts.', format: Boolean, default: true, apply: 'live', recipe: true }),
+    alpha: setting({ doc: 'Heatmap opacity over the image.', format: numberIn(0, 1), default: 0.5, apply: 'live', recipe: true }),
+    maxSize: setting({ doc: 'Longest side of the overlay in pixels (0 = full size).', format: integerIn(0, MAX_FRAME_SIDE), default: 640, apply: 'live', recipe: true }),
+    quality: setting({ doc: 'JPEG quality of overlays.', format: integerIn(1, 100), default: 80, apply: 'live', recipe: true }),
   },
   mqtt: {
     url: setting({

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import cv, { type Mat } from '../cv.js';
 import type { AppConfig } from '../config/load.js';
-import type { Region, Result } from '../inference/types.js';
+import type { InspectionResult, Region } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
 import { DiskQueue } from './disk-queue.js';
 
@@ -36,11 +36,11 @@ export interface ArchiveRecord {
   sequence: number;
   triggerId: string | null;
   capturedAt: string;
-  roi: Result['frame']['roi'];
+  roi: InspectionResult['frame']['roi'];
   model: { name: string; version: string; variant: string; hash: string };
   raw: number;
   normalized: number | null;
-  verdict: Result['verdict'];
+  verdict: InspectionResult['verdict'];
   calibrated: boolean;
   regions: Region[];
   overlay: boolean;
@@ -84,7 +84,7 @@ function timeOfId(id: string): number {
   return Date.parse(`${t.slice(0, 4)}-${t.slice(4, 6)}-${t.slice(6, 8)}T${t.slice(9, 11)}:${t.slice(11, 13)}:${t.slice(13, 15)}.${t.slice(15, 18)}Z`);
 }
 
-function resultVerdict(result: Result): ArchiveVerdict {
+function resultVerdict(result: InspectionResult): ArchiveVerdict {
   return result.verdict ?? 'uncalibrated';
 }
 
@@ -131,7 +131,7 @@ export class Archive {
    * Called by the daemon for every result while its frame is alive. Takes a copy of the frame when
    * the verdict is archived and the queue has room; everything else happens later. Never throws.
    */
-  offer(result: Result, image: Mat): void {
+  offer(result: InspectionResult, image: Mat): void {
     try {
       if (!this.options.verdicts.includes(resultVerdict(result))) return;
       if (!this.queue.pushFrame(image, (copy) => this.write(result, copy))) this.dropped.queueFull++;
@@ -240,7 +240,7 @@ export class Archive {
     this.totalBytes += entry.bytes;
   }
 
-  private async write(result: Result, image: Mat): Promise<void> {
+  private async write(result: InspectionResult, image: Mat): Promise<void> {
     const at = this.now();
     const id = idAt(at, ++this.sequence);
     try {
@@ -268,7 +268,7 @@ export class Archive {
     }
   }
 
-  private record(id: string, at: number, result: Result): ArchiveRecord {
+  private record(id: string, at: number, result: InspectionResult): ArchiveRecord {
     const { frame, model } = result;
     return {
       id,

@@ -7,7 +7,7 @@ import type { ServerResponse } from 'node:http';
 import cv, { type Mat } from '../cv.js';
 import { effectiveRoi } from '../inference/model.js';
 import { renderOverlay } from '../inference/postprocess.js';
-import type { FrameInference, Region, Result, Verdict } from '../inference/types.js';
+import type { FrameInference, InspectionResult, Region, Verdict } from '../inference/types.js';
 
 /** Longest side of live-view images, in pixels. */
 const LIVE_MAX_SIDE = 640;
@@ -29,7 +29,7 @@ export interface LastResult {
   /** The part of the frame the model saw, in frame pixels. */
   roi: { x: number; y: number; width: number; height: number };
   frameSize: { width: number; height: number };
-  latencyMs: Result['latency'];
+  latencyMs: InspectionResult['latency'];
 }
 
 interface Picture {
@@ -54,7 +54,7 @@ export class LiveView {
   constructor(private readonly options: { fps: number; maxViewers: number; overlayAlpha: () => number }) {}
 
   /** Called for every result while the frame's pixels are still alive; bounded work per call. */
-  offer(result: Result, inspected: FrameInference | undefined): void {
+  offer(result: InspectionResult, inspected: FrameInference | undefined): void {
     const live = this.camera(result.frame.cameraId);
     const now = performance.now();
     live.resultTimes.push(now);

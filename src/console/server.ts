@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import { redact, type AppConfig } from '../config/load.js';
-import type { Result, FrameInference } from '../inference/types.js';
+import type { FrameInference, InspectionResult } from '../inference/types.js';
 import { modelSummary } from '../publish/payloads.js';
 import type { Logger } from '../shared/log.js';
 import { authConfigProblem, ConsoleAuth, type Access } from './auth.js';
@@ -66,7 +66,7 @@ export class ConsoleServer {
   }
 
   /** Called for every result, with the frame still alive (see PipelineSink.publishResult). */
-  observeResult(result: Result, inspected: FrameInference | undefined, captureToPublishMs: number): void {
+  observeResult(result: InspectionResult, inspected: FrameInference | undefined, captureToPublishMs: number): void {
     this.metrics.observeResult(result, captureToPublishMs);
     this.live.offer(result, inspected);
   }

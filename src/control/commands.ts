@@ -1,16 +1,23 @@
-// The commands a device's configuration asks for: config/get always, config/set while
-// remoteConfig.enabled, and a trigger per enabled trigger-mode camera; golden/run and audit/get
-// when the daemon handles them, model/deliver while remote config and model delivery are on. The daemon recomputes this
+// The commands a device's configuration asks for: config/get, recipe/set and counters/reset always,
+// config/set while remoteConfig.enabled, a trigger per enabled trigger-mode camera; golden/run and
+// audit/get when the daemon handles them, model/deliver while remote config and model delivery are on. The daemon recomputes this
 // table after every config change and a CommandGroup keeps the router in step with it.
 import type { AppConfig } from '../config/load.js';
 import { parseTrigger, type ConfigResponse } from '../publish/payloads.js';
 import type { Topics } from '../publish/topics.js';
 import type { Logger } from '../shared/log.js';
+import type { RecipeName } from '../config/recipes.js';
+import { recipeCommand, type RecipeResponse, type RecipeSetRequest } from './recipes.js';
 import type { Command, CommandSpec } from './router.js';
 
 export interface DeviceCommandHandlers {
-  /** Capture the next frame of a trigger-mode camera (triggerId undefined when none was named). */
-  trigger(cameraId: string, triggerId: string | undefined): void;
+  /** Capture the next frame of a trigger-mode camera (triggerId undefined when none was named),
+   * under `recipe` when the trigger names one. */
+  trigger(cameraId: string, triggerId: string | undefined, recipe?: string): void;
+  /** Switch recipes (a recipe/set request). */
+  selectRecipe(request: RecipeSetRequest): RecipeResponse;
+  /** The recipe of each camera now. */
+  activeRecipes(): Record<string, RecipeName>;
   /** Answer a config/get or config/set request (schemas/config-response.schema.json). */
   config(kind: 'get' | 'set', payload: Buffer, properties?: Command['properties']): ConfigResponse | Promise<ConfigResponse>;
   /** The running configuration revision (an error answer carries it). */
@@ -40,6 +47,7 @@ export function deviceCommands(config: AppConfig, topics: Topics, handlers: Devi
       errorAnswer: (error) => ({ status: 'error', stage: 'accepted', error }),
     });
   }
+  table.set(topics.recipeSet, recipeCommand(topics.recipeResponse, (request) => handlers.selectRecipe(request), () => handlers.activeRecipes()));
   for (const camera of config.cameras) {
     if (camera.enabled && camera.trigger === 'mqtt') table.set(topics.trigger(camera.id), triggerCommand(camera.id, handlers, log));
   }
@@ -96,7 +104,7 @@ function triggerCommand(cameraId: string, handlers: DeviceCommandHandlers, log: 
         log.warn({ topic, error: parsed.error }, 'bad trigger payload ignored');
         return;
       }
-      handlers.trigger(cameraId, parsed.triggerId);
+      handlers.trigger(cameraId, parsed.triggerId, parsed.recipe);
     },
   };
 }

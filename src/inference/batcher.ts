@@ -32,6 +32,16 @@ export class FrameBatcher {
     this.capacity.delete(cameraId);
   }
 
+  /** Release waiting frames nobody wants any more (their trigger was answered already). */
+  discard(unwanted: (frame: Frame) => boolean): void {
+    for (const slot of this.slots.values()) {
+      for (const frame of slot.filter(unwanted)) {
+        slot.splice(slot.indexOf(frame), 1);
+        frame.release();
+      }
+    }
+  }
+
   put(frame: Frame): void {
     if (this.closed) {
       frame.release();
@@ -56,9 +66,11 @@ export class FrameBatcher {
 
   /**
    * Wait for at least one frame, then up to maxWaitMs for the batch to fill, and take up to
-   * maxBatch frames, oldest first across cameras. Resolves with [] once closed and empty.
+   * maxBatch frames, oldest first across cameras. Resolves with [] once closed and empty. With
+   * `groupOf`, a batch holds only frames of the oldest frame's group (one model); the others wait
+   * for the next batch.
    */
-  async take(maxBatch: number, maxWaitMs: number): Promise<Frame[]> {
+  async take(maxBatch: number, maxWaitMs: number, groupOf?: (frame: Frame) => unknown): Promise<Frame[]> {
     while (this.waiting === 0) {
       if (this.closed) return [];
       await new Promise<void>((resolve) => (this.wake = resolve));
@@ -85,7 +97,8 @@ export class FrameBatcher {
     const all: Frame[] = [];
     for (const slot of this.slots.values()) all.push(...slot);
     all.sort((a, b) => a.capturedMono - b.capturedMono);
-    const batch = all.slice(0, maxBatch);
+    const group = all.length > 0 ? groupOf?.(all[0]!) : undefined;
+    const batch = (groupOf ? all.filter((frame) => groupOf(frame) === group) : all).slice(0, maxBatch);
     for (const frame of batch) {
       const slot = this.slots.get(frame.cameraId)!;
       slot.splice(slot.indexOf(frame), 1);

@@ -5,7 +5,7 @@
 import cv, { type Mat } from '../cv.js';
 import type { AppConfig } from '../config/load.js';
 import { effectiveRoi, resizeInterpolation } from './model.js';
-import type { Calibration, FrameInference, ModelInfo, Region, Result, Verdict } from './types.js';
+import type { Calibration, FrameInference, InspectionResult, ModelInfo, Region, Result, Verdict } from './types.js';
 
 export interface PostprocessOptions {
   /** Override of the calibrated image threshold (raw score units), or null. */
@@ -212,7 +212,7 @@ export function renderOverlay(
 }
 
 /** Post-process one frame's inference into a Result. Does not release the frame. */
-export function postprocess(fi: FrameInference, info: ModelInfo, opts: PostprocessOptions, extra: Timings): Result {
+export function postprocess(fi: FrameInference, info: ModelInfo, opts: PostprocessOptions, extra: Timings): InspectionResult {
   const t0 = performance.now();
   const { frame } = fi;
   const calibration = info.calibration;
@@ -243,6 +243,7 @@ export function postprocess(fi: FrameInference, info: ModelInfo, opts: Postproce
   return {
     frame: frameFields,
     model: info,
+    recipe: frame.recipe ?? null,
     raw: fi.raw,
     normalized,
     verdict,

@@ -4,12 +4,12 @@ import cv from '../cv.js';
 import type { Frame } from '../capture/frame.js';
 import type { CradModel } from './model.js';
 import { postprocess, type PostprocessOptions } from './postprocess.js';
-import type { Result } from './types.js';
+import type { InspectionResult } from './types.js';
 
 /** One image file scored by the model; result null when the file does not decode. */
 export interface ScoredFile {
   file: string;
-  result: Result | null;
+  result: InspectionResult | null;
 }
 
 /** Score image files with a loaded model in batches of `maxBatch`, in order (infer and golden samples). */

@@ -56,15 +56,23 @@ export interface Region {
 }
 
 export type Verdict = 'OK' | 'NG';
+/** A published verdict: ERROR (or NG, per camera) answers a trigger that could not be inspected. */
+export type ResultVerdict = Verdict | 'ERROR';
 
-/** The post-processed result of one frame, ready to publish. */
+/** The post-processed result of one frame, or the answer to a trigger that got none; ready to publish. */
 export interface Result {
   frame: Omit<Frame, 'image' | 'release'>;
-  model: ModelInfo;
-  raw: number;
+  /** null only in a trigger's failure answer when no model was reached. */
+  model: ModelInfo | null;
+  /** null only in a trigger's failure answer. */
+  raw: number | null;
   /** null when the model is uncalibrated. */
   normalized: number | null;
-  verdict: Verdict | null;
+  verdict: ResultVerdict | null;
+  /** The recipe the frame was inspected under (null: the base configuration). */
+  recipe?: string | null;
+  /** Why a trigger could not be inspected (its failure answer only). */
+  reason?: string;
   calibrated: boolean;
   regions: Region[];
   /** JPEG crops, one per region (same order), when crops are enabled for this result. */
@@ -78,3 +86,6 @@ export interface Result {
     batchSize: number;
   };
 }
+
+/** A frame the model did inspect: model and score are there. */
+export type InspectionResult = Result & { model: ModelInfo; raw: number; verdict: Verdict | null };

@@ -3,7 +3,8 @@
 import { randomBytes } from 'node:crypto';
 import type { CameraState, CameraStatus } from '../capture/frame.js';
 import type { ConfigPushResponse } from '../config/remote.js';
-import type { ModelInfo, Region, Result, Verdict } from '../inference/types.js';
+import type { RecipeReport } from '../inference/recipes.js';
+import type { ModelInfo, Region, Result, ResultVerdict } from '../inference/types.js';
 
 /** Bumped when a payload changes incompatibly; every payload carries it. */
 export const SCHEMA_VERSION = 1;
@@ -34,10 +35,16 @@ export interface ResultPayload {
   publishedAt: string;
   latencyMs: { queue: number; preprocess: number; inference: number; postprocess: number; total: number };
   batchSize: number;
-  model: { name: string; version: string; variant: string; hash: string; executionProvider: string };
-  raw: number;
+  /** null only when a trigger's failure answer reached no model. */
+  model: { name: string; version: string; variant: string; hash: string; executionProvider: string } | null;
+  /** The recipe the frame was inspected under (null: the base configuration). */
+  recipe: string | null;
+  /** null only in a trigger's failure answer. */
+  raw: number | null;
   normalized: number | null;
-  verdict: Verdict | null;
+  verdict: ResultVerdict | null;
+  /** Why a trigger could not be inspected: present exactly in a trigger's failure answer. */
+  reason?: string;
   calibrated: boolean;
   regions: Region[];
   /** Crop messages that belong to this result (topic .../crop/<index into regions>). */
@@ -72,16 +79,18 @@ export function storedResult(result: Result, device: string, messageId: string):
       postprocess: ms(latency.postprocessMs),
     },
     batchSize: latency.batchSize,
-    model: {
+    model: model && {
       name: model.name,
       version: model.version,
       variant: model.variant,
       hash: model.hash,
       executionProvider: model.executionProvider,
     },
+    recipe: result.recipe ?? null,
     raw: result.raw,
     normalized: result.normalized,
     verdict: result.verdict,
+    ...(result.reason !== undefined ? { reason: result.reason } : {}),
     calibrated: result.calibrated,
     regions: result.regions.map((r) => ({
       x: r.x, y: r.y, width: r.width, height: r.height, area: r.area, peak: r.peak, peakNormalized: r.peakNormalized,
@@ -223,6 +232,8 @@ export interface DeviceStatusPayload {
   config?: ConfigLayerStatus;
   golden?: GoldenStatus;
   cameras?: Record<string, { state: CameraState; since: string; error?: string }>;
+  /** Each recipe's model and whether it serves; what the recipe models hold (see model.maxRecipeModels). */
+  recipes?: RecipeReport;
   broker?: { protocolVersion: 4 | 5; connects: number; connectedSince: string | null };
   outbox?: OutboxStats;
   /** Per camera: OK / NG / errors / trigger timeouts and cycle time since the last reset. */
@@ -248,6 +259,8 @@ export function cameraStatusPayload(status: CameraStatus, device: string, publis
     publishedAt: publishedAt.toISOString(),
   };
   if (status.error !== undefined) payload.error = status.error;
+  if (status.ready !== undefined) payload.ready = status.ready;
+  if (status.recipe !== undefined) payload.recipe = status.recipe;
   return payload;
 }
 
@@ -273,10 +286,11 @@ export const MAX_TRIGGER_ID_LENGTH = 200;
  * A trigger payload: JSON {"id": "..."} (schemas/trigger.schema.json), plain text, or empty (no id).
  * Returns the trigger id, undefined for none, or an error message naming what is wrong.
  */
-export function parseTrigger(payload: Buffer): { ok: true; triggerId: string | undefined } | { ok: false; error: string } {
+export function parseTrigger(payload: Buffer): { ok: true; triggerId: string | undefined; recipe?: string } | { ok: false; error: string } {
   const text = payload.toString('utf8').trim();
   if (text.length === 0) return { ok: true, triggerId: undefined };
   let id: unknown = text;
+  let recipe: string | undefined;
   if (text.startsWith('{')) {
     let parsed: unknown;
     try {
@@ -287,10 +301,13 @@ export function parseTrigger(payload: Buffer): { ok: true; triggerId: string | u
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       return { ok: false, error: 'trigger payload must be a JSON object' };
     }
-    const extra = Object.keys(parsed).filter((k) => k !== 'id');
+    const extra = Object.keys(parsed).filter((k) => k !== 'id' && k !== 'recipe');
     if (extra.length > 0) return { ok: false, error: `trigger payload has unknown keys: ${extra.join(', ')}` };
+    const named = (parsed as { recipe?: unknown }).recipe;
+    if (named !== undefined && (typeof named !== 'string' || named.length === 0)) return { ok: false, error: 'trigger payload "recipe" must be a recipe name' };
+    recipe = named;
     id = (parsed as { id?: unknown }).id;
-    if (id === undefined) return { ok: true, triggerId: undefined };
+    if (id === undefined) return { ok: true, triggerId: undefined, ...(recipe !== undefined ? { recipe } : {}) };
     if (typeof id !== 'string') return { ok: false, error: 'trigger payload "id" must be a string' };
   }
   const triggerId = id as string;
@@ -299,5 +316,5 @@ export function parseTrigger(payload: Buffer): { ok: true; triggerId: string | u
   }
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(triggerId)) return { ok: false, error: 'trigger id must not contain control characters' };
-  return { ok: true, triggerId };
+  return { ok: true, triggerId, ...(recipe !== undefined ? { recipe } : {}) };
 }

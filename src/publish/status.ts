@@ -4,6 +4,7 @@
 import type { MqttClient } from 'mqtt';
 import { Subject, auditTime, type Subscription } from 'rxjs';
 import type { CameraStatus } from '../capture/frame.js';
+import type { RecipeReport } from '../inference/recipes.js';
 import type { ModelInfo } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
 import { jsonProperties, type MqttConnection, type ProtocolVersion, type Will } from './connection.js';
@@ -26,6 +27,8 @@ export interface DeviceStatusInfo {
   counters?: () => Record<string, CameraCounters>;
   /** Golden samples: readiness and the last run. */
   golden?: GoldenStatus;
+  /** The recipes and their models (published as recipes). */
+  recipes?: RecipeReport;
   /** Free-form figures (health, pipeline counters) published under "extra". */
   extra?: Record<string, unknown>;
 }
@@ -169,6 +172,7 @@ export class StatusPublisher {
     if (this.deviceInfo.config) payload.config = this.deviceInfo.config;
     if (this.deviceInfo.counters) payload.counters = this.deviceInfo.counters();
     if (this.deviceInfo.golden) payload.golden = this.deviceInfo.golden;
+    if (this.deviceInfo.recipes) payload.recipes = this.deviceInfo.recipes;
     if (this.deviceInfo.extra) payload.extra = this.deviceInfo.extra;
     return payload;
   }

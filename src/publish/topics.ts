@@ -65,4 +65,11 @@ export class Topics {
   get modelResponse(): string {
     return `${this.prefix}/model/response`;
   }
+  /** Inbound: switch a camera's recipe (schemas/recipe-set.schema.json). */
+  get recipeSet(): string {
+    return `${this.prefix}/recipe/set`;
+  }
+  get recipeResponse(): string {
+    return `${this.prefix}/recipe/response`;
+  }
 }

@@ -15,7 +15,9 @@ import { DatasetCapture, datasetOptions } from '../console/dataset.js';
 import { ProductionCounters } from '../console/counters.js';
 import type { ConsoleHost } from '../console/host.js';
 import { ConsoleServer, type ConsolePlugin } from '../console/server.js';
+import { recipeExists, type RecipeName } from '../config/recipes.js';
 import { deviceCommands } from '../control/commands.js';
+import { RecipeSelectionStore, type RecipeResponse, type RecipeSetRequest } from '../control/recipes.js';
 import {
   checkDeliveredContract, deliveryFileName, deliveryTransaction, download, DeliveryError, fileSha256, parseDeliveryRequest, partialPath, redactUrl,
   verifyDownload, type DeliveryStage, type ModelDeliveryRequest,
@@ -24,6 +26,7 @@ import { CommandGroup, CommandRouter, type Command } from '../control/router.js'
 import { goldenDirFor, goldenFailureText, runGoldenSamples, type GoldenRun } from '../inference/golden.js';
 import { postprocessOptions } from '../inference/postprocess.js';
 import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
+import { RecipeModels } from '../inference/recipes.js';
 import { Pipeline, type PipelineSink, type PipelineStats } from '../pipeline.js';
 import type { CameraStatus } from '../capture/frame.js';
 import type { ConfigLayerStatus, GoldenStatus } from '../publish/payloads.js';
@@ -47,6 +50,8 @@ export interface DaemonOptions {
   undeliveredAnswer?: ConfigPushResponse;
   /** Planes mounted on the operator console under their prefix (see ConsolePlugin). */
   consolePlugins?: ConsolePlugin[];
+  /** Told of every recipe switch that took effect (an audit trail records it). */
+  onRecipeSelected?: (change: { camera: string; recipe: RecipeName; previous: RecipeName; by: 'recipe/set' | 'trigger'; transaction: string | null }) => void;
   log: Logger;
 }
 
@@ -99,6 +104,7 @@ export class Daemon {
   private modelWatcher: fs.FSWatcher | null = null;
   private swapTimer: NodeJS.Timeout | null = null;
   private modelLoading: Promise<unknown> = Promise.resolve();
+  private recipeSelections!: RecipeSelectionStore;
   private stopping: Promise<void> | null = null;
   /** Every change of configuration or model and every golden-sample run (other parts call audit.record). */
   readonly audit: AuditLog;
@@ -153,7 +159,10 @@ export class Daemon {
       await this.archive.open();
     }
     this.dataset = new DatasetCapture(datasetOptions(this.config), this.log.child({ stage: 'dataset' }));
-    this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline);
+    const recipes = await this.loadRecipeModels(this.config);
+    this.publisher.setDeviceStatus({ recipes: recipes.status() });
+    this.pipeline = new Pipeline(this.config, model, this.sink(), this.logs.pipeline, recipes);
+    this.restoreRecipeSelections();
     // The model must meet its golden samples before any camera feeds it.
     const run = await this.runGolden(model, this.config, { kind: 'daemon' }, 'start-up');
     if (run && !run.passed) {
@@ -269,7 +278,13 @@ export class Daemon {
   /** The config's commands on the router: trigger-mode cameras, config/set while remote config is on. */
   private syncCommands(): void {
     this.commands.sync(deviceCommands(this.config, this.publisher.topics, {
-      trigger: (cameraId, triggerId) => this.pipeline.trigger(cameraId, triggerId),
+      trigger: (cameraId, triggerId, recipe) => {
+        const refused = recipe === undefined ? null : this.selectRecipe(cameraId, recipe, 'trigger', triggerId ?? null);
+        if (refused === null) this.pipeline.trigger(cameraId, triggerId);
+        else this.pipeline.refuseTrigger(cameraId, triggerId, refused);
+      },
+      selectRecipe: (request) => this.handleRecipeSet(request),
+      activeRecipes: () => this.activeRecipes(),
       config: (kind, payload, properties) => (kind === 'get'
         ? { status: 'ok', revision: this.revision, config: redact(this.config) }
         : this.handleConfigPush(payload, { actor: mqttActor(properties, payload, null) })),
@@ -315,6 +330,55 @@ export class Daemon {
     };
   }
 
+  // ---- recipes ------------------------------------------------------------------------------
+
+  private loadRecipeModels(config: AppConfig): Promise<RecipeModels> {
+    return RecipeModels.load(config, (file) => loadModel(file, modelOptions(config), this.logs.inference), this.logs.inference);
+  }
+
+  /** The selections of the last run, where their camera and recipe still exist and serve. */
+  private restoreRecipeSelections(): void {
+    this.recipeSelections = new RecipeSelectionStore(this.config.service.stateDir, this.logs.control);
+    for (const [camera, recipe] of Object.entries(this.recipeSelections.load())) {
+      const problem = this.pipeline.selectRecipe(camera, recipe);
+      if (problem) this.log.warn({ camera, recipe, problem }, 'recipe selected before the restart not restored; the configured recipe applies');
+    }
+  }
+
+  private activeRecipes(): Record<string, RecipeName> {
+    return Object.fromEntries(this.config.cameras.filter((c) => c.enabled).map((c) => [c.id, this.pipeline.activeRecipe(c.id)]));
+  }
+
+  /** Switch one camera's recipe and keep the selection; returns why not, or null. */
+  private selectRecipe(camera: string, recipe: RecipeName, by: 'recipe/set' | 'trigger', transaction: string | null): string | null {
+    const previous = this.pipeline.activeRecipe(camera);
+    const problem = this.pipeline.selectRecipe(camera, recipe);
+    if (problem !== null || previous === recipe) return problem;
+    this.recipeSelections.save(this.activeRecipes());
+    this.log.info({ camera, recipe, previous, by }, 'recipe selected');
+    this.options.onRecipeSelected?.({ camera, recipe, previous, by, transaction });
+    return null;
+  }
+
+  /** A recipe/set request: all of it applies, or none (every target is checked first). */
+  private handleRecipeSet(request: RecipeSetRequest): RecipeResponse {
+    const targets = request.camera === undefined ? this.config.cameras.filter((c) => c.enabled).map((c) => c.id) : [request.camera];
+    const error = (message: string): RecipeResponse => ({ transaction: request.transaction, status: 'error', error: message, active: this.activeRecipes() });
+    if (request.camera !== undefined && !this.config.cameras.some((c) => c.id === request.camera && c.enabled)) {
+      return error(`no enabled camera "${request.camera}" (cameras: ${Object.keys(this.activeRecipes()).join(', ') || 'none'})`);
+    }
+    if (!recipeExists(this.config, request.recipe)) {
+      return error(`no recipe named "${request.recipe}" (recipes: ${Object.keys(this.config.recipes).join(', ') || 'none'})`);
+    }
+    const refusal = this.pipeline.recipeModels.refusal(request.recipe);
+    if (refusal !== null) return error(`recipe ${request.recipe} refused: ${refusal}`);
+    for (const camera of targets) {
+      const problem = this.selectRecipe(camera, request.recipe, 'recipe/set', request.transaction);
+      if (problem !== null) return error(problem);
+    }
+    return { transaction: request.transaction, status: 'ok', active: this.activeRecipes() };
+  }
+
   /** Pushes run one at a time: each is checked against the revision the previous one left. */
   private handleConfigPush(payload: Buffer, source: PushSource): Promise<ConfigPushResponse> {
     return this.serialized(() => this.applyConfigPush(payload, source));
@@ -345,6 +409,7 @@ export class Daemon {
     if (misfit) return fail(outcome.transaction, misfit);
 
     let newModel: CradModel | null = null;
+    let newRecipes: RecipeModels | null = null;
     if (outcome.restartRequired.includes('model')) {
       try {
         newModel = await loadModel(next.model.path, modelOptions(next), this.logs.inference);
@@ -357,6 +422,13 @@ export class Daemon {
         await newModel.release();
         return fail(outcome.transaction, `model rejected, previous model still serving: ${goldenFailureText(run)}`);
       }
+      // A pushed recipe must serve: unlike at start, the previous recipes can go on instead.
+      newRecipes = await this.loadRecipeModels(next);
+      const refused = Object.entries(newRecipes.status().recipes).find(([, r]) => r.state === 'refused');
+      if (refused) {
+        await Promise.all([newModel.release(), newRecipes.release()]);
+        return fail(outcome.transaction, `recipes.${refused[0]} rejected, previous recipes still serving: ${refused[1].error}`);
+      }
     }
     const layerChanges = { ...this.layerChanges };
     for (const key of outcome.changedKeys) layerChanges[key] = valueAt(next, key);
@@ -368,7 +440,7 @@ export class Daemon {
         origin: { kind: 'push', transaction: outcome.transaction },
       }, onProbation);
     } catch (err) {
-      await newModel?.release();
+      await Promise.all([newModel?.release(), newRecipes?.release()]);
       return fail(outcome.transaction, `could not record the configuration: ${(err as Error).message}`);
     }
     const previous = this.config;
@@ -390,6 +462,10 @@ export class Daemon {
     if (newModel) {
       this.pipeline.replaceModel(newModel);
       this.watchModelFile();
+    }
+    if (newRecipes) {
+      this.pipeline.replaceRecipes(newRecipes);
+      this.publisher.setDeviceStatus({ recipes: newRecipes.status() });
     }
     const rebuilt = outcome.restartRequired.filter((part) => part.startsWith('camera:')).map((part) => part.slice('camera:'.length));
     if (this.camerasStarted) {
@@ -452,6 +528,13 @@ export class Daemon {
         } catch (err) {
           this.logs.console.warn({ err, camera: result.frame.cameraId }, 'live view skipped a result');
         }
+      },
+      publishAnswer: (result) => {
+        // A trigger answered without an inspection: published like a result, counted as an error.
+        this.publisher.publishResult(result);
+        this.counters.countError(result.frame.cameraId);
+        this.sparkplug?.onResult(result);
+        this.console?.observeFailure(result.frame.cameraId);
       },
       frameFailed: (cameraId) => {
         this.counters.countError(cameraId);

@@ -59,6 +59,7 @@ export function cameraConfig(overrides: Partial<CameraConfig>): CameraConfig {
     id: 'cam1', enabled: true, source: 'folder', path: '', loop: true, device: '0', url: '', address: '',
     pixelFormat: '', pipeline: '', width: 0, height: 0, fourcc: '', fps: 0, roi: null, trigger: 'free',
     stallTimeoutMs: 5000, reconnectMinMs: 500, reconnectMaxMs: 30000,
+    recipe: '', triggerDeadlineMs: 5000, triggerFailVerdict: 'ERROR',
     ...overrides,
   };
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Mat } from '../../src/cv.js';
 import { loadModel, type CradModel } from '../../src/inference/model.js';
 import { postprocess, type PostprocessOptions } from '../../src/inference/postprocess.js';
-import type { Result } from '../../src/inference/types.js';
+import type { InspectionResult } from '../../src/inference/types.js';
 import { capturingLogger, cpuOptions, frameOf, imageWithSpots } from '../fixtures/frames.js';
 import { tinyModels } from '../fixtures/tiny-models.js';
 
@@ -19,7 +19,7 @@ const options: PostprocessOptions = {
 
 export interface ResultMaker {
   /** A result with its frame image (the caller releases the image). NG: a red spot (the tiny model's map is the red channel). */
-  make(verdict: 'NG' | 'OK', cameraId?: string): Promise<{ result: Result; image: Mat }>;
+  make(verdict: 'NG' | 'OK', cameraId?: string): Promise<{ result: InspectionResult; image: Mat }>;
   release(): Promise<void>;
 }
 
