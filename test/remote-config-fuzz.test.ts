@@ -65,7 +65,8 @@ const current: AppConfig = validateConfigObject({
 const snapshot = structuredClone(current);
 const prototypeNames = Object.getOwnPropertyNames(Object.prototype).sort();
 
-const allLeaves = leaves();
+// Recipe maps (signed-only) are validated by their own tests; every other leaf is generated here.
+const allLeaves = leaves().filter(([, leaf]) => leaf.format !== 'object');
 const ALL_KEYS_ALLOW = [...new Set(allLeaves.map(([key]) => (key.includes('.') ? `${key.split('.')[0]}.` : key)))];
 const DEFAULT_ALLOW = current.remoteConfig.allow;
 const unsignedAll = (): ConfigPushOptions => ({ ...pushOptionsFrom(current), allow: ALL_KEYS_ALLOW, maxPayloadBytes: 1 << 20 });
@@ -113,7 +114,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
 type Fmt =
   | { kind: 'enum'; values: readonly unknown[] }
   | { kind: 'number' | 'integer'; min: number; max: number }
-  | { kind: 'string' | 'mqtt-string' | 'boolean' | 'topic-level' | 'topic-prefix' | 'qos' | 'string-list' | 'roi' | 'nullable-number' | 'camera-list' };
+  | { kind: 'string' | 'mqtt-string' | 'boolean' | 'topic-level' | 'optional-topic-level' | 'topic-prefix' | 'qos' | 'string-list' | 'verdict-list' | 'roi' | 'nullable-number' | 'camera-list' | 'object' };
 
 /** Read from the format's name; a format the model does not know fails the file (give it a model). */
 function fmtOf(leaf: Leaf): Fmt {
@@ -129,7 +130,7 @@ function fmtOf(leaf: Leaf): Fmt {
     assert.ok(Number.isFinite(min) && Number.isFinite(max), `fuzz: cannot read the range of ${name}`);
     return { kind: range[1] as 'number' | 'integer', min, max };
   }
-  const known = ['mqtt-string', 'topic-level', 'topic-prefix', 'qos', 'string-list', 'roi', 'nullable-number', 'camera-list'] as const;
+  const known = ['mqtt-string', 'topic-level', 'optional-topic-level', 'topic-prefix', 'qos', 'string-list', 'verdict-list', 'roi', 'nullable-number', 'camera-list', 'object'] as const;
   const kind = known.find((k) => k === name);
   if (!kind) throw new Error(`fuzz: no model for format ${name}; add one to test/remote-config-fuzz.test.ts`);
   return { kind };
@@ -138,7 +139,8 @@ function fmtOf(leaf: Leaf): Fmt {
 const MAX_SIDE = 65535;
 /** A surrogate without its partner: no UTF-8 form. */
 const LONE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-const PATH_LEAVES = new Set(['model.path', 'model.modelsDir', 'model.tensorrt.engineCacheDir', 'outbox.path', 'service.stateDir', 'mqtt.tls.ca', 'mqtt.tls.cert', 'mqtt.tls.key']);
+/** Leaves whose relative values resolve against the config file (the schema marks them). */
+const PATH_LEAVES = new Set(leaves().filter(([, leaf]) => leaf.filePath).map(([key]) => key));
 
 /** Topic-level legality without topicLevelProblem: what a broker and UTF-8 need. */
 function legalLevelIndependent(level: string): boolean {
@@ -171,6 +173,9 @@ function fmtValid(fmt: Fmt, v: unknown): boolean {
     case 'mqtt-string': return typeof v === 'string' && !v.includes('\u0000') && !LONE.test(v) && Buffer.byteLength(v, 'utf8') <= 65535;
     case 'boolean': return typeof v === 'boolean';
     case 'topic-level': return typeof v === 'string' && topicLevelProblem(v) === null;
+    case 'optional-topic-level': return v === '' || (typeof v === 'string' && topicLevelProblem(v) === null);
+    case 'verdict-list': return Array.isArray(v) && v.every((x) => x === 'NG' || x === 'OK' || x === 'uncalibrated');
+    case 'object': throw new Error('fuzz: recipe maps are not generated (recipes are signed-only; their validation has its own tests)');
     case 'topic-prefix':
       return typeof v === 'string' && v !== '' && Buffer.byteLength(v, 'utf8') <= 256 && v.split('/').every((l) => topicLevelProblem(l) === null);
     case 'qos': return v === 0 || v === 1 || v === 2;
@@ -194,6 +199,8 @@ function camerasProblem(list: unknown, signed: boolean): string | null {
     for (const k of Object.keys(c)) if (!Object.hasOwn(cameraSchema, k)) return `cameras[${i}].${k} unknown`;
     const eff = Object.fromEntries(cameraFields.map(([f, leaf]) => [f, Object.hasOwn(c, f) ? c[f] : leaf.default])) as Record<string, unknown>;
     for (const [f, leaf] of cameraFields) if (!fmtValid(fmtOf(leaf), eff[f])) return `cameras[${i}].${f} invalid`;
+    // The fuzzed config has no recipes: a camera can name none.
+    if (eff.recipe !== '') return `cameras[${i}].recipe names no recipe`;
     if (eff.path !== '' && !path.isAbsolute(eff.path as string)) return `cameras[${i}].path relative`;
     const need = REQUIRED[eff.source as string];
     if (need && !eff[need]) return `cameras[${i}].${need} required`;
@@ -326,6 +333,9 @@ function valuesFor(key: string, leaf: Leaf): fc.Arbitrary<unknown> {
     case 'boolean': right = fc.boolean(); break;
     case 'mqtt-string': right = fc.oneof(fc.constantFrom('', 'line3-pc1', 'a\u0000b', 'x\ud800', 'ok\u00e9'), anyString); break;
     case 'topic-level': right = fc.oneof(validLevel, hostileLevel); break;
+    case 'optional-topic-level': right = fc.oneof(fc.constant(''), validLevel, hostileLevel); break;
+    case 'verdict-list': right = fc.constantFrom<unknown>(['NG'], ['NG', 'OK'], [], ['uncalibrated'], ['ERROR'], ['ng'], 'NG', [1]); break;
+    case 'object': throw new Error('fuzz: recipe maps are not generated');
     case 'topic-prefix': right = topicPrefix; break;
     case 'qos': right = fc.constantFrom(0, 1, 2, 3, -1, 1.5, raw('-0'), raw('2.0'), raw('1e309')); break;
     case 'string-list': right = fc.oneof(fc.array(anyString, { maxLength: 3 }), fc.constantFrom(['cpu'], ['tensorrt', 'cuda', 'cpu'], [1], ['cpu', null], [['cpu']])); break;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { REDACTED, redactUrls } from '../shared/redact.js';
 import {
-  cameraLeaves, describeFormat, isLeaf, leafKinds, leaves, makeConfig, schema, validateCamera, valueAt,
+  cameraLeaves, describeFormat, isLeaf, leafKinds, leaves, makeConfig, schema, setValueAt, validateCamera, valueAt,
   type AppConfig, type CameraConfig, type Leaf, type SchemaTree,
 } from './schema.js';
 import { recipeReferenceProblem, resolveRecipePaths } from './recipes.js';
@@ -92,20 +92,9 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
   const cameras = (props.cameras as unknown[]).map((c, i) => validateCamera(c, i));
   const resolved: AppConfig = { ...props, cameras };
   // Paths in a config file are relative to the file, wherever the daemon is started from.
-  resolved.model = {
-    ...props.model,
-    path: resolveFrom(baseDir, props.model.path),
-    modelsDir: resolveFrom(baseDir, props.model.modelsDir),
-    goldenDir: resolveFrom(baseDir, props.model.goldenDir),
-    delivery: { ...props.model.delivery, ca: resolveFrom(baseDir, props.model.delivery.ca) },
-    tensorrt: { ...props.model.tensorrt, engineCacheDir: resolveFrom(baseDir, props.model.tensorrt.engineCacheDir) },
-  };
-  resolved.outbox = { ...props.outbox, path: resolveFrom(baseDir, props.outbox.path) };
-  resolved.service = { ...props.service, stateDir: resolveFrom(baseDir, props.service.stateDir) };
-  resolved.archive = { ...props.archive, dir: resolveFrom(baseDir, props.archive.dir) };
-  resolved.dataset = { ...props.dataset, dir: resolveFrom(baseDir, props.dataset.dir) };
-  const tls = props.mqtt.tls;
-  resolved.mqtt = { ...props.mqtt, tls: { ...tls, ca: resolveFrom(baseDir, tls.ca), cert: resolveFrom(baseDir, tls.cert), key: resolveFrom(baseDir, tls.key) } };
+  for (const [key, leaf] of leaves()) {
+    if (leaf.filePath) setValueAt(resolved, key, resolveFrom(baseDir, valueAt(resolved, key) as string));
+  }
   for (const cam of cameras) {
     if ((cam.source === 'folder' || cam.source === 'file') && cam.path) cam.path = resolveFrom(baseDir, cam.path);
   }

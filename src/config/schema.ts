@@ -40,6 +40,8 @@ export interface Leaf<T = unknown> {
   sensitive?: boolean;
   /** The default as the reference shows it, where the real one depends on the machine. */
   docDefault?: string;
+  /** A file or directory: a relative value in a config file resolves against the file's folder. */
+  filePath?: true;
   /** A recipe (a named product setting the PLC selects, see `recipes`) may override this key. */
   recipe?: boolean;
 }
@@ -165,13 +167,6 @@ const QOS = defineFormat('qos', { kinds: ['number'], describe: '0 \\| 1 \\| 2' }
 const STRING_LIST = defineFormat('string-list', { kinds: ['array'], describe: 'list of strings' }, (value) => {
   if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new Error('must be a list of strings');
 }, (value) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value));
-
-/** A recipe name: one topic level (results and statuses carry it), or '' for none. */
-const RECIPE_NAME = defineFormat('recipe-name', { kinds: ['string'], describe: 'recipe name or ""' }, (value) => {
-  if (value === '') return;
-  const problem = topicLevelProblem(value);
-  if (problem) throw new Error(`must be "" or a recipe name (one MQTT topic level): ${problem}`);
-});
 
 /** Largest frame side any camera delivers, and so the bound of ROI coordinates. */
 export const MAX_FRAME_SIDE = 65535;
@@ -319,7 +314,7 @@ export const cameraSchema = {
   }),
   recipe: setting({
     doc: 'The recipe (a name in `recipes`) this camera inspects under at start, until the PLC selects another on <prefix>/recipe/set or in a trigger; empty = the base configuration. A selection is kept across restarts in service.stateDir while its recipe exists.',
-    format: RECIPE_NAME,
+    format: OPTIONAL_TOPIC_LEVEL,
     default: '',
     apply: 'live',
   }),
@@ -485,6 +480,7 @@ export const schema = {
   }),
   model: {
     path: setting({
+      filePath: true,
       doc: 'The CRAD ONNX model file (see the model contract). Relative paths are resolved against the config file. A pushed path must name a file inside model.modelsDir.',
       format: String,
       default: 'models/demo/crad-demo.onnx',
@@ -493,6 +489,7 @@ export const schema = {
       recipe: true,
     }),
     modelsDir: setting({
+      filePath: true,
       doc: 'Directory that remote model pushes may load from; a pushed path must resolve inside it.',
       format: String,
       default: '/var/lib/crad-edge/models',
@@ -500,6 +497,7 @@ export const schema = {
       remote: 'never',
     }),
     goldenDir: setting({
+      filePath: true,
       doc: 'Golden samples (challenge test): a folder with ok/ and ng/ sub-folders of images, or a manifest.json {"images": [{"file", "expected": "OK" | "NG"}]}. A model must give every image its expected verdict at start-up (else cameras stay stopped), before a pushed, delivered or replaced model serves (else it is refused), and on demand. Empty: the folder <model file without .onnx>.golden beside the model, when there is one; else no golden samples.',
       format: String,
       default: '',
@@ -512,7 +510,7 @@ export const schema = {
       maxBytes: setting({ doc: 'Largest model file a delivery may announce and download.', format: integerIn(1024), default: 2 * 1024 * 1024 * 1024, apply: 'live', remote: 'never' }),
       connectTimeoutMs: setting({ doc: 'A delivery fails when the model server does not answer (TCP, TLS and response headers) within this long.', format: integerIn(10, 600_000), default: 15000, apply: 'live', remote: 'never' }),
       idleTimeoutMs: setting({ doc: 'A delivery fails when the download receives no byte for this long (the partial file is kept for a resumed download).', format: integerIn(10, 600_000), default: 30000, apply: 'live', remote: 'never' }),
-      ca: setting({ doc: 'CA certificate file (PEM) trusted for https model servers besides the system CAs; empty = system CAs only.', format: String, default: '', apply: 'live', remote: 'never' }),
+      ca: setting({ filePath: true, doc: 'CA certificate file (PEM) trusted for https model servers besides the system CAs; empty = system CAs only.', format: String, default: '', apply: 'live', remote: 'never' }),
       totalTimeoutMs: setting({ doc: 'Longest time one download may take in all.', format: integerIn(100, 24 * 3_600_000), default: 3_600_000, apply: 'live', remote: 'never' }),
     },
     executionProviders: setting({
@@ -544,6 +542,7 @@ export const schema = {
         apply: 'model',
       }),
       engineCacheDir: setting({
+        filePath: true,
         doc: 'TensorRT: directory for built engines (building takes minutes; keep it on persistent storage). Empty disables the cache.',
         format: String,
         default: '/var/lib/crad-edge/trt-cache',
@@ -636,9 +635,9 @@ export const schema = {
       apply: 'mqtt',
     }),
     tls: {
-      ca: setting({ doc: 'TLS: CA certificate file (PEM) to trust for the broker.', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
-      cert: setting({ doc: 'TLS: client certificate file (PEM).', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
-      key: setting({ doc: 'TLS: client private key file (PEM).', format: String, default: '', sensitive: true, apply: 'mqtt', remote: 'signed' }),
+      ca: setting({ filePath: true, doc: 'TLS: CA certificate file (PEM) to trust for the broker.', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
+      cert: setting({ filePath: true, doc: 'TLS: client certificate file (PEM).', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
+      key: setting({ filePath: true, doc: 'TLS: client private key file (PEM).', format: String, default: '', sensitive: true, apply: 'mqtt', remote: 'signed' }),
       rejectUnauthorized: setting({ doc: 'TLS: reject brokers whose certificate does not verify.', format: Boolean, default: true, apply: 'mqtt', remote: 'signed' }),
     },
     reconnectMinMs: setting({ doc: 'First broker reconnect delay; doubles per failed attempt, with full jitter.', format: integerIn(10, 3_600_000), default: 1000, apply: 'mqtt' }),
@@ -655,6 +654,7 @@ export const schema = {
   },
   outbox: {
     path: setting({
+      filePath: true,
       doc: 'SQLite file of the store-and-forward outbox (results wait here until the broker acknowledges them).',
       format: String,
       default: '/var/lib/crad-edge/outbox.sqlite',
@@ -718,7 +718,7 @@ export const schema = {
   },
   archive: {
     enabled: setting({ doc: 'Keep the full frame, overlay and result JSON of chosen results on disk (the console lists them).', format: Boolean, default: false, apply: 'daemon' }),
-    dir: setting({ doc: 'Archive folder (empty = <service.stateDir>/archive).', format: String, default: '', apply: 'daemon', remote: 'signed' }),
+    dir: setting({ filePath: true, doc: 'Archive folder (empty = <service.stateDir>/archive).', format: String, default: '', apply: 'daemon', remote: 'signed' }),
     verdicts: setting({ doc: 'Which results are archived, by verdict.', format: VERDICT_LIST, default: ['NG'] as Array<(typeof ARCHIVE_VERDICTS)[number]>, apply: 'live' }),
     maxCount: setting({ doc: 'Most archived results; the oldest are deleted (and counted) beyond it.', format: integerIn(1, 10_000_000), default: 1000, apply: 'live' }),
     maxBytes: setting({ doc: 'Largest archive size in bytes; the oldest results are deleted beyond it.', format: integerIn(1 << 20), default: 2 * 1024 * 1024 * 1024, apply: 'live' }),
@@ -734,6 +734,7 @@ export const schema = {
   },
   dataset: {
     dir: setting({
+      filePath: true,
       doc: 'Dataset folder for retraining, in the trainer\'s MVTec layout: <dir>/<camera id>/train/good/*.png (empty = <service.stateDir>/dataset).',
       format: String,
       default: '',
@@ -765,8 +766,8 @@ export const schema = {
       remote: 'never',
     }),
     tls: {
-      cert: setting({ doc: 'TLS: server certificate file (PEM); with http.tls.key the console speaks HTTPS.', format: String, default: '', apply: 'daemon', remote: 'never' }),
-      key: setting({ doc: 'TLS: server private key file (PEM).', format: String, default: '', sensitive: true, apply: 'daemon', remote: 'never' }),
+      cert: setting({ filePath: true, doc: 'TLS: server certificate file (PEM); with http.tls.key the console speaks HTTPS.', format: String, default: '', apply: 'daemon', remote: 'never' }),
+      key: setting({ filePath: true, doc: 'TLS: server private key file (PEM).', format: String, default: '', sensitive: true, apply: 'daemon', remote: 'never' }),
     },
     maxConnections: setting({ doc: 'Most open console connections; more are refused.', format: integerIn(1, 10_000), default: 64, apply: 'daemon', remote: 'never' }),
     requestTimeoutMs: setting({ doc: 'A client that has not sent its whole request in this long is dropped; idle keep-alive connections close after it too.', format: integerIn(1000, 600_000), default: 10000, apply: 'daemon', remote: 'never' }),
@@ -779,6 +780,7 @@ export const schema = {
   },
   service: {
     stateDir: setting({
+      filePath: true,
       doc: 'Writable state directory (persisted config, TensorRT cache). systemd sets it via StateDirectory.',
       format: String,
       default: '/var/lib/crad-edge',
@@ -842,6 +844,14 @@ export function lookup(key: string, tree: SchemaTree = schema as unknown as Sche
     node = node[segment]!;
   }
   return isLeaf(node) ? { kind: 'leaf', leaf: node } : { kind: 'group', group: node };
+}
+
+/** Set the value at a dotted key of a config object whose groups exist. */
+export function setValueAt(target: object, key: string, value: unknown): void {
+  const segments = key.split('.');
+  const group = segments.length > 1 ? valueAt(target, segments.slice(0, -1).join('.')) : target;
+  if (!isPlainObject(group)) throw new Error(`config has no group for ${key}`);
+  group[segments[segments.length - 1]!] = value;
 }
 
 /** The value at a dotted key of a config object (undefined when absent). */

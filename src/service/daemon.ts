@@ -515,7 +515,8 @@ export class Daemon {
     return {
       publishResult: (result, inspected) => {
         const now = performance.now();
-        this.lastResultMono.set(result.frame.cameraId, now);
+        // Probation asks for a frame captured after the change, not one still in flight from before it.
+        this.lastResultMono.set(result.frame.cameraId, result.frame.capturedMono);
         this.publisher.publishResult(result);
         const cycleMs = now - result.frame.capturedMono;
         this.counters.countResult(result, cycleMs);
