@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
 import { describeMachine, type Machine } from './lib/machine.js';
-import { runDaemon, type DaemonRunResult } from './lib/daemon.js';
+import { modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { listImages, openSession, preprocessedImages, timeBatches, type BatchTiming, type SessionSettings } from './lib/runtime.js';
 
@@ -51,6 +51,7 @@ interface Options {
   quick: boolean;
   sweep: boolean;
   paced: boolean;
+  live: boolean;
   label: string;
 }
 
@@ -224,11 +225,48 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
       report.daemon.push({ ...result, maxBatch: 4, paced: true, reference: { batch: 1, before, after, imagesPerSecond: (before.imagesPerSecond + after.imagesPerSecond) / 2 } });
       log(`   ${f(result.framesPerSecond)} frames/s, p50 / p99 capture-to-publish ${f(result.captureToPublishMs.p50)} / ${f(result.captureToPublishMs.p99)} ms, inference ${f(result.stagesMs.inference)} ms`);
     }
+    if (opts.live) await liveRows(opts, report, { root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras: 1, brokerPid, cameraFps: 0, warmupSeconds: opts.warmup, seconds: opts.seconds, overrides: { model: { executionProviders: providers } } });
     if (profileFile && fs.existsSync(profileFile)) report.profile = summarizeProfile(profileFile);
     await planesRow(report, { root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras: counts[0]!, brokerPid, cameraFps: opts.cameraFps, warmupSeconds: opts.warmup, seconds: opts.seconds, overrides: { model: { executionProviders: providers } } });
   } finally {
     await broker.dispose();
     if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One live camera at full rate beside the folder rows: a line camera does not decode files, it
+ * delivers raw frames faster than the model takes them (latest frame wins, so these rows drop).
+ * GStreamer's videotestsrc (256 x 256 BGR, unthrottled), then aravis's simulated GigE camera.
+ */
+async function liveRows(opts: Options, report: BenchReport, run: Parameters<typeof runDaemon>[0]): Promise<void> {
+  const rows: { name: string; camera: Record<string, unknown>; setup?: () => Promise<() => Promise<void>> }[] = [
+    { name: 'GStreamer videotestsrc', camera: { id: 'cam1', source: 'gstreamer', pipeline: 'videotestsrc pattern=ball ! video/x-raw,width=256,height=256,framerate=1000/1 ! videoconvert ! video/x-raw,format=BGR ! appsink' } },
+    {
+      name: 'simulated GigE camera (arv-fake-gv-camera)',
+      camera: { id: 'cam1', source: 'gige' },
+      setup: async () => {
+        const { FakeGigeCamera } = await import('../test/helpers/fake-gige.js');
+        const fake = new FakeGigeCamera();
+        await fake.start();
+        rows[1]!.camera.address = fake.address;
+        return () => fake.stop();
+      },
+    },
+  ];
+  for (const row of rows) {
+    log(`b. daemon: 1 live camera, ${row.name}, ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
+    let teardown: (() => Promise<void>) | undefined;
+    try {
+      teardown = await row.setup?.();
+      const result = await runDaemon({ ...run, cameraConfigs: [row.camera] });
+      report.daemon!.push({ ...result, maxBatch: 4 });
+      log(`   ${f(result.framesPerSecond)} frames/s, model busy ${f(modelBusy(result) * 100, 0)} %, own ${f(ownMsPerFrame(result), 2)} ms per frame`);
+    } catch (err) {
+      log(`   skipped: ${(err as Error).message.split('\n')[0]}`);
+    } finally {
+      await teardown?.();
+    }
   }
 }
 
@@ -274,27 +312,9 @@ async function partVariants(opts: Options, report: BenchReport, images: Float32A
 
 type DaemonRow = NonNullable<BenchReport['daemon']>[number];
 
-/**
- * Share of the window the daemon spent inside session.run (batches/s x inference ms): the part
- * of b/a that does not depend on how fast the machine happens to be at the moment. 1 - this is
- * the time the model waited for the rest of the pipeline.
- */
-function modelBusy(d: DaemonRunResult): number {
-  return ((d.framesPerSecond / Math.max(1, d.meanBatchSize)) * d.stagesMs.inference) / 1000;
-}
-
-/**
- * The daemon's own time per frame: wall time not spent in session.run, per frame. session.run
- * holds the main thread, so this is what the rest of the daemon costs the model (drift-free in
- * the same way as model busy: both sides slow down together).
- */
-function ownMsPerFrame(d: DaemonRunResult): number {
-  return ((1 - modelBusy(d)) * 1000) / d.framesPerSecond;
-}
-
 /** Row name: cameras (maxBatch), and the pacing of a paced row. */
 function rowName(d: DaemonRow): string {
-  return `${d.cameras} camera(s), maxBatch ${d.maxBatch}${d.cameraFps > 0 ? `, paced ${d.cameraFps} fps` : ''}`;
+  return `${d.cameras} ${d.source && d.source !== 'folder' ? `${d.source} ` : ''}camera(s), maxBatch ${d.maxBatch}${d.cameraFps > 0 ? `, paced ${d.cameraFps} fps` : ''}`;
 }
 
 /** b/a against the bracketing reference when there is one, else against part a. */
@@ -407,7 +427,7 @@ function render(report: BenchReport, previous?: BenchReport): string {
       report.daemon.map((d) => {
         const p = d.probe;
         return [
-          `${d.cameras} (${d.maxBatch})${d.cameraFps > 0 ? ` at ${d.cameraFps} fps` : ''}`, d.provider, f(d.framesPerSecond),
+          `${d.cameras} (${d.maxBatch})${d.cameraFps > 0 ? ` at ${d.cameraFps} fps` : ''}${d.source && d.source !== 'folder' ? ` ${d.source}` : ''}`, d.provider, f(d.framesPerSecond),
           d.reference ? `${f(bOverA(report, d), 2)} (a = ${f(d.reference.imagesPerSecond)} at batch ${d.reference.batch})` : f(bOverA(report, d), 2),
           f(d.meanBatchSize, 2),
           `${f(d.captureToPublishMs.p50)} / ${f(d.captureToPublishMs.p99)}`, `${f(d.captureToSubscriberMs.p50)} / ${f(d.captureToSubscriberMs.p99)}`,
@@ -462,8 +482,8 @@ function renderComparison(before: BenchReport, after: BenchReport): string {
   };
   for (const t of after.runtime?.batches ?? []) add(`a. runtime images/s, batch ${t.batch}`, before.runtime?.batches.find((x) => x.batch === t.batch)?.imagesPerSecond, t.imagesPerSecond);
   for (const d of after.daemon ?? []) {
-    const p = before.daemon?.find((x) => x.cameras === d.cameras && (x.maxBatch ?? 4) === d.maxBatch && Boolean(x.paced) === Boolean(d.paced));
-    const name = d.paced ? `${d.cameras} camera(s), paced at half capacity` : `${d.cameras} camera(s), maxBatch ${d.maxBatch}`;
+    const p = before.daemon?.find((x) => x.cameras === d.cameras && (x.maxBatch ?? 4) === d.maxBatch && Boolean(x.paced) === Boolean(d.paced) && (x.source ?? 'folder') === (d.source ?? 'folder'));
+    const name = d.paced ? `${d.cameras} camera(s), paced at half capacity` : rowName(d);
     add(`b. daemon frames/s, ${name}`, p?.framesPerSecond, d.framesPerSecond);
     add(`b. b/a, ${name}`, p ? bOverA(before, p) : undefined, bOverA(after, d), 2);
     add(`b. model busy %, ${name}`, p ? modelBusy(p) * 100 : undefined, modelBusy(d) * 100, 0);
@@ -496,6 +516,7 @@ async function main(): Promise<void> {
     .option('--warmup <n>', 'seconds of each daemon run before measuring', (v) => Number(v), 5)
     .option('--no-sweep', 'skip the session-option sweep of part a')
     .option('--no-paced', 'skip the paced row of part b (1 camera at half the model\'s capacity)')
+    .option('--no-live', 'skip the live-source rows of part b (GStreamer videotestsrc, the simulated GigE camera)')
     .option('--profile', 'V8 CPU profile of the 1-camera daemon run, summarised in the table', false)
     .option('--quick', 'short settings for a smoke run (figures are noisy)', false)
     .option('--label <text>', 'name of this run in the table and JSON', 'cpu')
