@@ -346,8 +346,8 @@ function evaluate(report: BenchReport): void {
     const ratio = bOverA(report, d);
     if (ratio === undefined) continue;
     const batch = d.reference?.batch ?? runtimeAt(report, d.meanBatchSize)?.batch;
-    ratios[`b/a ${d.cameras} camera(s), maxBatch ${d.maxBatch} (runtime at batch ${batch})`] = ratio;
-    targets.push({ name: `daemon throughput, ${d.cameras} camera(s), maxBatch ${d.maxBatch} (b/a at batch ${batch})`, value: f(ratio, 2), limit: '>= 0.95', met: ratio >= 0.95 });
+    ratios[`b/a ${rowName(d)} (runtime at batch ${batch})`] = ratio;
+    targets.push({ name: `daemon throughput, ${rowName(d)} (b/a at batch ${batch})`, value: f(ratio, 2), limit: '>= 0.95', met: ratio >= 0.95 });
   }
   if (report.sparkplug) {
     const { cameras, ratio } = report.sparkplug;
@@ -384,7 +384,7 @@ function evaluate(report: BenchReport): void {
     // The peak RSS must not rise while frames are processed: VmHWM at the window's end against
     // VmHWM at its start (after start-up and warm-up), over the window's ~1000 frames or more.
     // 2 % of the peak is allocator noise; a leaked 256x256 frame per frame would add ~190 MiB.
-    const name = `${d.cameras} camera(s), maxBatch ${d.maxBatch}`;
+    const name = rowName(d);
     if (d.peakRssStartMiB !== undefined) {
       const growth = d.peakRssMiB - d.peakRssStartMiB;
       targets.push({ name: `peak RSS growth over ${d.framesProcessed} frames, ${name} (MiB)`, value: f(growth, 1), limit: `<= 2 % of ${f(d.peakRssStartMiB, 0)}`, met: growth <= 0.02 * d.peakRssStartMiB });
