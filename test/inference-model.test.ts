@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import { ModelContractError, ModelFileError } from '../src/inference/model-file.js';
-import { effectiveRoi, loadModel, modelOptions, preprocessInto, resizeInterpolation } from '../src/inference/model.js';
+import { effectiveRoi, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread } from '../src/inference/model.js';
 import { loadConfig } from '../src/config/load.js';
 import { capturingLogger, cpuOptions, frameOf, imageWithSpots } from './fixtures/frames.js';
 import { tinyModels } from './fixtures/tiny-models.js';
@@ -137,6 +137,33 @@ test('execution providers: unusable ones are skipped with a log line, cpu is the
   } finally {
     await model.release();
   }
+});
+
+test('inference on a worker thread gives the same maps and scores as on the main thread, and falls back across providers there too', async () => {
+  const { log, lines } = capturingLogger();
+  const onMain = await loadModel(good, cpuOptions, log);
+  const onWorker = await loadModel(good, { ...cpuOptions, executionProviders: ['no-such-provider'], inferenceThread: 'worker' }, log);
+  const frames = [0.3, 0.9].map((level) => frameOf(imageWithSpots(64, 64, [{ x: 8, y: 8, width: 6, height: 4, level }])));
+  try {
+    assert.ok(lines().some((l) => l.msg === 'model loaded on execution provider cpu' && l.thread === 'worker'));
+    assert.equal(onWorker.info.executionProvider, 'cpu');
+    const a = await onMain.run(frames);
+    const b = await onWorker.run(frames);
+    assert.deepEqual(b.frames.map((f) => f.raw), a.frames.map((f) => f.raw));
+    b.frames.forEach((f, i) => assert.deepEqual([...f.map], [...a.frames[i]!.map]));
+  } finally {
+    for (const f of frames) f.release();
+    await onMain.release();
+    await onWorker.release();
+  }
+});
+
+test('model.inferenceThread auto: a worker thread with 4 or more cores, the main thread below', () => {
+  assert.equal(resolveInferenceThread('auto', 2), 'main');
+  assert.equal(resolveInferenceThread('auto', 4), 'worker');
+  assert.equal(resolveInferenceThread('main', 12), 'main');
+  assert.equal(resolveInferenceThread('worker', 2), 'worker');
+  assert.equal(modelOptions(loadConfig(undefined, { model: { inferenceThread: 'worker' } })).inferenceThread, 'worker');
 });
 
 test('model options come from config.model and inference.maxBatch', () => {

@@ -116,3 +116,36 @@ test('bad limits are refused with the config key named', () => {
   assert.throws(() => new Outbox(newFile(), { maxBytes: 0, maxAgeMs: 1000 }, log), /outbox.maxBytes/);
   assert.throws(() => new Outbox(newFile(), { maxBytes: 1000, maxAgeMs: 0 }, log), /outbox.maxAgeHours/);
 });
+
+test('a commit becomes sendable (durableId) only when an fsync has covered it; commits made meanwhile share the next fsync', async () => {
+  const file = newFile();
+  const outbox = new Outbox(file, LIMITS, log);
+  try {
+    const [a] = outbox.commit([entry('a')], []);
+    assert.ok(outbox.unsynced);
+    assert.ok(outbox.durableId < a!, 'committed, not yet fsynced: not sendable');
+    assert.deepEqual(outbox.next(0, 10, outbox.durableId), []);
+    const first = outbox.sync();
+    // Committed while the first fsync runs: covered by the one queued after it, not by the first.
+    const [b] = outbox.commit([entry('b')], []);
+    const second = outbox.sync();
+    assert.equal(outbox.sync(), second, 'calls during an fsync share the next one');
+    await first;
+    assert.ok(outbox.durableId >= a!);
+    await second;
+    assert.equal(outbox.durableId, b);
+    assert.equal(outbox.unsynced, false);
+    assert.deepEqual(outbox.next(0, 10, outbox.durableId).map((r) => r.messageId), ['a', 'b']);
+    // Acknowledgements alone need no fsync before sending anything (a lost one means a resend).
+    outbox.commit([], [a!]);
+    assert.equal(outbox.unsynced, false);
+  } finally {
+    outbox.close();
+  }
+  const reopened = new Outbox(file, LIMITS, log);
+  try {
+    assert.equal(reopened.durableId, reopened.maxId(), 'what a previous run committed is fsynced at open, then sendable');
+  } finally {
+    reopened.close();
+  }
+});

@@ -299,6 +299,35 @@ test('updateLive applies QoS, limits and trigger subscriptions live and asks for
   }
 });
 
+test('a result reaches the broker only after the fsync of its outbox commit has finished', async () => {
+  const sub = await Subscriber.connect(broker.url, 5);
+  const publisher = new Publisher(testConfig(broker.url, outboxFile()), log);
+  // The real outbox and its real fsync; the test only holds back the moment it starts.
+  const outbox = (publisher as unknown as { outbox: { sync: () => Promise<void>; durableId: number } }).outbox;
+  const sync = outbox.sync.bind(outbox);
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let syncs = 0;
+  outbox.sync = async () => {
+    syncs += 1;
+    await held;
+    await sync();
+  };
+  try {
+    await publisher.start();
+    publisher.publishResult(makeResult('cam1', 1));
+    await until('the result committed, its fsync asked for', () => syncs > 0 && publisher.stats().outbox.pendingResults === 1);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(sub.on(`${PREFIX}/cam1/result`), [], 'nothing sent while the commit is not known to be on disk');
+    release();
+    await sub.waitFor('the result, once its commit is durable', (m) => m.some((x) => x.topic === `${PREFIX}/cam1/result`));
+  } finally {
+    release();
+    await publisher.stop();
+    await sub.close();
+  }
+});
+
 test('publishResult only queues: all results of one event-loop tick go to disk in one transaction', async () => {
   const stopped = await Mosquitto.start();
   await stopped.stop();

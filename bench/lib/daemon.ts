@@ -21,6 +21,8 @@ export interface DaemonRunOptions {
   cameraFps: number;
   warmupSeconds: number;
   seconds: number;
+  /** Live cameras instead of the folder ones (camera config entries; their ids must be cam1..). */
+  cameraConfigs?: Record<string, unknown>[];
   /** Config overrides merged over the benchmark's config (model, inference, crops, ...). */
   overrides?: Record<string, Record<string, unknown>>;
   /** The broker's process id, for its CPU use (0: not measured). */
@@ -31,6 +33,8 @@ export interface DaemonRunOptions {
 
 export interface DaemonRunResult {
   cameras: number;
+  /** The cameras' source kind (folder unless cameraConfigs said otherwise). */
+  source?: string;
   cameraFps: number;
   /** The execution provider the daemon's results name (it falls back to cpu when one does not load). */
   provider: string;
@@ -96,7 +100,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       device: { id: device },
       log: { level: 'warn' },
       model: { path: options.modelPath },
-      cameras: Array.from({ length: options.cameras }, (_, i) => ({ id: `cam${i + 1}`, source: 'folder', path: options.imagesDir, loop: true, fps: options.cameraFps })),
+      cameras: options.cameraConfigs ?? Array.from({ length: options.cameras }, (_, i) => ({ id: `cam${i + 1}`, source: 'folder', path: options.imagesDir, loop: true, fps: options.cameraFps })),
       mqtt: { url: options.brokerUrl, topicPrefix: prefix },
       outbox: { path: path.join(dir, 'outbox.sqlite') },
       service: { stateDir: dir, shutdownTimeoutMs: 5000 },
@@ -185,6 +189,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
     return {
       cameras: options.cameras,
+      source: String(options.cameraConfigs?.[0]?.source ?? 'folder'),
       cameraFps: options.cameraFps,
       provider: [...new Set(inWindow.map((r) => r.provider))].join(','),
       seconds,
@@ -220,4 +225,22 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
     await subscriber.endAsync();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Share of the window the daemon spent inside session.run (batches/s x inference ms): the part
+ * of b/a that does not depend on how fast the machine happens to be at the moment. 1 - this is
+ * the time the model waited for the rest of the pipeline.
+ */
+export function modelBusy(d: DaemonRunResult): number {
+  return ((d.framesPerSecond / Math.max(1, d.meanBatchSize)) * d.stagesMs.inference) / 1000;
+}
+
+/**
+ * The daemon's own time per frame: wall time not spent in session.run, per frame. session.run
+ * holds the main thread, so this is what the rest of the daemon costs the model (drift-free in
+ * the same way as model busy: both sides slow down together).
+ */
+export function ownMsPerFrame(d: DaemonRunResult): number {
+  return ((1 - modelBusy(d)) * 1000) / d.framesPerSecond;
 }

@@ -534,6 +534,11 @@ export const schema = {
       apply: 'model',
     }),
     warmupRuns: setting({ doc: 'Inference runs on a blank batch at load, before the model serves frames.', format: integerIn(0, 100), default: 1, apply: 'model' }),
+    inferenceThread: oneOf(['auto', 'main', 'worker'] as const, {
+      doc: 'Where session.run runs: main (the event loop waits for each inference), worker (a worker thread: the main thread keeps capturing, preprocessing and publishing meanwhile), or auto: worker on machines with 4 or more cores, main below (on 2 cores the freed main thread competes with the inference threads and throughput drops).',
+      default: 'auto',
+      apply: 'model',
+    }),
     tensorrt: {
       fp16: setting({
         doc: 'TensorRT: allow FP16 kernels. onnxruntime-node 1.30 passes only the device id to TensorRT, so this and the two keys below take effect only with a binding that forwards them (a warning says so); see README "GPUs".',

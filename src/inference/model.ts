@@ -1,12 +1,14 @@
 // The loaded model: an onnxruntime session over a contract-checked file, the OpenCV
 // preprocessing that feeds it, and the session's lifetime (release() frees native memory;
 // sessions re-created without it leak on a line PC that reloads models for months).
+import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import cv, { type Mat } from '../cv.js';
 import type { Frame } from '../capture/frame.js';
 import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../shared/log.js';
 import { INPUT_NAME, MAP_OUTPUT, ModelContractError, ModelFileError, readModelFile, SCORE_OUTPUT, type ModelFile } from './model-file.js';
+import { WorkerSession, type SessionLike } from './ort-worker.js';
 import type { FrameInference, Inference, ModelInfo } from './types.js';
 
 export interface ModelOptions {
@@ -17,6 +19,8 @@ export interface ModelOptions {
   graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
   memoryArena: boolean;
   warmupRuns: number;
+  /** Where session.run runs (model.inferenceThread with auto resolved by core count); default main. */
+  inferenceThread?: 'main' | 'worker';
   /** Largest batch the pipeline sends; warm-up also runs it once, so the first real batch is not slow. */
   maxBatch: number;
   tensorrt: { fp16: boolean; engineCacheDir: string; workspaceBytes: number };
@@ -33,10 +37,17 @@ export function modelOptions(config: AppConfig): ModelOptions {
     graphOptimization: m.graphOptimization as ModelOptions['graphOptimization'],
     memoryArena: m.memoryArena,
     warmupRuns: m.warmupRuns,
+    inferenceThread: resolveInferenceThread(m.inferenceThread),
     maxBatch: config.inference.maxBatch,
     tensorrt: { ...m.tensorrt },
     cuda: { ...m.cuda },
   };
+}
+
+/** auto: a worker thread where cores are to spare (4 or more), else the main thread. */
+export function resolveInferenceThread(setting: string, cores = os.availableParallelism()): 'main' | 'worker' {
+  if (setting === 'main' || setting === 'worker') return setting;
+  return cores >= 4 ? 'worker' : 'main';
 }
 
 export interface CradModel {
@@ -158,7 +169,7 @@ function sessionOptions(options: ModelOptions): ort.InferenceSession.SessionOpti
  * Create a session on the first execution provider of the preference list that works, logging
  * each one that does not and naming the one in use. cpu is always the last resort.
  */
-async function createSession(file: ModelFile, options: ModelOptions, log: Logger): Promise<{ session: ort.InferenceSession; provider: string }> {
+async function createSession(file: ModelFile, options: ModelOptions, log: Logger): Promise<{ session: SessionLike; provider: string }> {
   const preference = [...new Set([...options.executionProviders.map((p) => p.toLowerCase()), 'cpu'])];
   if (preference.includes('tensorrt')) {
     // onnxruntime-node's binding hands TensorRT only the device id (its session_options_helper
@@ -171,7 +182,8 @@ async function createSession(file: ModelFile, options: ModelOptions, log: Logger
   const failures: string[] = [];
   for (const name of preference) {
     try {
-      const session = await ort.InferenceSession.create(file.bytes, { ...sessionOptions(options), executionProviders: [providerConfig(name, options)] });
+      const settings = { ...sessionOptions(options), executionProviders: [providerConfig(name, options)] };
+      const session = options.inferenceThread === 'worker' ? await WorkerSession.create(file.bytes, settings) : await ort.InferenceSession.create(file.bytes, settings);
       if (failures.length > 0) log.warn({ provider: name, skipped: failures }, `execution provider fallback: running on ${name}`);
       return { session, provider: name };
     } catch (err) {
@@ -190,7 +202,7 @@ class OrtCradModel implements CradModel {
 
   constructor(
     readonly info: ModelInfo,
-    private readonly session: ort.InferenceSession,
+    private readonly session: SessionLike,
     private readonly height: number,
     private readonly width: number,
   ) {}
@@ -274,7 +286,7 @@ export async function loadModel(path: string, options: ModelOptions, log: Logger
     throw new ModelFileError(path, `model ${path} failed its warm-up run on ${provider}: ${(err as Error).message}`);
   }
   log.info(
-    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, calibrated: info.calibration !== null, provider },
+    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, calibrated: info.calibration !== null, provider, thread: options.inferenceThread ?? 'main' },
     `model loaded on execution provider ${provider}`,
   );
   return model;

@@ -1,7 +1,10 @@
 // The store-and-forward outbox: every result is written here before it is published and deleted
 // only when the broker acknowledges it, so results survive a broker outage, a daemon restart and
-// a power cut. One SQLite file (better-sqlite3), WAL journal, synchronous=FULL: a commit is on
-// disk before the publisher sends what it wrote.
+// a power cut. One SQLite file (better-sqlite3), WAL journal: a commit is on disk before the
+// publisher sends what it wrote. The commit itself only writes the WAL (synchronous=NORMAL); its
+// fsync runs on libuv's pool (sync()), covering every commit made before it (group commit), and
+// the sender asks next() only for rows whose commit that fsync has covered (durableId). Same guarantee as FULL, without
+// an fsync per result on the main thread that session.run also needs.
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -87,6 +90,13 @@ export class Outbox {
   private pending = 0;
   private readonly counters: Record<Counter, number> = { dropped_result: 0, dropped_image: 0, rejected: 0 };
   private readonly statements;
+  /** The WAL file, opened for fsync only (SQLite keeps it, same inode, while the outbox is open). */
+  private walFd: number | null = null;
+  /** Highest row id committed (in the WAL), and highest whose commit an fsync has covered. */
+  private committedId = 0;
+  private durable = 0;
+  private syncing: Promise<void> | null = null;
+  private queuedSync: Promise<void> | null = null;
 
   constructor(readonly file: string, limits: OutboxLimits, private readonly log: Logger) {
     validateLimits(limits);
@@ -101,7 +111,7 @@ export class Outbox {
       removeOlder: this.db.prepare('DELETE FROM messages WHERE created_at < ? RETURNING kind, bytes'),
       oldest: this.db.prepare('SELECT message_id FROM messages ORDER BY id LIMIT 1'),
       oldestCreated: this.db.prepare('SELECT MIN(created_at) AS t FROM messages'),
-      next: this.db.prepare('SELECT * FROM messages WHERE id > ? ORDER BY id LIMIT ?'),
+      next: this.db.prepare('SELECT * FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?'),
       bump: this.db.prepare(
         'INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value',
       ),
@@ -119,6 +129,11 @@ export class Outbox {
     }
     // Whatever a previous run left behind is a replay now, whatever it was when written.
     this.statements.clearLive.run();
+    // What a killed run committed may still be only in the page cache: on disk before it is sent.
+    this.walFd = fs.openSync(`${file}-wal`, 'r');
+    fs.fsyncSync(this.walFd);
+    syncDirectory(file);
+    this.committedId = this.durable = this.maxId();
   }
 
   setLimits(limits: OutboxLimits): void {
@@ -143,6 +158,7 @@ export class Outbox {
         ids.push(Number(info.lastInsertRowid));
         this.account(e.kind, bytes, +1);
       }
+      if (ids.length > 0) this.committedId = ids.at(-1)!;
       for (const id of acknowledged) this.forget(this.statements.remove.all(id));
       for (const id of rejected) {
         const gone = this.statements.remove.all(id) as { kind: OutboxKind; bytes: number }[];
@@ -159,9 +175,45 @@ export class Outbox {
     return this.db.transaction(() => this.dropOlderThan(now - this.limits.maxAgeMs))();
   }
 
-  /** Up to `limit` rows after `afterId`, in insertion (capture) order. */
-  next(afterId: number, limit: number): OutboxRow[] {
-    const rows = this.statements.next.all(afterId, limit) as DbRow[];
+  /**
+   * fsync the WAL on libuv's pool: every commit made before this call is durable when it resolves.
+   * Calls while one runs share the next one (group commit); rejects when the fsync fails (the
+   * rows stay unsent and the next sync tries again).
+   */
+  sync(): Promise<void> {
+    if (this.queuedSync) return this.queuedSync;
+    const previous = this.syncing ?? Promise.resolve();
+    const next: Promise<void> = previous
+      .catch(() => undefined)
+      .then(async () => {
+        this.queuedSync = null;
+        this.syncing = next;
+        const upTo = this.committedId;
+        const fd = this.walFd;
+        if (fd === null) throw new Error(`outbox ${this.file} is closed`);
+        await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+        this.durable = Math.max(this.durable, upTo);
+      })
+      .finally(() => {
+        if (this.syncing === next) this.syncing = null;
+      });
+    this.queuedSync = next;
+    return next;
+  }
+
+  /** Whether some commit is not yet covered by a finished fsync. */
+  get unsynced(): boolean {
+    return this.committedId > this.durable;
+  }
+
+  /** Rows up to this id are on disk (their commit fsynced): the ones that may be sent. */
+  get durableId(): number {
+    return this.durable;
+  }
+
+  /** Up to `limit` rows after `afterId` and up to `upTo`, in insertion (capture) order. */
+  next(afterId: number, limit: number, upTo = Number.MAX_SAFE_INTEGER): OutboxRow[] {
+    const rows = this.statements.next.all(afterId, upTo, limit) as DbRow[];
     return rows.map((r) => ({
       id: r.id,
       kind: r.kind,
@@ -200,7 +252,10 @@ export class Outbox {
   }
 
   close(): void {
+    // Closing checkpoints the WAL into the database file with fsyncs, unsent commits included.
     if (this.db.open) this.db.close();
+    if (this.walFd !== null) fs.closeSync(this.walFd);
+    this.walFd = null;
   }
 
   private enforceLimits(now: number): void {
@@ -275,15 +330,26 @@ function openDatabase(file: string, log: Logger): Database.Database {
   }
 }
 
+/** fsync the outbox's directory, so that the WAL file's own entry survives a power cut. */
+function syncDirectory(file: string): void {
+  const fd = fs.openSync(path.dirname(path.resolve(file)), 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function initialise(db: Database.Database): Database.Database {
   try {
     // Exclusive locking: a second daemon on the same file fails loudly instead of double-sending.
     db.pragma('locking_mode = EXCLUSIVE');
     db.pragma('busy_timeout = 1000');
     db.pragma('journal_mode = WAL');
-    // FULL: each commit is fsynced before we publish what it holds, so a power cut loses nothing
-    // that a subscriber may already have seen acknowledged.
-    db.pragma('synchronous = FULL');
+    // NORMAL: a commit writes the WAL without fsync; Outbox.sync() does the fsync off the main
+    // thread and next() sends nothing before it, so a power cut loses nothing that a subscriber
+    // may already have seen. Checkpoints still fsync (SQLite does that in NORMAL too).
+    db.pragma('synchronous = NORMAL');
     db.exec(SCHEMA);
     return db;
   } catch (err) {

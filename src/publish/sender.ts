@@ -1,5 +1,6 @@
 // The outbound sender: results and their images -> outbox -> MQTT. Everything is committed to the
-// outbox first (one transaction per event-loop tick) and leaves it only when the broker
+// outbox first (one transaction per event-loop tick, its fsync on libuv's pool shared by the
+// commits made meanwhile; nothing is sent before that fsync) and leaves it only when the broker
 // acknowledges it; at most the inflight window is unacknowledged at a time, and whatever waited
 // through an outage goes out again, marked replayed, on the next connection.
 import { performance } from 'node:perf_hooks';
@@ -65,6 +66,7 @@ export class OutboxSender {
   private window = 1;
   private readonly volatileImages = new Map<number, VolatileImage[]>();
   private flushScheduled = false;
+  private syncInFlight = false;
   private brokerReceiveMaximum: number | undefined;
   private pruneTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -230,7 +232,32 @@ export class OutboxSender {
         this.context.log.error({ err: (err as Error).message, lostResults: lost }, 'outbox write failed: these results are lost');
       }
     }
+    this.syncOutbox();
     this.pump();
+  }
+
+  /**
+   * One fsync of the outbox at a time, off the main thread; commits made while it runs wait for
+   * the next one. The rows it covers become sendable (Outbox.next), so pump after it.
+   */
+  private syncOutbox(): void {
+    if (this.syncInFlight || this.closed || !this.context.outbox.unsynced) return;
+    this.syncInFlight = true;
+    this.context.outbox.sync().then(
+      () => {
+        this.syncInFlight = false;
+        this.syncOutbox();
+        this.pump();
+      },
+      (err: unknown) => {
+        this.syncInFlight = false;
+        if (this.closed) return;
+        // The rows stay unsent (not lost: a later fsync or the next start makes them durable).
+        this.counters.storeFailures += 1;
+        this.context.log.error({ err: (err as Error).message }, 'outbox fsync failed: results held back, retrying');
+        setTimeout(() => this.syncOutbox(), 1000).unref();
+      },
+    );
   }
 
   private holdImages(resultRowId: number, images: VolatileImage[]): void {
@@ -246,7 +273,8 @@ export class OutboxSender {
     const client = this.context.connection.client;
     if (!client || this.closed) return;
     while (this.inflight.size < this.window) {
-      const rows = this.context.outbox.next(this.cursor, this.window - this.inflight.size);
+      // Only what an fsync has covered: a result counts as made once it is on disk.
+      const rows = this.context.outbox.next(this.cursor, this.window - this.inflight.size, this.context.outbox.durableId);
       if (rows.length === 0) return;
       for (const row of rows) {
         this.cursor = row.id;
