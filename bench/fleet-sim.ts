@@ -4,7 +4,7 @@
 // persistent subscriber (clean: false, QoS 1) counts every result. Prints a per-device table and a
 // summary; exits 1 when a result was lost or a step failed. README "Fleet" has the figures.
 //
-//   npm run fleet-sim -- --devices 10 [--fps 1] [--outage-s 10] [--limit-s 900]
+//   npm run fleet-sim -- --devices 10 [--fps 1] [--outage-s 10] [--crash] [--limit-s 900]
 //
 // Every wait has a timeout and the whole run a limit; processes and temp dirs go with the script
 // (test/helpers/cleanup.ts, also on Ctrl-C).
@@ -30,11 +30,13 @@ const { values: args } = parseArgs({
     fps: { type: 'string', default: '1' },
     'outage-s': { type: 'string', default: '10' },
     'limit-s': { type: 'string', default: '900' },
+    /** SIGKILL the broker instead of SIGTERM: a crash, without its last sessions saved. */
+    crash: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (args.help) {
-  console.log('npm run fleet-sim -- --devices N [--fps 1] [--outage-s 10] [--limit-s 900]');
+  console.log('npm run fleet-sim -- --devices N [--fps 1] [--outage-s 10] [--crash] [--limit-s 900]');
   process.exit(0);
 }
 const N = positive('devices', args.devices);
@@ -61,15 +63,18 @@ const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileS
 const t = () => performance.now();
 const log = (text: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${text}`);
 
+/** `via: 'status'`: the answer was lost and the retained status showed the change. */
+type Applied = { ms: number; revision: number; via?: 'status'; error?: string };
+
 interface Device {
   id: string;
   prefix: string;
   dir: string;
   daemon: DaemonProcess;
   firstResultMs?: number;
-  push?: { ms: number; revision: number; error?: string };
+  push?: Applied;
   selection?: { recipe: string | null; error?: string };
-  delivery?: { ms: number; revision: number; error?: string };
+  delivery?: Applied;
   exitCode?: number | null;
 }
 
@@ -92,8 +97,13 @@ async function shutdown(): Promise<void> {
   await broker?.dispose();
 }
 
-/** Publish a command to every device at once; resolves with each device's final answer and when it came. */
-async function fanOut(topic: string, response: string, body: (d: Device) => object): Promise<Map<Device, { json: any; ms: number }>> {
+/**
+ * Publish a command to every device at once; resolves with each device's final answer and when it
+ * came. An answer is sent once: one that meets a dropped connection is gone (the daemon logs
+ * "answer not delivered"), so `seen` may read the effect off the retained status instead, as a
+ * fleet manager must (json.via = 'status').
+ */
+async function fanOut(topic: string, response: string, body: (d: Device) => object, seen?: (d: Device) => any): Promise<Map<Device, { json: any; ms: number }>> {
   const client = ops!;
   const tag = `${topic.replace('/', '-')}-${Date.now()}`;
   const start = t();
@@ -104,8 +114,8 @@ async function fanOut(topic: string, response: string, body: (d: Device) => obje
   const poll = setInterval(() => {
     for (const d of devices) {
       if (answers.has(d)) continue;
-      const m = client.messages.find((x) => final(x, d));
-      if (m) answers.set(d, { json: m.json, ms: Math.round(t() - start) });
+      const json = client.messages.find((x) => final(x, d))?.json ?? seen?.(d);
+      if (json) answers.set(d, { json, ms: Math.round(t() - start) });
     }
   }, 20);
   try {
@@ -113,6 +123,14 @@ async function fanOut(topic: string, response: string, body: (d: Device) => obje
       qos: 1, properties: { correlationData: Buffer.from(`${tag}-${d.id}`) },
     })));
     await until(`every device's answer on ${response}`, () => answers.size === devices.length, STEP_MS);
+  } catch (err) {
+    // A device that does not answer is a finding for the table, not the end of the run.
+    const silent = devices.filter((d) => !answers.has(d));
+    log(`${(err as Error).message}: no answer from ${silent.map((d) => d.id).join(', ')}`);
+    for (const d of silent) {
+      console.log(`--- ${d.id} (last lines)\n${d.daemon.output.slice(-2000)}`);
+      answers.set(d, { json: { status: 'error', error: 'no answer', stage: topic }, ms: Math.round(t() - start) });
+    }
   } finally {
     clearInterval(poll);
   }
@@ -164,7 +182,8 @@ async function main(): Promise<boolean> {
       model: { path: path.join(modelsDir, 'current.onnx'), modelsDir, intraOpThreads: 1, interOpThreads: 1 },
       cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: FPS, recipe: 'A' }],
       recipes: { A: { inference: { sensitivity: 0 } } },
-      mqtt: { url: broker.url, topicPrefix: LINE, reconnectMinMs: 200, reconnectMaxMs: 2000, keepaliveSec: 5, connectTimeoutMs: 2000 },
+      // Default keepalive: a short one runs out while N daemons reload models on 2 cores.
+      mqtt: { url: broker.url, topicPrefix: LINE, reconnectMinMs: 200, reconnectMaxMs: 2000, connectTimeoutMs: 2000 },
       crops: { enabled: false },
       remoteConfig: {
         publicKey, probationMs: 15_000,
@@ -172,7 +191,7 @@ async function main(): Promise<boolean> {
       },
       service: { shutdownTimeoutMs: 15_000 },
     }, dir);
-    devices.push({ id, prefix: `${LINE}/${id}`, dir, daemon: new DaemonProcess(configFile, { CRAD_LOG_LEVEL: 'warn' }) });
+    devices.push({ id, prefix: `${LINE}/${id}`, dir, daemon: new DaemonProcess(configFile) });
   }
 
   const started = t();
@@ -187,8 +206,8 @@ async function main(): Promise<boolean> {
   const pushes = await fanOut('config/set', 'config/response', (d) => signConfigPush({
     transaction: `fleet-recipes-${d.id}`, baseRevision: 0,
     changes: { recipes: { A: { inference: { sensitivity: 0.1 } }, B: { inference: { sensitivity: -0.1 } } } },
-  }, signer.privateKey, d.id));
-  for (const [d, a] of pushes) d.push = { ms: a.ms, revision: a.json.revision, ...(a.json.status !== 'ok' ? { error: a.json.error } : {}) };
+  }, signer.privateKey, d.id), (d) => (lastStatus(d)?.configRevision >= 1 ? { status: 'ok', revision: lastStatus(d).configRevision, via: 'status' } : undefined));
+  for (const [d, a] of pushes) d.push = { ms: a.ms, revision: a.json.revision, via: a.json.via, ...(a.json.status !== 'ok' ? { error: a.json.error } : {}) };
   log(`recipe push answered by all in ${Math.max(...[...pushes.values()].map((a) => a.ms))} ms`);
   const selections = await fanOut('recipe/set', 'recipe/response', (d) => ({ transaction: `fleet-select-${d.id}`, recipe: 'B' }));
   for (const [d, a] of selections) d.selection = { recipe: a.json.active?.cam1 ?? null, ...(a.json.status !== 'ok' ? { error: a.json.error } : {}) };
@@ -197,17 +216,17 @@ async function main(): Promise<boolean> {
   const deliveries = await fanOut('model/deliver', 'model/response', (d) => signDelivery({
     transaction: `fleet-model-${d.id}`, baseRevision: d.push?.revision ?? 0, url: variantUrl, sha256: variantHash,
     size: fs.statSync(variant).size, name: 'fleet-v2.onnx',
-  }, signer.privateKey, d.id));
-  for (const [d, a] of deliveries) d.delivery = { ms: a.ms, revision: a.json.revision, ...(a.json.status !== 'ok' ? { error: `${a.json.stage}: ${a.json.error}` } : {}) };
+  }, signer.privateKey, d.id), (d) => (lastStatus(d)?.model?.hash === variantHash ? { status: 'ok', revision: lastStatus(d).configRevision, via: 'status' } : undefined));
+  for (const [d, a] of deliveries) d.delivery = { ms: a.ms, revision: a.json.revision, via: a.json.via, ...(a.json.status !== 'ok' ? { error: `${a.json.stage}: ${a.json.error}` } : {}) };
   log(`model delivery answered by all in ${Math.max(...[...deliveries.values()].map((a) => a.ms))} ms`);
   // Probation must end before the outage, or a device rolls back by itself (no broker = not healthy).
   const onNewModel = (d: Device) => received(d).some((r) => r.json.model?.hash === variantHash && r.json.recipe === 'B');
   await until('results from the new model under recipe B, probation over', () => devices.every((d) =>
     d.delivery?.error !== undefined || (onNewModel(d) && lastStatus(d)?.config?.probation === null)), STEP_MS).catch(explain);
 
-  // 3. The broker goes away and comes back (SIGTERM: mosquitto saves its sessions; see README "Fleet").
-  log(`broker down for ${OUTAGE_MS / 1000} s`);
-  await broker.stop();
+  // 3. The broker goes away and comes back (SIGTERM: mosquitto saves its sessions; --crash: it cannot).
+  log(`broker ${args.crash ? 'killed (SIGKILL)' : 'stopped (SIGTERM)'}, down for ${OUTAGE_MS / 1000} s`);
+  await broker.stop(args.crash ? 'SIGKILL' : 'SIGTERM');
   await sleep(OUTAGE_MS);
   await broker.start();
   const upAt = Date.now();
@@ -241,8 +260,8 @@ async function main(): Promise<boolean> {
     ].filter(Boolean);
     if (problems.length > 0 || lost !== 0) ok = false;
     return {
-      device: d.id, first: d.firstResultMs, push: d.push ? `r${d.push.revision} ${d.push.ms}ms` : '-', recipe: d.selection?.recipe ?? '-',
-      delivery: d.delivery ? `r${d.delivery.revision} ${d.delivery.ms}ms` : '-', model: modelHash?.slice(0, 12) ?? '-',
+      device: d.id, firstMs: d.firstResultMs, push: d.push ? `r${d.push.revision} ${d.push.ms}ms${d.push.via ? '*' : ''}` : '-', recipe: d.selection?.recipe ?? '-',
+      delivery: d.delivery ? `r${d.delivery.revision} ${d.delivery.ms}ms${d.delivery.via ? '*' : ''}` : '-', model: modelHash?.slice(0, 12) ?? '-',
       made: m ?? '?', received: firsts.length, lost: lost ?? '?', dup: all.length - firsts.length, replayed: firsts.filter((r) => r.replayed).length,
       gaps: gaps(firsts).join(' ') || '-', problems: problems.join('; ') || '-',
     };
@@ -256,8 +275,9 @@ devices                          ${N} (folder camera ${FPS} fps, crops off, demo
 all streaming after start        ${worst(devices.map((d) => d.firstResultMs))}
 signed recipe push applied by all ${worst(devices.map((d) => (d.push?.error ? undefined : d.push?.ms)))}
 model delivery applied by all    ${worst(devices.map((d) => (d.delivery?.error ? undefined : d.delivery?.ms)))}  (download, checks, swap; ${variantHash.slice(0, 12)})
-broker outage                    ${OUTAGE_MS / 1000} s (stop, start, same port, persistence on)
+broker outage                    ${OUTAGE_MS / 1000} s (${args.crash ? 'SIGKILL' : 'SIGTERM'}, start again on the same port, persistence on)
 results made / received          ${sum('made')} / ${sum('received')}  (lost ${sum('made') - sum('received')}, duplicates ${sum('dup')}, replayed ${sum('replayed')})
+answers lost (* above)           ${devices.filter((d) => d.push?.via || d.delivery?.via).length} devices: applied, seen in their retained status
 gaps                             ${rows.filter((r) => r.gaps !== '-').length} devices with sequence gaps
 verdict                          ${ok ? 'OK: nothing lost' : 'FAILED (see problems)'}`);
   return ok;
