@@ -100,8 +100,11 @@ export class Mosquitto {
     }
   }
 
-  /** Stop the broker (SIGTERM, SIGKILL after 3 s); every client loses its connection. */
-  async stop(): Promise<void> {
+  /**
+   * Stop the broker (SIGTERM, SIGKILL after 3 s); every client loses its connection. SIGKILL plays
+   * a crash: with persistence, what changed since the last save is gone.
+   */
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const child = this.process;
     if (!child) return;
     this.process = null;
@@ -112,7 +115,7 @@ export class Mosquitto {
         clearTimeout(kill);
         resolve();
       });
-      child.kill('SIGTERM');
+      child.kill(signal);
     });
   }
 
