@@ -83,6 +83,8 @@ interface BenchReport {
   /** reference: the bare runtime at the daemon's batch size just before and after the run (b/a uses their mean). */
   /** The same daemon run with the JSON plane alone and with the Sparkplug plane beside it, back to back. */
   sparkplug?: { cameras: number; jsonOnly: number; bothPlanes: number; ratio: number };
+  /** Console off, then on with one live-view viewer connected (MJPEG), back to back. */
+  console?: { cameras: number; off: number; withViewer: number; ratio: number; viewerFrames: number; rssGrowthMiBPer1000Frames: number };
   /** paced: one camera at about half the model's batch-1 capacity (the latency target's row). */
   daemon?: (DaemonRunResult & { maxBatch: number; paced?: boolean; reference?: { batch: number; before: BatchTiming; after: BatchTiming; imagesPerSecond: number } })[];
   torch?: {
@@ -227,6 +229,7 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
     }
     if (opts.live) await liveRows(opts, report, { root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras: 1, brokerPid, cameraFps: 0, warmupSeconds: opts.warmup, seconds: opts.seconds, overrides: { model: { executionProviders: providers } } });
     if (profileFile && fs.existsSync(profileFile)) report.profile = summarizeProfile(profileFile);
+    await consoleRow(report, { root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras: counts[0]!, brokerPid, cameraFps: opts.cameraFps, warmupSeconds: opts.warmup, seconds: opts.seconds, overrides: { model: { executionProviders: providers } } });
     await planesRow(report, { root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras: counts[0]!, brokerPid, cameraFps: opts.cameraFps, warmupSeconds: opts.warmup, seconds: opts.seconds, overrides: { model: { executionProviders: providers } } });
   } finally {
     await broker.dispose();
@@ -268,6 +271,42 @@ async function liveRows(opts: Options, report: BenchReport, run: Parameters<type
       await teardown?.();
     }
   }
+}
+
+/**
+ * Throughput with the operator console on and one viewer watching the live view (an MJPEG stream
+ * read to the end) against the console off, back to back; and whether memory grows with a viewer.
+ */
+async function consoleRow(report: BenchReport, run: Parameters<typeof runDaemon>[0]): Promise<void> {
+  log(`b. daemon: ${run.cameras} camera(s), console off, then on with one live-view viewer`);
+  const off = await runDaemon(run);
+  const { freePort } = await import('../test/helpers/mosquitto.js');
+  const port = await freePort();
+  let viewerFrames = 0;
+  const withViewer = await runDaemon({
+    ...run,
+    overrides: { ...run.overrides, http: { enabled: true, host: '127.0.0.1', port } },
+    attach: async () => {
+      const controller = new AbortController();
+      const response = await fetch(`http://127.0.0.1:${port}/api/cameras/cam1/stream.mjpeg`, { signal: controller.signal });
+      if (!response.ok || !response.body) throw new Error(`live view answered ${response.status}`);
+      const reader = response.body.getReader();
+      void (async () => {
+        // Count JPEG starts (FF D8) the viewer receives; read everything, as a browser would.
+        for (;;) {
+          const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
+          if (done || !value) return;
+          for (let i = 0; i + 1 < value.length; i++) if (value[i] === 0xff && value[i + 1] === 0xd8) viewerFrames++;
+        }
+      })();
+      return () => controller.abort();
+    },
+  });
+  report.console = {
+    cameras: run.cameras, off: off.framesPerSecond, withViewer: withViewer.framesPerSecond, ratio: withViewer.framesPerSecond / off.framesPerSecond,
+    viewerFrames, rssGrowthMiBPer1000Frames: withViewer.rssGrowthMiBPer1000Frames,
+  };
+  log(`   ${f(off.framesPerSecond)} -> ${f(withViewer.framesPerSecond)} frames/s (${f(report.console.ratio, 3)}); the viewer got ${viewerFrames} frames; RSS ${f(withViewer.rssGrowthMiBPer1000Frames, 2)} MiB per 1000 frames`);
 }
 
 /** Throughput with both planes (JSON + Sparkplug B) against JSON alone, measured back to back. */
@@ -348,6 +387,10 @@ function evaluate(report: BenchReport): void {
     const batch = d.reference?.batch ?? runtimeAt(report, d.meanBatchSize)?.batch;
     ratios[`b/a ${rowName(d)} (runtime at batch ${batch})`] = ratio;
     targets.push({ name: `daemon throughput, ${rowName(d)} (b/a at batch ${batch})`, value: f(ratio, 2), limit: '>= 0.95', met: ratio >= 0.95 });
+  }
+  if (report.console) {
+    const { cameras, ratio } = report.console;
+    targets.push({ name: `throughput with the console on and one viewer, ${cameras} camera(s) (on / off)`, value: f(ratio, 3), limit: '>= 0.97', met: ratio >= 0.97 });
   }
   if (report.sparkplug) {
     const { cameras, ratio } = report.sparkplug;

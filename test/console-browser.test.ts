@@ -5,6 +5,7 @@
 // It also takes the README's screenshot (docs/console.png).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { consoleUrl } from './helpers/console.js';
@@ -17,6 +18,7 @@ const TOPIC_PREFIX = 'console/browser';
 let broker: Mosquitto;
 let device: Device;
 let browser: Browser;
+const stateDir = tempDir('console-browser');
 let page: Page;
 const pageErrors: string[] = [];
 
@@ -29,7 +31,8 @@ before(async () => {
     mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
     crops: { enabled: false },
     http: { enabled: true, host: '127.0.0.1', port: 0, liveFps: 5 },
-  }, tempDir('console-browser')));
+    archive: { enabled: true },
+  }, stateDir));
   await device.start();
   const base = await consoleUrl(device.process);
   browser = await puppeteer.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
@@ -172,6 +175,26 @@ test('a bad value shows the daemon\'s validation error and changes nothing', asy
   await page.waitForFunction(() => (document.getElementById('error')!.textContent ?? '') !== '', { timeout: 30_000 });
   assert.match(await text('#error'), /inference\.sensitivity: .*between -0\.5 and 0\.5/);
   assert.equal((await device.getConfig()).revision, before.revision);
+  assert.deepEqual(pageErrors, []);
+});
+
+test('the archive lists NG images; one marked good joins the dataset', async () => {
+  const archive = await browser.newPage();
+  try {
+    archive.on('pageerror', (err) => pageErrors.push(String(err)));
+    // The console links to the archive page; follow the link in a second tab.
+    await archive.goto(await page.$eval('#archive-link', (a) => (a as HTMLAnchorElement).href));
+    await archive.waitForFunction(() => document.querySelectorAll('.card').length > 0, { timeout: 60_000, polling: 500 });
+    const verdicts = await archive.$$eval('.card span', (spans) => spans.map((s) => s.textContent));
+    assert.ok(verdicts.length > 0 && verdicts.every((v) => v === 'NG'), `archived verdicts: ${verdicts.join(',')}`);
+    await archive.waitForFunction(() => [...document.querySelectorAll<HTMLImageElement>('.card img')].some((img) => img.complete && img.naturalWidth > 0), { timeout: 30_000 });
+    await archive.click('.card button');
+    await archive.waitForFunction(() => document.querySelector('.card button')!.textContent === 'marked good', { timeout: 30_000 });
+    const goodDir = path.join(stateDir, 'dataset', 'cam1', 'train', 'good');
+    assert.ok(fs.readdirSync(goodDir).some((f) => f.endsWith('.jpg')), 'the marked frame is in the dataset folder');
+  } finally {
+    await archive.close();
+  }
   assert.deepEqual(pageErrors, []);
 });
 

@@ -147,6 +147,9 @@ test('recipes: switched over MQTT or by the trigger, the next triggered frame is
     assert.match(notJson.error, /not valid JSON/);
 
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'recipe-selection.json'), 'utf8')), { cam1: 'A' }, 'the selection is kept for a restart');
+    // Every switch that took effect is in the audit trail, with who asked and the transaction.
+    const audited = fs.readFileSync(path.join(dir, 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line)).filter((e) => e.kind === 'recipe');
+    assert.deepEqual(audited.map((e) => [e.changes[0].old, e.changes[0].new, e.details.by, e.transaction]), [['A', 'B', 'recipe/set', 'mes-1'], ['B', 'A', 'trigger', 't3']]);
     const counts = daemon.stats().pipeline.triggers.cam1!;
     assert.deepEqual([counts.received, counts.inspected, counts.refused], [4, 3, 1]);
   } finally {

@@ -27,6 +27,8 @@ export interface DaemonRunOptions {
   overrides?: Record<string, Record<string, unknown>>;
   /** The broker's process id, for its CPU use (0: not measured). */
   brokerPid: number;
+  /** Called once results flow, before the warm-up: e.g. connect a console viewer; returns its teardown. */
+  attach?: () => Promise<() => void>;
   /** Write a V8 CPU profile of the daemon's measurement window to this file. */
   cpuProfileFile?: string;
 }
@@ -149,6 +151,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
     });
 
   const brokerPid = options.brokerPid;
+  let detach: (() => void) | undefined;
   try {
     const startDeadline = performance.now() + 60_000;
     while (received.length === 0) {
@@ -156,6 +159,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       if (performance.now() > startDeadline) throw new Error(`daemon published no result within 60 s:\n${output.slice(-3000)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+    detach = await options.attach?.();
     await new Promise((r) => setTimeout(r, options.warmupSeconds * 1000));
 
     child.send('reset');
@@ -218,6 +222,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       probe,
     };
   } finally {
+    detach?.();
     if (exitCode === undefined) child.kill('SIGTERM');
     const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
     await exited;

@@ -50,8 +50,6 @@ export interface DaemonOptions {
   undeliveredAnswer?: ConfigPushResponse;
   /** Planes mounted on the operator console under their prefix (see ConsolePlugin). */
   consolePlugins?: ConsolePlugin[];
-  /** Told of every recipe switch that took effect (an audit trail records it). */
-  onRecipeSelected?: (change: { camera: string; recipe: RecipeName; previous: RecipeName; by: 'recipe/set' | 'trigger'; transaction: string | null }) => void;
   log: Logger;
 }
 
@@ -356,7 +354,10 @@ export class Daemon {
     if (problem !== null || previous === recipe) return problem;
     this.recipeSelections.save(this.activeRecipes());
     this.log.info({ camera, recipe, previous, by }, 'recipe selected');
-    this.options.onRecipeSelected?.({ camera, recipe, previous, by, transaction });
+    this.recordAudit({
+      kind: 'recipe', outcome: 'applied', actor: { kind: 'mqtt' }, transaction, revisionBefore: this.revision, revisionAfter: this.revision,
+      changes: [{ key: `cameras.${camera}.recipe`, old: previous, new: recipe }], details: { by },
+    });
     return null;
   }
 
