@@ -18,7 +18,7 @@ import { tempDir } from './helpers/cleanup.js';
 import { cameraConfig } from './helpers/capture.js';
 import { demoModel, samplesDir } from './helpers/daemon.js';
 import { Mosquitto } from './helpers/mosquitto.js';
-import { writeCorruptModel, writeModelVariant } from './helpers/model-variants.js';
+import { writeCorruptModel, writeModelVariant, writeRecalibratedModel } from './helpers/model-variants.js';
 import { assertValid, schemaValidator, Subscriber, until, type Received } from './helpers/publish-fixtures.js';
 import { capturingLogger, cpuOptions } from './fixtures/frames.js';
 
@@ -196,6 +196,35 @@ class RecordingSink implements PipelineSink {
     return this.results.filter((r) => r.frame.triggerId === triggerId);
   }
 }
+
+test('a recipe whose model fails its golden samples is refused before it can serve; the others serve', async () => {
+  const dir = tempDir('recipes-golden');
+  // Threshold 1000: every part comes out OK, so the samples' NG images fail the challenge test.
+  const lenient = path.join(dir, 'lenient.onnx');
+  await writeRecalibratedModel(demoModel, lenient, 1000);
+  const config = loadConfig(undefined, {
+    device: { id: 'press9' },
+    cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, trigger: 'mqtt', recipe: 'A' }],
+    recipes: { A: { inference: { sensitivity: 0.1 } }, L: { model: { path: lenient, goldenDir: samplesDir } } },
+    model: { path: demoModel, warmupRuns: 0 },
+    mqtt: { url: broker.url, topicPrefix: 'plant/line2' },
+    outbox: { path: path.join(dir, 'outbox.sqlite') },
+    service: { stateDir: dir, shutdownTimeoutMs: 5000 },
+  });
+  const status = await Subscriber.connect(broker.url, 5, `${PREFIX}/status`);
+  const daemon = new Daemon({ config, log: createLogger('silent') });
+  try {
+    await daemon.start();
+    await until('the device status lists the recipes', () => status.messages.at(-1)?.json?.recipes !== undefined, 30_000);
+    const { recipes } = status.messages.at(-1)!.json;
+    assert.equal(recipes.recipes.A.state, 'ready');
+    assert.equal(recipes.recipes.L.state, 'refused');
+    assert.match(recipes.recipes.L.error, /golden samples failed \(\d+ of \d+ in /);
+  } finally {
+    await daemon.stop();
+    await status.close();
+  }
+});
 
 test('every trigger is answered once: beyond the queue at once, past its deadline with ERROR, and the late inspection is not published', async () => {
   const { log } = capturingLogger();

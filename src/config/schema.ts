@@ -504,6 +504,7 @@ export const schema = {
       apply: 'live',
       // It decides which files the daemon reads and what may serve.
       remote: 'signed',
+      recipe: true,
     }),
     delivery: {
       enabled: setting({ doc: 'Accept model deliveries on <prefix>/model/deliver (also needs remoteConfig.enabled and "model.path" in remoteConfig.allow).', format: Boolean, default: true, apply: 'live', remote: 'never' }),

@@ -15,7 +15,7 @@ import { DatasetCapture, datasetOptions } from '../console/dataset.js';
 import { ProductionCounters } from '../console/counters.js';
 import type { ConsoleHost } from '../console/host.js';
 import { ConsoleServer, type ConsolePlugin } from '../console/server.js';
-import { recipeExists, type RecipeName } from '../config/recipes.js';
+import { recipeExists, withRecipe, type RecipeName } from '../config/recipes.js';
 import { deviceCommands } from '../control/commands.js';
 import { RecipeSelectionStore, type RecipeResponse, type RecipeSetRequest } from '../control/recipes.js';
 import {
@@ -330,8 +330,27 @@ export class Daemon {
 
   // ---- recipes ------------------------------------------------------------------------------
 
+  /**
+   * Every recipe's model, each held to its golden samples (the recipe's model.goldenDir, else the
+   * set beside its model file) before it may serve: a model that fails them refuses its recipes.
+   */
   private loadRecipeModels(config: AppConfig): Promise<RecipeModels> {
-    return RecipeModels.load(config, (file) => loadModel(file, modelOptions(config), this.logs.inference), this.logs.inference);
+    const recipeOf = new Map(Object.keys(config.recipes).map((name) => {
+      const own = withRecipe(config, name);
+      // Without a golden set of its own, a recipe's model is held to the set beside its file.
+      if (own.model.goldenDir === config.model.goldenDir) own.model.goldenDir = '';
+      return [own.model.path, own] as const;
+    }));
+    return RecipeModels.load(config, async (file) => {
+      const model = await loadModel(file, modelOptions(config), this.logs.inference);
+      const recipeConfig = recipeOf.get(file) ?? config;
+      const run = await this.runGolden(model, recipeConfig, { kind: 'daemon' }, `recipe model ${file}`);
+      if (run && !run.passed) {
+        await model.release();
+        throw new Error(goldenFailureText(run));
+      }
+      return model;
+    }, this.logs.inference);
   }
 
   /** The selections of the last run, where their camera and recipe still exist and serve. */
