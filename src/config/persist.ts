@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { schema } from './schema.js';
+import { leaves, valueAt } from './schema.js';
 import { ConfigError } from './load.js';
 
 /**
@@ -24,7 +24,7 @@ export function persistConfig(file: string, config: object, revision?: number): 
     const remote = (copy.remoteConfig ??= {}) as Record<string, unknown>;
     remote.revision = revision;
   }
-  dropEnvironmentValues(copy, schema);
+  dropEnvironmentValues(copy);
   const text = `${JSON.stringify(copy, null, 2)}\n`;
 
   try {
@@ -63,18 +63,11 @@ export function writeFileAtomic(file: string, text: string): void {
 }
 
 /** Remove, in place, every value whose schema key takes its value from a set environment variable. */
-function dropEnvironmentValues(target: Record<string, unknown>, node: object): void {
-  for (const [key, child] of Object.entries(node)) {
-    if (!Object.hasOwn(target, key)) continue;
-    const isLeaf = typeof child === 'object' && child !== null && Object.hasOwn(child, 'default');
-    if (isLeaf) {
-      const env = (child as { env?: string }).env;
-      if (env && process.env[env] !== undefined) delete target[key];
-    } else if (typeof child === 'object' && child !== null) {
-      const value = target[key];
-      if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-        dropEnvironmentValues(value as Record<string, unknown>, child);
-      }
-    }
+function dropEnvironmentValues(target: Record<string, unknown>): void {
+  for (const [key, leaf] of leaves()) {
+    if (!leaf.env || process.env[leaf.env] === undefined) continue;
+    const segments = key.split('.');
+    const group = segments.length > 1 ? valueAt(target, segments.slice(0, -1).join('.')) : target;
+    if (typeof group === 'object' && group !== null) delete (group as Record<string, unknown>)[segments[segments.length - 1]!];
   }
 }
