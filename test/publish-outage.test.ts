@@ -45,6 +45,8 @@ test('broker stopped and restarted: every result published meanwhile arrives aft
     await publisher.start();
     for (let s = 1; s <= 3; s++) publisher.publishResult(makeResult('cam1', s, { crops: 1 }));
     await sub.waitFor('the three live results', (m) => results(m).length === 3);
+    // Their crops acknowledged too: one still in flight when the broker stops is resent (at least once).
+    await until('the live messages acknowledged', () => publisher.stats().outbox.pending === 0);
 
     await broker.stop();
     await until('publisher notices the outage', () => !publisher.stats().connected);
