@@ -594,7 +594,7 @@ function checkAccepted(result: Extract<ConfigPushResult, { ok: true }>, request:
   assert.deepStrictEqual(loaded, config, 'the persisted config does not load back the same');
   // 3: the same changes again change nothing and keep the revision.
   let again: Record<string, unknown> = { transaction: 'tx-again', baseRevision: result.revision, changes: JSON.parse(JSON.stringify(changes)) };
-  if (ctx.signed) again = signWith(again, signer.privateKey, DEVICE);
+  if (ctx.signed) again = signWith(again, signer.privateKey, config.device.id);
   const second = applyConfigPush(config, result.revision, Buffer.from(JSON.stringify(again)), ctx.options);
   assert.ok(second.ok, `the same push again was refused: ${second.ok ? '' : second.error}`);
   assert.deepEqual(second.changedKeys, []);
