@@ -278,7 +278,9 @@ async function waitForNewHash(device: Device, known: string[]): Promise<string> 
 /** Around the swap the sequence numbers run on without a gap, and the hash changes exactly once. */
 function assertSwapWithoutGap(results: ResultSeen[], from: string, to: string): void {
   const firstNew = results.findIndex((r) => r.json.model.hash === to);
-  const window = results.slice(Math.max(0, firstNew - 6), firstNew + 4);
+  // Up to 6 results before the swap, but none from before the previous one (swaps can come close).
+  const firstOld = results.findIndex((r) => r.json.model.hash === from);
+  const window = results.slice(Math.max(0, firstOld, firstNew - 6), firstNew + 4);
   const sequences = window.map((r) => r.sequence);
   const hashes = window.map((r) => (r.json.model.hash === from ? 'old' : r.json.model.hash === to ? 'new' : 'other'));
   const describe = window.map((r, i) => `${r.sequence}:${hashes[i]}`).join(' ');
