@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
+import { removeOnExit, tempDir } from './helpers/cleanup.js';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { loadConfig, validateConfigObject, type AppConfig } from '../src/config/load.js';
 import { applyConfigPush, canonicalJson, configPushResponse, pushOptionsFrom, signConfigPush, type ConfigPushOptions, type ConfigPushRequest, type ConfigPushResult } from '../src/config/remote.js';
@@ -28,12 +29,11 @@ const envLeaves = leaves().flatMap(([, leaf]) => (leaf.env ? [leaf.env] : []));
 const savedEnv = Object.fromEntries(envLeaves.map((name) => [name, process.env[name]]));
 for (const name of envLeaves) delete process.env[name];
 
-const root = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'crad-fuzz-')));
+const root = fs.realpathSync(tempDir('fuzz'));
 // Every accepted push is persisted: on tmpfs the fsyncs cost nothing, on a disk ~10 ms each.
-const stateRoot = fs.realpathSync(fs.mkdtempSync(path.join(isWritableDir('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'crad-fuzz-state-')));
+// Both go when the process exits, also when a module-level check throws before after() is set.
+const stateRoot = fs.realpathSync(removeOnExit(fs.mkdtempSync(path.join(isWritableDir('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'crad-fuzz-state-'))));
 after(() => {
-  fs.rmSync(root, { recursive: true, force: true });
-  fs.rmSync(stateRoot, { recursive: true, force: true });
   for (const [name, value] of Object.entries(savedEnv)) if (value !== undefined) process.env[name] = value;
 });
 function isWritableDir(dir: string): boolean {
