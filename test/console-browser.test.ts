@@ -60,19 +60,24 @@ async function newResult(after: number, holds: (verdict: string) => boolean = ()
   return sequence();
 }
 
-/** A fingerprint of the image the <img> shows now (its pixels, drawn to a canvas). */
-const imageFingerprint = () => page.$eval('#live', (img) => {
+/** The RGBA pixels of the image the <img> shows now (drawn to a canvas in the page). */
+const livePixels = () => page.$eval('#live', (img) => {
   const image = img as HTMLImageElement;
   const canvas = document.createElement('canvas');
   canvas.width = image.naturalWidth;
   canvas.height = image.naturalHeight;
   const ctx = canvas.getContext('2d')!;
   ctx.drawImage(image, 0, 0);
-  const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  return { width: canvas.width, height: canvas.height, data: Array.from(ctx.getImageData(0, 0, canvas.width, canvas.height).data) };
+});
+
+/** A fingerprint of the image shown now. */
+async function imageFingerprint(): Promise<string> {
+  const { width, height, data } = await livePixels();
   let sum = 0;
   for (let i = 0; i < data.length; i += 97) sum = (sum * 31 + data[i]!) % 1_000_000_007;
-  return `${canvas.width}x${canvas.height}:${sum}`;
-});
+  return `${width}x${height}:${sum}`;
+}
 
 test('the page loads and live frames update from the folder camera', async () => {
   await page.waitForFunction(() => (document.getElementById('live') as HTMLImageElement).naturalWidth > 0, { timeout: 30_000 });
@@ -95,18 +100,12 @@ test('the heatmap overlay toggles', async () => {
   await page.waitForFunction(() => (document.getElementById('live') as HTMLImageElement).src.includes('overlay=true'));
   await page.waitForFunction(() => (document.getElementById('live') as HTMLImageElement).naturalWidth > 0, { timeout: 30_000 });
   // The overlay is a JET heatmap: strongly coloured where the plain samples are not.
-  const colourful = async () => page.$eval('#live', (img) => {
-    const image = img as HTMLImageElement;
-    const canvas = document.createElement('canvas');
-    canvas.width = image.naturalWidth;
-    canvas.height = image.naturalHeight;
-    const ctx = canvas.getContext('2d')!;
-    ctx.drawImage(image, 0, 0);
-    const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  const colourful = async () => {
+    const { data } = await livePixels();
     let spread = 0;
-    for (let i = 0; i < d.length; i += 4) spread += Math.max(d[i]!, d[i + 1]!, d[i + 2]!) - Math.min(d[i]!, d[i + 1]!, d[i + 2]!);
-    return spread / (d.length / 4);
-  });
+    for (let i = 0; i < data.length; i += 4) spread += Math.max(data[i]!, data[i + 1]!, data[i + 2]!) - Math.min(data[i]!, data[i + 1]!, data[i + 2]!);
+    return spread / (data.length / 4);
+  };
   let overlaySpread = 0;
   for (let i = 0; i < 50 && overlaySpread < 40; i++) {
     overlaySpread = await colourful();
