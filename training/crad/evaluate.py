@@ -217,7 +217,20 @@ def class_metrics(samples: Sequence[Sample], maps: np.ndarray, scores: np.ndarra
         "good": int((labels == 0).sum()),
         "defect": int((labels == 1).sum()),
         "pixel_images": int(with_pixels.sum()),
+        "defect_kinds": defect_kind_aurocs(samples, labels, scores),
     }
+
+
+def defect_kind_aurocs(samples: Sequence[Sample], labels: np.ndarray, scores: np.ndarray) -> dict[str, dict]:
+    """Image AUROC of the class's good images against each defect kind alone: which kinds a model misses."""
+    good = labels == 0
+    kinds: dict[str, dict] = {}
+    for kind in sorted({s.defect for s, label in zip(samples, labels) if label == 1}):
+        chosen = np.array([label == 1 and s.defect == kind for s, label in zip(samples, labels)])
+        kinds[kind] = {"count": int(chosen.sum()),
+                       "image_auroc": image_auroc(np.r_[np.zeros(good.sum()), np.ones(chosen.sum())],
+                                                  np.r_[scores[good], scores[chosen]])}
+    return kinds
 
 
 def mean_metrics(per_class: dict[str, dict]) -> dict:
@@ -259,6 +272,11 @@ def markdown_table(results: dict, title: str | None = None) -> str:
     mean = results["mean"]
     lines.append("| **mean** | | | " + " | ".join(_percent(mean[k]) for k in METRICS) + " |")
     text = "\n".join(lines) + "\n"
+    kinds = [(name, kind, k) for name, m in results["classes"].items() for kind, k in m.get("defect_kinds", {}).items()]
+    if kinds:
+        text += ("\n### Image AUROC per defect kind (the class's good images against that kind alone)\n\n"
+                 "| class | defect kind | images | image AUROC |\n| --- | --- | --- | --- |\n"
+                 + "".join(f"| {name} | {kind} | {k['count']} | {_percent(k['image_auroc'])} |\n" for name, kind, k in kinds))
     if results.get("tradeoff"):
         text += ("\n### Threshold trade-off (all classes; NG when score >= threshold)\n\nThresholds other than the "
                  "model's are chosen on these same images, so their rates are optimistic.\n\n"
@@ -333,7 +351,19 @@ def evaluate_predictions(samples: Sequence[Sample], maps: np.ndarray, scores: np
         if overlays_per_class > 0:
             results["overlays"] = write_overlays(samples, maps, scores, Path(out_dir), overlays_per_class)
         write_report(results, out_dir, title)
+        write_image_scores(samples, scores, Path(out_dir) / "scores.csv")
     return results
+
+
+def write_image_scores(samples: Sequence[Sample], scores: np.ndarray, path: Path) -> None:
+    """One row per image, so that a quality engineer can find the false rejects and the misses."""
+    import csv
+
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "class", "defect", "label", "score"])
+        for sample, score in zip(samples, scores):
+            writer.writerow([sample.path, sample.class_name, sample.defect, sample.label, f"{float(score):.6g}"])
 
 
 def evaluate(detector, samples: Sequence[Sample], out_dir: str | Path | None, overlays_per_class: int = 3,

@@ -148,6 +148,9 @@ def test_metrics_per_class_and_mean_and_report(tmp_path):
     loaded = json.loads((tmp_path / "results.json").read_text())
     assert loaded["classes"]["good_model"]["pixel_auroc"] is None
     assert loaded["mean"]["image_auroc"] == written["mean"]["image_auroc"]
+    rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert rows[0] == "path,class,defect,label,score" and len(rows) == 1 + len(samples)
+    assert rows[2].startswith("/nonexistent/good_model/1.png,good_model,x,1,")
     assert (tmp_path / "results.md").read_text().startswith("## evaluation")
 
 
@@ -164,3 +167,17 @@ def test_report_shows_the_threshold_tradeoff_with_the_models_threshold(tmp_path)
     f1_row = next(r for r in rows if r["threshold_rule"] == "F1-optimal")
     assert f1_row["threshold"] == 0.6  # TP 4, FP 1, FN 0 -> 8/9, the best (0.8: 6/8)
     assert "| model's calibrated threshold | 0.7 | 1 / 6 (16.7 %) | 1 / 4 (25.0 %) |" in (tmp_path / "results.md").read_text()
+
+
+def test_image_auroc_per_defect_kind_shows_which_kind_is_missed():
+    # goods score 0.4-0.5; "crack" scores above every good, "stain" below every good
+    samples = [Sample(f"/nonexistent/g{i}.png", 0, "c", "good", None) for i in range(3)]
+    samples += [Sample(f"/nonexistent/c{i}.png", 1, "c", "crack", None) for i in range(2)]
+    samples += [Sample(f"/nonexistent/s{i}.png", 1, "c", "stain", None) for i in range(4)]
+    scores = np.array([0.4, 0.45, 0.5, 0.9, 0.8, 0.1, 0.2, 0.3, 0.35])
+    results = compute_metrics(samples, np.zeros((len(samples), 8, 8)), scores)
+    kinds = results["classes"]["c"]["defect_kinds"]
+    assert kinds == {"crack": {"count": 2, "image_auroc": 1.0}, "stain": {"count": 4, "image_auroc": 0.0}}
+    assert results["classes"]["c"]["image_auroc"] == pytest.approx(2 / 6)
+    table = markdown_table(results)
+    assert "| c | crack | 2 | 100.0 |" in table and "| c | stain | 4 | 0.0 |" in table
