@@ -17,6 +17,7 @@ import { describeMachine, type Machine } from './lib/machine.js';
 import { modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { listImages, openSession, preprocessedImages, timeBatches, type BatchTiming, type SessionSettings } from './lib/runtime.js';
+import { connectMjpegViewer, type MjpegViewer } from './lib/viewer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const PYTHON = process.env.CRAD_PYTHON ?? '/usr/bin/python3';
@@ -282,26 +283,16 @@ async function consoleRow(report: BenchReport, run: Parameters<typeof runDaemon>
   const off = await runDaemon(run);
   const { freePort } = await import('../test/helpers/mosquitto.js');
   const port = await freePort();
-  let viewerFrames = 0;
+  let viewer: MjpegViewer | undefined;
   const withViewer = await runDaemon({
     ...run,
     overrides: { ...run.overrides, http: { enabled: true, host: '127.0.0.1', port } },
     attach: async () => {
-      const controller = new AbortController();
-      const response = await fetch(`http://127.0.0.1:${port}/api/cameras/cam1/stream.mjpeg`, { signal: controller.signal });
-      if (!response.ok || !response.body) throw new Error(`live view answered ${response.status}`);
-      const reader = response.body.getReader();
-      void (async () => {
-        // Count JPEG starts (FF D8) the viewer receives; read everything, as a browser would.
-        for (;;) {
-          const { done, value } = await reader.read().catch(() => ({ done: true, value: undefined }));
-          if (done || !value) return;
-          for (let i = 0; i + 1 < value.length; i++) if (value[i] === 0xff && value[i + 1] === 0xd8) viewerFrames++;
-        }
-      })();
-      return () => controller.abort();
+      viewer = await connectMjpegViewer(`http://127.0.0.1:${port}/api/cameras/cam1/stream.mjpeg`);
+      return () => viewer?.close();
     },
   });
+  const viewerFrames = viewer?.frames() ?? 0;
   report.console = {
     cameras: run.cameras, off: off.framesPerSecond, withViewer: withViewer.framesPerSecond, ratio: withViewer.framesPerSecond / off.framesPerSecond,
     viewerFrames, rssGrowthMiBPer1000Frames: withViewer.rssGrowthMiBPer1000Frames,

@@ -8,6 +8,8 @@
 // figures can be read: every 10 s a full GC (with --expose-gc, which the npm script passes), then
 // process.memoryUsage() and the daemon's counters. One line per minute; at the end the
 // least-squares slope of each figure in MB/min over everything after the warm-up minute.
+// --viewer turns the operator console on and keeps one live-view viewer (MJPEG with the overlay)
+// connected for the whole run: the console's memory must stay flat while someone watches.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,8 +17,9 @@ import { Command } from 'commander';
 import { loadConfig } from '../src/config/load.js';
 import { Daemon } from '../src/service/daemon.js';
 import { createLogger } from '../src/shared/log.js';
-import { Mosquitto } from '../test/helpers/mosquitto.js';
+import { freePort, Mosquitto } from '../test/helpers/mosquitto.js';
 import { slope } from './lib/stats.js';
+import { connectMjpegViewer, type MjpegViewer } from './lib/viewer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const SAMPLE_EVERY_MS = 10_000;
@@ -42,8 +45,9 @@ const program = new Command('soak')
   .option('--model <file>', 'ONNX model', path.join(root, 'models/demo/crad-demo.onnx'))
   .option('--images <dir>', 'folder the first camera reads', path.join(root, 'samples'))
   .option('--no-gstreamer', 'two folder cameras instead of folder + GStreamer videotestsrc')
+  .option('--viewer', 'console on, one live-view viewer (MJPEG, overlay on) connected to the first camera throughout')
   .parse();
-const opts = program.opts<{ minutes: string; model: string; images: string; gstreamer: boolean }>();
+const opts = program.opts<{ minutes: string; model: string; images: string; gstreamer: boolean; viewer?: boolean }>();
 const minutes = Number(opts.minutes);
 if (!Number.isFinite(minutes) || minutes < 2) {
   console.error(`--minutes must be a number >= 2 (one warm-up minute, then at least one measured), got "${opts.minutes}"`);
@@ -60,6 +64,7 @@ if (!gc) console.warn('no global gc (run with node --expose-gc, as `npm run soak
 
 const state = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-soak-'));
 const broker = await Mosquitto.start();
+const consolePort = opts.viewer ? await freePort() : undefined;
 const config = loadConfig(undefined, {
   device: { id: 'soak' },
   log: { level: 'warn' },
@@ -75,6 +80,7 @@ const config = loadConfig(undefined, {
   mqtt: { url: broker.url, topicPrefix: 'soak' },
   outbox: { path: path.join(state, 'outbox.sqlite') },
   service: { stateDir: state },
+  ...(consolePort ? { http: { enabled: true, host: '127.0.0.1', port: consolePort } } : {}),
 });
 const daemon = new Daemon({ config, log: createLogger('warn') });
 
@@ -110,6 +116,7 @@ async function finish(reason: string): Promise<void> {
   const previous = samples.at(-1);
   const last = previous && performance.now() - startedAt - previous.atMs < 1000 ? previous : sample();
   const { pipeline, publisher } = daemon.stats();
+  viewer?.close();
   await daemon.stop();
   await broker.dispose();
   fs.rmSync(state, { recursive: true, force: true });
@@ -119,7 +126,8 @@ async function finish(reason: string): Promise<void> {
   console.log('');
   console.log(`${reason}: ${fixed(last.atMs / 60_000, 2)} min, ${last.processed} frames processed (${fixed(last.processed / (last.atMs / 1000))} fps), ` +
     `${last.dropped} replaced by newer frames before inference (latest-frame-wins), ${pipeline.failedBatches} failed batches, ` +
-    `${publisher.publishedResults} results acknowledged by the broker, outbox ${publisher.outbox.pending} pending`);
+    `${publisher.publishedResults} results acknowledged by the broker, outbox ${publisher.outbox.pending} pending` +
+    (viewer ? `; the live-view viewer received ${viewer.frames()} frames` : ''));
   if (measured.length < 2) {
     console.log('not enough samples after the warm-up minute for a slope');
     return;
@@ -133,8 +141,12 @@ async function finish(reason: string): Promise<void> {
 }
 
 await daemon.start();
+const viewer: MjpegViewer | undefined = consolePort
+  ? await connectMjpegViewer(`http://127.0.0.1:${consolePort}/api/cameras/folder/stream.mjpeg?overlay=true`)
+  : undefined;
 startedAt = performance.now();
-console.log(`soak: ${minutes} min, cameras ${config.cameras.map((c) => `${c.id} (${c.source})`).join(' + ')}, model ${path.relative(root, config.model.path)}, pid ${process.pid}`);
+console.log(`soak: ${minutes} min, cameras ${config.cameras.map((c) => `${c.id} (${c.source})`).join(' + ')}, model ${path.relative(root, config.model.path)}, pid ${process.pid}` +
+  (viewer ? `, console on port ${consolePort} with one live-view viewer` : ''));
 console.log(row(columns));
 let lastMinute = { atMs: 0, processed: 0 };
 const timer = setInterval(() => {
