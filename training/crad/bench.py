@@ -30,6 +30,7 @@ import numpy as np
 from .data import Sample, image_batches, limit_samples, load_images, magnetic_tile_split, split_samples
 from .device import add_device_argument, resolve_device
 from .evaluate import METRICS, METRIC_TITLES, evaluate_predictions
+from .train import add_neck_pool_argument
 
 log = logging.getLogger("crad.bench")
 DATASETS = ("magnetic-tile",)
@@ -68,17 +69,17 @@ def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: 
     kept: list[Sample] = []
     skipped: list[str] = []
     with torch.no_grad():  # warm-up: the first call's one-off allocations are not inference time
-        warm = crad.features(torch.zeros(1, 3, size, size, device=device))
-        crad.maps_from_features(warm)
+        warm = crad.unpooled_features(torch.zeros(1, 3, size, size, device=device))
+        crad.maps_from_features(crad.pool_features(warm))
         patchcore.maps_from_features(warm)
         for images, batch_samples in image_batches(samples, size, batch, skipped, **loader_options(device)):
             start = time.perf_counter()
-            features = crad.features(torch.as_tensor(images).to(device, non_blocking=True))
+            features = crad.unpooled_features(torch.as_tensor(images).to(device, non_blocking=True))
             synchronize(device)
             seconds["backbone"] += time.perf_counter() - start
             for name, model in (("crad", crad), ("patchcore", patchcore)):
                 start = time.perf_counter()
-                out_maps, out_scores = model.maps_from_features(features)
+                out_maps, out_scores = model.maps_from_features(crad.pool_features(features) if model is crad else features)
                 synchronize(device)
                 seconds[name] += time.perf_counter() - start
                 maps[name].append(out_maps[:, 0].float().cpu().numpy())
@@ -141,6 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="crad-s")
     parser.add_argument("--E", type=int)
     parser.add_argument("--input-size", type=int, default=224)
+    add_neck_pool_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="seed of training, the held-out split, --limit and the coreset")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 80/20 split of MT_Free (default 0: keep it)")
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     torch.manual_seed(args.seed)  # the head's initialisation
     detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights,
-                              args.random_backbone)
+                              args.random_backbone, neck_pool=args.neck_pool)
     detector.to(device)
     size = detector.input_size
     train_images, train_kept, _ = load_images(train, size)
@@ -189,8 +191,9 @@ def run(args: argparse.Namespace) -> int:
     timings["load_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    train_features = compute_features(detector, train_images, args.batch_size, progress, "train features")
-    held_features = compute_features(detector, held_images, args.batch_size, progress, "holdout features") if held_kept else None
+    # Unpooled: PatchCore compares on the spec's X whatever neck pooling CRAD is given.
+    train_features = compute_features(detector, train_images, args.batch_size, progress, "train features", pooled=False)
+    held_features = compute_features(detector, held_images, args.batch_size, progress, "holdout features", pooled=False) if held_kept else None
     timings["train_features_seconds"] = time.perf_counter() - started
     del train_images, held_images
 
@@ -210,14 +213,15 @@ def run(args: argparse.Namespace) -> int:
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
     started = time.perf_counter()
-    result = fit(detector, train_features, held_features, config, out / "crad",
+    result = fit(detector, detector.pool_features(train_features),
+                 None if held_features is None else detector.pool_features(held_features), config, out / "crad",
                  {"classes": sorted({s.class_name for s in train_kept}), "training": training_info})
     timings["crad_fit_seconds"] = time.perf_counter() - started
     best, _ = load_detector(str(out / "crad" / "best.pt"))
     best.to(device)
 
     started = time.perf_counter()
-    patchcore = PatchCoreBaseline.fit(train_features, best.features, size, args.coreset_ratio, args.max_bank,
+    patchcore = PatchCoreBaseline.fit(train_features, best.unpooled_features, size, args.coreset_ratio, args.max_bank,
                                       args.projection_dim, seed=args.seed)
     timings["patchcore_fit_seconds"] = time.perf_counter() - started
     del train_features, held_features
@@ -233,12 +237,14 @@ def run(args: argparse.Namespace) -> int:
     crad_row = {"fit_seconds": timings["crad_fit_seconds"], "ms_per_image": per_image["backbone"] + per_image["crad"]}
     patchcore_row = {"fit_seconds": timings["patchcore_fit_seconds"],
                      "ms_per_image": per_image["backbone"] + per_image["patchcore"]}
-    rows = [(f"CRAD {args.variant} ({args.backbone}, {result.epochs_completed} epochs)", results["crad"]["mean"], crad_row),
+    neck = f", neck pool {args.neck_pool}" if args.neck_pool > 1 else ""
+    rows = [(f"CRAD {args.variant} ({args.backbone}{neck}, {result.epochs_completed} epochs)", results["crad"]["mean"], crad_row),
             (f"PatchCore ({args.backbone}, bank {patchcore.memory_bank.shape[0]})", results["patchcore"]["mean"], patchcore_row)]
     rows += [(name, metrics, {}) for name, metrics in PUBLISHED[args.dataset]]
     table = comparison_table(rows)
     summary = {
-        "dataset": args.dataset, "data": str(data), "backbone": args.backbone, "variant": args.variant, "device": str(device),
+        "dataset": args.dataset, "data": str(data), "backbone": args.backbone, "variant": args.variant,
+        "neck_pool": args.neck_pool, "device": str(device),
         "epochs_per_minute": result.epochs_completed / max(timings["crad_fit_seconds"] / 60.0, 1e-9),
         "minutes": args.minutes, "limit": args.limit, "seed": args.seed, "split_seed": args.split_seed,
         "images": {"train": len(train_kept), "holdout": len(held_kept), "test": len(kept),

@@ -39,6 +39,8 @@ def contract_metadata(detector, extra: dict) -> dict[str, str]:
         if key in extra:
             training[key] = extra[key]
     training["sampling"] = detector.sampling
+    if detector.neck_pool > 1:
+        training["neck_pool"] = detector.neck_pool
     metadata = {
         "crad.format": CONTRACT_FORMAT,
         "crad.variant": detector.variant,

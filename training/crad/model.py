@@ -4,7 +4,11 @@
       -> normalise (mean/std of the backbone)              CradDetector.features
       -> frozen backbone: stride-8 tap, stride-16 tap
       -> neck: stride-16 tap upsampled to the stride-8 size (bilinear, align_corners=True),
-         concatenated -> X [N,C,H,W]
+         concatenated -> X [N,C,H,W]; with neck_pool k > 1 (an option, off by default: the
+         spec's X is unpooled) X is then averaged over each position's k x k neighbourhood
+         (stride 1, the border averaging only real positions), PatchCore's local aggregation:
+         each feature describes a patch a little larger than its receptive-field centre, so a
+         texture shifted by a pixel or two reconstructs alike.
       -> CradModule: continuous grids sampled at predicted coordinates, decoder, fusion
          -> map [N,1,H,W] = (1-s) * ||R - X||                CradDetector.head_forward
       -> upsample to S x S (bilinear, align_corners=True), 21x21 box smoothing, image score
@@ -211,11 +215,15 @@ class CradModule(nn.Module):
 class CradDetector(nn.Module):
     """forward(images (N,3,S,S) RGB in [0,1]) -> (smoothed anomaly map (N,1,S,S), score (N,))."""
 
-    def __init__(self, backbone: Backbone, variant: str = "crad-s", E: int | None = None, input_size: int = 224, sampling: str = "gridsample"):
+    def __init__(self, backbone: Backbone, variant: str = "crad-s", E: int | None = None, input_size: int = 224,
+                 sampling: str = "gridsample", neck_pool: int = 1):
         super().__init__()
+        if neck_pool < 1 or neck_pool % 2 == 0:
+            raise ValueError(f"neck_pool must be an odd number >= 1 (1 = off), got {neck_pool}")
         self.backbone = backbone
         self.variant = variant
         self.input_size = int(input_size)
+        self.neck_pool = int(neck_pool)
         self.register_buffer("mean", torch.tensor(backbone.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(backbone.std, dtype=torch.float32).view(1, 3, 1, 1))
         with torch.no_grad():
@@ -248,16 +256,26 @@ class CradDetector(nn.Module):
             "E": self.head.E,
             "input_size": self.input_size,
             "sampling": self.head.sampling,
+            "neck_pool": self.neck_pool,
         }
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """X (N,C,H,W): normalised images through the frozen backbone and the neck."""
+        return self.pool_features(self.unpooled_features(images))
+
+    def unpooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The spec's X, before any neck pooling (what the PatchCore baseline compares on)."""
         size = self.input_size
         if images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size):
             raise ValueError(f"images must be (N,3,{size},{size}) RGB in [0,1], got {tuple(images.shape)}")
         fine, coarse = self.backbone((images - self.mean) / self.std)
         upsampled = F.interpolate(coarse, size=(self.head.H, self.head.W), mode="bilinear", align_corners=True)
         return torch.cat([fine, upsampled], dim=1)
+
+    def pool_features(self, X: torch.Tensor) -> torch.Tensor:
+        if self.neck_pool == 1:
+            return X
+        return F.avg_pool2d(X, self.neck_pool, stride=1, padding=self.neck_pool // 2, count_include_pad=False)
 
     def head_forward(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(F, R, map at feature resolution) from cached features: what training needs."""
@@ -282,9 +300,11 @@ def build_detector(
     backbone_weights: str | None = None,
     random_backbone: bool = False,
     sampling: str = "gridsample",
+    neck_pool: int = 1,
 ) -> CradDetector:
     """A new detector (head freshly initialised from torch's RNG: seed before calling)."""
-    return CradDetector(build_backbone(backbone, backbone_weights, random=random_backbone), variant, E, input_size, sampling)
+    return CradDetector(build_backbone(backbone, backbone_weights, random=random_backbone), variant, E, input_size, sampling,
+                        neck_pool)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -326,7 +346,8 @@ def detector_from_payload(payload: dict, source: str, sampling: str | None = Non
     backbone = construct_backbone(build["backbone"], None, random=True, options=build.get("backbone_options"))
     backbone.load_state_dict(payload["backbone_state"], strict=True)
     backbone.weights_origin = build["weights_origin"]
-    detector = CradDetector(backbone, build["variant"], build["E"], build["input_size"], sampling or build["sampling"])
+    detector = CradDetector(backbone, build["variant"], build["E"], build["input_size"], sampling or build["sampling"],
+                            build.get("neck_pool", 1))
     detector.head.load_state_dict(payload["head_state"], strict=True)
     return detector.eval()
 

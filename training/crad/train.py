@@ -75,9 +75,11 @@ class TrainConfig:
 
 # ---- features --------------------------------------------------------------------------------
 
-def compute_features(detector, images, batch_size: int = 16, progress: bool = False, description: str = "images"):
+def compute_features(detector, images, batch_size: int = 16, progress: bool = False, description: str = "images",
+                     pooled: bool = True):
     """Backbone + neck features of `images` (N,3,S,S float32 in [0,1], numpy or torch) -> (N,C,H,W)
-    float32, on the detector's device (float16 autocast on CUDA: crad.device says why)."""
+    float32, on the detector's device (float16 autocast on CUDA: crad.device says why); with
+    pooled=False before the neck's optional pooling (detector.pool_features applies it later)."""
     import torch
     from tqdm import tqdm
 
@@ -91,7 +93,8 @@ def compute_features(detector, images, batch_size: int = 16, progress: bool = Fa
     detector.eval()
     with torch.no_grad(), feature_autocast(device):
         for start in tqdm(range(0, len(images), batch_size), desc=f"{description} features", unit="batch", disable=not progress, file=sys.stderr):
-            chunks.append(detector.features(images[start:start + batch_size].to(device, non_blocking=True)).float())
+            batch = images[start:start + batch_size].to(device, non_blocking=True)
+            chunks.append((detector.features(batch) if pooled else detector.unpooled_features(batch)).float())
     if not chunks:
         return torch.zeros((0, detector.head.C, detector.head.H, detector.head.W), device=device)
     return torch.cat(chunks)
@@ -113,7 +116,7 @@ def cached_features(detector, images, cache_dir: str | None, batch_size: int, pr
     if not cache_dir:
         return compute_features(detector, images, batch_size, progress, description)
     key = hashlib.sha256()
-    key.update(json.dumps({k: v for k, v in detector.build_arguments().items() if k in ("backbone", "backbone_options", "input_size")}, sort_keys=True).encode())
+    key.update(json.dumps({k: v for k, v in detector.build_arguments().items() if k in ("backbone", "backbone_options", "input_size", "neck_pool")}, sort_keys=True).encode())
     key.update(_tensor_digest(detector.backbone.state_dict().values()).encode())
     key.update(hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest().encode())
     if detector.mean.device.type == "cuda":  # float16-autocast features differ from the CPU's float32 ones
@@ -305,6 +308,11 @@ def dataset_digest(paths: list[str], root: str) -> str:
     return digest.hexdigest()
 
 
+def add_neck_pool_argument(parser) -> None:
+    parser.add_argument("--neck-pool", type=int, default=1, metavar="K",
+                        help="average the features over each position's K x K neighbourhood before CRAD (odd K; default 1 = off, the spec's X)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .device import add_device_argument
 
@@ -324,6 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--variant", default="crad-s", help="crad (E = 4C) | crad-s (E = C) | a custom name with --E (default crad-s)")
     model.add_argument("--E", type=int, help="decoder expansion channels of a custom variant")
     model.add_argument("--input-size", type=int, default=224, help="square input size in pixels (default 224)")
+    add_neck_pool_argument(model)
     optim = parser.add_argument_group("optimisation (defaults: the reference's)")
     optim.add_argument("--epochs", type=int, help=f"default {REFERENCE_EPOCHS}, or the resumed run's")
     optim.add_argument("--batch-size", type=int, default=16)
@@ -347,7 +356,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # Settings a resumed run must keep (everything that shapes the data or the optimisation).
 _RESUME_FIXED = ("data", "layout", "meta", "classes", "limit_per_class", "holdout", "backbone", "backbone_weights",
-                 "random_backbone", "variant", "E", "input_size", "batch_size", "seed", "lr", "lr_grid",
+                 "random_backbone", "variant", "E", "input_size", "neck_pool", "batch_size", "seed", "lr", "lr_grid",
                  "weight_decay", "step_size", "gamma", "clip", "jitter_probability", "jitter_sigma", "dataset_name")
 
 
@@ -402,7 +411,8 @@ def run(args: argparse.Namespace) -> int:
     if resume_state is None:
         # Before reading any image, so that a missing weight file fails at once.
         torch.manual_seed(args.seed)  # the head's initialisation
-        detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights, args.random_backbone)
+        detector = build_detector(args.backbone, args.variant, args.E, args.input_size, args.backbone_weights, args.random_backbone,
+                                   neck_pool=args.neck_pool)
     detector.to(device)
 
     train_images, train_kept, holdout_images, holdout_kept = _load_training_data(args, args.input_size)

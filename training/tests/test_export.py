@@ -121,6 +121,27 @@ def test_onnxruntime_node_reproduces_the_reference(exported, sampling):
         assert result["mapDiff"] < 1e-4 and result["scoreDiff"] < 1e-4, result
 
 
+@pytest.mark.skipif(not _onnxruntime_node_available(), reason="node or node_modules/onnxruntime-node not installed")
+def test_neck_pooled_model_exports_and_onnxruntime_agrees(tmp_path):
+    torch.manual_seed(0)
+    detector = CradDetector(construct_backbone("efficientnet-b4", None, random=True), variant="tiny", E=16, input_size=SIZE,
+                            neck_pool=3).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in detector.head.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    save_checkpoint(str(tmp_path / "best.pt"), detector, {"classes": ["a"], "training": {"dataset": "synthetic"}})
+    model = tmp_path / "pooled.onnx"
+    assert export_with(tmp_path / "best.pt", model, "--sampling", "tent") == 0
+    metadata = {entry.key: entry.value for entry in onnx.load(str(model)).metadata_props}
+    assert json.loads(metadata["crad.training"])["neck_pool"] == 3
+    completed = subprocess.run(["node", str(ORT_CHECK), str(model), str(export.reference_path_for(model)), "3"],
+                               capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["mapDiff"] < 1e-4 and result["scoreDiff"] < 1e-4, result
+
+
 DEMO_MODEL = REPO_ROOT / "models" / "demo" / "crad-demo.onnx"
 
 

@@ -194,3 +194,24 @@ def test_bad_input_shape_is_named():
     detector = CradDetector(random_b4(), variant="crad-s", input_size=64)
     with pytest.raises(ValueError, match=r"\(N,3,64,64\)"):
         detector(torch.rand(1, 3, 32, 32))
+
+
+def test_neck_pool_averages_each_neighbourhood_and_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    with pytest.warns(RandomBackboneWarning):
+        detector = build_detector("mobilenet-v2", "crad-s", input_size=64, random_backbone=True, neck_pool=3).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        raw, pooled = detector.unpooled_features(images), detector.features(images)
+    assert pooled.shape == raw.shape
+    # an inner position: the plain mean of its 3x3 neighbourhood; a corner: of its 2x2 real neighbours
+    assert torch.allclose(pooled[:, :, 3, 4], raw[:, :, 2:5, 3:6].mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(pooled[:, :, 0, 0], raw[:, :, 0:2, 0:2].mean(dim=(2, 3)), atol=1e-6)
+    path = tmp_path / "pooled.pt"
+    save_checkpoint(str(path), detector, {})
+    restored, _ = load_detector(str(path))
+    assert restored.neck_pool == 3 and restored.build_arguments()["neck_pool"] == 3
+    with torch.no_grad():
+        assert torch.allclose(restored.features(images), pooled, atol=1e-6)
+    with pytest.raises(ValueError, match="neck_pool must be an odd number"):
+        CradDetector(random_b4(), variant="crad-s", input_size=64, neck_pool=2)
