@@ -6,9 +6,8 @@
 // /metrics scraped by Prometheus.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { tempDir } from './helpers/cleanup.js';
-import { call, consoleUrl, eventually, Prometheus } from './helpers/console.js';
-import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
+import { call, consoleConfig, consoleUrl, eventually, Prometheus } from './helpers/console.js';
+import { DaemonProcess } from './helpers/daemon.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { assertValid, schemaValidator, until } from './helpers/publish-fixtures.js';
 import { Device } from './helpers/remote-device.js';
@@ -20,18 +19,7 @@ let broker: Mosquitto;
 let device: Device;
 let base: string;
 
-function config(id: string, http: Record<string, unknown>): string {
-  return writeConfig({
-    device: { id },
-    model: { path: demoModel },
-    cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 5 }],
-    mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-    crops: { enabled: false },
-    service: { statusIntervalMs: 1000 },
-    // 127.0.0.2 is beyond loopback by the console's rule (only 127.0.0.1, ::1, localhost are not).
-    http: { enabled: true, host: '127.0.0.2', port: 0, ...http },
-  }, tempDir(`console-${id}`));
-}
+const config = (id: string, http: Record<string, unknown>): string => consoleConfig(id, { url: broker.url, topicPrefix: TOPIC_PREFIX }, http);
 
 before(async () => {
   broker = await Mosquitto.start();

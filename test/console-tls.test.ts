@@ -7,27 +7,17 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { makeCertificates, type Certificates } from './helpers/certs.js';
-import { tempDir } from './helpers/cleanup.js';
-import { call, consoleUrl } from './helpers/console.js';
-import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
+import { call, CONSOLE_HOST, consoleConfig, consoleUrl } from './helpers/console.js';
+import { DaemonProcess } from './helpers/daemon.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 
 const TOKEN = 'console-tls-token';
-// Beyond loopback by the console's rule (only 127.0.0.1, ::1, localhost are not): a token is mandatory.
-const HOST = '127.0.0.2';
 let broker: Mosquitto;
 let certs: Certificates;
 
-function config(id: string, tls: Record<string, string>): string {
-  return writeConfig({
-    device: { id },
-    model: { path: demoModel },
-    cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 2 }],
-    mqtt: { url: broker.url, topicPrefix: 'console-tls/plant' },
-    crops: { enabled: false },
-    http: { enabled: true, host: HOST, port: 0, token: TOKEN, tls },
-  }, tempDir(`console-tls-${id}`));
-}
+/** Beyond loopback (CONSOLE_HOST), so the token is mandatory. */
+const config = (id: string, tls: Record<string, string>): string =>
+  consoleConfig(`tls-${id}`, { url: broker.url, topicPrefix: 'console-tls/plant' }, { token: TOKEN, tls });
 
 /** fetch()'s failure, with the cause that says why (undici wraps it). */
 async function fetchFailure(url: string): Promise<string> {
@@ -38,7 +28,7 @@ async function fetchFailure(url: string): Promise<string> {
 
 before(async () => {
   broker = await Mosquitto.start();
-  certs = makeCertificates({ ips: [HOST] });
+  certs = makeCertificates({ ips: [CONSOLE_HOST] });
 });
 
 after(async () => {

@@ -5,9 +5,25 @@ import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { killOnExit, tempDir } from './cleanup.js';
-import type { DaemonProcess } from './daemon.js';
+import { demoModel, samplesDir, writeConfig, type DaemonProcess } from './daemon.js';
 import { freePort } from './mosquitto.js';
 import { until } from './publish-fixtures.js';
+
+/** Where the console tests bind it: beyond loopback by the console's rule (only 127.0.0.1, ::1, localhost are not). */
+export const CONSOLE_HOST = '127.0.0.2';
+
+/** A daemon config in its own temp dir: one looping folder camera, the broker `mqtt`, the console on CONSOLE_HOST with `http`. */
+export function consoleConfig(id: string, mqtt: { url: string; topicPrefix: string }, http: Record<string, unknown>): string {
+  return writeConfig({
+    device: { id },
+    model: { path: demoModel },
+    cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 5 }],
+    mqtt: { reconnectMinMs: 200, reconnectMaxMs: 1000, ...mqtt },
+    crops: { enabled: false },
+    service: { statusIntervalMs: 1000 },
+    http: { enabled: true, host: CONSOLE_HOST, port: 0, ...http },
+  }, tempDir(`console-${id}`));
+}
 
 /** The console's base URL, once the daemon has logged that it listens. */
 export async function consoleUrl(daemon: DaemonProcess): Promise<string> {
