@@ -1,13 +1,13 @@
 // The operator console's server against a running daemon process, a real broker and a real
 // Prometheus: refused beyond loopback without credentials; probes; read-only access that cannot
 // change anything; config changes through the one push path (recorded, revisioned, same errors);
-// bad requests answered 4xx with a reason; counters reset by HTTP and MQTT and on the status topic;
+// bad requests answered 4xx with a reason; counters reset by HTTP and MQTT (payloads held to
+// schemas/counters-*.schema.json) and on the status topic;
 // /metrics scraped by Prometheus.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { tempDir } from './helpers/cleanup.js';
-import { call, consoleUrl, eventually, Prometheus } from './helpers/console.js';
-import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
+import { call, consoleConfig, consoleUrl, eventually, Prometheus } from './helpers/console.js';
+import { DaemonProcess } from './helpers/daemon.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { assertValid, schemaValidator, until } from './helpers/publish-fixtures.js';
 import { Device } from './helpers/remote-device.js';
@@ -19,18 +19,7 @@ let broker: Mosquitto;
 let device: Device;
 let base: string;
 
-function config(id: string, http: Record<string, unknown>): string {
-  return writeConfig({
-    device: { id },
-    model: { path: demoModel },
-    cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 5 }],
-    mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-    crops: { enabled: false },
-    service: { statusIntervalMs: 1000 },
-    // 127.0.0.2 is beyond loopback by the console's rule (only 127.0.0.1, ::1, localhost are not).
-    http: { enabled: true, host: '127.0.0.2', port: 0, ...http },
-  }, tempDir(`console-${id}`));
-}
+const config = (id: string, http: Record<string, unknown>): string => consoleConfig(id, { url: broker.url, topicPrefix: TOPIC_PREFIX }, http);
 
 before(async () => {
   broker = await Mosquitto.start();
@@ -124,14 +113,24 @@ test('counters: counted per camera, reset by HTTP and by MQTT, and on the status
   const afterReset = (await call(`${base}/api/counters`)).json.cam1;
   assert.ok(Date.parse(afterReset.since) > Date.parse(counted.since));
 
-  // MQTT: <prefix>/counters/reset, answered on <prefix>/counters/response.
+  // MQTT: <prefix>/counters/reset, answered on <prefix>/counters/response; requests and answers
+  // held to their schemas, a refused request's answer too.
   const client = device.client;
-  await client.client.publishAsync(`${device.prefix}/counters/reset`, JSON.stringify({ transaction: 'reset-1', camera: 'nope' }), { qos: 1 });
-  await client.client.publishAsync(`${device.prefix}/counters/reset`, JSON.stringify({ transaction: 'reset-2' }), { qos: 1 });
-  const answer = (tx: string) => client.messages.find((m) => m.topic === `${device.prefix}/counters/response` && m.json?.transaction === tx)?.json;
-  await until('both counter-reset answers', () => answer('reset-1') !== undefined && answer('reset-2') !== undefined, 30_000);
+  const inSchema = [{ transaction: 'reset-1', camera: 'nope' }, { transaction: 'reset-2' }];
+  for (const request of inSchema) assertValid(ajv, 'counters-reset.schema.json', request);
+  const outOfSchema = { transaction: 'reset-3', cam: 'cam1' };
+  assert.equal(ajv.validate('counters-reset.schema.json', outOfSchema), false, 'the schema refuses what the daemon refuses');
+  for (const payload of [...inSchema.map((r) => JSON.stringify(r)), JSON.stringify(outOfSchema), '']) {
+    await client.client.publishAsync(`${device.prefix}/counters/reset`, payload, { qos: 1 });
+  }
+  const transactions = ['reset-1', 'reset-2', 'reset-3', null];
+  const answer = (tx: string | null) => client.messages.find((m) => m.topic === `${device.prefix}/counters/response` && m.json?.transaction === tx)?.json;
+  await until('every counter-reset answer', () => transactions.every((tx) => answer(tx) !== undefined), 30_000);
+  for (const tx of transactions) assertValid(ajv, 'counters-response.schema.json', answer(tx));
   assert.deepEqual(answer('reset-1'), { status: 'error', error: 'no running camera "nope"', transaction: 'reset-1' });
   assert.deepEqual(answer('reset-2'), { status: 'ok', cameras: ['cam1'], transaction: 'reset-2' });
+  assert.deepEqual(answer('reset-3'), { status: 'error', error: 'unknown field "cam" (allowed: camera, transaction)', transaction: 'reset-3' });
+  assert.deepEqual(answer(null), { status: 'ok', cameras: ['cam1'], transaction: null }, 'an empty request resets every camera');
   const mqttReset = (await call(`${base}/api/counters`)).json.cam1;
   assert.ok(Date.parse(mqttReset.since) >= Date.parse(afterReset.since));
 

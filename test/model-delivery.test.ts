@@ -13,8 +13,9 @@ import {
 } from '../src/control/model-delivery.js';
 import { signConfigPush } from '../src/config/remote.js';
 import { tempDir } from './helpers/cleanup.js';
+import { makeCertificates } from './helpers/certs.js';
 import { demoModel } from './helpers/daemon.js';
-import { makeServerCertificate, ModelServer } from './helpers/model-server.js';
+import { ModelServer } from './helpers/model-server.js';
 
 const root = tempDir('delivery');
 const model = fs.readFileSync(demoModel);
@@ -81,7 +82,7 @@ test('a wrong hash removes the file; a disk without room is refused before downl
 });
 
 test('https with a CA from model.delivery.ca; without it the certificate is refused', async () => {
-  const certs = makeServerCertificate();
+  const certs = makeCertificates();
   const secure = await ModelServer.start(certs);
   try {
     const url = secure.serve('/tls.onnx', model);

@@ -4,7 +4,8 @@
 // drives one node through its life and checks what the host saw at each step:
 // primary host wait -> births -> rebirth -> DCMD trigger/reset -> garbage commands -> camera lost
 // and back -> primary host offline (stale, then real) and online -> broker outage (historical DDATA)
-// -> SIGKILL (Will NDEATH) -> restart (bdSeq kept) -> clean stop (NDEATH).
+// -> SIGKILL (Will NDEATH) -> restart (bdSeq kept) -> clean stop (NDEATH). A second, short life
+// runs the node on MQTT 3.1.1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -33,22 +34,27 @@ function historyRows(stateDir: string): { camera: string; captured_at: number }[
 
 const bdSeqOf = (e: HostEvent) => e.bdSeq!;
 
-test('Sparkplug edge node: births, commands, bad input, camera loss, primary host, outage with historical DDATA, SIGKILL, restart', { timeout: 300_000 }, async () => {
-  const broker = await Mosquitto.start();
-  const cam1Folder = imageFolder(3);
-  const cam1Away = `${cam1Folder}-away`;
-  const configFile = writeConfig({
+/** A node on `broker` with these cameras, under the primary host HOST_ID; `mqtt` adds to mqtt.*. */
+function nodeConfig(broker: Mosquitto, cameras: Record<string, unknown>[], mqtt: Record<string, unknown> = {}): string {
+  return writeConfig({
     device: { id: NODE },
     model: { path: demoModel },
-    cameras: [
-      { id: 'cam1', source: 'folder', path: cam1Folder, loop: true, fps: 2, reconnectMinMs: 200, reconnectMaxMs: 500 },
-      { id: 'cam2', source: 'folder', path: imageFolder(2), loop: true, trigger: 'mqtt' },
-    ],
-    mqtt: { url: broker.url, topicPrefix: 'spb/json', reconnectMinMs: 200, reconnectMaxMs: 1000, keepaliveSec: 5, connectTimeoutMs: 2000 },
+    cameras,
+    mqtt: { url: broker.url, topicPrefix: 'spb/json', reconnectMinMs: 200, reconnectMaxMs: 1000, keepaliveSec: 5, connectTimeoutMs: 2000, ...mqtt },
     crops: { enabled: false },
     sparkplug: { enabled: true, groupId: GROUP, primaryHostId: HOST_ID },
     service: { statusIntervalMs: 1000 },
   });
+}
+
+test('Sparkplug edge node: births, commands, bad input, camera loss, primary host, outage with historical DDATA, SIGKILL, restart', { timeout: 300_000 }, async () => {
+  const broker = await Mosquitto.start();
+  const cam1Folder = imageFolder(3);
+  const cam1Away = `${cam1Folder}-away`;
+  const configFile = nodeConfig(broker, [
+    { id: 'cam1', source: 'folder', path: cam1Folder, loop: true, fps: 2, reconnectMinMs: 200, reconnectMaxMs: 500 },
+    { id: 'cam2', source: 'folder', path: imageFolder(2), loop: true, trigger: 'mqtt' },
+  ]);
   const stateDir = path.dirname(configFile);
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
   let daemon = new DaemonProcess(configFile);
@@ -171,6 +177,69 @@ test('Sparkplug edge node: births, commands, bad input, camera loss, primary hos
     assert.equal(await daemon.stop('SIGTERM'), 0);
     const cleanDeath = await host.next('NDEATH on clean stop', (e) => e.type === 'NDEATH', mark).catch(fail);
     assert.equal(bdSeqOf(cleanDeath), bdSeqOf(birth4));
+
+    assert.deepEqual(host.violations(), [], 'the host found no rule broken');
+  } finally {
+    await daemon.stop('SIGKILL');
+    await host.stop();
+    await broker.dispose();
+  }
+});
+
+// MQTT 3.1.1 (Sparkplug B 3.0 allows it) has no DISCONNECT reason code: where MQTT 5 has the
+// broker publish the Will (DISCONNECT 0x04), the node publishes NDEATH itself before a normal
+// DISCONNECT (which makes the broker drop the Will). One node, one life: births, rebirth, death
+// for an offline primary host, a new session, SIGKILL.
+test('Sparkplug edge node over MQTT 3.1.1: births decode, NCMD rebirth, NDEATH for host offline, Will NDEATH on SIGKILL', { timeout: 180_000 }, async () => {
+  const broker = await Mosquitto.start({ logConnections: true });
+  const configFile = nodeConfig(broker, [{ id: 'cam1', source: 'folder', path: imageFolder(2), loop: true, fps: 2 }], { protocolVersion: 4 });
+  const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
+  const daemon = new DaemonProcess(configFile);
+  const fail = (err: Error): never => {
+    throw new Error(`${err.message}\nhost saw: ${host.summary()}\ndaemon: ${daemon.output.slice(-4000)}`);
+  };
+  try {
+    daemon.start();
+    const birth = await host.next('NBIRTH', (e) => e.type === 'NBIRTH', 0, 90_000).catch(fail);
+    // The broker's word for it: mosquitto logs the protocol of each client ("p2": MQTT 3.1.1).
+    assert.match(broker.log, new RegExp(`as crad-edge-${NODE}-spb \\(p2,`), broker.log);
+    const b0 = bdSeqOf(birth);
+    assert.equal(birth.seq, 0);
+    assert.equal(metricNamed(birth, 'Node Control/Rebirth')?.value, false);
+    assert.match(String(metricNamed(birth, 'Node Info/Model Hash')?.value), /^[0-9a-f]{64}$/);
+    const dbirth = await host.next('DBIRTH cam1', (e) => e.type === 'DBIRTH' && e.device === 'cam1').catch(fail);
+    assert.equal(metricNamed(dbirth, 'Camera/State')?.value, 'online');
+    await host.next('live DDATA cam1', (e) => e.type === 'DDATA' && e.device === 'cam1' && metricNamed(e, 'Inspection/Raw Score') !== undefined).catch(fail);
+
+    // ---- NCMD rebirth: the same session (bdSeq), births again, no death
+    let mark = host.events.length;
+    await host.send({ cmd: 'ncmd', metrics: [{ name: 'Node Control/Rebirth', datatype: 11, boolean_value: true }] });
+    const rebirth = await host.next('NBIRTH after Rebirth', (e) => e.type === 'NBIRTH', mark).catch(fail);
+    assert.equal(bdSeqOf(rebirth), b0, 'rebirth keeps bdSeq');
+    assert.equal(rebirth.seq, 0);
+    await host.next('DBIRTH cam1 after Rebirth', (e) => e.type === 'DBIRTH' && e.device === 'cam1', mark).catch(fail);
+    assert.equal(host.messages('NDEATH').length, 0, 'no NDEATH for a rebirth');
+
+    // ---- primary host offline: the node publishes NDEATH itself (3.1.1), once, then a new session
+    mark = host.events.length;
+    await host.send({ cmd: 'state', online: false });
+    const death = await host.next('NDEATH after host offline', (e) => e.type === 'NDEATH', mark).catch(fail);
+    assert.equal(bdSeqOf(death), b0);
+    assert.equal(death.matchesBirth, true);
+    assert.equal(death.qos, 1);
+    mark = host.events.length;
+    await host.send({ cmd: 'state', online: true });
+    const birth2 = await host.next('NBIRTH after host online', (e) => e.type === 'NBIRTH', mark).catch(fail);
+    assert.equal(bdSeqOf(birth2), (b0 + 1) % 256, 'a new session: bdSeq + 1');
+    assert.equal(host.messages('NDEATH').length, 1, 'one NDEATH: the normal DISCONNECT dropped the Will');
+
+    // ---- SIGKILL: the broker publishes the Will, with this session's bdSeq
+    mark = host.events.length;
+    assert.equal(await daemon.stop('SIGKILL'), null);
+    const will = await host.next('Will NDEATH after SIGKILL', (e) => e.type === 'NDEATH', mark, 90_000).catch(fail);
+    assert.equal(bdSeqOf(will), bdSeqOf(birth2));
+    assert.equal(will.matchesBirth, true);
+    assert.equal(will.qos, 1, 'Will at QoS 1');
 
     assert.deepEqual(host.violations(), [], 'the host found no rule broken');
   } finally {

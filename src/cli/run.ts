@@ -67,7 +67,8 @@ export async function runDaemonUntilSignal(configFile?: string, config?: AppConf
         log.error({ undid: layered.revision, revision: record.revision, reason }, 'configuration rolled back at start-up');
         continue;
       }
-      log.fatal({ err }, reason);
+      // A configuration that cannot be used says which key; its stack would only hide that.
+      log.fatal(err instanceof ConfigError ? {} : { err }, reason);
       return 1;
     }
     const outcome = await Promise.race([signalled, restartAsked]);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { parse as parseJsonc, printParseErrorCode, type ParseError } from 'jsonc-parser';
 import { REDACTED, redactUrls } from '../shared/redact.js';
 import {
-  cameraLeaves, describeFormat, isLeaf, leafKinds, leaves, makeConfig, schema, setValueAt, validateCamera, valueAt,
+  cameraLeaves, describeFormat, isLeaf, leafKinds, leaves, makeConfig, pairedKeyProblem, schema, setValueAt, validateCamera, valueAt,
   type AppConfig, type CameraConfig, type Leaf, type SchemaTree,
 } from './schema.js';
 import { recipeReferenceProblem, resolveRecipePaths } from './recipes.js';
@@ -99,9 +99,18 @@ function validateLoaded(config: ReturnType<typeof makeConfig>, baseDir: string):
     if ((cam.source === 'folder' || cam.source === 'file') && cam.path) cam.path = resolveFrom(baseDir, cam.path);
   }
   resolved.recipes = resolveRecipePaths(props.recipes, baseDir);
-  const recipeProblem = recipeReferenceProblem(resolved);
-  if (recipeProblem) throw new ConfigError(`invalid configuration:\n${recipeProblem}`);
+  const problem = pairedKeyProblem(resolved) ?? recipeReferenceProblem(resolved);
+  if (problem) throw new ConfigError(`invalid configuration:\n${problem}`);
   return resolved;
+}
+
+/** The file a config key names, read now; failing that, a ConfigError that names the key. */
+export function readKeyFile(key: string, file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new ConfigError(`${key}: cannot read ${file || '(empty path)'}: ${(err as Error).message}`);
+  }
 }
 
 function resolveFrom(baseDir: string, p: string): string {

@@ -772,8 +772,8 @@ export const schema = {
       remote: 'never',
     }),
     tls: {
-      cert: setting({ filePath: true, doc: 'TLS: server certificate file (PEM); with http.tls.key the console speaks HTTPS.', format: String, default: '', apply: 'daemon', remote: 'never' }),
-      key: setting({ filePath: true, doc: 'TLS: server private key file (PEM).', format: String, default: '', sensitive: true, apply: 'daemon', remote: 'never' }),
+      cert: setting({ filePath: true, doc: 'TLS: server certificate file (PEM); with http.tls.key (both or neither) the console speaks HTTPS only. A file that cannot be read or used stops the start, naming the key.', format: String, default: '', apply: 'daemon', remote: 'never' }),
+      key: setting({ filePath: true, doc: 'TLS: server private key file (PEM), for http.tls.cert.', format: String, default: '', sensitive: true, apply: 'daemon', remote: 'never' }),
     },
     maxConnections: setting({ doc: 'Most open console connections; more are refused.', format: integerIn(1, 10_000), default: 64, apply: 'daemon', remote: 'never' }),
     requestTimeoutMs: setting({ doc: 'A client that has not sent its whole request in this long is dropped; idle keep-alive connections close after it too.', format: integerIn(1000, 600_000), default: 10000, apply: 'daemon', remote: 'never' }),
@@ -809,6 +809,18 @@ export type AppConfig = ValueOf<typeof schema>;
 
 export function makeConfig() {
   return convict(schema as unknown as convict.Schema<AppConfig>);
+}
+
+/** Keys that work only together: both set or both empty (convict checks one key at a time). */
+const PAIRED_KEYS: ReadonlyArray<readonly [string, string]> = [['http.tls.cert', 'http.tls.key']];
+
+/** Why a pair of keys that work only together is half set (naming the missing key), or null. */
+export function pairedKeyProblem(config: AppConfig): string | null {
+  for (const pair of PAIRED_KEYS) {
+    const set = pair.filter((key) => valueAt(config, key) !== '');
+    if (set.length === 1) return `${pair.find((key) => key !== set[0])}: must be set together with ${set[0]} (both or neither)`;
+  }
+  return null;
 }
 
 // ---- walking the schema ----------------------------------------------------------------------

@@ -20,7 +20,6 @@ export function authConfigProblem(http: AppConfig['http']): string | null {
   if ((http.username === '') !== (http.password === '')) {
     return 'http.username and http.password must be set together (or CRAD_HTTP_USERNAME and CRAD_HTTP_PASSWORD)';
   }
-  if ((http.tls.cert === '') !== (http.tls.key === '')) return 'http.tls.cert and http.tls.key must be set together';
   if (!isLoopback(http.host) && !hasCredentials(http)) {
     return `http.host is ${http.host}, beyond loopback: set http.token (CRAD_HTTP_TOKEN) or http.username and http.password (CRAD_HTTP_USERNAME, CRAD_HTTP_PASSWORD), or bind http.host to 127.0.0.1`;
   }

@@ -5,8 +5,9 @@
 // streams); a bad request gets a 4xx with its reason.
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
-import { redact, type AppConfig } from '../config/load.js';
+import { ConfigError, readKeyFile, redact, type AppConfig } from '../config/load.js';
 import type { FrameInference, InspectionResult } from '../inference/types.js';
 import { modelSummary } from '../publish/payloads.js';
 import type { Logger } from '../shared/log.js';
@@ -36,6 +37,22 @@ export interface ConsolePlugin {
   plugin: FastifyPluginAsync<ConsolePluginOptions>;
 }
 
+/**
+ * The console's certificate and key (http.tls.*), read and tried now, or null for plain HTTP when
+ * neither is set: a file that cannot be read or used stops the start naming its key, never a
+ * console that falls back to plain HTTP.
+ */
+function httpsFiles(tls: AppConfig['http']['tls']): { cert: Buffer; key: Buffer } | null {
+  if (tls.cert === '' && tls.key === '') return null;
+  const files = { cert: readKeyFile('http.tls.cert', tls.cert), key: readKeyFile('http.tls.key', tls.key) };
+  try {
+    createSecureContext(files);
+  } catch (err) {
+    throw new ConfigError(`http.tls.cert / http.tls.key: not a PEM certificate and its private key (${tls.cert}, ${tls.key}): ${(err as Error).message}`);
+  }
+  return files;
+}
+
 export class ConsoleServer {
   readonly live: LiveView;
   readonly metrics: Metrics;
@@ -48,11 +65,11 @@ export class ConsoleServer {
     const config = host.config();
     this.httpConfig = config.http;
     const problem = authConfigProblem(this.httpConfig);
-    if (problem) throw new Error(`console not started: ${problem}`);
+    if (problem) throw new ConfigError(`console not started: ${problem}`);
     this.auth = new ConsoleAuth(this.httpConfig);
     this.live = new LiveView({ fps: this.httpConfig.liveFps, maxViewers: this.httpConfig.maxViewers, overlayAlpha: () => host.config().overlay.alpha });
     this.metrics = new Metrics(host);
-    const https = this.httpConfig.tls.cert ? { cert: fs.readFileSync(this.httpConfig.tls.cert), key: fs.readFileSync(this.httpConfig.tls.key) } : null;
+    const https = httpsFiles(this.httpConfig.tls);
     this.app = Fastify({
       ...(https ? { https } : {}),
       bodyLimit: BODY_LIMIT_BYTES,

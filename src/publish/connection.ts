@@ -2,9 +2,8 @@
 // (reconnectPeriod 0: it retries on a fixed period, the whole fleet in step), and our loop with
 // exponential backoff and full jitter instead. MQTT 5 falls back to 3.1.1 when the broker refuses
 // the protocol version.
-import fs from 'node:fs';
 import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt';
-import type { AppConfig } from '../config/load.js';
+import { readKeyFile, type AppConfig } from '../config/load.js';
 import type { Logger } from '../shared/log.js';
 import { backoffDelay } from '../shared/backoff.js';
 import { redactUrls } from '../shared/redact.js';
@@ -216,13 +215,7 @@ export class MqttConnection {
 function readTlsFiles(tls: ConnectionSettings['tls']): Pick<IClientOptions, 'ca' | 'cert' | 'key'> {
   const out: Pick<IClientOptions, 'ca' | 'cert' | 'key'> = {};
   for (const key of ['ca', 'cert', 'key'] as const) {
-    const file = tls[key];
-    if (!file) continue;
-    try {
-      out[key] = fs.readFileSync(file);
-    } catch (err) {
-      throw new Error(`mqtt.tls.${key}: cannot read ${file}: ${(err as Error).message}`);
-    }
+    if (tls[key]) out[key] = readKeyFile(`mqtt.tls.${key}`, tls[key]);
   }
   if (Boolean(out.cert) !== Boolean(out.key)) throw new Error('mqtt.tls.cert and mqtt.tls.key must be set together');
   return out;

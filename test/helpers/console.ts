@@ -2,11 +2,28 @@
 // without credentials, and a real Prometheus that scrapes it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { killOnExit, tempDir } from './cleanup.js';
-import type { DaemonProcess } from './daemon.js';
+import { demoModel, samplesDir, writeConfig, type DaemonProcess } from './daemon.js';
 import { freePort } from './mosquitto.js';
 import { until } from './publish-fixtures.js';
+
+/** Where the console tests bind it: beyond loopback by the console's rule (only 127.0.0.1, ::1, localhost are not). */
+export const CONSOLE_HOST = '127.0.0.2';
+
+/** A daemon config in its own temp dir: one looping folder camera, the broker `mqtt`, the console on CONSOLE_HOST with `http`. */
+export function consoleConfig(id: string, mqtt: { url: string; topicPrefix: string }, http: Record<string, unknown>): string {
+  return writeConfig({
+    device: { id },
+    model: { path: demoModel },
+    cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 5 }],
+    mqtt: { reconnectMinMs: 200, reconnectMaxMs: 1000, ...mqtt },
+    crops: { enabled: false },
+    service: { statusIntervalMs: 1000 },
+    http: { enabled: true, host: CONSOLE_HOST, port: 0, ...http },
+  }, tempDir(`console-${id}`));
+}
 
 /** The console's base URL, once the daemon has logged that it listens. */
 export async function consoleUrl(daemon: DaemonProcess): Promise<string> {
@@ -24,21 +41,42 @@ export interface Reply {
   json: any;
 }
 
-export async function call(url: string, options: { method?: string; token?: string; basic?: [string, string]; body?: unknown; raw?: string } = {}): Promise<Reply> {
+/** A console call; `ca` (a PEM file) makes it HTTPS that trusts only that CA (and verifies). */
+export async function call(url: string, options: { method?: string; token?: string; basic?: [string, string]; body?: unknown; raw?: string; ca?: string } = {}): Promise<Reply> {
   const headers: Record<string, string> = {};
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   if (options.basic) headers.authorization = `Basic ${Buffer.from(options.basic.join(':')).toString('base64')}`;
   const body = options.raw ?? (options.body !== undefined ? JSON.stringify(options.body) : undefined);
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(url, { method: options.method ?? (body !== undefined ? 'POST' : 'GET'), headers, ...(body !== undefined ? { body } : {}) });
-  const text = await response.text();
+  const method = options.method ?? (body !== undefined ? 'POST' : 'GET');
+  const { status, headers: responseHeaders, text } = options.ca
+    ? await httpsRequest(url, method, headers, body, fs.readFileSync(options.ca))
+    : await fetch(url, { method, headers, ...(body !== undefined ? { body } : {}) }).then(async (r) => ({ status: r.status, headers: r.headers, text: await r.text() }));
   let json: any = null;
   try {
     json = JSON.parse(text);
   } catch {
     // not JSON (metrics, pages)
   }
-  return { status: response.status, headers: response.headers, text, json };
+  return { status, headers: responseHeaders, text, json };
+}
+
+/** fetch() takes no CA of its own: node:https, one connection per call (no agent keeps it open). */
+function httpsRequest(url: string, method: string, headers: Record<string, string>, body: string | undefined, ca: Buffer): Promise<Omit<Reply, 'json'>> {
+  return new Promise((resolve, reject) => {
+    const request = https.request(url, { method, headers, ca, agent: false }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.once('error', reject);
+      response.once('end', () => resolve({
+        status: response.statusCode!,
+        headers: new Headers(Object.entries(response.headers).flatMap(([name, value]) => (value === undefined ? [] : [[name, String(value)] as [string, string]]))),
+        text: Buffer.concat(chunks).toString('utf8'),
+      }));
+    });
+    request.once('error', reject);
+    request.end(body);
+  });
 }
 
 /** Poll an async condition until it holds, or fail naming `what`. */

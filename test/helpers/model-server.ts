@@ -1,12 +1,9 @@
-// A model file server on loopback (http, or https with a throw-away CA made by openssl) whose
+// A model file server on loopback (http, or https with helpers/certs.ts's certificates) whose
 // files can misbehave the ways a real one does: stall, never answer, lie about the length.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import path from 'node:path';
-import { tempDir } from './cleanup.js';
 
 /**
  * normal: the body, honouring Range; stall: headers and half the body, then nothing;
@@ -77,16 +74,4 @@ export class ModelServer {
     if (behaviour === 'short') setImmediate(() => res.socket?.destroy());
     // stall: the rest never comes
   }
-}
-
-/** A throw-away CA and a server certificate for 127.0.0.1, made with openssl. */
-export function makeServerCertificate(): { ca: string; cert: string; key: string } {
-  const dir = tempDir('model-server-tls');
-  const f = (name: string) => path.join(dir, name);
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=crad model test CA', '-keyout', f('ca.key'), '-out', f('ca.pem'));
-  fs.writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', f('server.key'), '-out', f('server.csr'));
-  openssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('server.ext'), '-out', f('server.pem'));
-  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
 }

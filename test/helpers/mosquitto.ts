@@ -29,6 +29,8 @@ export class Mosquitto {
     persistence?: boolean;
     /** A second listener with TLS (server files, PEM), client certificates required, and these users. */
     tls?: { ca: string; cert: string; key: string; users: Record<string, string> };
+    /** Log every client connection (id, protocol version: "p2" is MQTT 3.1.1, "p5" MQTT 5) to `log`. */
+    logConnections?: boolean;
   } = {}): Promise<Mosquitto> {
     const dir = tempDir('mosquitto');
     const broker = new Mosquitto(options.port ?? (await freePort()), dir);
@@ -59,11 +61,16 @@ export class Mosquitto {
       [
         ...(options.tls ? ['per_listener_settings true'] : []),
         `listener ${broker.port} 127.0.0.1`, 'allow_anonymous true', ...tls, ...persistence,
-        'log_dest stderr', 'log_type error', 'log_type warning', '',
+        'log_dest stderr', 'log_type error', 'log_type warning', ...(options.logConnections ? ['log_type notice'] : []), '',
       ].join('\n'),
     );
     await broker.start();
     return broker;
+  }
+
+  /** What the broker has logged since it was last started. */
+  get log(): string {
+    return this.output;
   }
 
   get url(): string {
