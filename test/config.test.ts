@@ -89,7 +89,7 @@ test('comments and trailing commas are allowed in config files', () => {
 
 test('redact hides passwords, keys and URL credentials', () => {
   const config = validateConfigObject({
-    mqtt: { url: 'mqtts://user:secret@broker:8883', password: 'hunter2', tls: { key: '/etc/key.pem' } },
+    mqtt: { url: 'mqtts://user:secret@broker:8883', password: 'hunter2', tls: { cert: '/etc/cert.pem', key: '/etc/key.pem' } },
     cameras: [{ id: 'rtsp1', source: 'rtsp', url: 'rtsp://admin:admin@127.0.0.1/stream' }],
   });
   const text = JSON.stringify(redact(config));
@@ -100,4 +100,11 @@ test('redact hides passwords, keys and URL credentials', () => {
 test('the README carries the configuration reference generated from the schema', () => {
   const readme = fs.readFileSync(path.join(repo, 'README.md'), 'utf8');
   assert.ok(readme.includes(configReference()), 'README.md is out of date: run `npm run docs:config` and paste');
+});
+
+test('a client certificate without its key (or the reverse) is refused at load, naming the missing key', () => {
+  const certOnly = writeTemp(JSON.stringify({ mqtt: { tls: { cert: '/etc/crad/client.pem' } } }));
+  assert.throws(() => loadConfig(certOnly), /mqtt\.tls\.key: must be set together with mqtt\.tls\.cert/);
+  const keyOnly = writeTemp(JSON.stringify({ mqtt: { tls: { key: '/etc/crad/client.key' } } }));
+  assert.throws(() => loadConfig(keyOnly), /mqtt\.tls\.cert: must be set together with mqtt\.tls\.key/);
 });

@@ -642,8 +642,8 @@ export const schema = {
     }),
     tls: {
       ca: setting({ filePath: true, doc: 'TLS: CA certificate file (PEM) to trust for the broker.', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
-      cert: setting({ filePath: true, doc: 'TLS: client certificate file (PEM).', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
-      key: setting({ filePath: true, doc: 'TLS: client private key file (PEM).', format: String, default: '', sensitive: true, apply: 'mqtt', remote: 'signed' }),
+      cert: setting({ filePath: true, doc: 'TLS: client certificate file (PEM); with mqtt.tls.key (both or neither).', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
+      key: setting({ filePath: true, doc: 'TLS: client private key file (PEM), for mqtt.tls.cert.', format: String, default: '', sensitive: true, apply: 'mqtt', remote: 'signed' }),
       rejectUnauthorized: setting({ doc: 'TLS: reject brokers whose certificate does not verify.', format: Boolean, default: true, apply: 'mqtt', remote: 'signed' }),
     },
     reconnectMinMs: setting({ doc: 'First broker reconnect delay; doubles per failed attempt, with full jitter.', format: integerIn(10, 3_600_000), default: 1000, apply: 'mqtt' }),
@@ -812,7 +812,10 @@ export function makeConfig() {
 }
 
 /** Keys that work only together: both set or both empty (convict checks one key at a time). */
-const PAIRED_KEYS: ReadonlyArray<readonly [string, string]> = [['http.tls.cert', 'http.tls.key']];
+const PAIRED_KEYS: ReadonlyArray<readonly [string, string]> = [
+  ['http.tls.cert', 'http.tls.key'],
+  ['mqtt.tls.cert', 'mqtt.tls.key'],
+];
 
 /** Why a pair of keys that work only together is half set (naming the missing key), or null. */
 export function pairedKeyProblem(config: AppConfig): string | null {
