@@ -223,6 +223,17 @@ const VALID_MODEL_PATHS = new Set([path.join(modelsDir, 'current.onnx'), 'curren
 const leafByKey = new Map(allLeaves);
 const resolvedLike = (key: string, v: unknown): unknown => (PATH_LEAVES.has(key) && typeof v === 'string' && v !== '' && !path.isAbsolute(v) ? path.resolve(v) : v);
 
+// Keys that work only together: after a push both are set or both empty; else the missing one is named.
+const KEY_PAIRS = [['mqtt.tls.cert', 'mqtt.tls.key'], ['http.tls.cert', 'http.tls.key']] as const;
+function halfSetPairs(changes: Record<string, unknown>): string[] {
+  const missing: string[] = [];
+  for (const pair of KEY_PAIRS) {
+    const set = pair.map((key) => (Object.hasOwn(changes, key) ? resolvedLike(key, changes[key]) : valueAt(current, key)) !== '');
+    if (set[0] !== set[1]) missing.push(set[0] ? pair[1] : pair[0]);
+  }
+  return missing;
+}
+
 /** true: the change must be accepted; false: refused; null: the model does not know (unknown keys are false). */
 function changeValid(key: string, v: unknown, ctx: { allow: string[]; signed: boolean }): boolean {
   const leaf = leafByKey.get(key);
@@ -525,6 +536,7 @@ function expect(request: Record<string, unknown>, ctx: { allow: string[]; signed
     for (const [key, value] of Object.entries(changes)) {
       if (!changeValid(key, normalizeZero(value), ctx)) offenders.push(DOTTED.test(key) ? key : JSON.stringify(key).slice(1, -1));
     }
+    if (offenders.length === 0) offenders.push(...halfSetPairs(changes));
   }
   return { valid: offenders.length === 0, offenders, transaction: tx };
 }
