@@ -40,8 +40,16 @@ def resolve_device(name: str = "auto"):
                           f"(CUDA build: {torch.version.cuda or 'none'}); use --device cpu or auto")
     if name == "cuda" or (name == "auto" and cuda):
         return torch.device("cuda")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cpus())
     return torch.device("cpu")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (taskset, cgroup cpusets), not all the machine has: more torch
+    threads than cores makes every step wait for the thread that was descheduled."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def feature_autocast(device):
@@ -57,7 +65,7 @@ def loader_options(device) -> dict:
     """DataLoader workers and pinned memory for a GPU; the main process on a CPU."""
     if device is None or device.type != "cuda":
         return {"num_workers": 0, "pin_memory": False}
-    return {"num_workers": min(8, max(1, (os.cpu_count() or 2) - 1)), "pin_memory": True}
+    return {"num_workers": min(8, max(1, usable_cpus() - 1)), "pin_memory": True}
 
 
 def synchronize(device) -> None:

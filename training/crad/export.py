@@ -256,8 +256,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    from .device import usable_cpus
     from .model import load_detector
+
+    torch.set_num_threads(usable_cpus())
 
     detector, extra = load_detector(args.checkpoint)
     if args.calibration:

@@ -73,3 +73,14 @@ def test_worker_decoding_gives_the_same_batches_and_skips(tmp_path):
     assert here == there == [str(broken)]
     assert [p for _, paths in in_process for p in paths] == [p for _, paths in workers for p in paths]
     np.testing.assert_array_equal(np.concatenate([i for i, _ in in_process]), np.concatenate([i for i, _ in workers]))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_cpu_threads_follow_the_cpus_the_process_may_use():
+    # A process pinned to one CPU (taskset, a cgroup cpuset) must not start a thread per core of the machine.
+    code = ("import os, torch; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from crad.device import resolve_device, usable_cpus; resolve_device('cpu'); print(usable_cpus(), torch.get_num_threads())")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["1", "1"]
