@@ -119,3 +119,38 @@ def test_few_shot_end_to_end(tmp_path, capsys, one_thread):
     printed = capsys.readouterr().out
     assert "| 4 | CRAD tiny |" in printed and "| 8 | PatchCore |" in printed and " ± " in printed
     assert (tmp_path / "out" / "bench.md").read_text().count("| 8 |") == 2
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_unified_end_to_end(tmp_path, capsys, one_thread):
+    make_tiles(tmp_path / "mt")
+    args = bench_args("unified", "--data", str(tmp_path / "mt"), "--mt-train", "5", "--synth-classes", "weave", "washer",
+                      "--synth-train", "4", "--synth-test-good", "2", "--synth-test-defect", "2", "--synth-size", "64",
+                      "--epochs", "1", "--overlays", "0", "--out", str(tmp_path / "out"), *TINY)
+    assert bench.run(args) == 0
+    report = json.loads((tmp_path / "out" / "bench.json").read_text())
+    classes = ["magnetic-tile", "weave", "washer"]
+    assert report["classes"] == classes
+    assert report["images"]["magnetic-tile"]["train"] == 5 and report["images"]["weave"] == {
+        "train": 4, "test": 4, "test_defective": 2}
+    methods = report["methods"]
+    assert set(methods) == {"crad-unified", "crad-separate", "patchcore-unified", "patchcore-separate"}
+    for name, record in methods.items():
+        assert record["models"] == (1 if name.endswith("unified") else 3)
+        for class_name in classes:
+            for metric in ("image_auroc", "pixel_auroc", "aupro"):
+                assert 0.0 <= record["classes"][class_name][metric] <= 1.0
+        assert record["ms_per_image_head"] > 0
+    # three heads of one architecture; the checkpoints also hold the backbone
+    crad_unified, crad_separate = methods["crad-unified"]["size"], methods["crad-separate"]["size"]
+    assert crad_separate["parameters"] == 3 * crad_unified["parameters"]
+    assert crad_unified["checkpoint_bytes"] > crad_unified["head_bytes"] > 0
+    # every model trained the same epochs on its own images only
+    details = methods["crad-separate"]["details"]
+    assert [details[c]["images"] for c in classes] == [5, 4, 4] and methods["crad-unified"]["details"]["all"]["images"] == 13
+    assert all(d["epochs_completed"] == 1 for d in details.values())
+    assert methods["patchcore-unified"]["size"]["memory_bank"] > 0
+    printed = capsys.readouterr().out
+    assert "| CRAD tiny unified | 1 |" in printed and "| PatchCore separate | 3 |" in printed
+    assert "- CRAD, unified vs separate" in printed
+    assert (tmp_path / "out" / "synth" / "weave" / "train" / "good").is_dir()
