@@ -57,12 +57,12 @@ def unified_samples(args: argparse.Namespace, data: Path, out: Path) -> tuple[li
 
     mt_train, _, mt_test = bench_split(data, args.split_seed, args.seed, 0.0, args.limit)
     mt_train = limit_samples(mt_train, args.mt_train, args.seed)
-    synth = out / "synth"
-    write_dataset(synth, args.synth_classes, args.synth_train, args.synth_test_good, args.synth_test_defect,
+    synth, synth_classes = out / "synth", list(dict.fromkeys(args.synth_classes))
+    write_dataset(synth, synth_classes, args.synth_train, args.synth_test_good, args.synth_test_defect,
                   args.synth_size, args.seed, overwrite=True)
-    synth_train = load_samples(synth, "mvtec", "train", args.synth_classes)
-    synth_test = load_samples(synth, "mvtec", "test", args.synth_classes)
-    return mt_train + synth_train, mt_test + synth_test, [MAGNETIC_TILE_CLASS, *args.synth_classes]
+    synth_train = load_samples(synth, "mvtec", "train", synth_classes)
+    synth_test = load_samples(synth, "mvtec", "test", synth_classes)
+    return mt_train + synth_train, mt_test + synth_test, [MAGNETIC_TILE_CLASS, *synth_classes]
 
 
 def rows_by_class(samples: list[Sample], classes: list[str]) -> dict[str, list[int]]:

@@ -57,8 +57,9 @@ REFERENCE_STEP_SIZE = 40
 AUTO_HOLDOUT_FRACTION = 0.1
 MIN_AUTO_HOLDOUT_IMAGES = 8
 MIN_AUTO_HOLDOUT_CLASS_IMAGES = 10
-# The reference makes ~2,300 steps on a 700-image class (50 epochs of batch 16); 8 images at
-# 50 epochs would make 50, too few for the grids and the decoder to fit at all.
+# The reference schedule makes ~2,300 steps on Magnetic Tile's ~720 training images (50 epochs of
+# 46 batches of 16); on 8 images it would make 50. 300 (an eighth of the former) is a judgement,
+# not a measurement: the few-shot bench (crad.bench_fewshot) is where to check it.
 DEFAULT_MIN_STEPS = 300
 
 
