@@ -158,20 +158,20 @@ def test_train_command_defaults_on_a_small_set(tmp_path):
     defaults = parser.parse_args(["--data", str(tmp_path / "data")])
     assert (defaults.holdout, defaults.min_steps, defaults.epochs) == ("auto", DEFAULT_MIN_STEPS, None)
     args = parser.parse_args([
-        "--data", str(tmp_path / "data"), "--backbone", "efficientnet-b4", "--random-backbone",
-        "--variant", "tiny", "--E", "16", "--input-size", str(INPUT), "--epochs", "2", "--batch-size", "4",
-        "--min-steps", "12", "--out", str(tmp_path / "run"), "--no-progress",
+        "--data", str(tmp_path / "data"), "--backbone", "mobilenet-v2", "--random-backbone",
+        "--variant", "tiny", "--E", "16", "--input-size", str(INPUT), "--epochs", "1", "--batch-size", "4",
+        "--min-steps", "5", "--out", str(tmp_path / "run"), "--no-progress",
     ])
     assert run(args) == 0
     _, extra = load_detector(str(tmp_path / "run" / "best.pt"))
     info = extra["training"]
     assert info["holdout_images"] == 0 and info["holdout_rule"].startswith("auto: no hold-out")
-    assert info["selection"] == "last epoch" and extra["selected_epoch"] == 4
-    # 10 images in batches of 4 = 3 steps per epoch: 2 epochs make 6 steps, raised to 4 epochs = 12
-    assert info["schedule"]["epochs_raised_for_min_steps"] and info["epochs"] == 4 and info["schedule"]["steps"] == 12
+    assert info["selection"] == "last epoch" and extra["selected_epoch"] == 2
+    # 10 images in batches of 4 = 3 steps per epoch: 1 epoch makes 3 steps, raised to 2 epochs = 6
+    assert info["schedule"]["epochs_raised_for_min_steps"] and info["epochs"] == 2 and info["schedule"]["steps"] == 6
 
     # Resuming keeps --holdout auto and --min-steps; a longer run that reaches the minimum is not raised.
-    resume = parser.parse_args(["--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "6", "--no-progress"])
+    resume = parser.parse_args(["--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "3", "--no-progress"])
     assert run(resume) == 0
     state = torch.load(tmp_path / "run" / "last.pt")["training_state"]
-    assert state["epoch"] == 6 and state["args"]["min_steps"] == 12 and state["args"]["holdout"] == "auto"
+    assert state["epoch"] == 3 and state["args"]["min_steps"] == 5 and state["args"]["holdout"] == "auto"
