@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("crad.evaluate", "evaluate a checkpoint: image/pixel AUROC, AUPRO, F1-max, overlays"),
     "calibrate": ("crad.calibrate", "compute score thresholds from normal images into the model"),
     "export": ("crad.export", "export a checkpoint to the contract's ONNX file and reference file"),
-    "bench": ("crad.bench", "run the Magnetic Tile benchmark"),
+    "bench": ("crad.bench", "benchmarks: Magnetic Tile (protocol or few good images), separate vs unified"),
 }
 
 

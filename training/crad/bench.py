@@ -1,6 +1,9 @@
 """Benchmarks on real data: CRAD against a PatchCore-style baseline on the same backbone features.
 
-`python -m crad bench magnetic-tile --minutes 30 --backbone mobilenet-v2`
+`python -m crad bench magnetic-tile --minutes 30 --backbone mobilenet-v2`: the protocol below.
+`python -m crad bench magnetic-tile --few-shot 8,16,32 --seeds 0,1,2`: few good images
+(crad.bench_fewshot). `python -m crad bench unified`: one model for several classes against one
+model per class (crad.bench_unified). What the three share is in crad.bench_common.
 
 Protocol of the published Magnetic Tile results (DifferNet, CS-Flow): a seeded 80 % of MT_Free
 trains (`crad.data.magnetic_tile_split`, split seed 0 by default); the other 20 % and every
@@ -19,21 +22,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import logging
 import math
 import time
 from pathlib import Path
 
-import numpy as np
-
-from .data import Sample, image_batches, limit_samples, load_images, magnetic_tile_split, split_samples
+from .bench_common import features_of, head_predictions, parse_int_list, percent_cell, write_bench
+from .data import limit_samples, magnetic_tile_split, split_samples
 from .device import add_device_argument, resolve_device
 from .evaluate import METRICS, METRIC_TITLES, evaluate_predictions
 from .train import add_neck_pool_argument
 
 log = logging.getLogger("crad.bench")
-DATASETS = ("magnetic-tile",)
+DATASETS = ("magnetic-tile", "unified")
 # Published image AUROC on Magnetic Tile (the DifferNet and CS-Flow papers).
 PUBLISHED = {
     "magnetic-tile": [
@@ -55,38 +56,6 @@ def bench_split(data: str | Path, split_seed: int, seed: int, holdout: float, li
         held = limit_samples(held, max(2, limit // 5), seed)
         test = limit_samples(test, limit, seed)
     return train, held, test
-
-
-def _test_predictions(crad, patchcore, samples: list[Sample], size: int, batch: int, device=None):
-    """One backbone pass over the test images; both heads on the same features."""
-    import torch
-
-    from .device import loader_options, synchronize
-
-    maps = {"crad": [], "patchcore": []}
-    scores = {"crad": [], "patchcore": []}
-    seconds = {"backbone": 0.0, "crad": 0.0, "patchcore": 0.0}
-    kept: list[Sample] = []
-    skipped: list[str] = []
-    with torch.no_grad():  # warm-up: the first call's one-off allocations are not inference time
-        warm = crad.unpooled_features(torch.zeros(1, 3, size, size, device=device))
-        crad.maps_from_features(crad.pool_features(warm))
-        patchcore.maps_from_features(warm)
-        for images, batch_samples in image_batches(samples, size, batch, skipped, **loader_options(device)):
-            start = time.perf_counter()
-            features = crad.unpooled_features(torch.as_tensor(images).to(device, non_blocking=True))
-            synchronize(device)
-            seconds["backbone"] += time.perf_counter() - start
-            for name, model in (("crad", crad), ("patchcore", patchcore)):
-                start = time.perf_counter()
-                out_maps, out_scores = model.maps_from_features(crad.pool_features(features) if model is crad else features)
-                synchronize(device)
-                seconds[name] += time.perf_counter() - start
-                maps[name].append(out_maps[:, 0].float().cpu().numpy())
-                scores[name].append(out_scores.float().cpu().numpy())
-            kept.extend(batch_samples)
-    results = {name: (np.concatenate(maps[name]), np.concatenate(scores[name])) for name in maps}
-    return results, kept, skipped, seconds
 
 
 def epochs_for_budget(detector, train_features, held_features, args, out: Path) -> tuple[int, float]:
@@ -113,10 +82,6 @@ def epochs_for_budget(detector, train_features, held_features, args, out: Path) 
     return epochs, max(left / 60.0, epoch_seconds / 60.0)
 
 
-def _cell(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.1f}"
-
-
 def comparison_table(rows: list[tuple[str, dict, dict]]) -> str:
     """rows: (name, metrics, timings) -> Markdown, metrics in percent."""
     header = "| method | " + " | ".join(METRIC_TITLES[m] for m in METRICS) + " | fit s | ms/image |"
@@ -124,18 +89,29 @@ def comparison_table(rows: list[tuple[str, dict, dict]]) -> str:
     for name, metrics, timing in rows:
         fit = timing.get("fit_seconds")
         per_image = timing.get("ms_per_image")
-        lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(m)) for m in METRICS)
+        lines.append(f"| {name} | " + " | ".join(percent_cell(metrics.get(m)) for m in METRICS)
                      + f" | {'—' if fit is None else f'{fit:.0f}'} | {'—' if per_image is None else f'{per_image:.1f}'} |")
     return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .synth import CLASSES as SYNTH_CLASSES
+
     parser.description = "Benchmark CRAD and a PatchCore baseline (same backbone features) on a real data set."
-    parser.add_argument("dataset", choices=DATASETS)
-    parser.add_argument("--data", help="data set folder (default: $CRAD_SHARED_DATA/<dataset>, else ../shared/data/<dataset>)")
-    parser.add_argument("--minutes", type=float, default=30.0, help="CRAD training time budget (default 30)")
+    parser.add_argument("dataset", choices=DATASETS,
+                        help="magnetic-tile: the published protocol (or few good images with --few-shot); "
+                             "unified: Magnetic Tile plus synthetic classes, one model for all against one per class")
+    parser.add_argument("--data", help="Magnetic Tile folder (default: $CRAD_SHARED_DATA/magnetic-tile, "
+                                       "else ../shared/data/magnetic-tile)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="CRAD training time budget of the protocol run (default 30)")
     parser.add_argument("--epochs", type=int,
-                        help="CRAD epochs (default: as many as fit --minutes, at most 50, timed on a trial epoch)")
+                        help="CRAD epochs. Protocol run: default as many as fit --minutes, at most 50, timed on a "
+                             "trial epoch. --few-shot: asked for before --min-steps raises them (default 50). "
+                             "unified: every model's epochs (default 50)")
+    parser.add_argument("--min-steps", type=int,
+                        help="raise a small training set's epochs until CRAD makes this many optimizer steps (crad "
+                             "train's --min-steps; default 300 with --few-shot, 0 for unified so that every model "
+                             "trains --epochs; the protocol run does not use it)")
     parser.add_argument("--backbone", default="mobilenet-v2")
     parser.add_argument("--backbone-weights")
     parser.add_argument("--random-backbone", action="store_true", help="random backbone weights: for tests only")
@@ -144,35 +120,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=224)
     add_neck_pool_argument(parser)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0, help="seed of training, the held-out split, --limit and the coreset")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of training, the held-out split, --limit, --mt-train, the synthetic images and the coreset")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 80/20 split of MT_Free (default 0: keep it)")
-    parser.add_argument("--holdout", type=float, default=0.05, help="fraction of the training 80%% held out for model selection")
-    parser.add_argument("--limit", type=int, help="at most N images per label in each part (smoke tests only)")
+    parser.add_argument("--holdout", type=float, default=0.05,
+                        help="fraction of the training 80%% held out for model selection in the protocol run "
+                             "(--few-shot uses crad train's --holdout auto; unified holds nothing out)")
+    parser.add_argument("--limit", type=int, help="at most N Magnetic Tile images per label in each part (smoke tests only)")
     parser.add_argument("--coreset-ratio", type=float, default=0.1)
-    parser.add_argument("--max-bank", type=int, default=10000, help="PatchCore memory bank size cap")
+    parser.add_argument("--max-bank", type=int, default=10000, help="PatchCore memory bank size cap (per bank)")
     parser.add_argument("--projection-dim", type=int, default=128, help="PatchCore coreset random projection")
-    parser.add_argument("--out", help="output folder (default runs/bench/<dataset>)")
+    parser.add_argument("--out", help="output folder (default runs/bench/<dataset>, runs/bench/magnetic-tile-few-shot)")
     parser.add_argument("--overlays", type=int, default=3, help="overlay images per class and method")
     parser.add_argument("--no-progress", action="store_true")
     add_device_argument(parser)
+    few = parser.add_argument_group("few good images (magnetic-tile --few-shot: crad.bench_fewshot)")
+    few.add_argument("--few-shot", type=parse_int_list, metavar="N,N,...",
+                     help="train on N good images (seeded draws from the protocol's 80%%) for each N, instead of all")
+    few.add_argument("--seeds", type=parse_int_list, default=[0, 1, 2], metavar="S,S,...",
+                     help="one draw per seed and N; a seed fixes the draw, the head's initialisation, the batch order "
+                          "and the coreset (default 0,1,2)")
+    unified = parser.add_argument_group("unified (crad.bench_unified)")
+    unified.add_argument("--mt-train", type=int, metavar="N",
+                         help="at most N Magnetic Tile training images (seeded draw from the protocol's 80%%; default all)")
+    unified.add_argument("--synth-classes", nargs="+", default=list(SYNTH_CLASSES), choices=SYNTH_CLASSES, metavar="CLASS",
+                         help=f"synthetic classes beside Magnetic Tile (default {' '.join(SYNTH_CLASSES)})")
+    unified.add_argument("--synth-train", type=int, default=100, help="good training images per synthetic class (default 100)")
+    unified.add_argument("--synth-test-good", type=int, default=30, help="good test images per synthetic class (default 30)")
+    unified.add_argument("--synth-test-defect", type=int, default=40, help="defective test images per synthetic class (default 40)")
+    unified.add_argument("--synth-size", type=int, default=256,
+                         help="side of the generated images before the --input-size resize (default 256)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from . import __version__
     from .backbones import shared_data_dir
-    from .baseline import PatchCoreBaseline
-    from .model import build_detector, load_detector
-    from .train import TrainConfig, compute_features, fit
 
     device = resolve_device(args.device)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    data = Path(args.data) if args.data else shared_data_dir() / args.dataset
+    data = Path(args.data) if args.data else shared_data_dir() / "magnetic-tile"
     if not data.is_dir():
-        raise SystemExit(f"crad bench: data set folder {data} not found (pass --data or set CRAD_SHARED_DATA)")
-    out = Path(args.out or Path("runs") / "bench" / args.dataset)
+        raise SystemExit(f"crad bench: Magnetic Tile folder {data} not found (pass --data or set CRAD_SHARED_DATA)")
+    if args.dataset == "unified":
+        if args.few_shot:
+            raise SystemExit("crad bench: --few-shot belongs to `crad bench magnetic-tile`")
+        from .bench_unified import run_unified
+
+        return run_unified(args, data, _out_folder(args, "unified"), device)
+    if args.few_shot:
+        from .bench_fewshot import run_few_shot
+
+        return run_few_shot(args, data, _out_folder(args, "magnetic-tile-few-shot"), device)
+    return run_protocol(args, data, _out_folder(args, args.dataset), device)
+
+
+def _out_folder(args: argparse.Namespace, default_name: str) -> Path:
+    out = Path(args.out or Path("runs") / "bench" / default_name)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_protocol(args: argparse.Namespace, data: Path, out: Path, device) -> int:
+    """The published protocol (the module docstring): CRAD within --minutes against PatchCore."""
+    import torch
+
+    from . import __version__
+    from .baseline import PatchCoreBaseline
+    from .model import build_detector, load_detector
+    from .train import TrainConfig, fit
+
     progress = not args.no_progress
     timings: dict[str, float] = {}
 
@@ -186,16 +201,14 @@ def run(args: argparse.Namespace) -> int:
                               args.random_backbone, neck_pool=args.neck_pool)
     detector.to(device)
     size = detector.input_size
-    train_images, train_kept, _ = load_images(train, size)
-    held_images, held_kept, _ = load_images(held, size) if held else (None, [], [])
     timings["load_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    # Unpooled: PatchCore compares on the spec's X whatever neck pooling CRAD is given.
-    train_features = compute_features(detector, train_images, args.batch_size, progress, "train features", pooled=False)
-    held_features = compute_features(detector, held_images, args.batch_size, progress, "holdout features", pooled=False) if held_kept else None
+    train_features, train_kept, _, _ = features_of(detector, train, args.batch_size, progress, "train", training=True)
+    held_features, held_kept, _, _ = features_of(detector, held, args.batch_size, progress, "holdout", training=True)
+    if not held_kept:
+        held_features = None
     timings["train_features_seconds"] = time.perf_counter() - started
-    del train_images, held_images
 
     epochs, train_minutes = args.epochs, args.minutes
     if epochs is None:
@@ -226,7 +239,14 @@ def run(args: argparse.Namespace) -> int:
     timings["patchcore_fit_seconds"] = time.perf_counter() - started
     del train_features, held_features
 
-    predictions, kept, skipped, seconds = _test_predictions(best, patchcore, test, size, args.batch_size, device)
+    # One backbone pass over the test images; both heads on the same features.
+    test_features, kept, skipped, backbone_seconds = features_of(best, test, args.batch_size, progress, "test")
+    seconds = {"backbone": backbone_seconds}
+    predictions = {}
+    for name, model in (("crad", best), ("patchcore", patchcore)):
+        maps, scores, seconds[name] = head_predictions(model, test_features, args.batch_size)
+        predictions[name] = (maps, scores)
+    del test_features
     per_image = {name: 1000.0 * s / len(kept) for name, s in seconds.items()}
     results = {}
     for name, title in (("crad", f"CRAD {args.variant}"), ("patchcore", "PatchCore baseline")):
@@ -257,15 +277,12 @@ def run(args: argparse.Namespace) -> int:
         "published": {name: metrics for name, metrics in PUBLISHED[args.dataset]},
         "timings": {**timings, "test_seconds": seconds},
     }
-    from .evaluate import _nan_to_none
-
-    (out / "bench.json").write_text(json.dumps(_nan_to_none(summary), indent=2) + "\n")
     note = "" if args.limit is None else f"\n--limit {args.limit}: a smoke test, not comparable with the published rows.\n"
     header = (f"# {args.dataset}: CRAD vs PatchCore on {args.backbone} features\n\n"
               f"{len(train_kept)} training / {len(held_kept)} held-out normal images, {len(kept)} test images "
               f"({summary['images']['test_defective']} defective); CRAD budget {args.minutes:g} min on {device}, "
               f"{summary['epochs_per_minute']:.2f} epochs/min.\n{note}\n")
-    (out / "bench.md").write_text(header + table)
+    write_bench(out, summary, header + table)
     print(table)
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, per-method reports in {out / 'crad'} and {out / 'patchcore'}")
     return 0

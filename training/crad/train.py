@@ -18,6 +18,13 @@
   per-class fraction (--holdout) of the normal images is kept out of training, and the
   checkpoint with the lowest held-out reconstruction loss (MSE(F, X) in eval mode) is best.pt.
   With --holdout 0 the last epoch is kept (a fixed number of epochs, which the spec allows).
+- Small sets (a new product starts with a handful of good parts), see choose_holdout and
+  plan_schedule: --holdout auto (the default) holds out 10 % per class only when every class
+  has at least 10 normal images and the hold-out holds at least 8 images in total; otherwise
+  nothing is held out and the model is the last epoch of the fixed schedule. --min-steps (default
+  300) raises the epoch count of a small set until the run makes that many optimizer steps, with
+  the StepLR decay kept at 80 % of the (longer) run; the batch size is capped at the number of
+  training images. What was decided goes into the model's crad.training and the log.
 - Unified: every class's normal images train one model; the class list goes into the model.
 - --max-minutes: before each epoch, stop if the previous epoch would not fit in what is left.
 
@@ -36,7 +43,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,13 +52,27 @@ log = logging.getLogger("crad.train")
 
 REFERENCE_EPOCHS = 50
 REFERENCE_STEP_SIZE = 40
+# Small-set defaults (module docstring). A held-out loss over fewer than 8 images is too noisy to
+# select on, and below 10 images a class's 10 % would round up to 20-50 % of its few images.
+AUTO_HOLDOUT_FRACTION = 0.1
+MIN_AUTO_HOLDOUT_IMAGES = 8
+MIN_AUTO_HOLDOUT_CLASS_IMAGES = 10
+# The reference schedule makes ~2,300 steps on Magnetic Tile's ~720 training images (50 epochs of
+# 46 batches of 16); on 8 images it would make 50. 300 (an eighth of the former) is a judgement,
+# not a measurement: the few-shot bench (crad.bench_fewshot) is where to check it.
+DEFAULT_MIN_STEPS = 300
+
+
+def decay_epoch(epochs: int) -> int:
+    """80 % of a run of `epochs` (where the reference's 40 of 50 puts the decay), at least 1."""
+    return max(1, int(round(epochs * REFERENCE_STEP_SIZE / REFERENCE_EPOCHS)))
 
 
 def scaled_step_size(epochs: int) -> int:
     """StepLR step for a run of `epochs`: 40 at >= 50 epochs, else 80 % of the run."""
     if epochs >= REFERENCE_EPOCHS:
         return REFERENCE_STEP_SIZE
-    return max(1, int(round(epochs * REFERENCE_STEP_SIZE / REFERENCE_EPOCHS)))
+    return decay_epoch(epochs)
 
 
 @dataclass
@@ -71,6 +93,80 @@ class TrainConfig:
 
     def effective_step_size(self) -> int:
         return self.step_size if self.step_size else scaled_step_size(self.epochs)
+
+
+# ---- small sets: the hold-out and the schedule ------------------------------------------------
+
+def parse_holdout(text: str) -> float | str:
+    """--holdout: "auto" or a fraction in [0, 1)."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a fraction in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"the hold-out fraction must be in [0, 1), got {value:g}")
+    return value
+
+
+def choose_holdout(normals: list, holdout: float | str, seed: int) -> tuple[list, list, str]:
+    """(training samples, held-out samples, the rule applied in words) for --holdout.
+
+    "auto" holds out AUTO_HOLDOUT_FRACTION per class (seeded, crad.data.split_samples) only when
+    every class has at least MIN_AUTO_HOLDOUT_CLASS_IMAGES normal images and the hold-out holds at
+    least MIN_AUTO_HOLDOUT_IMAGES in total; otherwise it holds out nothing (last epoch kept).
+    """
+    from .data import split_samples
+
+    if holdout == "auto":
+        smallest = min(Counter(s.class_name for s in normals).values())
+        train, held = split_samples(normals, 1.0 - AUTO_HOLDOUT_FRACTION, seed)
+        if smallest >= MIN_AUTO_HOLDOUT_CLASS_IMAGES and len(held) >= MIN_AUTO_HOLDOUT_IMAGES:
+            return train, held, f"auto: {AUTO_HOLDOUT_FRACTION:.0%} per class held out ({len(held)} images)"
+        if smallest < MIN_AUTO_HOLDOUT_CLASS_IMAGES:
+            why = f"a class has {smallest} normal images, fewer than {MIN_AUTO_HOLDOUT_CLASS_IMAGES}"
+        else:
+            why = f"{AUTO_HOLDOUT_FRACTION:.0%} per class is {len(held)} images, fewer than {MIN_AUTO_HOLDOUT_IMAGES}"
+        return list(normals), [], f"auto: no hold-out ({why}); the last epoch of the fixed schedule is kept"
+    if holdout > 0:
+        train, held = split_samples(normals, 1.0 - holdout, seed)
+        return train, held, f"{holdout:g} per class held out ({len(held)} images)"
+    return list(normals), [], "none (--holdout 0); the last epoch of the fixed schedule is kept"
+
+
+def plan_schedule(config: TrainConfig, train_count: int, min_steps: int) -> tuple[TrainConfig, dict]:
+    """The run `config` becomes on `train_count` training images, and what was decided.
+
+    The batch is capped at the image count. When the requested epochs would make fewer than
+    `min_steps` optimizer steps (0: no minimum), the epochs are raised to make them; the raised run
+    keeps the StepLR decay at 80 % of its length (unless config.step_size fixes it), as a shorter
+    run does. A set large enough keeps the requested run unchanged.
+    """
+    if train_count < 1:
+        raise ValueError("no training images to plan a schedule for")
+    batch_size = min(config.batch_size, train_count)
+    steps_per_epoch = math.ceil(train_count / batch_size)
+    epochs = config.epochs
+    raised = min_steps > 0 and epochs * steps_per_epoch < min_steps
+    if raised:
+        epochs = math.ceil(min_steps / steps_per_epoch)
+    step_size = config.step_size or (decay_epoch(epochs) if raised else scaled_step_size(epochs))
+    planned = replace(config, epochs=epochs, batch_size=batch_size, step_size=step_size)
+    decision = {
+        "epochs_requested": config.epochs, "epochs": epochs, "epochs_raised_for_min_steps": raised,
+        "min_steps": min_steps, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
+        "steps": epochs * steps_per_epoch, "step_size": step_size,
+    }
+    return planned, decision
+
+
+def describe_schedule(decision: dict) -> str:
+    """One log line for plan_schedule's decision."""
+    raised = (f", raised from {decision['epochs_requested']} epochs to reach --min-steps {decision['min_steps']}"
+              if decision["epochs_raised_for_min_steps"] else "")
+    return (f"{decision['epochs']} epochs x {decision['steps_per_epoch']} steps of batch {decision['batch_size']} = "
+            f"{decision['steps']} optimizer steps, learning-rate decay after epoch {decision['step_size']}{raised}")
 
 
 # ---- features --------------------------------------------------------------------------------
@@ -323,7 +419,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--meta", help="JSON Lines meta file for --layout jsonl")
     data.add_argument("--classes", nargs="+", metavar="CLASS", help="classes to train on together (default: all)")
     data.add_argument("--limit-per-class", type=int, metavar="N", help="use at most N normal images per class (seeded)")
-    data.add_argument("--holdout", type=float, default=0.1, help="fraction of normal images per class held out for model selection (default 0.1; 0 = keep the last epoch)")
+    data.add_argument("--holdout", type=parse_holdout, default="auto",
+                      help=f"fraction of normal images per class held out for model selection, 0 = keep the last "
+                           f"epoch, or auto (default): {AUTO_HOLDOUT_FRACTION:g} when every class has at least "
+                           f"{MIN_AUTO_HOLDOUT_CLASS_IMAGES} normal images and that holds out at least "
+                           f"{MIN_AUTO_HOLDOUT_IMAGES} in total, else 0")
     data.add_argument("--dataset-name", help="name recorded in the model's crad.training (default: the data folder's name)")
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", default="efficientnet-b4", help="efficientnet-b4 (paper) | mobilenet-v1-0.75 | mobilenet-v2 | mobilenet-v2-nsfwjs")
@@ -340,7 +440,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--lr", type=float, default=1e-3, help="learning rate of everything but the grids")
     optim.add_argument("--lr-grid", type=float, default=0.1, help="learning rate of the two grids")
     optim.add_argument("--weight-decay", type=float, default=0.01)
-    optim.add_argument("--step-size", type=int, help="StepLR step in epochs (default 40, or 0.8 x epochs below 50 epochs)")
+    optim.add_argument("--step-size", type=int, help="StepLR step in epochs (default 40, or 0.8 x epochs below 50 epochs "
+                                                        "or when --min-steps raised them)")
+    optim.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
+                       help=f"raise the epochs of a small set until the run makes at least this many optimizer steps "
+                            f"(default {DEFAULT_MIN_STEPS}; 0: never)")
     optim.add_argument("--gamma", type=float, default=0.1)
     optim.add_argument("--clip", type=float, default=0.1, help="gradient-norm clipping")
     optim.add_argument("--jitter-probability", type=float, default=0.5)
@@ -357,26 +461,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Settings a resumed run must keep (everything that shapes the data or the optimisation).
 _RESUME_FIXED = ("data", "layout", "meta", "classes", "limit_per_class", "holdout", "backbone", "backbone_weights",
                  "random_backbone", "variant", "E", "input_size", "neck_pool", "batch_size", "seed", "lr", "lr_grid",
-                 "weight_decay", "step_size", "gamma", "clip", "jitter_probability", "jitter_sigma", "dataset_name")
+                 "weight_decay", "step_size", "gamma", "clip", "jitter_probability", "jitter_sigma", "dataset_name",
+                 "min_steps")
 
 
 def _load_training_data(args, input_size: int):
-    from .data import load_images, load_samples, limit_samples, split_samples
+    from .data import load_images, load_samples, limit_samples
 
     samples = load_samples(args.data, layout=args.layout, split="train", classes=args.classes, meta=args.meta)
     normals = [s for s in samples if s.label == 0]
     if not normals:
         raise ValueError(f"{args.data}: no normal training images")
     normals = limit_samples(normals, args.limit_per_class, args.seed)
-    if args.holdout > 0:
-        train_samples, holdout_samples = split_samples(normals, 1.0 - args.holdout, args.seed)
-    else:
-        train_samples, holdout_samples = normals, []
+    train_samples, holdout_samples, holdout_rule = choose_holdout(normals, args.holdout, args.seed)
     train_images, train_kept, _ = load_images(train_samples, input_size)
     holdout_images, holdout_kept, _ = load_images(holdout_samples, input_size) if holdout_samples else (None, [], [])
     if len(train_kept) == 0:
         raise ValueError(f"{args.data}: none of the {len(train_samples)} training images could be read")
-    return train_images, train_kept, holdout_images, holdout_kept
+    return train_images, train_kept, holdout_images, holdout_kept, holdout_rule
 
 
 def run(args: argparse.Namespace) -> int:
@@ -399,10 +501,12 @@ def run(args: argparse.Namespace) -> int:
         saved_args = resume_state["args"]
         for name in _RESUME_FIXED:
             setattr(args, name, saved_args.get(name))
+        if args.min_steps is None:  # a run started before --min-steps existed had no minimum
+            args.min_steps = 0
         detector = detector_from_payload(payload, args.resume)
         args.out = str(Path(args.resume).resolve().parent)
-        if args.epochs is None:
-            args.epochs = resume_state["config"]["epochs"]
+        if args.epochs is None:  # the epochs asked for, which plan_schedule may raise again as it did
+            args.epochs = resume_state.get("epochs_requested", resume_state["config"]["epochs"])
     elif not args.data:
         print("error: --data is required (or --resume a run)", file=sys.stderr)
         return 2
@@ -415,7 +519,7 @@ def run(args: argparse.Namespace) -> int:
                                    neck_pool=args.neck_pool)
     detector.to(device)
 
-    train_images, train_kept, holdout_images, holdout_kept = _load_training_data(args, args.input_size)
+    train_images, train_kept, holdout_images, holdout_kept, holdout_rule = _load_training_data(args, args.input_size)
     classes = sorted({s.class_name for s in train_kept})
     used_paths = [s.path for s in train_kept + holdout_kept]
     digest = dataset_digest(used_paths, args.data)
@@ -433,19 +537,24 @@ def run(args: argparse.Namespace) -> int:
     holdout_features = cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout") if holdout_kept else None
     del train_images, holdout_images
 
-    config = TrainConfig(
+    requested = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr_grid=args.lr_grid, lr=args.lr,
         weight_decay=args.weight_decay, step_size=args.step_size, gamma=args.gamma, clip=args.clip,
         jitter_probability=args.jitter_probability, jitter_sigma=args.jitter_sigma,
         max_minutes=args.max_minutes, progress=progress,
     )
+    config, schedule = plan_schedule(requested, len(train_kept), args.min_steps)
+    log.info("hold-out: %s", holdout_rule)
+    log.info("schedule: %s", describe_schedule(schedule))
     training_info = {
         "dataset": args.dataset_name or Path(args.data).resolve().name,
         "dataset_hash": "sha256:" + digest,
         "images": len(train_kept),
         "holdout_images": len(holdout_kept),
+        "holdout_rule": holdout_rule,
         "epochs": config.epochs,
         "step_size": config.effective_step_size(),
+        "schedule": schedule,
         "seed": args.seed,
         "selection": "lowest held-out normal MSE(F, X)" if holdout_kept else "last epoch",
         "backbone_weights": detector.backbone.weights_origin,
@@ -456,7 +565,8 @@ def run(args: argparse.Namespace) -> int:
         training_info["date"] = payload.get("extra", {}).get("training", {}).get("date", training_info["date"])
     extra = {"classes": classes, "training": training_info}
     run_dir = Path(args.out)
-    resume_info = {"args": {name: getattr(args, name) for name in _RESUME_FIXED}, "dataset_hash": digest}
+    resume_info = {"args": {name: getattr(args, name) for name in _RESUME_FIXED}, "dataset_hash": digest,
+                   "epochs_requested": requested.epochs}
     result = fit(detector, train_features, holdout_features, config, run_dir, extra, resume_state, resume_info)
     summary = {
         "epochs_completed": result.epochs_completed,

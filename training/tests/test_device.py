@@ -48,7 +48,7 @@ def test_cpu_path_trains_and_evaluates(tmp_path):
     train.add_arguments(parser)
     args = parser.parse_args(["--data", str(tmp_path / "data"), "--backbone", "mobilenet-v2", "--random-backbone",
                               "--variant", "tiny", "--E", "8", "--input-size", "64", "--epochs", "1", "--batch-size", "2",
-                              "--holdout", "0", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"])
+                              "--holdout", "0", "--min-steps", "0", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"])
     assert train.run(args) == 0
     detector, _ = load_detector(str(tmp_path / "run" / "best.pt"))
     assert all(p.device.type == "cpu" for p in detector.parameters())

@@ -1,4 +1,4 @@
-"""Training: seeding, resume, selection on held-out normals, time budget, the command end to end."""
+"""Training: seeding, resume, selection on held-out normals, time budget, small-set defaults, the command end to end."""
 
 import argparse
 import json
@@ -7,7 +7,9 @@ import torch
 
 from crad.backbones import construct_backbone
 from crad.model import CradDetector, detector_from_payload, load_detector
-from crad.train import TrainConfig, add_arguments, fit, run, scaled_step_size
+from crad.data import Sample
+from crad.train import (DEFAULT_MIN_STEPS, TrainConfig, add_arguments, choose_holdout, fit, plan_schedule, run,
+                        scaled_step_size)
 
 INPUT = 64  # B4 at 64 px: X is (216, 8, 8), small enough for fast tests
 
@@ -97,7 +99,8 @@ def test_train_command_on_synthetic_classes(tmp_path):
     args = parser.parse_args([
         "--data", str(tmp_path / "data"), "--backbone", "efficientnet-b4", "--random-backbone",
         "--variant", "tiny", "--E", "16", "--input-size", str(INPUT), "--epochs", "2", "--batch-size", "4",
-        "--holdout", "0.2", "--out", str(tmp_path / "run"), "--feature-cache", str(tmp_path / "cache"), "--no-progress",
+        "--holdout", "0.2", "--min-steps", "0", "--out", str(tmp_path / "run"), "--feature-cache", str(tmp_path / "cache"),
+        "--no-progress",
     ])
     assert run(args) == 0
     detector, extra = load_detector(str(tmp_path / "run" / "best.pt"))
@@ -111,3 +114,64 @@ def test_train_command_on_synthetic_classes(tmp_path):
     resume = parser.parse_args(["--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "3", "--no-progress"])
     assert run(resume) == 0
     assert torch.load(tmp_path / "run" / "last.pt")["training_state"]["epoch"] == 3
+
+
+def normal_samples(per_class: dict[str, int]) -> list[Sample]:
+    return [Sample(f"/{name}/{i:03d}.png", 0, name, "good", None) for name, count in per_class.items() for i in range(count)]
+
+
+def test_small_set_holds_nothing_out_and_raises_the_epochs():
+    train, held, rule = choose_holdout(normal_samples({"part": 16}), "auto", seed=0)
+    assert len(train) == 16 and held == [] and rule.startswith("auto: no hold-out")
+    # one class too small for 10 %: nothing is held out, even when the total would allow it
+    train, held, _ = choose_holdout(normal_samples({"big": 200, "new": 6}), "auto", seed=0)
+    assert len(train) == 206 and held == []
+
+    planned, decision = plan_schedule(TrainConfig(), train_count=8, min_steps=DEFAULT_MIN_STEPS)
+    assert planned.batch_size == 8  # capped at the image count
+    assert planned.epochs == 300 and decision["steps"] == 300 and decision["epochs_raised_for_min_steps"]
+    assert planned.effective_step_size() == 240  # the decay stays at 80 % of the longer run
+    planned, decision = plan_schedule(TrainConfig(), train_count=32, min_steps=DEFAULT_MIN_STEPS)
+    assert (planned.batch_size, planned.epochs, decision["steps"]) == (16, 150, 300)
+    planned, _ = plan_schedule(TrainConfig(step_size=7), train_count=8, min_steps=DEFAULT_MIN_STEPS)
+    assert planned.effective_step_size() == 7  # an explicit --step-size is kept
+    planned, decision = plan_schedule(TrainConfig(epochs=3), train_count=8, min_steps=0)
+    assert planned.epochs == 3 and not decision["epochs_raised_for_min_steps"]
+
+
+def test_large_set_keeps_the_reference_run():
+    normals = normal_samples({"part": 720})
+    train, held, rule = choose_holdout(normals, "auto", seed=0)
+    assert (len(train), len(held)) == (648, 72) and rule.startswith("auto: 10% per class")
+    assert choose_holdout(normals, 0.2, seed=0)[1] != [] and choose_holdout(normals, 0.0, seed=0)[1] == []
+    planned, decision = plan_schedule(TrainConfig(), train_count=len(train), min_steps=DEFAULT_MIN_STEPS)
+    assert (planned.epochs, planned.batch_size, planned.effective_step_size()) == (50, 16, 40)
+    assert not decision["epochs_raised_for_min_steps"] and decision["steps"] == 50 * 41
+
+
+def test_train_command_defaults_on_a_small_set(tmp_path):
+    from crad.synth import write_dataset
+
+    write_dataset(tmp_path / "data", ["weave", "washer"], n_train=5, n_test_good=0, n_test_defect=0, size=80, seed=0)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = parser.parse_args(["--data", str(tmp_path / "data")])
+    assert (defaults.holdout, defaults.min_steps, defaults.epochs) == ("auto", DEFAULT_MIN_STEPS, None)
+    args = parser.parse_args([
+        "--data", str(tmp_path / "data"), "--backbone", "mobilenet-v2", "--random-backbone",
+        "--variant", "tiny", "--E", "16", "--input-size", str(INPUT), "--epochs", "1", "--batch-size", "4",
+        "--min-steps", "5", "--out", str(tmp_path / "run"), "--no-progress",
+    ])
+    assert run(args) == 0
+    _, extra = load_detector(str(tmp_path / "run" / "best.pt"))
+    info = extra["training"]
+    assert info["holdout_images"] == 0 and info["holdout_rule"].startswith("auto: no hold-out")
+    assert info["selection"] == "last epoch" and extra["selected_epoch"] == 2
+    # 10 images in batches of 4 = 3 steps per epoch: 1 epoch makes 3 steps, raised to 2 epochs = 6
+    assert info["schedule"]["epochs_raised_for_min_steps"] and info["epochs"] == 2 and info["schedule"]["steps"] == 6
+
+    # Resuming keeps --holdout auto and --min-steps; a longer run that reaches the minimum is not raised.
+    resume = parser.parse_args(["--resume", str(tmp_path / "run" / "last.pt"), "--epochs", "3", "--no-progress"])
+    assert run(resume) == 0
+    state = torch.load(tmp_path / "run" / "last.pt")["training_state"]
+    assert state["epoch"] == 3 and state["args"]["min_steps"] == 5 and state["args"]["holdout"] == "auto"
