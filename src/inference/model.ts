@@ -97,7 +97,7 @@ export function inputBuffer(form: InputForm, frames: number, height: number, wid
 }
 
 /** The graph's input tensor over the first n frames of a batch buffer (its type gives the form). */
-function inputTensor(data: InputBuffer, n: number, height: number, width: number): ort.Tensor {
+export function inputTensor(data: InputBuffer, n: number, height: number, width: number): ort.Tensor {
   return data instanceof Uint8Array ? new ort.Tensor('uint8', data, [n, height, width, 3]) : new ort.Tensor('float32', data, [n, 3, height, width]);
 }
 
