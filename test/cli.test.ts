@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { demoModel, repoRoot, samplesDir, writeConfig } from './helpers/daemon.js';
 import { killOnExit, tempDir } from './helpers/cleanup.js';
+import { uint8FormOf } from './fixtures/uint8-form.js';
 
 interface Run {
   code: number | null;
@@ -41,6 +42,18 @@ test('infer --json prints one JSON line per image and nothing else on stdout', a
     assert.ok(['OK', 'NG'].includes(result.verdict));
     assert.ok(Number.isFinite(result.raw));
   }
+});
+
+test('infer runs a model of the uint8 input form: the verdicts and scores of its float form', async () => {
+  const results = async (model: string) => {
+    const run = await crad(['infer', samplesDir, '--json', '--model', model]);
+    assert.equal(run.code, 0, run.stderr);
+    return run.stdout.trim().split('\n').map((line) => JSON.parse(line) as { file: string; verdict: string; raw: number });
+  };
+  const float = await results(demoModel);
+  const uint8 = await results(uint8FormOf(demoModel));
+  assert.deepEqual(uint8.map((r) => [r.file, r.verdict]), float.map((r) => [r.file, r.verdict]));
+  uint8.forEach((r, i) => assert.ok(Math.abs(r.raw - float[i]!.raw) <= 1e-5, `${r.file}: ${r.raw} vs ${float[i]!.raw}`));
 });
 
 test('infer skips an image that does not decode, names it, and says so in the exit code', async () => {

@@ -162,6 +162,7 @@ test('a real Prometheus scrapes /metrics (with the bearer token) and holds the d
     assert.equal(info.value, 1);
     assert.match(info.labels.hash!, /^[0-9a-f]{64}$/);
     assert.equal(info.labels.provider, 'cpu');
+    assert.equal(info.labels.input_form, 'float32-rgb-nchw');
     assert.ok(info.labels.name && info.labels.variant);
     assert.ok((await value('crad_frames_processed_total{camera="cam1"}'))[0]!.value > 0);
   } finally {

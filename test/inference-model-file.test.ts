@@ -30,7 +30,7 @@ test('a good model loads with its metadata, hash and graph size', async () => {
   assert.equal(model.info.variant, 'fixture-red');
   assert.equal(model.info.backbone, 'none (test fixture)');
   assert.deepEqual(model.info.classes, ['fixture']);
-  assert.deepEqual(model.info.input, { height: 32, width: 32, color: 'RGB', range: [0, 1], resize: 'opencv-area' });
+  assert.deepEqual(model.info.input, { form: 'float32-rgb-nchw', height: 32, width: 32, color: 'RGB', range: [0, 1], resize: 'opencv-area' });
   assert.deepEqual(model.info.calibration, {
     image: { threshold: 0.5, min: 0, max: 1 },
     pixel: { threshold: 0.5, min: 0, max: 1 },
@@ -42,6 +42,16 @@ test('a good model loads with its metadata, hash and graph size', async () => {
   assert.equal(model.opset, 17);
   assert.deepEqual(model.warnings, []);
   assert.equal(model.bytes.length, fs.statSync(file).size);
+});
+
+test('the uint8 input form (format 2) loads with its form, every other key as the float model it was converted from', async () => {
+  const float = await readModelFile(path.join(dir, 'good.onnx'));
+  const model = await readModelFile(path.join(dir, 'good-uint8.onnx'));
+  assert.deepEqual(model.info.input, { form: 'uint8-bgr-nhwc', height: 32, width: 32, color: 'BGR', range: [0, 255], resize: 'opencv-area' });
+  assert.equal(model.metadata['crad.format'], '2');
+  assert.deepEqual([model.height, model.width], [32, 32]);
+  for (const key of ['variant', 'backbone', 'classes', 'calibration', 'training'] as const) assert.deepEqual(model.info[key], float.info[key], key);
+  assert.deepEqual(model.warnings, []);
 });
 
 test('an uncalibrated model loads with a warning and calibration null', async () => {
@@ -75,7 +85,7 @@ test('garbage bytes and a truncated model are refused as unreadable ONNX', async
 
 const broken: [string, RegExp][] = [
   ['no-metadata.onnx', /crad\.format is missing: not a CRAD model/],
-  ['wrong-format.onnx', /crad\.format is "2", this daemon reads format "1"/],
+  ['wrong-format.onnx', /crad\.format is "3", this daemon reads formats "1" and "2"/],
   ['wrong-input-name.onnx', /no input named "image" \(inputs: "input"\)/],
   ['static-batch.onnx', /input "image" must have a dynamic batch axis, not a fixed 1/],
   ['gray-input.onnx', /input "image" must have 3 channels/],
@@ -84,10 +94,16 @@ const broken: [string, RegExp][] = [
   ['bad-calibration-json.onnx', /crad\.calibration is not valid JSON/],
   ['bad-calibration-range.onnx', /crad\.calibration\.image: max \(1\) must be greater than min \(1\)/],
   ['no-classes.onnx', /crad\.classes is missing/],
+  ['uint8-nchw.onnx', /crad\.input\.layout must be "NHWC" for the uint8-bgr-nhwc input form \(got "NCHW"\)/],
+  ['uint8-nchw.onnx', /input "image" must have 3 channels \(BGR\) in NHWC order \[N, H, W, 3\], shape is \[N, 3, 32, 32\]/],
+  ['uint8-rgb.onnx', /crad\.input\.color must be "BGR" for the uint8-bgr-nhwc input form \(got "RGB"\)/],
+  ['uint8-format-1.onnx', /crad\.format is "1", but the uint8-bgr-nhwc input form needs format "2"/],
+  ['uint8-declared-float.onnx', /crad\.input declares the float32-rgb-nchw input form but the graph's input "image" is uint8 \(the uint8-bgr-nhwc form\)/],
+  ['float-declared-uint8.onnx', /crad\.input declares the uint8-bgr-nhwc input form but the graph's input "image" is float32 \(the float32-rgb-nchw form\)/],
 ];
 
 for (const [name, expected] of broken) {
-  test(`contract check refuses ${name}`, async () => {
+  test(`contract check refuses ${name} (${expected.source.slice(0, 40)})`, async () => {
     const err = await refusal(path.join(dir, name));
     assert.ok(err instanceof ModelContractError, `${name}: expected a contract error, got ${err.name}`);
     assert.ok(err.problems.some((p) => expected.test(p)), `${name}: problems ${JSON.stringify(err.problems)} lack ${expected}`);

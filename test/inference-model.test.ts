@@ -8,22 +8,11 @@ import cv from '../src/cv.js';
 import { ModelContractError, ModelFileError } from '../src/inference/model-file.js';
 import { effectiveRoi, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread } from '../src/inference/model.js';
 import { loadConfig } from '../src/config/load.js';
-import { capturingLogger, cpuOptions, frameOf, imageWithSpots } from './fixtures/frames.js';
+import { capturingLogger, cpuOptions, frameOf, imageWithSpots, noiseImage } from './fixtures/frames.js';
 import { tinyModels } from './fixtures/tiny-models.js';
 
 const dir = tinyModels();
 const good = path.join(dir, 'good.onnx');
-
-/** Deterministic pseudo-random BGR image. */
-function noiseImage(width: number, height: number, seed: number) {
-  const data = Buffer.alloc(width * height * 3);
-  let s = seed >>> 0;
-  for (let i = 0; i < data.length; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s >>> 24;
-  }
-  return { mat: new cv.Mat(data, height, width, cv.CV_8UC3), data };
-}
 
 test('preprocessing without resize: RGB planes of the BGR image, scaled to [0, 1], NCHW', async () => {
   const { mat, data } = noiseImage(32, 32, 7);

@@ -2,6 +2,7 @@
 // demo model or a fake one where a test must make the model fail or hold a batch, real
 // post-processing, and a sink that records what would be published.
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { test } from 'node:test';
 import { Subject } from 'rxjs';
 import { loadConfig } from '../src/config/load.js';
@@ -10,6 +11,7 @@ import { loadModel, type CradModel } from '../src/inference/model.js';
 import type { FrameInference, Inference, ModelInfo, Result } from '../src/inference/types.js';
 import { Pipeline, type PipelineCamera, type PipelineSink } from '../src/pipeline.js';
 import { capturingLogger, cpuOptions, frameOf, imageWithSpots } from './fixtures/frames.js';
+import { tinyModels } from './fixtures/tiny-models.js';
 import { demoModel } from './helpers/daemon.js';
 import { MODEL, until } from './helpers/publish-fixtures.js';
 
@@ -218,6 +220,24 @@ test('replaceModel swaps between batches: the batch in flight finishes on the ol
   assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
   assert.deepEqual([old.runs, old.runsAfterRelease, old.releases], [1, 0, 1]);
   assert.deepEqual([next.runs, next.runsAfterRelease, next.releases], [1, 0, 1]);
+  camera.assertEachReleasedOnce();
+});
+
+test('a uint8-form model replaces a float one between batches, and a float one replaces it: each batch is fed in its model\'s input form', async () => {
+  const tiny = tinyModels();
+  const load = (name: string) => loadModel(path.join(tiny, name), cpuOptions, capturingLogger().log);
+  const { pipeline, camera, sink } = pipelineWith(await load('good.onnx'));
+  pipeline.start();
+  for (const [i, next] of ['good-uint8.onnx', 'good.onnx', null].entries()) {
+    camera.emit();
+    await until(`result ${i + 1}`, () => sink.results.length === i + 1);
+    if (next) pipeline.replaceModel(await load(next));
+  }
+  assert.deepEqual(sink.results.map((r) => r.model?.input.form), ['float32-rgb-nchw', 'uint8-bgr-nhwc', 'float32-rgb-nchw']);
+  // The frame's red spot at full level: the fixture model's score is 1 in either form.
+  for (const result of sink.results) assert.ok(Math.abs(result.raw! - 1) < 1e-6, `raw ${result.raw}`);
+  assert.deepEqual(sink.models.map((m) => m.input.form), ['uint8-bgr-nhwc', 'float32-rgb-nchw']);
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
   camera.assertEachReleasedOnce();
 });
 

@@ -76,11 +76,11 @@ export class Metrics {
       collect() { this.reset(); this.inc(Math.max(0, host.publisherStats().connects - 1)); },
     });
     new Gauge({
-      name: 'crad_model_info', help: 'The loaded model (always 1; its identity is in the labels).', labelNames: ['name', 'hash', 'variant', 'provider'], registers,
+      name: 'crad_model_info', help: 'The loaded model (always 1; its identity is in the labels).', labelNames: ['name', 'hash', 'variant', 'provider', 'input_form'], registers,
       collect() {
         const model = host.model();
         this.reset();
-        this.set({ name: model.name, hash: model.hash, variant: model.variant, provider: model.executionProvider }, 1);
+        this.set({ name: model.name, hash: model.hash, variant: model.variant, provider: model.executionProvider, input_form: model.input.form }, 1);
       },
     });
     new Gauge({ name: 'crad_config_revision', help: 'Revision of the running configuration.', registers, collect() { this.set(host.revision()); } });

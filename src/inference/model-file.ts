@@ -9,10 +9,10 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import protobuf from 'protobufjs';
-import type { Calibration, ModelInfo } from './types.js';
+import type { Calibration, InputForm, ModelInfo } from './types.js';
 
-/** The contract version this daemon reads. */
-export const CONTRACT_FORMAT = '1';
+/** The contract versions this daemon reads: 1 (float32 input), 2 (adds the uint8 input form). */
+export const CONTRACT_FORMATS = ['1', '2'] as const;
 export const INPUT_NAME = 'image';
 export const MAP_OUTPUT = 'anomaly_map';
 export const SCORE_OUTPUT = 'score';
@@ -59,6 +59,37 @@ const ELEM_TYPE_NAMES: Record<number, string> = {
   1: 'float32', 2: 'uint8', 3: 'int8', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64',
 };
 const FLOAT32 = 1;
+const UINT8 = 2;
+
+/** What each input form is, as the graph and crad.input declare it. */
+const INPUT_FORMS: Record<InputForm, {
+  elemType: number; dtype: string; layout: 'NCHW' | 'NHWC'; color: 'RGB' | 'BGR'; range: [number, number];
+  /** Format 1 files have no crad.input.layout key (NCHW is implied); the uint8 form must state its layout. */
+  layoutOptional: boolean;
+  /** The contract format that introduced it: an older crad.format cannot declare it. */
+  since: string;
+  /** The graph input's shape, for messages. */
+  shape: string;
+}> = {
+  'float32-rgb-nchw': { elemType: FLOAT32, dtype: 'float32', layout: 'NCHW', color: 'RGB', range: [0, 1], layoutOptional: true, since: '1', shape: '[N, 3, H, W]' },
+  'uint8-bgr-nhwc': { elemType: UINT8, dtype: 'uint8', layout: 'NHWC', color: 'BGR', range: [0, 255], layoutOptional: false, since: '2', shape: '[N, H, W, 3]' },
+};
+
+const formOfElemType = (elemType: number | null): InputForm | null =>
+  (Object.keys(INPUT_FORMS) as InputForm[]).find((form) => INPUT_FORMS[form].elemType === elemType) ?? null;
+
+/** The form crad.input declares (no dtype: format 1's float32); null when that cannot be told. */
+function declaredForm(inputText: string | undefined): InputForm | null {
+  if (inputText === undefined) return null;
+  try {
+    const v: unknown = JSON.parse(inputText);
+    if (!isObject(v)) return null;
+    const dtype = v.dtype ?? 'float32';
+    return (Object.keys(INPUT_FORMS) as InputForm[]).find((form) => INPUT_FORMS[form].dtype === dtype) ?? null;
+  } catch {
+    return null; // reported with the other crad.input problems
+  }
+}
 
 /** One dimension as the graph declares it: a fixed size, a named (symbolic) axis, or unknown. */
 export type Dim = number | string | null;
@@ -103,7 +134,7 @@ export class ModelContractError extends ModelFileError {
     file: string,
     readonly problems: string[],
   ) {
-    super(file, `model ${file} breaks the CRAD model contract (format ${CONTRACT_FORMAT}):\n  - ${problems.join('\n  - ')}`);
+    super(file, `model ${file} breaks the CRAD model contract (formats ${CONTRACT_FORMATS.join(' and ')}):\n  - ${problems.join('\n  - ')}`);
   }
 }
 
@@ -237,22 +268,33 @@ export function checkContract(file: string, decoded: DecodedModel, hash: string)
 
   let height = 0;
   let width = 0;
+  const declared = declaredForm(metadata['crad.input']);
   const image = inputs.find((v) => v.name === INPUT_NAME);
   if (!image) {
     problems.push(`the graph has no input named "${INPUT_NAME}" (inputs: ${inputs.map((v) => `"${v.name}"`).join(', ') || 'none'})`);
   } else {
+    const graphForm = formOfElemType(image.elemType);
+    if (!graphForm) {
+      problems.push(`input "${INPUT_NAME}" must be float32 (format 1) or uint8 (format 2), not ${typeName(image.elemType)}`);
+    } else if (declared && declared !== graphForm) {
+      problems.push(`metadata crad.input declares the ${declared} input form but the graph's input "${INPUT_NAME}" is ${typeName(image.elemType)} (the ${graphForm} form)`);
+    }
+    // The shape is checked against the form the graph has (else the one declared).
+    const form = INPUT_FORMS[graphForm ?? declared ?? 'float32-rgb-nchw'];
+    const [channelAxis, heightAxis, widthAxis] = form.layout === 'NCHW' ? [1, 2, 3] : [3, 1, 2];
     const s = image.shape;
-    if (image.elemType !== FLOAT32) problems.push(`input "${INPUT_NAME}" must be float32, not ${typeName(image.elemType)}`);
     if (!s || s.length !== 4) {
-      problems.push(`input "${INPUT_NAME}" must have shape [N, 3, H, W], not ${describeShape(s)}`);
+      problems.push(`input "${INPUT_NAME}" must have shape ${form.shape} (${form.dtype} ${form.layout}), not ${describeShape(s)}`);
     } else {
       if (!isDynamic(s[0])) problems.push(`input "${INPUT_NAME}" must have a dynamic batch axis, not a fixed ${String(s[0])} (shape ${describeShape(s)})`);
-      if (s[1] !== 3) problems.push(`input "${INPUT_NAME}" must have 3 channels (RGB), shape is ${describeShape(s)}`);
-      if (!isFixed(s[2]) || !isFixed(s[3])) {
+      if (s[channelAxis] !== 3) {
+        problems.push(`input "${INPUT_NAME}" must have 3 channels (${form.color}) in ${form.layout} order ${form.shape}, shape is ${describeShape(s)}`);
+      }
+      if (!isFixed(s[heightAxis]) || !isFixed(s[widthAxis])) {
         problems.push(`input "${INPUT_NAME}" must have a fixed height and width, shape is ${describeShape(s)}`);
       } else {
-        height = s[2];
-        width = s[3];
+        height = s[heightAxis];
+        width = s[widthAxis];
       }
     }
   }
@@ -296,8 +338,10 @@ export function checkContract(file: string, decoded: DecodedModel, hash: string)
     problems.push(`metadata crad.format is missing: not a CRAD model (metadata keys: ${keys.length ? keys.join(', ') : 'none'})`);
     // Without the format key the other crad.* keys are noise to report; the file is not ours.
     return { problems, result: null, warnings };
-  } else if (format !== CONTRACT_FORMAT) {
-    problems.push(`metadata crad.format is "${format}", this daemon reads format "${CONTRACT_FORMAT}"`);
+  } else if (!(CONTRACT_FORMATS as readonly string[]).includes(format)) {
+    problems.push(`metadata crad.format is "${format}", this daemon reads formats ${CONTRACT_FORMATS.map((f) => `"${f}"`).join(' and ')}`);
+  } else if (declared && Number(format) < Number(INPUT_FORMS[declared].since)) {
+    problems.push(`metadata crad.format is "${format}", but the ${declared} input form needs format "${INPUT_FORMS[declared].since}" or later`);
   }
 
   const requiredText = (key: string): string => {
@@ -328,14 +372,21 @@ export function checkContract(file: string, decoded: DecodedModel, hash: string)
         if (height && width && Number.isInteger(v.height) && Number.isInteger(v.width) && (v.height !== height || v.width !== width)) {
           problems.push(`metadata crad.input says ${String(v.height)}x${String(v.width)} but the graph's input "${INPUT_NAME}" is ${height}x${width}`);
         }
-        if (v.color !== 'RGB') problems.push(`metadata crad.input.color must be "RGB" (got ${JSON.stringify(v.color)})`);
-        const range = v.range;
-        if (!Array.isArray(range) || range.length !== 2 || range[0] !== 0 || range[1] !== 1) {
-          problems.push(`metadata crad.input.range must be [0, 1] (got ${JSON.stringify(range)})`);
+        if (!declared) {
+          problems.push(`metadata crad.input.dtype must be "float32" (or absent) or "uint8" (got ${JSON.stringify(v.dtype)})`);
+        } else {
+          const form = INPUT_FORMS[declared];
+          const must = (key: string, expected: unknown, ok: boolean) => {
+            if (!ok) problems.push(`metadata crad.input.${key} must be ${JSON.stringify(expected)} for the ${declared} input form (got ${JSON.stringify(v[key])})`);
+          };
+          must('layout', form.layout, v.layout === form.layout || (v.layout === undefined && form.layoutOptional));
+          must('color', form.color, v.color === form.color);
+          must('range', form.range, Array.isArray(v.range) && v.range.length === 2 && v.range[0] === form.range[0] && v.range[1] === form.range[1]);
         }
         if (typeof v.resize !== 'string' || v.resize === '') problems.push(`metadata crad.input.resize must be a non-empty string (got ${JSON.stringify(v.resize)})`);
-        if (problems.length === before) {
-          input = { height: v.height as number, width: v.width as number, color: 'RGB', range: [0, 1], resize: v.resize as string };
+        if (problems.length === before && declared) {
+          const form = INPUT_FORMS[declared];
+          input = { form: declared, height: v.height as number, width: v.width as number, color: form.color, range: form.range, resize: v.resize as string };
         }
       }
     }

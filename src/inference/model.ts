@@ -9,7 +9,7 @@ import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../shared/log.js';
 import { INPUT_NAME, MAP_OUTPUT, ModelContractError, ModelFileError, readModelFile, SCORE_OUTPUT, type ModelFile } from './model-file.js';
 import { WorkerSession, type SessionLike } from './ort-worker.js';
-import type { FrameInference, Inference, ModelInfo } from './types.js';
+import type { FrameInference, Inference, InputForm, ModelInfo } from './types.js';
 
 export interface ModelOptions {
   /** onnxruntime execution providers in order of preference; cpu is always tried last. */
@@ -85,51 +85,93 @@ export function resizeInterpolation(src: { width: number; height: number }, dst:
 }
 
 /**
- * Write one frame into `input` at `offset` as the contract wants it: RGB planes (NCHW), float32
- * in [0, 1], resized to height x width. All pixel work is OpenCV; JS only copies three planes.
+ * A batch in the model's input form: float32 RGB planes (NCHW, in [0, 1]) or uint8 BGR pixels
+ * (NHWC, in [0, 255]); 3 x H x W elements per frame either way.
  */
-export async function preprocessFrame(frame: Frame, input: Float32Array, offset: number, height: number, width: number): Promise<void> {
+export type InputBuffer = Float32Array | Uint8Array;
+
+/** A zeroed buffer for `frames` frames of the input form. */
+export function inputBuffer(form: InputForm, frames: number, height: number, width: number): InputBuffer {
+  const elements = frames * 3 * height * width;
+  return form === 'uint8-bgr-nhwc' ? new Uint8Array(elements) : new Float32Array(elements);
+}
+
+/** The graph's input tensor over the first n frames of a batch buffer (its type gives the form). */
+export function inputTensor(data: InputBuffer, n: number, height: number, width: number): ort.Tensor {
+  return data instanceof Uint8Array ? new ort.Tensor('uint8', data, [n, height, width, 3]) : new ort.Tensor('float32', data, [n, 3, height, width]);
+}
+
+/**
+ * The frame's ROI resized to height x width as 8-bit BGR (gray and BGRA converted). `view`: it is
+ * still a region of the frame's image (an ROI of exactly the model's size), not a Mat of its own.
+ * The Mats it makes go to `own` for the caller to release.
+ */
+async function resizedBgr(frame: Frame, height: number, width: number, own: (m: Mat) => Mat): Promise<{ bgr: Mat; view: boolean }> {
   const image = frame.image;
   if (image.empty) throw new Error(`camera ${frame.cameraId} frame ${frame.sequence}: the image is empty (released?)`);
   if (image.depth !== cv.CV_8U) {
     throw new Error(`camera ${frame.cameraId} frame ${frame.sequence}: image depth ${image.depth} is not 8-bit; capture must deliver 8-bit BGR`);
   }
   const roi = effectiveRoi(frame);
+  const wholeImage = roi.x === 0 && roi.y === 0 && roi.width === image.cols && roi.height === image.rows;
+  // getRegion is a view (no copy); releasing the view leaves the frame's image alone.
+  const region = wholeImage ? image : own(image.getRegion(new cv.Rect(roi.x, roi.y, roi.width, roi.height)));
+  let mat = region;
+  if (roi.width !== width || roi.height !== height) {
+    // The one large operation (full-resolution ROI in): async, so capture and MQTT keep running.
+    mat = own(await mat.resizeAsync(height, width, 0, 0, resizeInterpolation(roi, { width, height })));
+  }
+  if (mat.channels === 1) mat = own(mat.cvtColor(cv.COLOR_GRAY2BGR));
+  else if (mat.channels === 4) mat = own(mat.cvtColor(cv.COLOR_BGRA2BGR));
+  else if (mat.channels !== 3) throw new Error(`camera ${frame.cameraId} frame ${frame.sequence}: ${mat.channels}-channel image is not supported`);
+  return { bgr: mat, view: mat === region && !wholeImage };
+}
+
+/** Float form: RGB planes in [0, 1] (NCHW). All pixel work is OpenCV; JS only copies three planes. */
+function writeRgbPlanes(bgr: Mat, input: Float32Array, offset: number, height: number, width: number, own: (m: Mat) => Mat): void {
+  const scaled = own(bgr.convertTo(cv.CV_32FC3, 1 / 255));
+  const planes = scaled.splitChannels();
+  for (const plane of planes) own(plane);
+  // BGR planes written in reverse order = BGR->RGB without a cvtColor pass.
+  const planeBytes = height * width * 4;
+  const target = new Uint8Array(input.buffer, input.byteOffset + offset * 4, 3 * planeBytes);
+  for (let c = 0; c < 3; c++) {
+    const data = planes[2 - c]!.getData();
+    if (data.length !== planeBytes) throw new Error(`internal: plane of ${data.length} bytes, expected ${planeBytes}`);
+    // Byte copy: a Buffer from getData need not be 4-byte aligned for a Float32Array view.
+    target.set(data, c * planeBytes);
+  }
+}
+
+/** uint8 form: the resized BGR bytes as they are (NHWC); the graph casts, scales and transposes. */
+function writeBgrPixels(bgr: Mat, view: boolean, input: Uint8Array, offset: number, height: number, width: number, own: (m: Mat) => Mat): void {
+  // getData refuses a region of a larger image: an ROI of exactly the model's size needs a copy.
+  const data = (view ? own(bgr.copy()) : bgr).getData();
+  if (data.length !== 3 * height * width) throw new Error(`internal: image of ${data.length} bytes, expected ${3 * height * width}`);
+  input.set(data, offset);
+}
+
+/**
+ * Write one frame into `input` at `offset` (in elements) as the model's input form wants it (the
+ * buffer's type says which), resized to height x width.
+ */
+export async function preprocessFrame(frame: Frame, input: InputBuffer, offset: number, height: number, width: number): Promise<void> {
   const owned: Mat[] = [];
   const own = (m: Mat): Mat => {
     owned.push(m);
     return m;
   };
   try {
-    const wholeImage = roi.x === 0 && roi.y === 0 && roi.width === image.cols && roi.height === image.rows;
-    // getRegion is a view (no copy); releasing the view leaves the frame's image alone.
-    let mat = wholeImage ? image : own(image.getRegion(new cv.Rect(roi.x, roi.y, roi.width, roi.height)));
-    if (roi.width !== width || roi.height !== height) {
-      // The one large operation (full-resolution ROI in): async, so capture and MQTT keep running.
-      mat = own(await mat.resizeAsync(height, width, 0, 0, resizeInterpolation(roi, { width, height })));
-    }
-    if (mat.channels === 1) mat = own(mat.cvtColor(cv.COLOR_GRAY2BGR));
-    else if (mat.channels === 4) mat = own(mat.cvtColor(cv.COLOR_BGRA2BGR));
-    else if (mat.channels !== 3) throw new Error(`camera ${frame.cameraId} frame ${frame.sequence}: ${mat.channels}-channel image is not supported`);
-    const scaled = own(mat.convertTo(cv.CV_32FC3, 1 / 255));
-    const planes = scaled.splitChannels();
-    for (const plane of planes) own(plane);
-    // BGR planes written in reverse order = BGR->RGB without a cvtColor pass.
-    const planeBytes = height * width * 4;
-    const target = new Uint8Array(input.buffer, input.byteOffset + offset * 4, 3 * planeBytes);
-    for (let c = 0; c < 3; c++) {
-      const data = planes[2 - c]!.getData();
-      if (data.length !== planeBytes) throw new Error(`internal: plane of ${data.length} bytes, expected ${planeBytes}`);
-      // Byte copy: a Buffer from getData need not be 4-byte aligned for a Float32Array view.
-      target.set(data, c * planeBytes);
-    }
+    const { bgr, view } = await resizedBgr(frame, height, width, own);
+    if (input instanceof Float32Array) writeRgbPlanes(bgr, input, offset, height, width, own);
+    else writeBgrPixels(bgr, view, input, offset, height, width, own);
   } finally {
     for (const m of owned) m.release();
   }
 }
 
-/** Preprocess a batch into the start of `input` (NCHW, frame i at i*3*H*W). */
-export async function preprocessInto(frames: Frame[], input: Float32Array, height: number, width: number): Promise<void> {
+/** Preprocess a batch into the start of `input` (frame i at element i*3*H*W). */
+export async function preprocessInto(frames: Frame[], input: InputBuffer, height: number, width: number): Promise<void> {
   const perFrame = 3 * height * width;
   if (input.length < frames.length * perFrame) throw new Error(`input buffer holds ${input.length / perFrame} frames, batch has ${frames.length}`);
   // Frames in parallel (OpenCV's async calls run on libuv's thread pool); allSettled, so that no
@@ -196,7 +238,8 @@ async function createSession(file: ModelFile, options: ModelOptions, log: Logger
 }
 
 class OrtCradModel implements CradModel {
-  private input = new Float32Array(0);
+  /** The batch buffer, of the model's input form: a swapped-in model brings its own. */
+  private input: InputBuffer;
   private queue: Promise<unknown> = Promise.resolve();
   private released = false;
 
@@ -205,7 +248,9 @@ class OrtCradModel implements CradModel {
     private readonly session: SessionLike,
     private readonly height: number,
     private readonly width: number,
-  ) {}
+  ) {
+    this.input = inputBuffer(info.input.form, 0, height, width);
+  }
 
   run(frames: Frame[]): Promise<Inference> {
     const next = this.queue.then(() => this.runNow(frames));
@@ -219,7 +264,7 @@ class OrtCradModel implements CradModel {
     if (n === 0) return { frames: [], model: this.info, timings: { preprocessMs: 0, inferenceMs: 0, batchSize: 0 } };
     const t0 = performance.now();
     const perFrame = 3 * this.height * this.width;
-    if (this.input.length < n * perFrame) this.input = new Float32Array(n * perFrame);
+    if (this.input.length < n * perFrame) this.input = inputBuffer(this.info.input.form, n, this.height, this.width);
     await preprocessInto(frames, this.input, this.height, this.width);
     const t1 = performance.now();
     const { maps, scores } = await this.infer(this.input.subarray(0, n * perFrame), n);
@@ -235,9 +280,9 @@ class OrtCradModel implements CradModel {
     return { frames: results, model: this.info, timings: { preprocessMs: t1 - t0, inferenceMs: t2 - t1, batchSize: n } };
   }
 
-  /** session.run on an NCHW batch, with the output shapes the contract promises checked. */
-  async infer(data: Float32Array, n: number): Promise<{ maps: Float32Array; scores: Float32Array }> {
-    const feeds = { [INPUT_NAME]: new ort.Tensor('float32', data, [n, 3, this.height, this.width]) };
+  /** session.run on a batch of the input form, with the output shapes the contract promises checked. */
+  async infer(data: InputBuffer, n: number): Promise<{ maps: Float32Array; scores: Float32Array }> {
+    const feeds = { [INPUT_NAME]: inputTensor(data, n, this.height, this.width) };
     const out = await this.session.run(feeds, [MAP_OUTPUT, SCORE_OUTPUT]);
     const map = out[MAP_OUTPUT]!;
     const score = out[SCORE_OUTPUT]!;
@@ -254,14 +299,14 @@ class OrtCradModel implements CradModel {
   /** Blank batches through the model, so that the first real frame does not pay for allocation. */
   async warmUp(runs: number, maxBatch: number): Promise<void> {
     const sizes = [...Array<number>(Math.max(1, runs)).fill(1), ...(maxBatch > 1 ? [maxBatch] : [])];
-    for (const n of sizes) await this.infer(new Float32Array(n * 3 * this.height * this.width), n);
+    for (const n of sizes) await this.infer(inputBuffer(this.info.input.form, n, this.height, this.width), n);
   }
 
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
     await this.queue;
-    this.input = new Float32Array(0);
+    this.input = inputBuffer(this.info.input.form, 0, this.height, this.width);
     await this.session.release();
   }
 }
@@ -286,7 +331,7 @@ export async function loadModel(path: string, options: ModelOptions, log: Logger
     throw new ModelFileError(path, `model ${path} failed its warm-up run on ${provider}: ${(err as Error).message}`);
   }
   log.info(
-    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, calibrated: info.calibration !== null, provider, thread: options.inferenceThread ?? 'main' },
+    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, inputForm: info.input.form, calibrated: info.calibration !== null, provider, thread: options.inferenceThread ?? 'main' },
     `model loaded on execution provider ${provider}`,
   );
   return model;

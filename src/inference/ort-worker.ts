@@ -71,7 +71,7 @@ export class WorkerSession implements SessionLike {
 
   run(feeds: Record<string, ort.Tensor>, outputs: string[]): ReturnType<SessionLike['run']> {
     // Copies the batch (the model's input buffer is reused for the next one); outputs come back copied.
-    const plain = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, { type: t.type, dims: t.dims, data: (t.data as Float32Array).slice() }]));
+    const plain = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, { type: t.type, dims: t.dims, data: (t.data as Float32Array | Uint8Array).slice() }]));
     return this.call({ op: 'run', feeds: plain, outputs }) as ReturnType<SessionLike['run']>;
   }
 

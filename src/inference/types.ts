@@ -8,6 +8,13 @@ export interface Calibration {
   images?: number;
 }
 
+/**
+ * How the graph takes its input (the model contract): format 1's float32 RGB planes (NCHW) in
+ * [0, 1], or format 2's uint8 BGR pixels (NHWC) in [0, 255], the bytes OpenCV delivers after the
+ * resize, cast and normalised inside the graph.
+ */
+export type InputForm = 'float32-rgb-nchw' | 'uint8-bgr-nhwc';
+
 /** What the daemon knows about the loaded model (from the ONNX file and its metadata). */
 export interface ModelInfo {
   path: string;
@@ -17,7 +24,7 @@ export interface ModelInfo {
   variant: string;
   backbone: string;
   version: string;
-  input: { height: number; width: number; color: 'RGB'; range: [number, number]; resize: string };
+  input: { form: InputForm; height: number; width: number; color: 'RGB' | 'BGR'; range: [number, number]; resize: string };
   classes: string[];
   calibration: Calibration | null;
   training: Record<string, unknown> | null;

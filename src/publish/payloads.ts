@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { CameraState, CameraStatus } from '../capture/frame.js';
 import type { ConfigPushResponse } from '../config/remote.js';
 import type { RecipeReport } from '../inference/recipes.js';
-import type { ModelInfo, Region, Result, ResultVerdict } from '../inference/types.js';
+import type { InputForm, ModelInfo, Region, Result, ResultVerdict } from '../inference/types.js';
 
 /** Bumped when a payload changes incompatibly; every payload carries it. */
 export const SCHEMA_VERSION = 1;
@@ -133,6 +133,8 @@ export interface ModelSummary {
   backbone: string;
   hash: string;
   executionProvider: string;
+  /** How the graph takes its input: float32-rgb-nchw (contract format 1) or uint8-bgr-nhwc (format 2). */
+  inputForm: InputForm;
   calibrated: boolean;
   classes: string[];
 }
@@ -145,6 +147,7 @@ export function modelSummary(model: ModelInfo): ModelSummary {
     backbone: model.backbone,
     hash: model.hash,
     executionProvider: model.executionProvider,
+    inputForm: model.input.form,
     calibrated: model.calibration !== null,
     classes: model.classes,
   };

@@ -173,6 +173,7 @@ export class EdgeNode {
     this.nodeValues.set('Node Info/Model Hash', model.hash);
     this.nodeValues.set('Node Info/Model Variant', model.variant);
     this.nodeValues.set('Node Info/Execution Provider', model.executionProvider);
+    this.nodeValues.set('Node Info/Model Input Form', model.input.form);
     this.publishNodeData();
   }
 

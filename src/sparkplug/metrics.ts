@@ -33,6 +33,7 @@ export const NODE_METRICS: readonly MetricDef[] = [
   { name: 'Node Info/Model Hash', type: 'String' },
   { name: 'Node Info/Model Variant', type: 'String' },
   { name: 'Node Info/Execution Provider', type: 'String' },
+  { name: 'Node Info/Model Input Form', type: 'String' },
   { name: 'Node Info/Uptime Seconds', type: 'UInt64' },
   { name: 'Node Info/Rejected Commands', type: 'UInt64', required: true },
 ];

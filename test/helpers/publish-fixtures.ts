@@ -57,7 +57,7 @@ export const MODEL: ModelInfo = {
   variant: 'crad-s',
   backbone: 'efficientnet-b4 imagenet',
   version: '2025.05.1',
-  input: { height: 224, width: 224, color: 'RGB', range: [0, 1], resize: 'opencv-area' },
+  input: { form: 'float32-rgb-nchw', height: 224, width: 224, color: 'RGB', range: [0, 1], resize: 'opencv-area' },
   classes: ['bottle'],
   calibration: { image: { threshold: 1.5, min: 0.2, max: 3.1 }, pixel: { threshold: 1.2, min: 0, max: 4 } },
   training: null,

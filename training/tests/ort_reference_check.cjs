@@ -1,7 +1,11 @@
 // Runs an exported model on its reference inputs with onnxruntime-node and prints the largest
 // differences from the torch outputs as JSON. Used by the trainer's export test (Python has no
 // onnxruntime here); the daemon's own tests check the committed demo model the same way.
-//   node training/tests/ort_reference_check.cjs <model.onnx> <model.reference.json> [batch]
+// Reads both reference formats: float32 RGB NCHW images (crad-reference/1) and the uint8 input
+// form's uint8 BGR NHWC images (crad-reference/2, image.dtype "uint8").
+//   node training/tests/ort_reference_check.cjs <model.onnx> <model.reference.json> [batch] [--print-outputs]
+// --print-outputs adds the outputs themselves (anomaly_map as base64 float32, score), so that a
+// test can compare two models on the same images.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -13,18 +17,24 @@ function decode(field) {
   const bytes = Buffer.from(field.data, 'base64');
   const copy = new Uint8Array(bytes.length);
   copy.set(bytes);
+  if (field.dtype === 'uint8') return copy;
   return new Float32Array(copy.buffer); // little-endian on every platform onnxruntime-node runs on
 }
 
 async function main() {
-  const [modelPath, referencePath, batchArg] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const printOutputs = args.includes('--print-outputs');
+  const [modelPath, referencePath, batchArg] = args.filter((arg) => arg !== '--print-outputs');
   const reference = JSON.parse(fs.readFileSync(referencePath, 'utf8'));
   const session = await ort.InferenceSession.create(modelPath);
   const images = decode(reference.image);
-  const [count, channels, height, width] = reference.image.shape;
+  const imageType = reference.image.dtype === 'uint8' ? 'uint8' : 'float32';
+  const [count, ...imageDims] = reference.image.shape;
   const expectedMap = decode(reference.anomaly_map);
-  const perImage = channels * height * width;
+  const [, , height, width] = reference.anomaly_map.shape;
+  const perImage = imageDims.reduce((a, b) => a * b, 1);
   const perMap = height * width;
+  const maps = new Float32Array(count * perMap);
   // Run in batches of `batch` (default: all at once) to exercise the dynamic batch axis.
   const batch = Number(batchArg || count);
   let mapDiff = 0;
@@ -32,9 +42,10 @@ async function main() {
   const scores = [];
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);
-    const input = new ort.Tensor('float32', images.subarray(start * perImage, (start + n) * perImage), [n, channels, height, width]);
+    const input = new ort.Tensor(imageType, images.subarray(start * perImage, (start + n) * perImage), [n, ...imageDims]);
     const out = await session.run({ image: input });
     const map = out.anomaly_map.data;
+    maps.set(map, start * perMap);
     for (let i = 0; i < n * perMap; i++) {
       mapDiff = Math.max(mapDiff, Math.abs(map[i] - expectedMap[start * perMap + i]));
     }
@@ -43,7 +54,8 @@ async function main() {
       scoreDiff = Math.max(scoreDiff, Math.abs(out.score.data[i] - reference.score[start + i]));
     }
   }
-  console.log(JSON.stringify({ mapDiff, scoreDiff, scores, inputNames: session.inputNames, outputNames: session.outputNames }));
+  const outputs = printOutputs ? { outputs: { anomaly_map: Buffer.from(maps.buffer).toString('base64'), score: scores } } : {};
+  console.log(JSON.stringify({ mapDiff, scoreDiff, scores, inputNames: session.inputNames, outputNames: session.outputNames, ...outputs }));
 }
 
 main().catch((error) => {

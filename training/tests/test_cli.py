@@ -48,7 +48,7 @@ def test_train_and_export_help_name_their_key_options():
     for option in ("--data", "--backbone-weights", "--variant", "--max-minutes", "--resume", "--seed", "--holdout"):
         assert option in train_help
     export_help = crad("export", "--help").stdout
-    for option in ("--sampling", "--out", "--reference-images", "--opset"):
+    for option in ("--sampling", "--out", "--reference-images", "--opset", "--input-form", "--from-onnx"):
         assert option in export_help
 
 

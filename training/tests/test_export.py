@@ -1,7 +1,9 @@
-"""ONNX export against the model contract: both sampling forms, metadata, reference file,
-and (where onnxruntime-node is installed) the exported graph run by onnxruntime."""
+"""ONNX export against the model contract: both sampling forms, both input forms (float, and
+uint8 from a checkpoint or converted with --from-onnx), metadata, reference file, and (where
+onnxruntime-node is installed) the exported graph run by onnxruntime."""
 
 import argparse
+import base64
 import json
 import shutil
 import subprocess
@@ -106,6 +108,9 @@ def _onnxruntime_node_available() -> bool:
     return shutil.which("node") is not None and (REPO_ROOT / "node_modules" / "onnxruntime-node").is_dir()
 
 
+needs_onnxruntime_node = pytest.mark.skipif(not _onnxruntime_node_available(), reason="node or node_modules/onnxruntime-node not installed")
+
+
 @pytest.mark.skipif(not _onnxruntime_node_available(), reason="node or node_modules/onnxruntime-node not installed")
 @pytest.mark.parametrize("sampling", ["gridsample", "tent"])
 def test_onnxruntime_node_reproduces_the_reference(exported, sampling):
@@ -164,3 +169,164 @@ def test_committed_demo_model_meets_the_contract():
         assert completed.returncode == 0, completed.stderr
         result = json.loads(completed.stdout)
         assert result["mapDiff"] < 1e-4 and result["scoreDiff"] < 1e-4, result
+
+
+# ---- the uint8 input form (contract format 2) ----------------------------------------------------
+
+def convert_with(source, out, *options):
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    return export.run(parser.parse_args(["--from-onnx", str(source), "--out", str(out), *options]))
+
+
+def metadata_of(path) -> dict:
+    return {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+
+
+@pytest.fixture(scope="module")
+def uint8_models(checkpoint, exported, tmp_path_factory):
+    """{name: (uint8 model, its float-form twin)}: exported from the checkpoint, and converted
+    from a float export whose reference images are 8-bit (PNG files, as a trainer's are)."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("uint8")
+    from_checkpoint = folder / "model-u8.onnx"
+    assert export_with(checkpoint, from_checkpoint, "--sampling", "tent", "--input-form", "uint8") == 0
+    images, _ = export.synthetic_reference_images(3, SIZE + 16, seed=5)
+    pngs = []
+    for index, bgr in enumerate(export.to_uint8_bgr_nhwc(images)):
+        pngs.append(folder / f"part-{index}.png")
+        cv2.imwrite(str(pngs[-1]), bgr)
+    float_source = folder / "model-f.onnx"
+    assert export_with(checkpoint, float_source, "--sampling", "tent", "--reference-images", *map(str, pngs)) == 0
+    converted = folder / "model-f-u8.onnx"
+    assert convert_with(float_source, converted, "--input-form", "uint8") == 0
+    return {"checkpoint": (from_checkpoint, exported["tent"]), "converted": (converted, float_source)}
+
+
+@pytest.mark.parametrize("name", ["checkpoint", "converted"])
+def test_uint8_form_graph_and_metadata(uint8_models, name):
+    model_path, float_path = uint8_models[name]
+    export.check_onnx(model_path, "tent", SIZE, "uint8")  # onnx.checker (full) included
+    model = onnx.load(str(model_path))
+    (image,) = model.graph.input
+    assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim] == ["N", SIZE, SIZE, 3]
+    float_metadata, metadata = metadata_of(float_path), metadata_of(model_path)
+    assert metadata["crad.format"] == "2"
+    assert json.loads(metadata["crad.input"]) == {"height": SIZE, "width": SIZE, "color": "BGR", "range": [0, 255], "resize": "opencv-area",
+                                                  "dtype": "uint8", "layout": "NHWC"}
+    # Every other key as the float form has it (the converted file: as its source had it).
+    assert {k: v for k, v in metadata.items() if k not in ("crad.format", "crad.input")} == \
+           {k: v for k, v in float_metadata.items() if k not in ("crad.format", "crad.input")}
+    # Behind the prefix, the float form's graph unchanged (its input renamed).
+    float_nodes = onnx.load(str(float_path)).graph.node
+    nodes = [node for node in model.graph.node if not node.name.startswith(export.PREFIX_NAME + "/")]
+    assert len(model.graph.node) == len(float_nodes) + 4
+    for node, float_node in zip(nodes, float_nodes):
+        renamed = [export.FLOAT_IMAGE if name == "image" else name for name in float_node.input]
+        assert (node.op_type, list(node.input), list(node.output)) == (float_node.op_type, renamed, list(float_node.output))
+    # A form checked as the other is refused.
+    with pytest.raises(ValueError, match="input must be image"):
+        export.check_onnx(model_path, "tent", SIZE)
+    with pytest.raises(ValueError, match="input must be image"):
+        export.check_onnx(float_path, "tent", SIZE, "uint8")
+
+
+@pytest.mark.parametrize("name", ["checkpoint", "converted"])
+def test_uint8_reference_holds_uint8_images_and_the_outputs_of_their_exact_float_values(checkpoint, uint8_models, name):
+    from crad.model import load_detector
+
+    model_path, _ = uint8_models[name]
+    reference = json.loads(export.reference_path_for(model_path).read_text())
+    assert reference["format"] == "crad-reference/2" and reference["model"] == model_path.name
+    assert {k: reference["image"][k] for k in ("dtype", "layout", "color")} == {"dtype": "uint8", "layout": "NHWC", "color": "BGR"}
+    images = export.decode_reference_image(reference["image"])
+    assert images.dtype == np.uint8 and images.shape == (3, SIZE, SIZE, 3)
+    assert len(np.unique(images)) > 50  # real pictures, not a constant
+    float_images = export.from_uint8_bgr_nhwc(images)
+    # The graph's own prefix turns them into exactly those float images (no onnxruntime needed).
+    np.testing.assert_array_equal(export.run_uint8_prefix(onnx.load(str(model_path)), images), float_images)
+    detector, _ = load_detector(str(checkpoint))
+    torch_map, torch_score = export.torch_outputs(detector, float_images, "tent")
+    expected_map = export.decode_b64_f32(reference["anomaly_map"]["data"], reference["anomaly_map"]["shape"])
+    np.testing.assert_allclose(torch_map, expected_map, atol=1e-6)
+    np.testing.assert_allclose(torch_score, reference["score"], atol=1e-6)
+
+
+def test_uint8_prefix_check_catches_a_wrong_channel_order(uint8_models):
+    model_path, _ = uint8_models["checkpoint"]
+    images = export.decode_reference_image(json.loads(export.reference_path_for(model_path).read_text())["image"])
+    rgb_read_as_bgr = export.from_uint8_bgr_nhwc(images[..., ::-1].copy())
+    with pytest.raises(export.ExportError, match="does not reproduce"):
+        export.check_uint8_prefix(model_path, images, rgb_read_as_bgr)
+
+
+def test_conversion_refusals(exported, uint8_models, tmp_path, capsys):
+    model_path, _ = uint8_models["checkpoint"]
+    with pytest.raises(export.ExportError, match="uint8 input form already"):
+        export.to_uint8_form(onnx.load(str(model_path)))
+    anonymous = onnx.load(str(exported["tent"]))
+    del anonymous.metadata_props[:]
+    with pytest.raises(export.ExportError, match="not a CRAD model"):
+        export.to_uint8_form(anonymous)
+    assert convert_with(exported["tent"], tmp_path / "x.onnx") == 2
+    assert "give --input-form uint8" in capsys.readouterr().err
+    assert convert_with(exported["tent"], tmp_path / "x.onnx", "--input-form", "uint8", "--sampling", "tent") == 2
+    assert "--sampling belong to a checkpoint export" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+    # The synthetic float reference has no 8-bit images: the model converts, the reference does not.
+    assert convert_with(exported["tent"], tmp_path / "x.onnx", "--input-form", "uint8") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"] is None and "not 8-bit values" in report["reference_skipped"]
+    assert not export.reference_path_for(tmp_path / "x.onnx").exists()
+    export.check_onnx(tmp_path / "x.onnx", "tent", SIZE, "uint8")
+
+
+def ort_run(model, reference, batch: str):
+    """onnxruntime-node on a reference file: the check's result and the outputs themselves."""
+    completed = subprocess.run(["node", str(ORT_CHECK), str(model), str(reference), batch, "--print-outputs"],
+                               capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    maps = np.frombuffer(base64.b64decode(result["outputs"]["anomaly_map"]), dtype="<f4")
+    return result, maps, np.array(result["outputs"]["score"], dtype=np.float32)
+
+
+def assert_uint8_form_equals_float_form(uint8_model, float_model, folder, tolerance=1e-5):
+    """The uint8 model on its reference's uint8 images against the float model on their exact /255
+    values (RGB NCHW): both within 1e-4 of torch, and within `tolerance` of each other."""
+    uint8_reference = export.reference_path_for(uint8_model)
+    reference = json.loads(uint8_reference.read_text())
+    float_images = export.from_uint8_bgr_nhwc(export.decode_reference_image(reference["image"]))
+    float_reference = folder / "float-twin.reference.json"
+    export.write_reference(float_reference, Path(float_model).name, float_images, reference["sources"],
+                           export.decode_b64_f32(reference["anomaly_map"]["data"], reference["anomaly_map"]["shape"]),
+                           reference["score"], reference["sampling"])
+    for batch in ("1", str(len(reference["score"]))):  # the batch axis is dynamic
+        uint8_result, uint8_maps, uint8_scores = ort_run(uint8_model, uint8_reference, batch)
+        float_result, float_maps, float_scores = ort_run(float_model, float_reference, batch)
+        for result in (uint8_result, float_result):
+            assert result["mapDiff"] < 1e-4 and result["scoreDiff"] < 1e-4, result
+        assert np.abs(uint8_maps - float_maps).max() <= tolerance
+        assert np.abs(uint8_scores - float_scores).max() <= tolerance
+
+
+@needs_onnxruntime_node
+@pytest.mark.parametrize("name", ["checkpoint", "converted"])
+def test_onnxruntime_node_runs_the_uint8_form_as_the_float_form(uint8_models, name, tmp_path):
+    assert_uint8_form_equals_float_form(*uint8_models[name], tmp_path)
+
+
+@pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="models/demo/crad-demo.onnx not in this checkout")
+def test_committed_demo_model_converts_to_the_uint8_form(tmp_path, capsys):
+    converted = tmp_path / "crad-demo-u8.onnx"
+    assert convert_with(DEMO_MODEL, converted, "--input-form", "uint8") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference"] == str(export.reference_path_for(converted))  # the demo's reference images are 8-bit
+    metadata = metadata_of(converted)
+    assert metadata["crad.format"] == "2" and json.loads(metadata["crad.input"])["dtype"] == "uint8"
+    assert {k: v for k, v in metadata.items() if k not in ("crad.format", "crad.input")} == \
+           {k: v for k, v in metadata_of(DEMO_MODEL).items() if k not in ("crad.format", "crad.input")}
+    if _onnxruntime_node_available():
+        assert_uint8_form_equals_float_form(converted, DEMO_MODEL, tmp_path)

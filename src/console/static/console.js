@@ -82,7 +82,7 @@ async function poll() {
   const m = state.model;
   $('model').innerHTML = '';
   rows($('model'), [['name', m.name], ['version', m.version], ['variant', m.variant], ['backbone', m.backbone],
-    ['provider', m.executionProvider], ['calibrated', String(m.calibrated)], ['hash', m.hash.slice(0, 12)]]);
+    ['provider', m.executionProvider], ['input', m.inputForm], ['calibrated', String(m.calibrated)], ['hash', m.hash.slice(0, 12)]]);
   drawHistogram();
   drawImageMarks();
 }
