@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { createSecureContext } from 'node:tls';
-import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConfigError, readKeyFile, redact, type AppConfig } from '../config/load.js';
 import type { FrameInference, InspectionResult } from '../inference/types.js';
 import { modelSummary } from '../publish/payloads.js';
@@ -76,7 +76,7 @@ export class ConsoleServer {
       requestTimeout: this.httpConfig.requestTimeoutMs,
       keepAliveTimeout: Math.min(5000, this.httpConfig.requestTimeoutMs),
       forceCloseConnections: true,
-      disableRequestLogging: true,
+      logController: new LogController({ disableRequestLogging: true }),
       loggerInstance: log,
     }) as unknown as FastifyInstance;
     this.routes();
