@@ -24,6 +24,8 @@ export interface ResultSeen {
   sequence: number;
   capturedAt: number;
   replayed: boolean;
+  /** The broker's own redelivery to this subscriber (MQTT DUP flag), e.g. after a broker restart. */
+  brokerRedelivery: boolean;
   /** Index in the subscriber's message list (arrival order). */
   index: number;
   json: any;
@@ -40,6 +42,7 @@ export function resultMessages(messages: Received[], prefix: string): ResultSeen
       sequence: m.json.sequence,
       capturedAt: Date.parse(m.json.capturedAt),
       replayed: m.json.replayed,
+      brokerRedelivery: m.packet.dup === true,
       index,
       json: m.json,
     });
