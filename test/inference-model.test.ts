@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import { ModelContractError, ModelFileError } from '../src/inference/model-file.js';
-import { effectiveRoi, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread } from '../src/inference/model.js';
+import { effectiveRoi, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread, sessionOptions } from '../src/inference/model.js';
 import { loadConfig } from '../src/config/load.js';
 import { capturingLogger, cpuOptions, frameOf, imageWithSpots, noiseImage } from './fixtures/frames.js';
 import { tinyModels } from './fixtures/tiny-models.js';
@@ -153,6 +153,26 @@ test('model.inferenceThread auto: a worker thread with 4 or more cores, the main
   assert.equal(resolveInferenceThread('main', 12), 'main');
   assert.equal(resolveInferenceThread('worker', 2), 'worker');
   assert.equal(modelOptions(loadConfig(undefined, { model: { inferenceThread: 'worker' } })).inferenceThread, 'worker');
+});
+
+test('model.intraOpSpinning: off by default, off means idle intra-op threads sleep; a model loads and infers the same either way', async () => {
+  assert.equal(modelOptions(loadConfig(undefined, {})).intraOpSpinning, false);
+  const off = sessionOptions({ ...cpuOptions, intraOpSpinning: false });
+  assert.deepEqual(off.extra, { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } });
+  assert.equal(sessionOptions({ ...cpuOptions, intraOpSpinning: true }).extra, undefined);
+  const { log } = capturingLogger();
+  const spinning = await loadModel(good, { ...cpuOptions, intraOpSpinning: true }, log);
+  const sleeping = await loadModel(good, { ...cpuOptions, intraOpSpinning: false, inferenceThread: 'worker' }, log);
+  const frames = [frameOf(imageWithSpots(64, 64, [{ x: 8, y: 8, width: 6, height: 4, level: 0.7 }]))];
+  try {
+    const a = await spinning.run(frames);
+    const b = await sleeping.run(frames);
+    assert.deepEqual(b.frames.map((f) => f.raw), a.frames.map((f) => f.raw));
+  } finally {
+    for (const f of frames) f.release();
+    await spinning.release();
+    await sleeping.release();
+  }
 });
 
 test('model options come from config.model and inference.maxBatch', () => {

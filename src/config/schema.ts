@@ -528,6 +528,12 @@ export const schema = {
       apply: 'model',
     }),
     memoryArena: setting({ doc: 'Enable onnxruntime\'s CPU memory arena.', format: Boolean, default: true, apply: 'model' }),
+    intraOpSpinning: setting({
+      doc: 'Let onnxruntime\'s idle intra-op threads spin-wait for the next run instead of sleeping. Spinning shortens back-to-back runs but keeps cores busy between them, where the daemon decodes, preprocesses and publishes.',
+      format: Boolean,
+      default: false,
+      apply: 'model',
+    }),
     maxRecipeModels: setting({
       doc: 'Most distinct model files loaded at once for recipes (besides model.path); each costs a session\'s memory. Recipes beyond it are refused (reported in the device status).',
       format: integerIn(0, 64),

@@ -18,6 +18,8 @@ export interface ModelOptions {
   interOpThreads: number;
   graphOptimization: 'disabled' | 'basic' | 'extended' | 'all';
   memoryArena: boolean;
+  /** false: idle intra-op threads sleep between runs (session.intra_op.allow_spinning 0). */
+  intraOpSpinning: boolean;
   warmupRuns: number;
   /** Where session.run runs (model.inferenceThread with auto resolved by core count); default main. */
   inferenceThread?: 'main' | 'worker';
@@ -36,6 +38,7 @@ export function modelOptions(config: AppConfig): ModelOptions {
     interOpThreads: m.interOpThreads,
     graphOptimization: m.graphOptimization as ModelOptions['graphOptimization'],
     memoryArena: m.memoryArena,
+    intraOpSpinning: m.intraOpSpinning,
     warmupRuns: m.warmupRuns,
     inferenceThread: resolveInferenceThread(m.inferenceThread),
     maxBatch: config.inference.maxBatch,
@@ -192,7 +195,8 @@ function providerConfig(name: string, options: ModelOptions): ort.InferenceSessi
   }
 }
 
-function sessionOptions(options: ModelOptions): ort.InferenceSession.SessionOptions {
+/** The onnxruntime session options of ModelOptions (the providers are added per attempt). */
+export function sessionOptions(options: ModelOptions): ort.InferenceSession.SessionOptions {
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: options.graphOptimization,
     enableCpuMemArena: options.memoryArena,
@@ -204,6 +208,7 @@ function sessionOptions(options: ModelOptions): ort.InferenceSession.SessionOpti
     ...base,
     ...(options.intraOpThreads > 0 ? { intraOpNumThreads: options.intraOpThreads } : {}),
     ...(options.interOpThreads > 0 ? { interOpNumThreads: options.interOpThreads } : {}),
+    ...(options.intraOpSpinning ? {} : { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } }),
   };
 }
 
