@@ -31,6 +31,10 @@ export interface DaemonRunOptions {
   attach?: () => Promise<() => void>;
   /** Write a V8 CPU profile of the daemon's measurement window to this file. */
   cpuProfileFile?: string;
+  /** Pin the daemon to these CPUs (taskset's list, e.g. "1"): two runs side by side, one core each. */
+  cpus?: string;
+  /** Device id (default bench<cameras>); runs side by side on one broker need different ones. */
+  deviceId?: string;
 }
 
 export interface DaemonRunResult {
@@ -96,7 +100,7 @@ function merge(base: Record<string, unknown>, extra: Record<string, Record<strin
 export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crad-bench-'));
   const prefix = 'bench';
-  const device = `bench${options.cameras}`;
+  const device = options.deviceId ?? `bench${options.cameras}`;
   const config = merge(
     {
       device: { id: device },
@@ -113,7 +117,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
   fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
 
   const received: Received[] = [];
-  const subscriber = await mqtt.connectAsync(options.brokerUrl, { protocolVersion: 5, reconnectPeriod: 0, clientId: `crad-bench-sub-${process.pid}` });
+  const subscriber = await mqtt.connectAsync(options.brokerUrl, { protocolVersion: 5, reconnectPeriod: 0, clientId: `crad-bench-sub-${process.pid}-${device}` });
   await subscriber.subscribeAsync(`${prefix}/${device}/+/result`, { qos: 0 });
   subscriber.on('message', (_topic, payload) => {
     const atMono = performance.now();
@@ -128,7 +132,10 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
   });
 
   const nodeArgs = ['--import', 'tsx', '--import', path.join(options.root, 'bench/lib/probe.ts')];
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, path.join(options.root, 'src/main.ts'), 'run', '--config', configFile], {
+  const command = [process.execPath, ...nodeArgs, path.join(options.root, 'src/main.ts'), 'run', '--config', configFile];
+  // taskset execs node in place: same pid (for /proc), same IPC channel.
+  if (options.cpus !== undefined) command.unshift('taskset', '-c', options.cpus);
+  const child: ChildProcess = spawn(command[0]!, command.slice(1), {
     cwd: options.root,
     // UV_THREADPOOL_SIZE as bin/crad-edge.js sets it for the installed daemon (this runs src/ directly).
     env: { UV_THREADPOOL_SIZE: '16', ...process.env, CRAD_LOG_LEVEL: 'warn', ...(options.cpuProfileFile ? { CRAD_BENCH_PROFILE: options.cpuProfileFile } : {}) },
