@@ -15,6 +15,7 @@ import { Command } from 'commander';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
 import { describeMachine, type Machine } from './lib/machine.js';
 import { modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
+import { sparkplugCost, type PlaneCost } from './lib/planes.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { listImages, openSession, preprocessedImages, timeBatches, type BatchTiming, type SessionSettings } from './lib/runtime.js';
 import { connectMjpegViewer, type MjpegViewer } from './lib/viewer.js';
@@ -85,7 +86,7 @@ interface BenchReport {
   runtime?: { provider: string; session: SessionSettings; batches: BatchTiming[]; best: number; sweep?: { name: string; settings: SessionSettings; batch: number; timing: BatchTiming }[] };
   /** reference: the bare runtime at the daemon's batch size just before and after the run (b/a uses their mean). */
   /** The same daemon run with the JSON plane alone and with the Sparkplug plane beside it, in interleaved rounds (medians; ratio: median of the rounds' ratios). */
-  sparkplug?: { cameras: number; jsonOnly: number; bothPlanes: number; ratio: number; roundRatios?: number[] };
+  sparkplug?: { cameras: number; jsonOnly: number; bothPlanes: number; ratio: number; roundRatios?: number[]; cost?: PlaneCost & { framesPerSecond: number; ratio: number } };
   /** Console off against on with one live-view viewer connected (MJPEG), in interleaved rounds (likewise). */
   console?: { cameras: number; off: number; withViewer: number; ratio: number; roundRatios?: number[]; viewerFrames: number; rssGrowthMiBPer1000Frames: number };
   /** paced: one camera at about half the model's batch-1 capacity (the latency target's row). */
@@ -219,9 +220,13 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
     if (opts.paced && opts.cameraFps === 0) {
       // At saturation a frame waits for the model by design; the latency target is for cameras
       // that leave the model idle half the time: one camera at half its batch-1 capacity.
+      // The model's capacity is what session.run takes in the daemon (slower than bare: it shares
+      // the cores), from this run's unthrottled 1-camera row when there is one.
       const before = await bracket(opts, images, count, size, 1);
-      const fps = Math.max(1, Math.round(before.imagesPerSecond / 2));
-      log(`b. daemon: 1 camera paced at ${fps} fps (half of ${f(before.imagesPerSecond)} images/s at batch 1), ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
+      const oneCamera = report.daemon.find((d) => d.cameras === 1 && d.cameraFps === 0 && (d.source ?? 'folder') === 'folder');
+      const capacity = oneCamera ? 1000 / oneCamera.stagesMs.inference : before.imagesPerSecond;
+      const fps = Math.max(1, Math.round(capacity / 2));
+      log(`b. daemon: 1 camera paced at ${fps} fps (half of ${f(capacity)} images/s at batch 1, ${oneCamera ? 'the 1-camera row\'s session.run' : 'the bare runtime'}), ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
       const result = await runDaemon({
         root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras: 1, brokerPid, cameraFps: fps,
         warmupSeconds: opts.warmup, seconds: opts.seconds, overrides: { model: { executionProviders: providers } },
@@ -378,14 +383,22 @@ async function planesRow(opts: Options, report: BenchReport, run: Parameters<typ
     (placement) => runDaemon(pairedRun(opts, run, placement)),
     (placement) => runDaemon(pairedRun(opts, run, placement, { sparkplug: { enabled: true, groupId: 'bench' } })),
   );
+  log(`   median ratio ${f(paired.ratio, 3)} (rounds ${paired.ratios.map((x) => f(x, 3)).join(', ')})`);
+  // The drift-free figure: the plane's CPU per result, against the time a frame takes in this
+  // run's 1-camera row, charged as if it ran serially with the model (an upper bound).
+  const cost = await sparkplugCost(run.brokerUrl, run.brokerPid);
+  const oneCamera = report.daemon?.find((d) => d.cameras === run.cameras && d.cameraFps === 0 && (d.source ?? 'folder') === 'folder');
+  const framesPerSecond = oneCamera?.framesPerSecond ?? median(paired.base.map((r) => r.framesPerSecond));
+  const costRatio = 1 / (1 + ((cost.cpuMsPerResult + Math.max(0, cost.brokerCpuMsPerResult)) * framesPerSecond) / 1000);
   report.sparkplug = {
     cameras: run.cameras,
     jsonOnly: median(paired.base.map((r) => r.framesPerSecond)),
     bothPlanes: median(paired.with.map((r) => r.framesPerSecond)),
     ratio: paired.ratio,
     roundRatios: paired.ratios,
+    cost: { ...cost, framesPerSecond, ratio: costRatio },
   };
-  log(`   median ratio ${f(paired.ratio, 3)} (rounds ${paired.ratios.map((x) => f(x, 3)).join(', ')})`);
+  log(`   the plane's CPU per result: ${f(cost.cpuMsPerResult, 3)} ms (+ broker ${f(cost.brokerCpuMsPerResult, 3)} ms), ${cost.rounds} rounds of ${cost.block}; at ${f(framesPerSecond)} frames/s: ratio ${f(costRatio, 4)}`);
 }
 
 async function partTorch(opts: Options, report: BenchReport, files: string[], images: Float32Array, size: number): Promise<void> {
@@ -465,11 +478,18 @@ function evaluate(report: BenchReport): void {
   }
   if (report.console) {
     const { cameras, ratio, roundRatios } = report.console;
-    targets.push({ name: `throughput with the console on and one viewer, ${cameras} camera(s) (on / off${roundRatios ? `, median of ${roundRatios.length} interleaved rounds` : ''})`, value: f(ratio, 3) + spread(roundRatios), limit: '>= 0.97', met: ratio >= 0.97 });
+    targets.push({ name: `throughput with the console on and one viewer, ${cameras} camera(s) (on / off${roundRatios ? `, median of ${roundRatios.length} rounds` : ''})`, value: f(ratio, 3) + spread(roundRatios), limit: '>= 0.97', met: ratio >= 0.97 });
   }
   if (report.sparkplug) {
     const { cameras, ratio, roundRatios } = report.sparkplug;
-    targets.push({ name: `throughput with Sparkplug B beside JSON, ${cameras} camera(s) (both / JSON alone${roundRatios ? `, median of ${roundRatios.length} interleaved rounds` : ''})`, value: f(ratio, 3) + spread(roundRatios), limit: '>= 0.97', met: ratio >= 0.97 });
+    targets.push({ name: `throughput with Sparkplug B beside JSON, ${cameras} camera(s) (both / JSON alone${roundRatios ? `, median of ${roundRatios.length} rounds` : ''})`, value: f(ratio, 3) + spread(roundRatios), limit: '>= 0.97', met: ratio >= 0.97 });
+    const cost = report.sparkplug.cost;
+    if (cost) {
+      targets.push({
+        name: `throughput with Sparkplug B beside JSON, ${cameras} camera(s), from the plane's CPU per result (${f(cost.cpuMsPerResult, 3)} ms + broker ${f(cost.brokerCpuMsPerResult, 3)} ms, in-process, drift-free) at ${f(cost.framesPerSecond)} frames/s`,
+        value: f(cost.ratio, 4), limit: '>= 0.97', met: cost.ratio >= 0.97,
+      });
+    }
   }
   for (const d of report.daemon ?? []) {
     if (d.cameraFps > 0) continue;
@@ -482,7 +502,8 @@ function evaluate(report: BenchReport): void {
   if (paced) {
     // The row's own mean session.run: measured in the same run as the latencies it bounds.
     const limit = 1.2 * paced.stagesMs.inference + 10;
-    targets.push({ name: `p99 capture-to-publish, ${rowName(paced)} (ms)`, value: f(paced.captureToPublishMs.p99), limit: `<= 1.2 x ${f(paced.stagesMs.inference)} + 10 = ${f(limit)}`, met: paced.captureToPublishMs.p99 <= limit });
+    const modelTail = paced.inferenceMs ? ` (session.run itself: p50 ${f(paced.inferenceMs.p50)}, p99 ${f(paced.inferenceMs.p99)})` : '';
+    targets.push({ name: `p99 capture-to-publish, ${rowName(paced)} (ms)`, value: f(paced.captureToPublishMs.p99) + modelTail, limit: `<= 1.2 x ${f(paced.stagesMs.inference)} + 10 = ${f(limit)}`, met: paced.captureToPublishMs.p99 <= limit });
   }
   const oneCamera = report.daemon?.find((d) => d.cameras === 1 && d.maxBatch === 4 && !d.paced);
   // Mean batch-1 inference time: measured around the 1-camera run when it was, else part a's.

@@ -57,6 +57,8 @@ export interface DaemonRunResult {
   captureToSubscriberMs: Summary;
   /** Where the time goes: the daemon's per-frame breakdown, means in ms. */
   stagesMs: { queue: number; preprocess: number; inference: number; postprocess: number };
+  /** The model's time per batch as the results report it (latencyMs.inference): its own tail, beside the total's. */
+  inferenceMs?: Summary;
   cpuPercent: number;
   brokerCpuPercent: number;
   rssStartMiB: number;
@@ -211,6 +213,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       meanBatchSize: mean(inWindow.map((r) => r.batchSize)),
       captureToPublishMs: summarize(inWindow.map((r) => r.totalMs)),
       captureToSubscriberMs: summarize(inWindow.map((r) => r.toSubscriberMs)),
+      inferenceMs: summarize(inWindow.map((r) => r.inference)),
       stagesMs: {
         queue: mean(inWindow.map((r) => r.queue)),
         preprocess: mean(inWindow.map((r) => r.preprocess)),
