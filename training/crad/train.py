@@ -406,7 +406,8 @@ def dataset_digest(paths: list[str], root: str) -> str:
 
 def add_neck_pool_argument(parser) -> None:
     parser.add_argument("--neck-pool", type=int, default=1, metavar="K",
-                        help="average the features over each position's K x K neighbourhood before CRAD (odd K; default 1 = off, the spec's X)")
+                        help="average the features over each position's K x K neighbourhood before CRAD (odd K; default 1 = off, the spec's X). "
+                             "3 helps on textured, unevenly lit surfaces with thin cracks and hurts small faint spots (README, Magnetic Tile)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
