@@ -9,13 +9,10 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
 import { modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
+import { median } from './lib/stats.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const f = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? Number.NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 interface Row {
   name: string;

@@ -17,6 +17,7 @@ import { describeMachine, type Machine } from './lib/machine.js';
 import { modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
 import { sparkplugCost, type PlaneCost } from './lib/planes.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
+import { median } from './lib/stats.js';
 import { listImages, openSession, preprocessedImages, timeBatches, type BatchTiming, type SessionSettings } from './lib/runtime.js';
 import { connectMjpegViewer, type MjpegViewer } from './lib/viewer.js';
 
@@ -297,7 +298,7 @@ async function pairedRounds(
   run: Parameters<typeof runDaemon>[0],
   base: (placement: Placement) => Promise<DaemonRunResult>,
   withIt: (placement: Placement) => Promise<DaemonRunResult>,
-): Promise<{ base: DaemonRunResult[]; with: DaemonRunResult[]; ratios: number[]; ratio: number }> {
+): Promise<{ base: DaemonRunResult[]; with: DaemonRunResult[]; ratios: number[]; ratio: number; baseFramesPerSecond: number; withFramesPerSecond: number }> {
   const out = { base: [] as DaemonRunResult[], with: [] as DaemonRunResult[], ratios: [] as number[] };
   const oneCore = { ...run.overrides, model: { ...run.overrides?.model, intraOpThreads: 1 } };
   for (let round = 0; round < opts.pairRounds; round++) {
@@ -321,12 +322,13 @@ async function pairedRounds(
     out.ratios.push(got.with.framesPerSecond / got.base.framesPerSecond);
     log(`   round ${round + 1}: ${f(got.base.framesPerSecond)} -> ${f(got.with.framesPerSecond)} frames/s (${f(out.ratios.at(-1)!, 3)})`);
   }
-  return { ...out, ratio: median(out.ratios) };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  log(`   median ratio ${f(median(out.ratios), 3)} (rounds ${out.ratios.map((x) => f(x, 3)).join(', ')})`);
+  return {
+    ...out,
+    ratio: median(out.ratios),
+    baseFramesPerSecond: median(out.base.map((r) => r.framesPerSecond)),
+    withFramesPerSecond: median(out.with.map((r) => r.framesPerSecond)),
+  };
 }
 
 /** One run of a paired row: shorter than the main rows (there are several), placed as pairedRounds says. */
@@ -364,14 +366,14 @@ async function consoleRow(opts: Options, report: BenchReport, run: Parameters<ty
   );
   report.console = {
     cameras: run.cameras,
-    off: median(paired.base.map((r) => r.framesPerSecond)),
-    withViewer: median(paired.with.map((r) => r.framesPerSecond)),
+    off: paired.baseFramesPerSecond,
+    withViewer: paired.withFramesPerSecond,
     ratio: paired.ratio,
     roundRatios: paired.ratios,
     viewerFrames: Math.min(...viewerFrames),
     rssGrowthMiBPer1000Frames: median(paired.with.map((r) => r.rssGrowthMiBPer1000Frames)),
   };
-  log(`   median ratio ${f(paired.ratio, 3)} (rounds ${paired.ratios.map((x) => f(x, 3)).join(', ')}); each viewer got at least ${report.console.viewerFrames} frames`);
+  log(`   each viewer got at least ${report.console.viewerFrames} frames`);
 }
 
 /** Throughput with both planes (JSON + Sparkplug B) against JSON alone, in interleaved rounds. */
@@ -383,17 +385,16 @@ async function planesRow(opts: Options, report: BenchReport, run: Parameters<typ
     (placement) => runDaemon(pairedRun(opts, run, placement)),
     (placement) => runDaemon(pairedRun(opts, run, placement, { sparkplug: { enabled: true, groupId: 'bench' } })),
   );
-  log(`   median ratio ${f(paired.ratio, 3)} (rounds ${paired.ratios.map((x) => f(x, 3)).join(', ')})`);
   // The drift-free figure: the plane's CPU per result, against the time a frame takes in this
   // run's 1-camera row, charged as if it ran serially with the model (an upper bound).
   const cost = await sparkplugCost(run.brokerUrl, run.brokerPid);
   const oneCamera = report.daemon?.find((d) => d.cameras === run.cameras && d.cameraFps === 0 && (d.source ?? 'folder') === 'folder');
-  const framesPerSecond = oneCamera?.framesPerSecond ?? median(paired.base.map((r) => r.framesPerSecond));
+  const framesPerSecond = oneCamera?.framesPerSecond ?? paired.baseFramesPerSecond;
   const costRatio = 1 / (1 + ((cost.cpuMsPerResult + Math.max(0, cost.brokerCpuMsPerResult)) * framesPerSecond) / 1000);
   report.sparkplug = {
     cameras: run.cameras,
-    jsonOnly: median(paired.base.map((r) => r.framesPerSecond)),
-    bothPlanes: median(paired.with.map((r) => r.framesPerSecond)),
+    jsonOnly: paired.baseFramesPerSecond,
+    bothPlanes: paired.withFramesPerSecond,
     ratio: paired.ratio,
     roundRatios: paired.ratios,
     cost: { ...cost, framesPerSecond, ratio: costRatio },

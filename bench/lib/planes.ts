@@ -11,6 +11,7 @@ import type { Result } from '../../src/inference/types.js';
 import { createLogger } from '../../src/shared/log.js';
 import { createEdgeNode } from '../../src/sparkplug/index.js';
 import { sampleProcess } from './proc.js';
+import { median } from './stats.js';
 
 export interface PlaneCost {
   /** Results per block and blocks per side. */
@@ -99,9 +100,4 @@ export async function sparkplugCost(brokerUrl: string, brokerPid: number, rounds
     await node.stop(2000);
     fs.rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
