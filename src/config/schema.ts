@@ -529,7 +529,7 @@ export const schema = {
     }),
     memoryArena: setting({ doc: 'Enable onnxruntime\'s CPU memory arena.', format: Boolean, default: true, apply: 'model' }),
     intraOpSpinning: setting({
-      doc: 'Let onnxruntime\'s idle intra-op threads spin-wait for the next run instead of sleeping. Spinning shortens back-to-back runs but keeps cores busy between them, where the daemon decodes, preprocesses and publishes.',
+      doc: 'Let onnxruntime\'s idle intra-op threads spin-wait for the next run instead of sleeping. Off, the daemon\'s own work between runs gets the cores (less CPU, more of the time in the model); on, large batches run a little faster (bench/README.md: 4 cameras at saturation on 2 cores, +3 %).',
       format: Boolean,
       default: false,
       apply: 'model',
