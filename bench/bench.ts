@@ -86,9 +86,9 @@ interface BenchReport {
   model: { path: string; bytes: number; images: string; imageCount: number; imageSize: string };
   runtime?: { provider: string; session: SessionSettings; batches: BatchTiming[]; best: number; sweep?: { name: string; settings: SessionSettings; batch: number; timing: BatchTiming }[] };
   /** reference: the bare runtime at the daemon's batch size just before and after the run (b/a uses their mean). */
-  /** The same daemon run with the JSON plane alone and with the Sparkplug plane beside it, in interleaved rounds (medians; ratio: median of the rounds' ratios). */
+  /** The same daemon run with the JSON plane alone and with the Sparkplug plane beside it, in paired rounds (pairedRounds: medians; ratio: median of the rounds' ratios); cost: the plane's CPU per result. */
   sparkplug?: { cameras: number; jsonOnly: number; bothPlanes: number; ratio: number; roundRatios?: number[]; cost?: PlaneCost & { framesPerSecond: number; ratio: number } };
-  /** Console off against on with one live-view viewer connected (MJPEG), in interleaved rounds (likewise). */
+  /** Console off against on with one live-view viewer connected (MJPEG), in paired rounds (likewise). */
   console?: { cameras: number; off: number; withViewer: number; ratio: number; roundRatios?: number[]; viewerFrames: number; rssGrowthMiBPer1000Frames: number };
   /** paced: one camera at about half the model's batch-1 capacity (the latency target's row). */
   daemon?: (DaemonRunResult & { maxBatch: number; paced?: boolean; reference?: { batch: number; before: BatchTiming; after: BatchTiming; imagesPerSecond: number } })[];
@@ -342,7 +342,7 @@ function pairedRun(opts: Options, run: Parameters<typeof runDaemon>[0], placemen
 
 /**
  * Throughput with the operator console on and one viewer watching the live view (an MJPEG stream
- * read to the end) against the console off, in interleaved rounds; and whether memory grows with a viewer.
+ * read to the end) against the console off, in paired rounds; and whether memory grows with a viewer.
  */
 async function consoleRow(opts: Options, report: BenchReport, run: Parameters<typeof runDaemon>[0]): Promise<void> {
   log(`b. daemon: ${run.cameras} camera(s), console off against on with one live-view viewer, ${opts.pairRounds} rounds ${opts.pairMode}`);
@@ -378,7 +378,7 @@ async function consoleRow(opts: Options, report: BenchReport, run: Parameters<ty
   log(`   each viewer got at least ${report.console.viewerFrames} frames`);
 }
 
-/** Throughput with both planes (JSON + Sparkplug B) against JSON alone, in interleaved rounds. */
+/** Throughput with both planes (JSON + Sparkplug B) against JSON alone, in paired rounds, and the plane's CPU per result. */
 async function planesRow(opts: Options, report: BenchReport, run: Parameters<typeof runDaemon>[0]): Promise<void> {
   log(`b. daemon: ${run.cameras} camera(s), JSON alone against JSON + Sparkplug B, ${opts.pairRounds} rounds ${opts.pairMode}`);
   const paired = await pairedRounds(

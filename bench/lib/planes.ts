@@ -23,7 +23,8 @@ export interface PlaneCost {
   brokerCpuMsPerResult: number;
   /** Each round's extra CPU per result, ms. */
   roundsMs: number[];
-  messagesSent: number;
+  /** Results handed to the plane (warm-up included). */
+  resultsSent: number;
 }
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -42,7 +43,7 @@ function sampleResult(sequence: number): Result {
     normalized: ng ? 1.4 : 0.35,
     verdict: ng ? 'NG' : 'OK',
     calibrated: true,
-    regions: ng ? [{ x: 10, y: 12, width: 30, height: 8, area: 180, maxScore: 1.6, meanScore: 1.2 }] as unknown as Result['regions'] : [],
+    regions: ng ? [{ x: 10, y: 12, width: 30, height: 8, area: 180, peak: 14.2, peakNormalized: 1.6 }] : [],
     crops: [],
     overlay: null,
     latency: { queueMs: 0.3, preprocessMs: 2.1, inferenceMs: 25.6 + (sequence % 3), postprocessMs: 0.6, batchSize: 1 },
@@ -62,6 +63,7 @@ export async function sparkplugCost(brokerUrl: string, brokerPid: number, rounds
   });
   const node = createEdgeNode(config, { trigger: () => 'not in this benchmark', nodeInfo: () => ({ outboxDepth: 0, brokerReconnects: 0, configRevision: 1 }) }, createLogger('silent'))!;
   let sequence = 0;
+  let resultsSent = 0;
   try {
     node.start();
     const deadline = Date.now() + 10_000;
@@ -75,7 +77,10 @@ export async function sparkplugCost(brokerUrl: string, brokerPid: number, rounds
       const t0 = cpuMs();
       for (let i = 0; i < block; i++) {
         const result = sampleResult(++sequence);
-        if (withPlane) node.onResult(result);
+        if (withPlane) {
+          node.onResult(result);
+          resultsSent++;
+        }
         await turn(); // MQTT.js writes on the next tick, as after a batch in the daemon
       }
       await turn();
@@ -95,7 +100,7 @@ export async function sparkplugCost(brokerUrl: string, brokerPid: number, rounds
       extra.push((withIt.cpu - without.cpu) / block);
       brokerExtra.push((withIt.broker - without.broker) / block);
     }
-    return { block, rounds, cpuMsPerResult: median(extra), brokerCpuMsPerResult: median(brokerExtra), roundsMs: extra, messagesSent: sequence };
+    return { block, rounds, cpuMsPerResult: median(extra), brokerCpuMsPerResult: median(brokerExtra), roundsMs: extra, resultsSent };
   } finally {
     await node.stop(2000);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import cv from '../../src/cv.js';
 import type { Frame } from '../../src/capture/frame.js';
-import { preprocessInto } from '../../src/inference/model.js';
+import { NO_SPINNING, preprocessInto } from '../../src/inference/model.js';
 import { OtherLoad } from './proc.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -67,7 +67,7 @@ function sessionOptions(settings: SessionSettings): ort.InferenceSession.Session
     ...(settings.intraOpThreads > 0 ? { intraOpNumThreads: settings.intraOpThreads } : {}),
     ...(settings.interOpThreads > 0 ? { interOpNumThreads: settings.interOpThreads } : {}),
     ...(settings.executionMode ? { executionMode: settings.executionMode } : {}),
-    ...(settings.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
+    ...(settings.spinning === false ? { extra: NO_SPINNING } : {}),
   };
 }
 

@@ -195,6 +195,9 @@ function providerConfig(name: string, options: ModelOptions): ort.InferenceSessi
   }
 }
 
+/** Session config entries that make idle intra-op (and inter-op) threads sleep instead of spin-waiting. */
+export const NO_SPINNING: ort.InferenceSession.SessionOptions['extra'] = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
+
 /** The onnxruntime session options of ModelOptions (the providers are added per attempt). */
 export function sessionOptions(options: ModelOptions): ort.InferenceSession.SessionOptions {
   const base: ort.InferenceSession.SessionOptions = {
@@ -208,7 +211,7 @@ export function sessionOptions(options: ModelOptions): ort.InferenceSession.Sess
     ...base,
     ...(options.intraOpThreads > 0 ? { intraOpNumThreads: options.intraOpThreads } : {}),
     ...(options.interOpThreads > 0 ? { interOpNumThreads: options.interOpThreads } : {}),
-    ...(options.intraOpSpinning ? {} : { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } }),
+    ...(options.intraOpSpinning ? {} : { extra: NO_SPINNING }),
   };
 }
 
