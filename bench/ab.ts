@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
-import { modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
+import { GSTREAMER_CAMERA, modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
 import { median } from './lib/stats.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -19,13 +19,15 @@ interface Row {
   cameras: number;
   fps: number;
   overrides?: Record<string, Record<string, unknown>>;
+  /** Live cameras instead of folder ones. */
+  cameraConfigs?: Record<string, unknown>[];
 }
 
 async function main(): Promise<void> {
   const opts = new Command('bench:ab')
     .requiredOption('--baseline <dir>', 'the other source tree (A)')
     .option('--tree <dir>', 'the source tree under test (B); a snapshot keeps edits here out of the runs', root)
-    .option('--rows <list>', 'rows: <cameras> or <cameras>@<fps>', '1,4,1@20')
+    .option('--rows <list>', 'rows: <cameras> or <cameras>@<fps> (folder cameras), or gst (one GStreamer videotestsrc camera at full rate)', '1,4,1@20')
     .option('--rounds <n>', 'rounds (each runs A and B once per row)', (v) => Number(v), 3)
     .option('--seconds <n>', 'measured seconds per run', (v) => Number(v), 10)
     .option('--warmup <n>', 'seconds before measuring', (v) => Number(v), 3)
@@ -35,6 +37,7 @@ async function main(): Promise<void> {
     .opts<{ baseline: string; tree: string; rows: string; rounds: number; seconds: number; warmup: number; set: string; out: string }>();
   const trees = { A: path.resolve(opts.baseline), B: path.resolve(opts.tree) };
   const rows: Row[] = opts.rows.split(',').map((r) => {
+    if (r === 'gst') return { name: '1 GStreamer camera, full rate', cameras: 1, fps: 0, cameraConfigs: [GSTREAMER_CAMERA] };
     const [cameras, fps] = r.split('@').map(Number);
     return { name: fps ? `${cameras} camera(s) at ${fps} fps` : `${cameras} camera(s) unthrottled`, cameras: cameras!, fps: fps ?? 0 };
   });
@@ -50,7 +53,7 @@ async function main(): Promise<void> {
           const result = await runDaemon({
             root: trees[side], modelPath: path.join(root, 'models/demo/crad-demo.onnx'), imagesDir: path.join(root, 'samples'), brokerUrl: broker.url,
             cameras: row.cameras, cameraFps: row.fps, warmupSeconds: opts.warmup, seconds: opts.seconds, brokerPid,
-            overrides: side === 'B' ? extraB : undefined,
+            overrides: side === 'B' ? extraB : undefined, cameraConfigs: row.cameraConfigs,
           });
           runs.push({ round, row: row.name, side, load1, result });
           process.stderr.write(`[ab] round ${round + 1} ${row.name} ${side}: ${f(result.framesPerSecond)} frames/s, busy ${f(modelBusy(result) * 100, 0)} %, own ${f(ownMsPerFrame(result), 2)} ms/frame, p99 ${f(result.captureToPublishMs.p99)} ms, load ${f(load1, 1)}, other ${f(result.otherLoadPercent, 0)} %\n`);

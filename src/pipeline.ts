@@ -6,7 +6,6 @@
 // owed one answer (the trigger ledger): its result, or a failure result with the reason.
 import {
   catchError,
-  concatMap,
   connectable,
   defer,
   EMPTY,
@@ -15,6 +14,7 @@ import {
   firstValueFrom,
   from,
   ignoreElements,
+  mergeMap,
   Observable,
   of,
   repeat,
@@ -106,6 +106,11 @@ export class Pipeline {
   private processed = 0;
   private failedBatches = 0;
   private lastResultMono = 0;
+  /** Batches taken and not yet through (at most model.sessions). */
+  private inFlight = 0;
+  private slotFreed: (() => void) | null = null;
+  /** Settles when the last batch taken has published (or failed): the next one publishes after it. */
+  private publishTurn: Promise<void> = Promise.resolve();
   private fpsWindow = { at: performance.now(), processed: 0, fps: 0 };
 
   constructor(
@@ -291,16 +296,18 @@ export class Pipeline {
 
   start(): void {
     this.state = 'running';
-    // One batch at a time: take it, run the model, post-process and publish; the loop takes the
-    // next batch only when this one is through, so frames wait in the batcher (latest frame
-    // wins), never in a queue. It ends when stop() has closed the batcher and it is empty.
+    // As many batches at a time as the model has sessions (one by default): take a batch, run the
+    // model, post-process and publish; the loop takes the next batch only when a batch is through
+    // or, with more sessions, while the others run. Frames wait in the batcher (latest frame
+    // wins), never in a queue, and batches publish in the order they were taken. It ends when
+    // stop() has closed the batcher and it is empty.
     const batches$ = this.nextBatch$.pipe(
-      concatMap((frames) => (frames.length > 0 ? this.process$(frames).pipe(endWith(true)) : of(false))),
       repeat(),
-      takeWhile(Boolean),
+      takeWhile((frames) => frames.length > 0),
+      mergeMap((frames) => this.process$(frames)),
     );
     // The loop has one subscriber (connect); stop() only watches for its end.
-    const drained$ = connectable(batches$.pipe(ignoreElements(), endWith(true)), {
+    const drained$ = connectable(batches$.pipe(endWith(true)), {
       connector: () => new ReplaySubject<boolean>(1),
       resetOnDisconnect: false,
     });
@@ -310,8 +317,8 @@ export class Pipeline {
   }
 
   /**
-   * The next batch, with a waiting model swapped in; [] once the batcher is closed and empty. Frames
-   * taken after an unsubscribe are released here: nothing downstream would.
+   * The next batch once a batch may start, with a waiting model swapped in; [] once the batcher is
+   * closed and empty. Frames taken after an unsubscribe are released here: nothing downstream would.
    */
   private readonly nextBatch$ = new Observable<Frame[]>((subscriber) => {
     this.takeBatch().then(
@@ -325,6 +332,7 @@ export class Pipeline {
   });
 
   private async takeBatch(): Promise<Frame[]> {
+    while (this.inFlight >= Math.max(1, this.config.model.sessions)) await new Promise<void>((resolve) => (this.slotFreed = resolve));
     // One model per batch: frames of recipes on other models wait for the next one.
     const frames = await this.batcher.take(this.config.inference.maxBatch, this.config.inference.maxWaitMs, (frame) => this.modelFor(frame.recipe ?? null));
     // Between batches, and after the wait: the batch just taken already runs on the new model.
@@ -337,18 +345,23 @@ export class Pipeline {
   }
 
   /**
-   * Run the model on a batch, then post-process and publish it. The frames end here, once,
-   * whatever happens: after publishing, after a failed run (counted, the loop goes on), or after
-   * an unsubscribe mid-run (once the model is done with their pixels).
+   * Run the model on a batch, then post-process and publish it after the batch taken before it.
+   * The frames end here, once, whatever happens: after publishing, after a failed run (counted,
+   * the loop goes on), or after an unsubscribe mid-run (once the model is done with their pixels).
    */
   private process$(frames: Frame[]): Observable<never> {
     return defer(() => {
+      this.inFlight++;
+      const previous = this.publishTurn;
+      let turnDone!: () => void;
+      this.publishTurn = new Promise<void>((resolve) => (turnDone = resolve));
       // async: a model that throws instead of rejecting still ends in the same catchError.
       const run = (async () => this.modelFor(frames[0]!.recipe ?? null).run(frames))();
-      return from(run).pipe(
-        // The model is done with the pixels: a camera replaying a recording may read its next
-        // image now, while this batch is post-processed.
-        tap(() => frames.forEach((frame) => frame.inferred?.())),
+      // The model is done with the pixels: a camera replaying a recording may read its next
+      // image now, while this batch is post-processed.
+      void run.then(() => frames.forEach((frame) => frame.inferred?.()), () => undefined);
+      const inOrder = run.finally(() => previous);
+      return from(inOrder).pipe(
         tap((inference) => this.publishAll(inference)),
         ignoreElements(),
         catchError((err: unknown) => {
@@ -358,7 +371,13 @@ export class Pipeline {
           for (const frame of frames) if (frame.ticket !== undefined) this.ledger.fail(frame.ticket, `inference failed: ${(err as Error).message}`);
           return EMPTY;
         }),
-        finalize(() => void run.then(() => releaseAll(frames), () => releaseAll(frames))),
+        finalize(() => {
+          turnDone();
+          void run.then(() => releaseAll(frames), () => releaseAll(frames));
+          this.inFlight--;
+          this.slotFreed?.();
+          this.slotFreed = null;
+        }),
       );
     });
   }
@@ -462,7 +481,7 @@ export class Pipeline {
     this.model = next;
     this.sink.setDeviceStatus({ model: next.info });
     this.log.info({ model: next.info.path, hash: next.info.hash }, 'model swapped');
-    // No batch is in flight here: the loop runs one batch at a time.
+    // Waits for batches still running on the old model (with more than one session).
     await old.release();
   }
 

@@ -1,12 +1,13 @@
 // The session and the preprocessing, with real onnxruntime-node and real OpenCV on the fixture
 // model whose anomaly map is the input's red channel.
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import { ModelContractError, ModelFileError } from '../src/inference/model-file.js';
-import { effectiveRoi, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread, sessionOptions } from '../src/inference/model.js';
+import { effectiveRoi, intraOpThreadsPerSession, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread, sessionOptions } from '../src/inference/model.js';
 import { loadConfig } from '../src/config/load.js';
 import { capturingLogger, cpuOptions, frameOf, imageWithSpots, noiseImage } from './fixtures/frames.js';
 import { tinyModels } from './fixtures/tiny-models.js';
@@ -145,6 +146,41 @@ test('inference on a worker thread gives the same maps and scores as on the main
     await onMain.release();
     await onWorker.release();
   }
+});
+
+test('model.sessions 2: two worker sessions run batches at once and score them as one session does; a run after release is refused', async () => {
+  const { log, lines } = capturingLogger();
+  const one = await loadModel(good, cpuOptions, log);
+  const two = await loadModel(good, { ...cpuOptions, intraOpThreads: 0, sessions: 2 }, log);
+  const batches = [0.2, 0.5, 0.8, 1].map((level) => [frameOf(imageWithSpots(64, 64, [{ x: 8, y: 8, width: 6, height: 4, level }]))]);
+  try {
+    assert.ok(lines().some((l) => l.msg === 'model loaded on execution provider cpu' && l.sessions === 2 && l.thread === 'worker'), JSON.stringify(lines()));
+    const expected = [];
+    for (const batch of batches) expected.push((await one.run(batch)).frames[0]!.raw);
+    const together = await Promise.all(batches.map((batch) => two.run(batch)));
+    assert.deepEqual(together.map((inference) => inference.frames[0]!.raw), expected);
+    // Different levels, different scores: the batches did not share a buffer.
+    assert.equal(new Set(expected).size, expected.length);
+    await two.release();
+    await assert.rejects(two.run(batches[0]!), /has been released/);
+  } finally {
+    for (const batch of batches) batch[0]!.release();
+    await one.release();
+    await two.release();
+  }
+});
+
+test('model.sessions: 1 by default; with intraOpThreads 0 the cores are shared out between the sessions, a set number is kept', () => {
+  assert.equal(modelOptions(loadConfig(undefined, {})).sessions, 1);
+  assert.equal(modelOptions(loadConfig(undefined, { model: { sessions: 3 } })).sessions, 3);
+  assert.throws(() => loadConfig(undefined, { model: { sessions: 0 } }), /model\.sessions/);
+  assert.equal(intraOpThreadsPerSession({ intraOpThreads: 0, sessions: 1 }, 8), 0);
+  assert.equal(intraOpThreadsPerSession({ intraOpThreads: 0, sessions: 2 }, 2), 1);
+  assert.equal(intraOpThreadsPerSession({ intraOpThreads: 0, sessions: 2 }, 12), 6);
+  assert.equal(intraOpThreadsPerSession({ intraOpThreads: 0, sessions: 4 }, 2), 1);
+  assert.equal(intraOpThreadsPerSession({ intraOpThreads: 3, sessions: 2 }, 2), 3);
+  assert.equal(sessionOptions({ ...cpuOptions, intraOpThreads: 0 }).intraOpNumThreads, undefined);
+  assert.equal(sessionOptions({ ...cpuOptions, intraOpThreads: 0, sessions: 2 }).intraOpNumThreads, Math.max(1, Math.floor(os.availableParallelism() / 2)));
 });
 
 test('model.inferenceThread auto: a worker thread with 4 or more cores, the main thread below', () => {

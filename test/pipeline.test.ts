@@ -91,6 +91,10 @@ class FakeModel implements CradModel {
   /** Runs started on a released model, or that it was released under. */
   runsAfterRelease = 0;
   private inFlight = 0;
+  /** Most runs in the model at once. */
+  maxInFlight = 0;
+  /** Holds of single runs by run number (1-based), besides `hold`. */
+  holds = new Map<number, Promise<void>>();
   /** Failures by run number (1-based). */
   failures = new Map<number, Failure>();
   hold: Promise<void> | null = null;
@@ -108,7 +112,9 @@ class FakeModel implements CradModel {
     if (this.failures.get(run) === 'throw') throw new Error(`run ${run} fails`);
     return (async () => {
       this.inFlight++;
+      this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
       await this.hold;
+      await this.holds.get(run);
       this.inFlight--;
       if (this.failures.get(run) === 'reject') throw new Error(`run ${run} fails`);
       const results: FrameInference[] = frames.map((frame) => ({
@@ -130,8 +136,8 @@ class FakeModel implements CradModel {
 }
 
 /** A pipeline with one triggered camera (a FIFO: frames wait for the model, none replaced). */
-function pipelineWith(model: CradModel, inference: Record<string, unknown> = {}) {
-  const config = loadConfig(undefined, { inference: { maxBatch: 1, maxWaitMs: 0, ...inference } });
+function pipelineWith(model: CradModel, inference: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
+  const config = loadConfig(undefined, { inference: { maxBatch: 1, maxWaitMs: 0, ...inference }, ...overrides });
   const camera = new FakeCamera();
   const sink = new RecordingSink();
   const { log, lines } = capturingLogger();
@@ -150,6 +156,53 @@ test('stop() drains: frames still waiting in the batcher are scored and publishe
   assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
   assert.equal(pipeline.stats().processed, frames.length);
   camera.assertEachReleasedOnce();
+});
+
+test('model.sessions 2: two batches at once, never more; a batch that finishes first publishes after the one taken before it', async () => {
+  const model = new FakeModel('a');
+  const first = gate();
+  model.holds.set(1, first.opened);
+  const { pipeline, camera, sink } = pipelineWith(model, {}, { model: { sessions: 2 } });
+  pipeline.start();
+  const frames = [1, 2, 3, 4].map(() => camera.emit());
+  // Run 2 is not held: it starts beside run 1 and finishes first, then waits to publish after it.
+  await until('a second batch in the model while the first is held', () => model.runs === 2);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(sink.results.length, 0, 'nothing published before the first batch');
+  assert.equal(model.runs, 2, 'no third batch while two are taken and not through');
+  first.open();
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+  assert.equal(model.maxInFlight, 2);
+  assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
+  camera.assertEachReleasedOnce();
+});
+
+test('model.sessions 1 (the default): one batch at a time', async () => {
+  const model = new FakeModel('a');
+  const { pipeline, camera, sink } = pipelineWith(model);
+  pipeline.start();
+  const frames = [1, 2, 3].map(() => camera.emit());
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+  assert.equal(model.maxInFlight, 1);
+  assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
+});
+
+test('model.sessions 2 on the demo model: every frame scored as one session scores it, in order, each released once', async () => {
+  const log = capturingLogger().log;
+  const one = await loadModel(demoModel, cpuOptions, log);
+  const two = await loadModel(demoModel, { ...cpuOptions, sessions: 2 }, log);
+  const runs = [one, two].map(async (model) => {
+    const { pipeline, camera, sink } = pipelineWith(model, { maxBatch: 2 }, { model: { sessions: model === two ? 2 : 1 } });
+    pipeline.start();
+    const frames = [1, 2, 3, 4, 5, 6, 7].map(() => camera.emit());
+    assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+    camera.assertEachReleasedOnce();
+    assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
+    return sink.results.map((r) => r.raw!);
+  });
+  const [scoresOne, scoresTwo] = await Promise.all(runs);
+  assert.equal(scoresTwo!.length, 7);
+  for (const [i, raw] of scoresTwo!.entries()) assert.ok(Math.abs(raw - scoresOne![i]!) < 1e-4, `frame ${i}: ${raw} vs ${scoresOne![i]}`);
 });
 
 test('a failed batch (rejected or thrown) is counted and its frames released once; the loop goes on', async () => {

@@ -11,6 +11,13 @@ import mqtt from 'mqtt';
 import { cpuPercent, OtherLoad, sampleProcess, type ProcSample } from './proc.js';
 import { summarize, slope, type Summary } from './stats.js';
 
+/** One GStreamer videotestsrc camera at full rate (256 x 256 BGR): a live source that never waits for the model. */
+export const GSTREAMER_CAMERA: Record<string, unknown> = {
+  id: 'cam1',
+  source: 'gstreamer',
+  pipeline: 'videotestsrc pattern=ball ! video/x-raw,width=256,height=256,framerate=1000/1 ! videoconvert ! video/x-raw,format=BGR ! appsink',
+};
+
 export interface DaemonRunOptions {
   root: string;
   modelPath: string;
@@ -42,6 +49,8 @@ export interface DaemonRunResult {
   /** The cameras' source kind (folder unless cameraConfigs said otherwise). */
   source?: string;
   cameraFps: number;
+  /** onnxruntime sessions the daemon ran side by side (model.sessions). */
+  sessions: number;
   /** The execution provider the daemon's results name (it falls back to cpu when one does not load). */
   provider: string;
   seconds: number;
@@ -204,6 +213,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       cameras: options.cameras,
       source: String(options.cameraConfigs?.[0]?.source ?? 'folder'),
       cameraFps: options.cameraFps,
+      sessions: Number(options.overrides?.model?.sessions ?? 1),
       provider: [...new Set(inWindow.map((r) => r.provider))].join(','),
       seconds,
       framesProcessed: inWindow.length,
@@ -243,19 +253,21 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
 }
 
 /**
- * Share of the window the daemon spent inside session.run (batches/s x inference ms): the part
- * of b/a that does not depend on how fast the machine happens to be at the moment. 1 - this is
- * the time the model waited for the rest of the pipeline.
+ * Share of the window the daemon spent inside session.run (batches/s x inference ms, per
+ * session with model.sessions above 1): the part of b/a that does not depend on how fast the
+ * machine happens to be at the moment. 1 - this is the time the model waited for the rest of the
+ * pipeline.
  */
 export function modelBusy(d: DaemonRunResult): number {
-  return ((d.framesPerSecond / Math.max(1, d.meanBatchSize)) * d.stagesMs.inference) / 1000;
+  return ((d.framesPerSecond / Math.max(1, d.meanBatchSize)) * d.stagesMs.inference) / 1000 / Math.max(1, d.sessions ?? 1);
 }
 
 /**
- * The daemon's own time per frame: wall time not spent in session.run, per frame. session.run
- * holds the main thread, so this is what the rest of the daemon costs the model (drift-free in
- * the same way as model busy: both sides slow down together).
+ * The daemon's own time per frame: wall time not spent in session.run, per frame (session time
+ * with more than one session). With one session on the main thread, session.run holds it, so
+ * this is what the rest of the daemon costs the model (drift-free in the same way as model busy:
+ * both sides slow down together).
  */
 export function ownMsPerFrame(d: DaemonRunResult): number {
-  return ((1 - modelBusy(d)) * 1000) / d.framesPerSecond;
+  return ((1 - modelBusy(d)) * 1000 * Math.max(1, d.sessions ?? 1)) / d.framesPerSecond;
 }

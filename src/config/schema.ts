@@ -546,6 +546,12 @@ export const schema = {
       default: 'auto',
       apply: 'model',
     }),
+    sessions: setting({
+      doc: 'onnxruntime sessions that run batches side by side, each on its own worker thread (with more than 1, model.inferenceThread does not apply), the next batch preprocessed while the others run; model.intraOpThreads 0 then shares the cores out between them. More sessions raise throughput with several cameras or one fast live camera on CPU (bench/README.md: 2 sessions of 1 thread on 2 cores), at the cost of each frame\'s latency (a frame runs on fewer threads) and one copy of the model\'s memory per session. 1 gives the lowest latency per frame.',
+      format: integerIn(1, 16),
+      default: 1,
+      apply: 'model',
+    }),
     tensorrt: {
       fp16: setting({
         doc: 'TensorRT: allow FP16 kernels. onnxruntime-node 1.30 passes only the device id to TensorRT, so this and the two keys below take effect only with a binding that forwards them (a warning says so); see README "GPUs".',

@@ -23,6 +23,8 @@ export interface ModelOptions {
   warmupRuns: number;
   /** Where session.run runs (model.inferenceThread with auto resolved by core count); default main. */
   inferenceThread?: 'main' | 'worker';
+  /** onnxruntime sessions that run batches side by side, each on its own worker thread when more than 1; default 1. */
+  sessions?: number;
   /** Largest batch the pipeline sends; warm-up also runs it once, so the first real batch is not slow. */
   maxBatch: number;
   tensorrt: { fp16: boolean; engineCacheDir: string; workspaceBytes: number };
@@ -41,6 +43,7 @@ export function modelOptions(config: AppConfig): ModelOptions {
     intraOpSpinning: m.intraOpSpinning,
     warmupRuns: m.warmupRuns,
     inferenceThread: resolveInferenceThread(m.inferenceThread),
+    sessions: m.sessions,
     maxBatch: config.inference.maxBatch,
     tensorrt: { ...m.tensorrt },
     cuda: { ...m.cuda },
@@ -55,7 +58,10 @@ export function resolveInferenceThread(setting: string, cores = os.availablePara
 
 export interface CradModel {
   readonly info: ModelInfo;
-  /** Preprocess and run one batch. Runs are serialised: the input buffer is reused. */
+  /**
+   * Preprocess and run one batch. As many batches run at once as the model has sessions; a
+   * further call preprocesses its batch and waits for a session.
+   */
   run(frames: Frame[]): Promise<Inference>;
   /** Release the onnxruntime session (waits for a run in flight). Safe to call more than once. */
   release(): Promise<void>;
@@ -198,6 +204,21 @@ function providerConfig(name: string, options: ModelOptions): ort.InferenceSessi
 /** Session config entries that make idle intra-op (and inter-op) threads sleep instead of spin-waiting. */
 export const NO_SPINNING: ort.InferenceSession.SessionOptions['extra'] = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
 
+/** Sessions the model runs side by side (model.sessions). */
+export function sessionCount(options: Pick<ModelOptions, 'sessions'>): number {
+  return Math.max(1, options.sessions ?? 1);
+}
+
+/**
+ * Intra-op threads of each session: the configured number, or with 0 (one per core) the cores
+ * shared out between the sessions, so that sessions side by side do not oversubscribe the CPU.
+ */
+export function intraOpThreadsPerSession(options: Pick<ModelOptions, 'intraOpThreads' | 'sessions'>, cores = os.availableParallelism()): number {
+  if (options.intraOpThreads > 0) return options.intraOpThreads;
+  const sessions = sessionCount(options);
+  return sessions > 1 ? Math.max(1, Math.floor(cores / sessions)) : 0;
+}
+
 /** The onnxruntime session options of ModelOptions (the providers are added per attempt). */
 export function sessionOptions(options: ModelOptions): ort.InferenceSession.SessionOptions {
   const base: ort.InferenceSession.SessionOptions = {
@@ -206,20 +227,23 @@ export function sessionOptions(options: ModelOptions): ort.InferenceSession.Sess
     // onnxruntime's own log goes to stderr unformatted; keep only its errors.
     logSeverityLevel: 3,
   };
+  const intraOp = intraOpThreadsPerSession(options);
   // 0 means "runtime default" in the config; onnxruntime takes 0 the same way, but omit it to be plain.
   return {
     ...base,
-    ...(options.intraOpThreads > 0 ? { intraOpNumThreads: options.intraOpThreads } : {}),
+    ...(intraOp > 0 ? { intraOpNumThreads: intraOp } : {}),
     ...(options.interOpThreads > 0 ? { interOpNumThreads: options.interOpThreads } : {}),
     ...(options.intraOpSpinning ? {} : { extra: NO_SPINNING }),
   };
 }
 
 /**
- * Create a session on the first execution provider of the preference list that works, logging
- * each one that does not and naming the one in use. cpu is always the last resort.
+ * The model's sessions on the first execution provider of the preference list that works,
+ * logging each one that does not and naming the one in use. cpu is always the last resort.
+ * More than one session: each on its own worker thread (a session.run on the main thread holds
+ * it, so two there could never overlap).
  */
-async function createSession(file: ModelFile, options: ModelOptions, log: Logger): Promise<{ session: SessionLike; provider: string }> {
+async function createSessions(file: ModelFile, options: ModelOptions, log: Logger): Promise<{ sessions: SessionLike[]; provider: string }> {
   const preference = [...new Set([...options.executionProviders.map((p) => p.toLowerCase()), 'cpu'])];
   if (preference.includes('tensorrt')) {
     // onnxruntime-node's binding hands TensorRT only the device id (its session_options_helper
@@ -229,14 +253,20 @@ async function createSession(file: ModelFile, options: ModelOptions, log: Logger
       'model.tensorrt.* options cannot be passed through onnxruntime-node; TensorRT will run with its defaults (fp32, no engine cache) if it is used',
     );
   }
+  const count = sessionCount(options);
+  const onWorker = count > 1 || options.inferenceThread === 'worker';
   const failures: string[] = [];
   for (const name of preference) {
+    const settings = { ...sessionOptions(options), executionProviders: [providerConfig(name, options)] };
+    const sessions: SessionLike[] = [];
     try {
-      const settings = { ...sessionOptions(options), executionProviders: [providerConfig(name, options)] };
-      const session = options.inferenceThread === 'worker' ? await WorkerSession.create(file.bytes, settings) : await ort.InferenceSession.create(file.bytes, settings);
+      while (sessions.length < count) {
+        sessions.push(onWorker ? await WorkerSession.create(file.bytes, settings) : await ort.InferenceSession.create(file.bytes, settings));
+      }
       if (failures.length > 0) log.warn({ provider: name, skipped: failures }, `execution provider fallback: running on ${name}`);
-      return { session, provider: name };
+      return { sessions, provider: name };
     } catch (err) {
+      await Promise.allSettled(sessions.map((session) => session.release()));
       const message = (err as Error).message.split('\n')[0] ?? String(err);
       failures.push(`${name}: ${message}`);
       log.warn({ provider: name, err: message }, `execution provider ${name} is not usable, trying the next one`);
@@ -246,52 +276,94 @@ async function createSession(file: ModelFile, options: ModelOptions, log: Logger
 }
 
 class OrtCradModel implements CradModel {
-  /** The batch buffer, of the model's input form: a swapped-in model brings its own. */
-  private input: InputBuffer;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Sessions not running a batch now. */
+  private readonly idle: SessionLike[];
+  /** Runs whose batch is preprocessed and waits for a session, first come first served. */
+  private readonly waiting: { resolve: (session: SessionLike) => void; reject: (err: Error) => void }[] = [];
+  /** Batch buffers of the model's input form not in use now: one per batch in flight, reused. */
+  private readonly buffers: InputBuffer[] = [];
+  /** Runs started and not yet settled (release waits for them). */
+  private readonly running = new Set<Promise<unknown>>();
   private released = false;
 
   constructor(
     readonly info: ModelInfo,
-    private readonly session: SessionLike,
+    private readonly sessions: SessionLike[],
     private readonly height: number,
     private readonly width: number,
   ) {
-    this.input = inputBuffer(info.input.form, 0, height, width);
+    this.idle = [...sessions];
   }
 
   run(frames: Frame[]): Promise<Inference> {
-    const next = this.queue.then(() => this.runNow(frames));
-    this.queue = next.catch(() => undefined);
-    return next;
+    if (this.released) return Promise.reject(this.releasedError());
+    const run = this.runNow(frames);
+    const settled = run.then(() => undefined, () => undefined);
+    this.running.add(settled);
+    void settled.then(() => this.running.delete(settled));
+    return run;
   }
 
   private async runNow(frames: Frame[]): Promise<Inference> {
-    if (this.released) throw new Error(`model ${this.info.path} has been released`);
     const n = frames.length;
     if (n === 0) return { frames: [], model: this.info, timings: { preprocessMs: 0, inferenceMs: 0, batchSize: 0 } };
     const t0 = performance.now();
     const perFrame = 3 * this.height * this.width;
-    if (this.input.length < n * perFrame) this.input = inputBuffer(this.info.input.form, n, this.height, this.width);
-    await preprocessInto(frames, this.input, this.height, this.width);
-    const t1 = performance.now();
-    const { maps, scores } = await this.infer(this.input.subarray(0, n * perFrame), n);
-    const t2 = performance.now();
-    const plane = this.height * this.width;
-    const results: FrameInference[] = frames.map((frame, i) => ({
-      frame,
-      raw: scores[i]!,
-      map: maps.subarray(i * plane, (i + 1) * plane),
-      mapHeight: this.height,
-      mapWidth: this.width,
-    }));
-    return { frames: results, model: this.info, timings: { preprocessMs: t1 - t0, inferenceMs: t2 - t1, batchSize: n } };
+    const input = this.takeBuffer(n * perFrame);
+    try {
+      // Preprocessing needs no session: it overlaps the batches other sessions are running.
+      await preprocessInto(frames, input, this.height, this.width);
+      const t1 = performance.now();
+      const session = await this.acquire();
+      const t2 = performance.now();
+      let output: { maps: Float32Array; scores: Float32Array };
+      try {
+        output = await this.infer(session, input.subarray(0, n * perFrame), n);
+      } finally {
+        this.giveBack(session);
+      }
+      const t3 = performance.now();
+      const plane = this.height * this.width;
+      const results: FrameInference[] = frames.map((frame, i) => ({
+        frame,
+        raw: output.scores[i]!,
+        map: output.maps.subarray(i * plane, (i + 1) * plane),
+        mapHeight: this.height,
+        mapWidth: this.width,
+      }));
+      // The wait for a free session is neither: the pipeline counts it as queueing.
+      return { frames: results, model: this.info, timings: { preprocessMs: t1 - t0, inferenceMs: t3 - t2, batchSize: n } };
+    } finally {
+      if (!this.released) this.buffers.push(input);
+    }
+  }
+
+  private takeBuffer(elements: number): InputBuffer {
+    const reused = this.buffers.pop();
+    return reused && reused.length >= elements ? reused : inputBuffer(this.info.input.form, elements / (3 * this.height * this.width), this.height, this.width);
+  }
+
+  private acquire(): Promise<SessionLike> {
+    if (this.released) return Promise.reject(this.releasedError());
+    const session = this.idle.pop();
+    if (session) return Promise.resolve(session);
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
+  }
+
+  private giveBack(session: SessionLike): void {
+    const next = this.waiting.shift();
+    if (next) next.resolve(session);
+    else this.idle.push(session);
+  }
+
+  private releasedError(): Error {
+    return new Error(`model ${this.info.path} has been released`);
   }
 
   /** session.run on a batch of the input form, with the output shapes the contract promises checked. */
-  async infer(data: InputBuffer, n: number): Promise<{ maps: Float32Array; scores: Float32Array }> {
+  async infer(session: SessionLike, data: InputBuffer, n: number): Promise<{ maps: Float32Array; scores: Float32Array }> {
     const feeds = { [INPUT_NAME]: inputTensor(data, n, this.height, this.width) };
-    const out = await this.session.run(feeds, [MAP_OUTPUT, SCORE_OUTPUT]);
+    const out = await session.run(feeds, [MAP_OUTPUT, SCORE_OUTPUT]);
     const map = out[MAP_OUTPUT]!;
     const score = out[SCORE_OUTPUT]!;
     const mapDims = map.dims.join('x');
@@ -304,18 +376,21 @@ class OrtCradModel implements CradModel {
     return { maps: map.data as Float32Array, scores: score.data as Float32Array };
   }
 
-  /** Blank batches through the model, so that the first real frame does not pay for allocation. */
+  /** Blank batches through every session, so that the first real frame does not pay for allocation. */
   async warmUp(runs: number, maxBatch: number): Promise<void> {
     const sizes = [...Array<number>(Math.max(1, runs)).fill(1), ...(maxBatch > 1 ? [maxBatch] : [])];
-    for (const n of sizes) await this.infer(inputBuffer(this.info.input.form, n, this.height, this.width), n);
+    await Promise.all(this.sessions.map(async (session) => {
+      for (const n of sizes) await this.infer(session, inputBuffer(this.info.input.form, n, this.height, this.width), n);
+    }));
   }
 
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    await this.queue;
-    this.input = inputBuffer(this.info.input.form, 0, this.height, this.width);
-    await this.session.release();
+    for (const waiter of this.waiting.splice(0)) waiter.reject(this.releasedError());
+    await Promise.all(this.running);
+    this.buffers.length = 0;
+    await Promise.all(this.sessions.map((session) => session.release()));
   }
 }
 
@@ -327,9 +402,9 @@ class OrtCradModel implements CradModel {
 export async function loadModel(path: string, options: ModelOptions, log: Logger): Promise<CradModel> {
   const file = await readModelFile(path);
   for (const warning of file.warnings) log.warn({ model: path }, warning);
-  const { session, provider } = await createSession(file, options, log);
+  const { sessions, provider } = await createSessions(file, options, log);
   const info: ModelInfo = { ...file.info, executionProvider: provider };
-  const model = new OrtCradModel(info, session, file.height, file.width);
+  const model = new OrtCradModel(info, sessions, file.height, file.width);
   try {
     // At least one run even when warmupRuns is 0: it is what checks the output shapes.
     await model.warmUp(options.warmupRuns, options.maxBatch);
@@ -339,7 +414,7 @@ export async function loadModel(path: string, options: ModelOptions, log: Logger
     throw new ModelFileError(path, `model ${path} failed its warm-up run on ${provider}: ${(err as Error).message}`);
   }
   log.info(
-    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, inputForm: info.input.form, calibrated: info.calibration !== null, provider, thread: options.inferenceThread ?? 'main' },
+    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, inputForm: info.input.form, calibrated: info.calibration !== null, provider, thread: sessions.length > 1 ? 'worker' : options.inferenceThread ?? 'main', sessions: sessions.length },
     `model loaded on execution provider ${provider}`,
   );
   return model;
