@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
-import { GSTREAMER_CAMERA, modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
+import { gstreamerCamera, modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
 import { median } from './lib/stats.js';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   const opts = new Command('bench:ab')
     .requiredOption('--baseline <dir>', 'the other source tree (A)')
     .option('--tree <dir>', 'the source tree under test (B); a snapshot keeps edits here out of the runs', root)
-    .option('--rows <list>', 'rows: <cameras> or <cameras>@<fps> (folder cameras), or gst (one GStreamer videotestsrc camera at full rate)', '1,4,1@20')
+    .option('--rows <list>', 'rows: <cameras> or <cameras>@<fps> (folder cameras), or gst[@<fps>] (one GStreamer videotestsrc camera, by default as fast as it renders)', '1,4,1@20')
     .option('--rounds <n>', 'rounds (each runs A and B once per row)', (v) => Number(v), 3)
     .option('--seconds <n>', 'measured seconds per run', (v) => Number(v), 10)
     .option('--warmup <n>', 'seconds before measuring', (v) => Number(v), 3)
@@ -37,8 +37,8 @@ async function main(): Promise<void> {
     .opts<{ baseline: string; tree: string; rows: string; rounds: number; seconds: number; warmup: number; set: string; out: string }>();
   const trees = { A: path.resolve(opts.baseline), B: path.resolve(opts.tree) };
   const rows: Row[] = opts.rows.split(',').map((r) => {
-    if (r === 'gst') return { name: '1 GStreamer camera, full rate', cameras: 1, fps: 0, cameraConfigs: [GSTREAMER_CAMERA] };
-    const [cameras, fps] = r.split('@').map(Number);
+    const [cameras, fps] = r.split('@').map((x) => (x === 'gst' ? 0 : Number(x)));
+    if (r.startsWith('gst')) return { name: `1 GStreamer camera at ${fps || 'full'} rate`, cameras: 1, fps: 0, cameraConfigs: [gstreamerCamera(fps || undefined)] };
     return { name: fps ? `${cameras} camera(s) at ${fps} fps` : `${cameras} camera(s) unthrottled`, cameras: cameras!, fps: fps ?? 0 };
   });
   const extraB = opts.set ? (JSON.parse(opts.set) as Record<string, Record<string, unknown>>) : undefined;

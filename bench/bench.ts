@@ -14,7 +14,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { Mosquitto } from '../test/helpers/mosquitto.js';
 import { describeMachine, type Machine } from './lib/machine.js';
-import { GSTREAMER_CAMERA, modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
+import { gstreamerCamera, modelBusy, ownMsPerFrame, runDaemon, type DaemonRunResult } from './lib/daemon.js';
 import { sparkplugCost, type PlaneCost } from './lib/planes.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { median } from './lib/stats.js';
@@ -255,7 +255,7 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
  */
 async function liveRows(opts: Options, report: BenchReport, run: Parameters<typeof runDaemon>[0]): Promise<void> {
   const rows: { name: string; camera: Record<string, unknown>; setup?: () => Promise<() => Promise<void>> }[] = [
-    { name: 'GStreamer videotestsrc', camera: GSTREAMER_CAMERA },
+    { name: 'GStreamer videotestsrc', camera: gstreamerCamera() },
     {
       name: 'simulated GigE camera (arv-fake-gv-camera)',
       camera: { id: 'cam1', source: 'gige' },

@@ -332,12 +332,17 @@ export class Pipeline {
   });
 
   private async takeBatch(): Promise<Frame[]> {
-    while (this.inFlight >= Math.max(1, this.config.model.sessions)) await new Promise<void>((resolve) => (this.slotFreed = resolve));
+    while (this.inFlight >= this.batchesInFlight()) await new Promise<void>((resolve) => (this.slotFreed = resolve));
     // One model per batch: frames of recipes on other models wait for the next one.
     const frames = await this.batcher.take(this.config.inference.maxBatch, this.config.inference.maxWaitMs, (frame) => this.modelFor(frame.recipe ?? null));
     // Between batches, and after the wait: the batch just taken already runs on the new model.
     await this.swapModel();
     return frames;
+  }
+
+  /** Batches the loop runs at once: one per session of the model. */
+  private batchesInFlight(): number {
+    return Math.max(1, this.config.model.sessions);
   }
 
   private modelFor(recipe: RecipeName): CradModel {
@@ -355,11 +360,15 @@ export class Pipeline {
       const previous = this.publishTurn;
       let turnDone!: () => void;
       this.publishTurn = new Promise<void>((resolve) => (turnDone = resolve));
-      // async: a model that throws instead of rejecting still ends in the same catchError.
-      const run = (async () => this.modelFor(frames[0]!.recipe ?? null).run(frames))();
       // The model is done with the pixels: a camera replaying a recording may read its next
-      // image now, while this batch is post-processed.
-      void run.then(() => frames.forEach((frame) => frame.inferred?.()), () => undefined);
+      // image now. With one session, once the batch has run (read during the run, the next image
+      // would take cores from it: bench/README.md); with more, once the batch is preprocessed, so
+      // that another session can take the next image.
+      const inferred = () => frames.forEach((frame) => frame.inferred?.());
+      const readAhead = this.batchesInFlight() > 1;
+      // async: a model that throws instead of rejecting still ends in the same catchError.
+      const run = (async () => this.modelFor(frames[0]!.recipe ?? null).run(frames, readAhead ? inferred : undefined))();
+      if (!readAhead) void run.then(inferred, () => undefined);
       const inOrder = run.finally(() => previous);
       return from(inOrder).pipe(
         tap((inference) => this.publishAll(inference)),

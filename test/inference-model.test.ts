@@ -161,6 +161,11 @@ test('model.sessions 2: two worker sessions run batches at once and score them a
     assert.deepEqual(together.map((inference) => inference.frames[0]!.raw), expected);
     // Different levels, different scores: the batches did not share a buffer.
     assert.equal(new Set(expected).size, expected.length);
+    // The frames' pixels are in the batch before the run ends: the pipeline lets a recording read on then.
+    let resolved = false;
+    let preprocessedBeforeTheEnd: boolean | undefined;
+    await two.run(batches[0]!, () => (preprocessedBeforeTheEnd = !resolved)).then(() => (resolved = true));
+    assert.equal(preprocessedBeforeTheEnd, true);
     await two.release();
     await assert.rejects(two.run(batches[0]!), /has been released/);
   } finally {

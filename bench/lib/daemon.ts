@@ -11,12 +11,10 @@ import mqtt from 'mqtt';
 import { cpuPercent, OtherLoad, sampleProcess, type ProcSample } from './proc.js';
 import { summarize, slope, type Summary } from './stats.js';
 
-/** One GStreamer videotestsrc camera at full rate (256 x 256 BGR): a live source that never waits for the model. */
-export const GSTREAMER_CAMERA: Record<string, unknown> = {
-  id: 'cam1',
-  source: 'gstreamer',
-  pipeline: 'videotestsrc pattern=ball ! video/x-raw,width=256,height=256,framerate=1000/1 ! videoconvert ! video/x-raw,format=BGR ! appsink',
-};
+/** One GStreamer videotestsrc camera (256 x 256 BGR) at `fps`, by default as fast as it renders: a live source that never waits for the model. */
+export function gstreamerCamera(fps = 1000): Record<string, unknown> {
+  return { id: 'cam1', source: 'gstreamer', pipeline: `videotestsrc pattern=ball ! video/x-raw,width=256,height=256,framerate=${fps}/1 ! videoconvert ! video/x-raw,format=BGR ! appsink` };
+}
 
 export interface DaemonRunOptions {
   root: string;

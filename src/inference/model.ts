@@ -60,9 +60,10 @@ export interface CradModel {
   readonly info: ModelInfo;
   /**
    * Preprocess and run one batch. As many batches run at once as the model has sessions; a
-   * further call preprocesses its batch and waits for a session.
+   * further call preprocesses its batch and waits for a session. `preprocessed` is called once the
+   * frames' pixels are in the batch (the model needs them no more).
    */
-  run(frames: Frame[]): Promise<Inference>;
+  run(frames: Frame[], preprocessed?: () => void): Promise<Inference>;
   /** Release the onnxruntime session (waits for a run in flight). Safe to call more than once. */
   release(): Promise<void>;
 }
@@ -295,16 +296,16 @@ class OrtCradModel implements CradModel {
     this.idle = [...sessions];
   }
 
-  run(frames: Frame[]): Promise<Inference> {
+  run(frames: Frame[], preprocessed?: () => void): Promise<Inference> {
     if (this.released) return Promise.reject(this.releasedError());
-    const run = this.runNow(frames);
+    const run = this.runNow(frames, preprocessed);
     const settled = run.then(() => undefined, () => undefined);
     this.running.add(settled);
     void settled.then(() => this.running.delete(settled));
     return run;
   }
 
-  private async runNow(frames: Frame[]): Promise<Inference> {
+  private async runNow(frames: Frame[], preprocessed?: () => void): Promise<Inference> {
     const n = frames.length;
     if (n === 0) return { frames: [], model: this.info, timings: { preprocessMs: 0, inferenceMs: 0, batchSize: 0 } };
     const t0 = performance.now();
@@ -313,6 +314,7 @@ class OrtCradModel implements CradModel {
     try {
       // Preprocessing needs no session: it overlaps the batches other sessions are running.
       await preprocessInto(frames, input, this.height, this.width);
+      preprocessed?.();
       const t1 = performance.now();
       const session = await this.acquire();
       const t2 = performance.now();
