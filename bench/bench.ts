@@ -55,6 +55,7 @@ interface Options {
   sweep: boolean;
   paced: boolean;
   live: boolean;
+  sessions: number;
   pairRounds: number;
   pairMode: 'side-by-side' | 'alternate';
   label: string;
@@ -204,16 +205,18 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
     // The default maxBatch is 4; where the runtime is faster per image at a smaller batch, the
     // largest camera count runs once more with maxBatch = that batch (a config choice to weigh).
     const best = report.runtime?.best;
-    const runs: { cameras: number; maxBatch?: number }[] = counts.map((cameras) => ({ cameras }));
+    const runs: { cameras: number; maxBatch?: number; sessions?: number }[] = counts.map((cameras) => ({ cameras }));
     if (best !== undefined && best < 4 && Math.max(...counts) > best) runs.push({ cameras: Math.max(...counts), maxBatch: best });
-    for (const { cameras, maxBatch } of runs) {
-      log(`b. daemon: ${cameras} camera(s)${maxBatch ? `, maxBatch ${maxBatch}` : ''}, ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
+    // Sessions side by side: the throughput setting, beside the default (b/a against one bare session).
+    if (opts.sessions > 1) runs.push({ cameras: Math.max(...counts), sessions: opts.sessions });
+    for (const { cameras, maxBatch, sessions } of runs) {
+      log(`b. daemon: ${cameras} camera(s)${maxBatch ? `, maxBatch ${maxBatch}` : ''}${sessions ? `, ${sessions} sessions` : ''}, ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
       const referenceBatch = Math.min(cameras, maxBatch ?? 4);
       const before = await bracket(opts, images, count, size, referenceBatch);
       const result = await runDaemon({
         root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras, brokerPid, cameraFps: opts.cameraFps,
         warmupSeconds: opts.warmup, seconds: opts.seconds,
-        overrides: { model: { executionProviders: providers }, ...(maxBatch ? { inference: { maxBatch } } : {}) },
+        overrides: { model: { executionProviders: providers, ...(sessions ? { sessions } : {}) }, ...(maxBatch ? { inference: { maxBatch } } : {}) },
         cpuProfileFile: cameras === 1 ? profileFile : undefined,
       });
       const after = await bracket(opts, images, count, size, referenceBatch);
@@ -439,7 +442,7 @@ type DaemonRow = NonNullable<BenchReport['daemon']>[number];
 
 /** Row name: cameras (maxBatch), and the pacing of a paced row. */
 function rowName(d: DaemonRow): string {
-  return `${d.cameras} ${d.source && d.source !== 'folder' ? `${d.source} ` : ''}camera(s), maxBatch ${d.maxBatch}${d.cameraFps > 0 ? `, paced ${d.cameraFps} fps` : ''}`;
+  return `${d.cameras} ${d.source && d.source !== 'folder' ? `${d.source} ` : ''}camera(s), maxBatch ${d.maxBatch}${(d.sessions ?? 1) > 1 ? `, ${d.sessions} sessions` : ''}${d.cameraFps > 0 ? `, paced ${d.cameraFps} fps` : ''}`;
 }
 
 /** b/a against the bracketing reference when there is one, else against part a. */
@@ -624,7 +627,7 @@ function renderComparison(before: BenchReport, after: BenchReport): string {
   };
   for (const t of after.runtime?.batches ?? []) add(`a. runtime images/s, batch ${t.batch}`, before.runtime?.batches.find((x) => x.batch === t.batch)?.imagesPerSecond, t.imagesPerSecond);
   for (const d of after.daemon ?? []) {
-    const p = before.daemon?.find((x) => x.cameras === d.cameras && (x.maxBatch ?? 4) === d.maxBatch && Boolean(x.paced) === Boolean(d.paced) && (x.source ?? 'folder') === (d.source ?? 'folder'));
+    const p = before.daemon?.find((x) => x.cameras === d.cameras && (x.maxBatch ?? 4) === d.maxBatch && Boolean(x.paced) === Boolean(d.paced) && (x.source ?? 'folder') === (d.source ?? 'folder') && (x.sessions ?? 1) === (d.sessions ?? 1));
     const name = d.paced ? `${d.cameras} camera(s), paced at half capacity` : rowName(d);
     add(`b. daemon frames/s, ${name}`, p?.framesPerSecond, d.framesPerSecond);
     add(`b. b/a, ${name}`, p ? bOverA(before, p) : undefined, bOverA(after, d), 2);
@@ -659,6 +662,7 @@ async function main(): Promise<void> {
     .option('--no-sweep', 'skip the session-option sweep of part a')
     .option('--no-paced', 'skip the paced row of part b (1 camera at half the model\'s capacity)')
     .option('--no-live', 'skip the live-source rows of part b (GStreamer videotestsrc, the simulated GigE camera)')
+    .option('--sessions <n>', 'part b runs the most cameras once more with model.sessions = n (1: not)', (v) => Number(v), 2)
     .option('--pair-rounds <n>', 'rounds of the console and Sparkplug rows (each runs the daemon with and without, half --seconds)', (v) => Number(v), 5)
     .option('--pair-mode <mode>', 'side-by-side (both daemons at once, one core each; default with 2+ CPUs) or alternate (one after the other)', os.availableParallelism() >= 2 ? 'side-by-side' : 'alternate')
     .option('--profile', 'V8 CPU profile of the 1-camera daemon run, summarised in the table', false)
