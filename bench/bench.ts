@@ -572,7 +572,7 @@ function render(report: BenchReport, previous?: BenchReport): string {
       report.daemon.map((d) => {
         const p = d.probe;
         return [
-          `${d.cameras} (${d.maxBatch})${d.cameraFps > 0 ? ` at ${d.cameraFps} fps` : ''}${d.source && d.source !== 'folder' ? ` ${d.source}` : ''}`, d.provider, f(d.framesPerSecond),
+          `${d.cameras} (${d.maxBatch})${(d.sessions ?? 1) > 1 ? `, ${d.sessions} sessions` : ''}${d.cameraFps > 0 ? ` at ${d.cameraFps} fps` : ''}${d.source && d.source !== 'folder' ? ` ${d.source}` : ''}`, d.provider, f(d.framesPerSecond),
           d.reference ? `${f(bOverA(report, d), 2)} (a = ${f(d.reference.imagesPerSecond)} at batch ${d.reference.batch})` : f(bOverA(report, d), 2),
           f(d.meanBatchSize, 2),
           `${f(d.captureToPublishMs.p50)} / ${f(d.captureToPublishMs.p99)}`, `${f(d.captureToSubscriberMs.p50)} / ${f(d.captureToSubscriberMs.p99)}`,

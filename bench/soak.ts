@@ -45,9 +45,10 @@ const program = new Command('soak')
   .option('--model <file>', 'ONNX model', path.join(root, 'models/demo/crad-demo.onnx'))
   .option('--images <dir>', 'folder the first camera reads', path.join(root, 'samples'))
   .option('--no-gstreamer', 'two folder cameras instead of folder + GStreamer videotestsrc')
+  .option('--sessions <n>', 'model.sessions: onnxruntime sessions side by side', '1')
   .option('--viewer', 'console on, one live-view viewer (MJPEG, overlay on) connected to the first camera throughout')
   .parse();
-const opts = program.opts<{ minutes: string; model: string; images: string; gstreamer: boolean; viewer?: boolean }>();
+const opts = program.opts<{ minutes: string; model: string; images: string; gstreamer: boolean; sessions: string; viewer?: boolean }>();
 const minutes = Number(opts.minutes);
 if (!Number.isFinite(minutes) || minutes < 2) {
   console.error(`--minutes must be a number >= 2 (one warm-up minute, then at least one measured), got "${opts.minutes}"`);
@@ -68,7 +69,7 @@ const consolePort = opts.viewer ? await freePort() : undefined;
 const config = loadConfig(undefined, {
   device: { id: 'soak' },
   log: { level: 'warn' },
-  model: { path: path.resolve(opts.model) },
+  model: { path: path.resolve(opts.model), sessions: Number(opts.sessions) },
   cameras: [
     { id: 'folder', source: 'folder', path: path.resolve(opts.images), loop: true, fps: 0 },
     opts.gstreamer

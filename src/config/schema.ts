@@ -547,7 +547,7 @@ export const schema = {
       apply: 'model',
     }),
     sessions: setting({
-      doc: 'onnxruntime sessions that run batches side by side, each on its own worker thread (with more than 1, model.inferenceThread does not apply), the next batch preprocessed while the others run; model.intraOpThreads 0 then shares the cores out between them. More sessions raise throughput with several cameras or one fast live camera on CPU (bench/README.md: 2 sessions of 1 thread on 2 cores), at the cost of each frame\'s latency (a frame runs on fewer threads) and one copy of the model\'s memory per session. 1 gives the lowest latency per frame.',
+      doc: 'onnxruntime sessions that run batches side by side, each on its own worker thread (with more than 1, model.inferenceThread does not apply), the next batch preprocessed while the others run; model.intraOpThreads 0 then shares the cores out between them. More sessions raise throughput on CPU (bench/README.md, 2 cores: 2 sessions of 1 thread, +13 to +30 % frames/s with 1-4 cameras at saturation or a live camera faster than the model), at the cost of each frame\'s latency when frames do not queue (it runs on fewer threads), more CPU, and one copy of the model\'s memory per session. 1 gives the shortest answer to a lone frame (a triggered camera).',
       format: integerIn(1, 16),
       default: 1,
       apply: 'model',
