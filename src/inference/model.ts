@@ -64,7 +64,7 @@ export interface CradModel {
    * frames' pixels are in the batch (the model needs them no more).
    */
   run(frames: Frame[], preprocessed?: () => void): Promise<Inference>;
-  /** Release the onnxruntime session (waits for a run in flight). Safe to call more than once. */
+  /** Release the onnxruntime sessions (waits for the runs in flight; runs still waiting for a session are refused). Safe to call more than once. */
   release(): Promise<void>;
 }
 
