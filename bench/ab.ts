@@ -37,9 +37,10 @@ async function main(): Promise<void> {
     .opts<{ baseline: string; tree: string; rows: string; rounds: number; seconds: number; warmup: number; set: string; out: string }>();
   const trees = { A: path.resolve(opts.baseline), B: path.resolve(opts.tree) };
   const rows: Row[] = opts.rows.split(',').map((r) => {
-    const [cameras, fps] = r.split('@').map((x) => (x === 'gst' ? 0 : Number(x)));
-    if (r.startsWith('gst')) return { name: `1 GStreamer camera at ${fps || 'full'} rate`, cameras: 1, fps: 0, cameraConfigs: [gstreamerCamera(fps || undefined)] };
-    return { name: fps ? `${cameras} camera(s) at ${fps} fps` : `${cameras} camera(s) unthrottled`, cameras: cameras!, fps: fps ?? 0 };
+    const [what, rate] = r.split('@');
+    const fps = Number(rate ?? 0);
+    if (what === 'gst') return { name: fps ? `1 GStreamer camera at ${fps} fps` : '1 GStreamer camera at full rate', cameras: 1, fps: 0, cameraConfigs: [gstreamerCamera(fps || undefined)] };
+    return { name: fps ? `${what} camera(s) at ${fps} fps` : `${what} camera(s) unthrottled`, cameras: Number(what), fps };
   });
   const extraB = opts.set ? (JSON.parse(opts.set) as Record<string, Record<string, unknown>>) : undefined;
   const broker = await Mosquitto.start();

@@ -1,14 +1,16 @@
 // `node --import tsx bench/sessions.ts`: the bare runtime as model.sessions runs it. N onnxruntime
-// sessions, each on its own worker thread (the daemon's WorkerSession), run batches of the sample
-// images back to back, side by side; the configurations (sessions x intra-op threads, spinning
-// off as the daemon's default) take turns round by round, so that the machine's drift hits all
-// alike. Prints images/s (all sessions together) and the time of one run, medians of the rounds.
+// sessions, each on its own worker thread (the daemon's WorkerSession and session options), run
+// batches of the sample images back to back, side by side; the configurations (sessions x
+// intra-op threads, spinning off as the daemon's default) take turns round by round, so that the
+// machine's drift hits all alike. Prints images/s (all sessions together) and the time of one
+// run, medians of the rounds.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { NO_SPINNING } from '../src/inference/model.js';
+import { loadConfig } from '../src/config/load.js';
+import { modelOptions, sessionOptions } from '../src/inference/model.js';
 import { WorkerSession } from '../src/inference/ort-worker.js';
 import { INPUT_NAME, MAP_OUTPUT, SCORE_OUTPUT } from '../src/inference/model-file.js';
 import { listImages, preprocessedImages } from './lib/runtime.js';
@@ -44,11 +46,9 @@ const configs = opts.configs.split(',').map((c) => {
 
 /** All sessions of a configuration running back to back for `seconds`: images/s and run times. */
 async function measure(config: (typeof configs)[number]): Promise<{ imagesPerSecond: number; runMs: number }> {
-  const settings: ort.InferenceSession.SessionOptions = {
-    executionProviders: ['cpu'], graphOptimizationLevel: 'all', logSeverityLevel: 3,
-    ...(config.threads > 0 ? { intraOpNumThreads: config.threads } : {}),
-    ...(config.spinning ? {} : { extra: NO_SPINNING }),
-  };
+  // The daemon's own session options for these settings (the config's defaults otherwise).
+  const model = { executionProviders: ['cpu'], intraOpThreads: config.threads, intraOpSpinning: config.spinning };
+  const settings = { ...sessionOptions(modelOptions(loadConfig(undefined, { model }))), executionProviders: ['cpu'] };
   const sessions = await Promise.all(Array.from({ length: config.sessions }, () => WorkerSession.create(bytes, settings)));
   try {
     for (const session of sessions) for (let i = 0; i < 2; i++) await session.run({ [INPUT_NAME]: batches[0]! }, [MAP_OUTPUT, SCORE_OUTPUT]);

@@ -47,8 +47,8 @@ export interface DaemonRunResult {
   /** The cameras' source kind (folder unless cameraConfigs said otherwise). */
   source?: string;
   cameraFps: number;
-  /** onnxruntime sessions the daemon ran side by side (model.sessions). */
-  sessions: number;
+  /** onnxruntime sessions the daemon ran side by side (model.sessions); absent in reports from before it: 1. */
+  sessions?: number;
   /** The execution provider the daemon's results name (it falls back to cpu when one does not load). */
   provider: string;
   seconds: number;
