@@ -31,7 +31,7 @@ import type { Camera } from './capture/index.js';
 import { roiFitsFrame, roiMisfit, type CameraStatus, type Frame } from './capture/frame.js';
 import { TriggerLedger, type OwedTrigger, type TriggerCounts } from './capture/trigger-ledger.js';
 import { FrameBatcher } from './inference/batcher.js';
-import type { CradModel } from './inference/model.js';
+import type { CradModel, RunHooks } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
 import { RecipeModels } from './inference/recipes.js';
 import type { FrameInference, Inference, InspectionResult, ModelInfo, Result } from './inference/types.js';
@@ -52,6 +52,8 @@ export interface PipelineSink {
   publishAnswer(result: Result): void;
   /** A frame that produced no result (its batch failed, or its post-processing). */
   frameFailed?(cameraId: string): void;
+  /** Send what was published so far, briefly waited for, before the model holds the main thread. */
+  sendPending?(): Promise<void>;
   publishCameraStatus(status: CameraStatus): void;
   setDeviceStatus(info: { model: ModelInfo }): void;
 }
@@ -366,8 +368,14 @@ export class Pipeline {
       // that another session can take the next image.
       const inferred = () => frames.forEach((frame) => frame.inferred?.());
       const readAhead = this.batchesInFlight() > 1;
+      const hooks: RunHooks = {
+        ...(readAhead ? { preprocessed: inferred } : {}),
+        // The last batch's results are committed; a run on the main thread would hold back their
+        // fsync's callback, and so their sending, until it ends (the paced row's tail: bench/README.md).
+        beforeBlockingRun: async () => this.sink.sendPending?.(),
+      };
       // async: a model that throws instead of rejecting still ends in the same catchError.
-      const run = (async () => this.modelFor(frames[0]!.recipe ?? null).run(frames, readAhead ? inferred : undefined))();
+      const run = (async () => this.modelFor(frames[0]!.recipe ?? null).run(frames, hooks))();
       if (!readAhead) void run.then(inferred, () => undefined);
       const inOrder = run.finally(() => previous);
       return from(inOrder).pipe(

@@ -148,6 +148,40 @@ test('inference on a worker thread gives the same maps and scores as on the main
   }
 });
 
+test('beforeBlockingRun: awaited after preprocessing and before a session.run on the main thread, never for one on a worker', async () => {
+  const onMain = await loadModel(good, cpuOptions, capturingLogger().log);
+  const onWorker = await loadModel(good, { ...cpuOptions, inferenceThread: 'worker' }, capturingLogger().log);
+  const frames = [frameOf(imageWithSpots(64, 64, [{ x: 8, y: 8, width: 6, height: 4, level: 0.7 }]))];
+  try {
+    const order: string[] = [];
+    let release!: () => void;
+    const run = onMain.run(frames, {
+      preprocessed: () => order.push('preprocessed'),
+      beforeBlockingRun: () => {
+        order.push('beforeBlockingRun');
+        return new Promise<void>((resolve) => (release = resolve));
+      },
+    });
+    void run.then(() => order.push('ran'));
+    while (!order.includes('beforeBlockingRun')) await new Promise((r) => setTimeout(r, 5));
+    // The run waits for the hook: nothing holds the main thread until it resolves.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(order, ['preprocessed', 'beforeBlockingRun']);
+    release();
+    const inference = await run;
+    assert.deepEqual(order, ['preprocessed', 'beforeBlockingRun', 'ran']);
+    assert.equal(inference.frames[0]!.raw, (await onWorker.run(frames)).frames[0]!.raw);
+
+    let called = false;
+    await onWorker.run(frames, { beforeBlockingRun: async () => void (called = true) });
+    assert.equal(called, false, 'a session on a worker does not hold the main thread');
+  } finally {
+    frames[0]!.release();
+    await onMain.release();
+    await onWorker.release();
+  }
+});
+
 test('model.sessions 2: two worker sessions run batches at once and score them as one session does; a run after release is refused', async () => {
   const { log, lines } = capturingLogger();
   const one = await loadModel(good, cpuOptions, log);
@@ -164,7 +198,7 @@ test('model.sessions 2: two worker sessions run batches at once and score them a
     // The frames' pixels are in the batch before the run ends: the pipeline lets a recording read on then.
     let resolved = false;
     let preprocessedBeforeTheEnd: boolean | undefined;
-    await two.run(batches[0]!, () => (preprocessedBeforeTheEnd = !resolved)).then(() => (resolved = true));
+    await two.run(batches[0]!, { preprocessed: () => (preprocessedBeforeTheEnd = !resolved) }).then(() => (resolved = true));
     assert.equal(preprocessedBeforeTheEnd, true);
     await two.release();
     await assert.rejects(two.run(batches[0]!), /has been released/);

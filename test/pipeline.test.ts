@@ -62,6 +62,12 @@ class FakeCamera implements PipelineCamera {
 class RecordingSink implements PipelineSink {
   readonly results: Result[] = [];
   readonly models: ModelInfo[] = [];
+  /** Results published by the time of each sendPending call. */
+  readonly sendPendingAt: number[] = [];
+  sendPending(): Promise<void> {
+    this.sendPendingAt.push(this.results.length);
+    return Promise.resolve();
+  }
   publishResult(result: Result): void {
     this.results.push(result);
   }
@@ -185,6 +191,26 @@ test('model.sessions 1 (the default): one batch at a time', async () => {
   assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
   assert.equal(model.maxInFlight, 1);
   assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
+});
+
+test('one session on the main thread: before each run the sink is asked to send the results published so far', async () => {
+  const log = capturingLogger().log;
+  const onMain = await loadModel(demoModel, cpuOptions, log);
+  const onWorker = await loadModel(demoModel, { ...cpuOptions, inferenceThread: 'worker' }, log);
+  try {
+    for (const model of [onMain, onWorker]) {
+      const { pipeline, camera, sink } = pipelineWith(model);
+      pipeline.start();
+      const frames = [1, 2, 3].map(() => camera.emit());
+      assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+      assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
+      // Batches of one: the run of frame n waits for the n - 1 results before it to be sent.
+      assert.deepEqual(sink.sendPendingAt, model === onMain ? [0, 1, 2] : [], model === onMain ? 'main thread' : 'worker');
+    }
+  } finally {
+    await onMain.release();
+    await onWorker.release();
+  }
 });
 
 test('model.sessions 2 on the demo model: every frame scored as one session scores it, in order, each released once', async () => {

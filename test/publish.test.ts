@@ -328,7 +328,7 @@ test('a result reaches the broker only after the fsync of its outbox commit has 
   }
 });
 
-test('publishResult only queues: all results of one event-loop tick go to disk in one transaction', async () => {
+test('publishResult only queues: the results handed over together go to disk in one transaction, before the event loop runs anything else', async () => {
   const stopped = await Mosquitto.start();
   await stopped.stop();
   const publisher = new Publisher(testConfig(stopped.url, outboxFile()), log);
@@ -341,13 +341,56 @@ test('publishResult only queues: all results of one event-loop tick go to disk i
   };
   try {
     await publisher.start();
+    // Queued before the results: the event loop's next turn, which (as the next batch's
+    // preprocessing or a socket read would) ran first when the commit waited for the tick's end.
+    let storedAtNextTurn = -1;
+    setImmediate(() => (storedAtNextTurn = publisher.stats().outbox.pendingResults));
     for (let s = 1; s <= 50; s++) publisher.publishResult(makeResult('cam1', s, { crops: 2 }));
     assert.equal(publisher.stats().outbox.pending, 0, 'nothing written synchronously by publishResult');
-    await until('the batch stored', () => publisher.stats().outbox.pendingResults === 50);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(storedAtNextTurn, 50, 'the results are committed before anything the event loop runs next');
     assert.equal(commits, 1);
     assert.equal(publisher.stats().outbox.imagesDiscarded, 100, 'crops not kept in the outbox are discarded while offline, and counted');
   } finally {
     await publisher.stop();
     await stopped.dispose();
+  }
+});
+
+test('sendPending commits at once and waits for the fsync and the send, but never longer than outbox.sendBeforeRunMs', async () => {
+  const sub = await Subscriber.connect(broker.url, 5);
+  const config = testConfig(broker.url, outboxFile(), { outbox: { sendBeforeRunMs: 300 } });
+  const publisher = new Publisher(config, log);
+  const outbox = (publisher as unknown as { outbox: { sync: () => Promise<void> } }).outbox;
+  const sync = outbox.sync.bind(outbox);
+  let release!: () => void;
+  let held: Promise<void> | null = new Promise<void>((resolve) => (release = resolve));
+  outbox.sync = async () => {
+    await held;
+    await sync();
+  };
+  const sent = () => publisher.stats().publishedResults + publisher.stats().outbox.inflight;
+  try {
+    await publisher.start();
+    await until('connected', () => publisher.stats().connected);
+    // What a session.run on the main thread would otherwise hold back: the fsync's callback and the send.
+    publisher.publishResult(makeResult('cam1', 1));
+    await publisher.sendPending();
+    assert.equal(publisher.stats().outbox.pendingResults, 1, 'committed by sendPending itself');
+    assert.equal(sent(), 0, 'an fsync that does not finish is waited for only up to the bound, and nothing is sent before it');
+    release();
+    held = null;
+    await sub.waitFor('the first result, once its fsync finished', (m) => m.some((x) => x.topic === `${PREFIX}/cam1/result`));
+
+    // A bound no fsync here comes near: the wait ends with the send, not the timer.
+    assert.equal(publisher.updateLive(testConfig(broker.url, config.outbox.path, { outbox: { sendBeforeRunMs: 1000 } })), 'live');
+    publisher.publishResult(makeResult('cam1', 2));
+    await publisher.sendPending();
+    assert.equal(sent(), 2, 'when sendPending resolves, the second result is on the disk and handed to the connection');
+    await sub.waitFor('the second result', (m) => m.filter((x) => x.topic === `${PREFIX}/cam1/result`).length === 2);
+  } finally {
+    release();
+    await publisher.stop();
+    await sub.close();
   }
 });

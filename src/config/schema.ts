@@ -682,6 +682,12 @@ export const schema = {
     maxBytes: setting({ doc: 'Largest outbox size in bytes; oldest messages are dropped (and counted) beyond it.', format: integerIn(1024), default: 512 * 1024 * 1024, apply: 'live' }),
     maxAgeHours: setting({ doc: 'Messages older than this are dropped (and counted).', format: numberIn(0.01, 24 * 365), default: 72, apply: 'outbox' }),
     includeImages: setting({ doc: 'Keep crops and overlays in the outbox too (otherwise they are sent only while connected).', format: Boolean, default: false, apply: 'live' }),
+    sendBeforeRunMs: setting({
+      doc: 'With the model on the main thread (model.sessions 1, model.inferenceThread main), how long a batch may wait before its session.run for the fsync of the results already made, so that they are sent before the run holds the main thread rather than after it (ms, 0 = do not wait). The fsync runs beside the batch\'s preprocessing, so the wait is usually none; when the disk is slow it trades a few ms of the model\'s time for one whole inference time off those results\' latency (bench/README.md).',
+      format: integerIn(0, 1000),
+      default: 10,
+      apply: 'live',
+    }),
     inflight: setting({
       doc: 'Most outbox messages sent and not yet acknowledged at a time (paces a replay after an outage); the broker\'s MQTT 5 Receive Maximum lowers it further.',
       format: integerIn(1, 65535),

@@ -56,14 +56,25 @@ export function resolveInferenceThread(setting: string, cores = os.availablePara
   return cores >= 4 ? 'worker' : 'main';
 }
 
+/** What the caller of CradModel.run may do at the points a run passes. */
+export interface RunHooks {
+  /** The frames' pixels are in the batch: the model needs them no more. */
+  preprocessed?(): void;
+  /**
+   * Awaited just before a session.run that holds the main thread (a session on the main thread),
+   * after preprocessing: the last moment for work that should not wait out the run. The wait
+   * counts as the batch's queueing, not its inference. Not called for sessions on workers.
+   */
+  beforeBlockingRun?(): Promise<void>;
+}
+
 export interface CradModel {
   readonly info: ModelInfo;
   /**
    * Preprocess and run one batch. As many batches run at once as the model has sessions; a
-   * further call preprocesses its batch and waits for a session. `preprocessed` is called once the
-   * frames' pixels are in the batch (the model needs them no more).
+   * further call preprocesses its batch and waits for a session.
    */
-  run(frames: Frame[], preprocessed?: () => void): Promise<Inference>;
+  run(frames: Frame[], hooks?: RunHooks): Promise<Inference>;
   /** Release the onnxruntime sessions (waits for the runs in flight; runs still waiting for a session are refused). Safe to call more than once. */
   release(): Promise<void>;
 }
@@ -296,16 +307,16 @@ class OrtCradModel implements CradModel {
     this.idle = [...sessions];
   }
 
-  run(frames: Frame[], preprocessed?: () => void): Promise<Inference> {
+  run(frames: Frame[], hooks: RunHooks = {}): Promise<Inference> {
     if (this.released) return Promise.reject(this.releasedError());
-    const run = this.runNow(frames, preprocessed);
+    const run = this.runNow(frames, hooks);
     const settled = run.then(() => undefined, () => undefined);
     this.running.add(settled);
     void settled.then(() => this.running.delete(settled));
     return run;
   }
 
-  private async runNow(frames: Frame[], preprocessed?: () => void): Promise<Inference> {
+  private async runNow(frames: Frame[], hooks: RunHooks): Promise<Inference> {
     const n = frames.length;
     if (n === 0) return { frames: [], model: this.info, timings: { preprocessMs: 0, inferenceMs: 0, batchSize: 0 } };
     const t0 = performance.now();
@@ -314,12 +325,14 @@ class OrtCradModel implements CradModel {
     try {
       // Preprocessing needs no session: it overlaps the batches other sessions are running.
       await preprocessInto(frames, input, this.height, this.width);
-      preprocessed?.();
+      hooks.preprocessed?.();
       const t1 = performance.now();
       const session = await this.acquire();
-      const t2 = performance.now();
+      let t2: number;
       let output: { maps: Float32Array; scores: Float32Array };
       try {
+        if (!(session instanceof WorkerSession)) await hooks.beforeBlockingRun?.();
+        t2 = performance.now();
         output = await this.infer(session, input.subarray(0, n * perFrame), n);
       } finally {
         this.giveBack(session);

@@ -124,6 +124,11 @@ export class Publisher {
     this.sender.publishResult(result);
   }
 
+  /** Send the results handed over so far before the caller holds the main thread (OutboxSender.sendPending, bounded by outbox.sendBeforeRunMs). */
+  sendPending(): Promise<void> {
+    return this.sender.sendPending(this.config.outbox.sendBeforeRunMs);
+  }
+
   /** Publish a camera's retained status (and refresh the device status that lists all cameras). */
   publishCameraStatus(status: CameraStatus): void {
     this.status.publishCameraStatus(status);

@@ -206,6 +206,11 @@ export class Outbox {
     return this.committedId > this.durable;
   }
 
+  /** Highest row id committed (written to the WAL), fsynced or not. */
+  get lastCommittedId(): number {
+    return this.committedId;
+  }
+
   /** Rows up to this id are on disk (their commit fsynced): the ones that may be sent. */
   get durableId(): number {
     return this.durable;

@@ -1,8 +1,8 @@
 // The outbound sender: results and their images -> outbox -> MQTT. Everything is committed to the
-// outbox first (one transaction per event-loop tick, its fsync on libuv's pool shared by the
-// commits made meanwhile; nothing is sent before that fsync) and leaves it only when the broker
-// acknowledges it; at most the inflight window is unacknowledged at a time, and whatever waited
-// through an outage goes out again, marked replayed, on the next connection.
+// outbox first (one transaction for the results handed over together, its fsync on libuv's pool
+// shared by the commits made meanwhile; nothing is sent before that fsync) and leaves it only
+// when the broker acknowledges it; at most the inflight window is unacknowledged at a time, and
+// whatever waited through an outage goes out again, marked replayed, on the next connection.
 import { performance } from 'node:perf_hooks';
 import type { IConnackPacket, IPublishPacket, MqttClient } from 'mqtt';
 import type { AppConfig } from '../config/load.js';
@@ -66,7 +66,10 @@ export class OutboxSender {
   private window = 1;
   private readonly volatileImages = new Map<number, VolatileImage[]>();
   private flushScheduled = false;
+  private resultsFlushQueued = false;
   private syncInFlight = false;
+  /** sendPending calls waiting for the fsync that covers their rows (upTo: the last row id committed then). */
+  private durableWaiters: { upTo: number; done: () => void }[] = [];
   private brokerReceiveMaximum: number | undefined;
   private pruneTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -82,8 +85,10 @@ export class OutboxSender {
   }
 
   /**
-   * Queue a result (and its crops/overlay). Never blocks: the outbox write happens in one
-   * transaction per event-loop tick, and sending follows the broker's acknowledgements.
+   * Queue a result (and its crops/overlay). Never blocks: the outbox write happens once the
+   * caller's synchronous work is done (a microtask: one transaction for a batch's results, before
+   * anything else the event loop would run first), and sending follows the broker's
+   * acknowledgements.
    */
   publishResult(result: Result): void {
     if (this.stopped) {
@@ -124,7 +129,7 @@ export class OutboxSender {
       resultAppend.images = images;
     }
     this.counters.accepted += 1;
-    this.scheduleFlush();
+    this.scheduleResultsFlush();
   }
 
   /** QoS/retain, outbox limits and the inflight window follow the new config. */
@@ -169,12 +174,43 @@ export class OutboxSender {
     }
   }
 
+  /**
+   * Commit what is queued now (not at the end of the tick) and wait, at most maxWaitMs, until its
+   * fsync is done and the inflight window has taken it: for the caller about to hold the main
+   * thread (a session.run), which would otherwise keep the finished results from the socket.
+   */
+  sendPending(maxWaitMs: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.pendingAppends.length > 0) this.flush();
+    const upTo = this.context.outbox.lastCommittedId;
+    if (maxWaitMs <= 0 || this.context.outbox.durableId >= upTo || !this.context.connection.client) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiter = {
+        upTo,
+        done: () => {
+          clearTimeout(timer);
+          this.durableWaiters = this.durableWaiters.filter((w) => w !== waiter);
+          resolve();
+        },
+      };
+      const timer = setTimeout(waiter.done, maxWaitMs);
+      this.durableWaiters.push(waiter);
+    });
+  }
+
+  /** Waiters whose rows an fsync now covers (all of them when the fsync failed or the sender closed). */
+  private wakeDurableWaiters(all = false): void {
+    const durable = this.context.outbox.durableId;
+    for (const waiter of [...this.durableWaiters]) if (all || waiter.upTo <= durable) waiter.done();
+  }
+
   /** Commit the last acknowledgements; the outbox may be closed after this. */
   close(): void {
     this.stopped = true;
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.flush();
     this.closed = true;
+    this.wakeDurableWaiters(true);
   }
 
   counts(): SenderCounters {
@@ -199,6 +235,21 @@ export class OutboxSender {
     };
   }
 
+  /**
+   * Results are committed as soon as the code handing them over is done, not at the end of the
+   * tick: whatever else the loop would run first (the next batch's preprocessing, socket reads)
+   * delayed them 5-25 ms (bench/README.md, the paced row's tail).
+   */
+  private scheduleResultsFlush(): void {
+    if (this.resultsFlushQueued) return;
+    this.resultsFlushQueued = true;
+    queueMicrotask(() => {
+      this.resultsFlushQueued = false;
+      this.flush();
+    });
+  }
+
+  /** Acknowledgements and the rest: one commit per event-loop tick. */
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -248,9 +299,11 @@ export class OutboxSender {
         this.syncInFlight = false;
         this.syncOutbox();
         this.pump();
+        this.wakeDurableWaiters();
       },
       (err: unknown) => {
         this.syncInFlight = false;
+        this.wakeDurableWaiters(true);
         if (this.closed) return;
         // The rows stay unsent (not lost: a later fsync or the next start makes them durable).
         this.counters.storeFailures += 1;

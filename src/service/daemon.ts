@@ -557,6 +557,7 @@ export class Daemon {
         this.sparkplug?.onResult(result);
         this.console?.observeFailure(result.frame.cameraId);
       },
+      sendPending: () => this.publisher.sendPending(),
       frameFailed: (cameraId) => {
         this.counters.countError(cameraId);
         this.console?.observeFailure(cameraId);
