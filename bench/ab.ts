@@ -69,14 +69,14 @@ async function main(): Promise<void> {
   const out = [
     `A = ${trees.A}, B = ${trees.B}${extraB ? ` with ${opts.set}` : ''}; ${opts.rounds} interleaved rounds of ${opts.seconds} s; medians over rounds`,
     '',
-    '| row | side | frames/s | model busy % | own ms per frame | pre / infer / post (ms) | p50 / p99 capture-to-publish (ms) | load avg 1 min | other load % |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| row | side | frames/s | model busy % | own ms per frame | pre / infer / post / publish (ms) | publish p99 (ms) | p50 / p99 capture-to-publish (ms) | load avg 1 min | other load % |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const row of rows) {
     for (const side of ['A', 'B'] as const) {
       const mine = runs.filter((r) => r.row === row.name && r.side === side);
       const m = (g: (r: DaemonRunResult) => number) => median(mine.map((r) => g(r.result)));
-      out.push(`| ${row.name} | ${side} | ${f(m((r) => r.framesPerSecond))} | ${f(m((r) => modelBusy(r) * 100), 0)} | ${f(m(ownMsPerFrame), 2)} | ${f(m((r) => r.stagesMs.preprocess))} / ${f(m((r) => r.stagesMs.inference))} / ${f(m((r) => r.stagesMs.postprocess))} | ${f(m((r) => r.captureToPublishMs.p50))} / ${f(m((r) => r.captureToPublishMs.p99))} | ${f(median(mine.map((r) => r.load1)))} | ${f(m((r) => r.otherLoadPercent), 0)} |`);
+      out.push(`| ${row.name} | ${side} | ${f(m((r) => r.framesPerSecond))} | ${f(m((r) => modelBusy(r) * 100), 0)} | ${f(m(ownMsPerFrame), 2)} | ${f(m((r) => r.stagesMs.preprocess))} / ${f(m((r) => r.stagesMs.inference))} / ${f(m((r) => r.stagesMs.postprocess))} / ${f(m((r) => r.stagesMs.publish ?? Number.NaN))} | ${f(m((r) => r.publishMs?.p99 ?? Number.NaN))} | ${f(m((r) => r.captureToPublishMs.p50))} / ${f(m((r) => r.captureToPublishMs.p99))} | ${f(median(mine.map((r) => r.load1)))} | ${f(m((r) => r.otherLoadPercent), 0)} |`);
     }
   }
   process.stdout.write(out.join('\n') + `\nJSON: ${path.relative(process.cwd(), opts.out)}\n`);

@@ -508,7 +508,7 @@ function evaluate(report: BenchReport): void {
   if (paced) {
     // The row's own mean session.run: measured in the same run as the latencies it bounds.
     const limit = 1.2 * paced.stagesMs.inference + 10;
-    const modelTail = paced.inferenceMs ? ` (session.run itself: p50 ${f(paced.inferenceMs.p50)}, p99 ${f(paced.inferenceMs.p99)})` : '';
+    const modelTail = paced.inferenceMs ? ` (session.run itself: p50 ${f(paced.inferenceMs.p50)}, p99 ${f(paced.inferenceMs.p99)}${paced.publishMs ? `; publishing: p50 ${f(paced.publishMs.p50)}, p99 ${f(paced.publishMs.p99)}` : ''})` : '';
     targets.push({ name: `p99 capture-to-publish, ${rowName(paced)} (ms)`, value: f(paced.captureToPublishMs.p99) + modelTail, limit: `<= 1.2 x ${f(paced.stagesMs.inference)} + 10 = ${f(limit)}`, met: paced.captureToPublishMs.p99 <= limit });
   }
   const oneCamera = report.daemon?.find((d) => d.cameras === 1 && d.maxBatch === 4 && !d.paced);
@@ -568,7 +568,7 @@ function render(report: BenchReport, previous?: BenchReport): string {
     const pacing = report.daemon[0]!.cameraFps > 0 ? `paced at ${report.daemon[0]!.cameraFps} fps each` : 'unthrottled, and a paced row';
     out.push(`### b. Daemon end to end (folder cameras ${pacing} -> pipeline -> inference -> regions/crops -> mosquitto)`, '');
     out.push(table(
-      ['cameras (maxBatch)', 'provider', 'frames/s', 'b/a (a measured just before + after)', 'mean batch', 'capture-to-publish p50 / p99 (ms)', 'to subscriber p50 / p99 (ms)', 'queue / pre / infer / post (ms)', 'model busy %', 'own ms per frame', 'CPU daemon (broker) %', 'RSS start / end, peak start / end (MiB)', 'RSS MiB per 1000 frames', 'event-loop delay p99 / max (ms), utilisation', 'captured / dropped', 'other load %'],
+      ['cameras (maxBatch)', 'provider', 'frames/s', 'b/a (a measured just before + after)', 'mean batch', 'capture-to-publish p50 / p99 (ms)', 'to subscriber p50 / p99 (ms)', 'queue / pre / infer / post / publish (ms)', 'model busy %', 'own ms per frame', 'CPU daemon (broker) %', 'RSS start / end, peak start / end (MiB)', 'RSS MiB per 1000 frames', 'event-loop delay p99 / max (ms), utilisation', 'captured / dropped', 'other load %'],
       report.daemon.map((d) => {
         const p = d.probe;
         return [
@@ -576,7 +576,7 @@ function render(report: BenchReport, previous?: BenchReport): string {
           d.reference ? `${f(bOverA(report, d), 2)} (a = ${f(d.reference.imagesPerSecond)} at batch ${d.reference.batch})` : f(bOverA(report, d), 2),
           f(d.meanBatchSize, 2),
           `${f(d.captureToPublishMs.p50)} / ${f(d.captureToPublishMs.p99)}`, `${f(d.captureToSubscriberMs.p50)} / ${f(d.captureToSubscriberMs.p99)}`,
-          `${f(d.stagesMs.queue)} / ${f(d.stagesMs.preprocess)} / ${f(d.stagesMs.inference)} / ${f(d.stagesMs.postprocess)}`, f(modelBusy(d) * 100, 0), f(ownMsPerFrame(d), 2),
+          `${f(d.stagesMs.queue)} / ${f(d.stagesMs.preprocess)} / ${f(d.stagesMs.inference)} / ${f(d.stagesMs.postprocess)} / ${f(d.stagesMs.publish ?? Number.NaN)}`, f(modelBusy(d) * 100, 0), f(ownMsPerFrame(d), 2),
           `${f(d.cpuPercent, 0)} (${f(d.brokerCpuPercent, 0)})`, `${f(d.rssStartMiB, 0)} / ${f(d.rssEndMiB, 0)}, ${f(d.peakRssStartMiB, 0)} / ${f(d.peakRssMiB, 0)}`, f(d.rssGrowthMiBPer1000Frames, 2),
           p ? `${f(p.eventLoopDelayMs.p99)} / ${f(p.eventLoopDelayMs.max)}, ${f(p.eventLoopUtilization * 100, 0)} %` : 'n/a',
           `${d.framesCaptured} / ${d.framesDropped}`, f(d.otherLoadPercent, 0),
@@ -635,6 +635,7 @@ function renderComparison(before: BenchReport, after: BenchReport): string {
     add(`b. own ms per frame, ${name}`, p ? ownMsPerFrame(p) : undefined, ownMsPerFrame(d), 2);
     add(`b. p50 capture-to-publish ms, ${name}`, p?.captureToPublishMs.p50, d.captureToPublishMs.p50);
     add(`b. p99 capture-to-publish ms, ${name}`, p?.captureToPublishMs.p99, d.captureToPublishMs.p99);
+    add(`b. p99 publishing ms (commit, fsync, send), ${name}`, p?.publishMs?.p99, d.publishMs?.p99);
     add(`b. CPU %, ${name}`, p?.cpuPercent, d.cpuPercent, 0);
     add(`b. peak RSS MiB, ${name}`, p?.peakRssMiB, d.peakRssMiB, 0);
     add(`b. frames dropped, ${name}`, p?.framesDropped, d.framesDropped, 0);

@@ -62,8 +62,13 @@ export interface DaemonRunResult {
   captureToPublishMs: Summary;
   /** capturedAt to arrival at the subscriber (wall clock, 1 ms resolution): includes the broker hop. */
   captureToSubscriberMs: Summary;
-  /** Where the time goes: the daemon's per-frame breakdown, means in ms. */
-  stagesMs: { queue: number; preprocess: number; inference: number; postprocess: number };
+  /**
+   * Where the time goes: the daemon's per-frame breakdown, means in ms. publish is the rest of
+   * capture-to-publish: the outbox commit, its fsync, and waiting for the main thread to send.
+   */
+  stagesMs: { queue: number; preprocess: number; inference: number; postprocess: number; publish?: number };
+  /** The publish stage's own spread (its tail is not the model's). */
+  publishMs?: Summary;
   /** The model's time per batch as the results report it (latencyMs.inference): its own tail, beside the total's. */
   inferenceMs?: Summary;
   cpuPercent: number;
@@ -205,6 +210,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       const sequences = inWindow.filter((r) => r.camera === camera).map((r) => r.sequence);
       captured += Math.max(...sequences) - Math.min(...sequences) + 1;
     }
+    const publishMs = inWindow.map((r) => r.totalMs - r.queue - r.preprocess - r.inference - r.postprocess);
     const later = samples.slice(Math.floor(samples.length / 2));
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
     return {
@@ -227,7 +233,9 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
         preprocess: mean(inWindow.map((r) => r.preprocess)),
         inference: mean(inWindow.map((r) => r.inference)),
         postprocess: mean(inWindow.map((r) => r.postprocess)),
+        publish: mean(publishMs),
       },
+      publishMs: summarize(publishMs),
       cpuPercent: cpuPercent(first, last),
       brokerCpuPercent: brokerFirst && brokerLast ? cpuPercent(brokerFirst, brokerLast) : Number.NaN,
       rssStartMiB: first.rssBytes / MiB,
