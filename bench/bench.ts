@@ -568,7 +568,7 @@ function render(report: BenchReport, previous?: BenchReport): string {
     const pacing = report.daemon[0]!.cameraFps > 0 ? `paced at ${report.daemon[0]!.cameraFps} fps each` : 'unthrottled, and a paced row';
     out.push(`### b. Daemon end to end (folder cameras ${pacing} -> pipeline -> inference -> regions/crops -> mosquitto)`, '');
     out.push(table(
-      ['cameras (maxBatch)', 'provider', 'frames/s', 'b/a (a measured just before + after)', 'mean batch', 'capture-to-publish p50 / p99 (ms)', 'to subscriber p50 / p99 (ms)', 'queue / pre / infer / post / publish (ms)', 'model busy %', 'own ms per frame', 'CPU daemon (broker) %', 'RSS start / end, peak start / end (MiB)', 'RSS MiB per 1000 frames', 'event-loop delay p99 / max (ms), utilisation', 'captured / dropped', 'other load %'],
+      ['cameras (maxBatch)', 'provider', 'frames/s', 'b/a (a measured just before + after)', 'mean batch', 'capture-to-publish p50 / p99 (ms)', 'to subscriber p50 / p99 (ms)', 'queue / pre / infer / post / publish (ms)', 'model busy %', 'own ms per frame', 'GC pause ms per frame', 'CPU daemon (broker) %', 'RSS start / end, peak start / end (MiB)', 'RSS MiB per 1000 frames', 'event-loop delay p99 / max (ms), utilisation', 'captured / dropped', 'other load %'],
       report.daemon.map((d) => {
         const p = d.probe;
         return [
@@ -577,6 +577,7 @@ function render(report: BenchReport, previous?: BenchReport): string {
           f(d.meanBatchSize, 2),
           `${f(d.captureToPublishMs.p50)} / ${f(d.captureToPublishMs.p99)}`, `${f(d.captureToSubscriberMs.p50)} / ${f(d.captureToSubscriberMs.p99)}`,
           `${f(d.stagesMs.queue)} / ${f(d.stagesMs.preprocess)} / ${f(d.stagesMs.inference)} / ${f(d.stagesMs.postprocess)} / ${f(d.stagesMs.publish ?? Number.NaN)}`, f(modelBusy(d) * 100, 0), f(ownMsPerFrame(d), 2),
+          p?.gcPauses ? f(p.gcPauses.ms / Math.max(1, d.framesProcessed), 2) : 'n/a',
           `${f(d.cpuPercent, 0)} (${f(d.brokerCpuPercent, 0)})`, `${f(d.rssStartMiB, 0)} / ${f(d.rssEndMiB, 0)}, ${f(d.peakRssStartMiB, 0)} / ${f(d.peakRssMiB, 0)}`, f(d.rssGrowthMiBPer1000Frames, 2),
           p ? `${f(p.eventLoopDelayMs.p99)} / ${f(p.eventLoopDelayMs.max)}, ${f(p.eventLoopUtilization * 100, 0)} %` : 'n/a',
           `${d.framesCaptured} / ${d.framesDropped}`, f(d.otherLoadPercent, 0),

@@ -82,7 +82,8 @@ export interface DaemonRunResult {
   rssGrowthMiBPer1000Frames: number;
   /** CPU used by other processes on the machine during the window, % of one core (noise indicator). */
   otherLoadPercent: number;
-  probe: { eventLoopDelayMs: Summary | Record<string, number>; eventLoopUtilization: number; heapUsedBytes: number } | null;
+  /** gcPauses: the main thread's GC pauses in the window (absent from older reports). */
+  probe: { eventLoopDelayMs: Summary | Record<string, number>; eventLoopUtilization: number; heapUsedBytes: number; gcPauses?: { count: number; ms: number } } | null;
   cpuProfile?: string;
 }
 
