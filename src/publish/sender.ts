@@ -65,8 +65,7 @@ export class OutboxSender {
   private cursor = 0;
   private window = 1;
   private readonly volatileImages = new Map<number, VolatileImage[]>();
-  private flushScheduled = false;
-  private resultsFlushQueued = false;
+  private readonly flushQueued = { microtask: false, tick: false };
   private syncInFlight = false;
   /** sendPending calls waiting for the fsync that covers their rows (upTo: the last row id committed then). */
   private durableWaiters: { upTo: number; done: () => void }[] = [];
@@ -129,7 +128,7 @@ export class OutboxSender {
       resultAppend.images = images;
     }
     this.counters.accepted += 1;
-    this.scheduleResultsFlush();
+    this.scheduleFlush('microtask');
   }
 
   /** QoS/retain, outbox limits and the inflight window follow the new config. */
@@ -236,25 +235,16 @@ export class OutboxSender {
   }
 
   /**
-   * Results are committed as soon as the code handing them over is done, not at the end of the
-   * tick: whatever else the loop would run first (the next batch's preprocessing, socket reads)
-   * delayed them 5-25 ms (bench/README.md, the paced row's tail).
+   * A commit soon: results at the end of the code handing them over (a microtask), not at the end
+   * of the tick, where whatever the loop ran first (the next batch's preprocessing, socket reads)
+   * delayed them 5-25 ms (bench/README.md, the paced row's tail); acknowledgements and the rest
+   * once per event-loop tick. A tick's flush queued first does not hold back the results'.
    */
-  private scheduleResultsFlush(): void {
-    if (this.resultsFlushQueued) return;
-    this.resultsFlushQueued = true;
-    queueMicrotask(() => {
-      this.resultsFlushQueued = false;
-      this.flush();
-    });
-  }
-
-  /** Acknowledgements and the rest: one commit per event-loop tick. */
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
+  private scheduleFlush(when: 'microtask' | 'tick' = 'tick'): void {
+    if (this.flushQueued[when]) return;
+    this.flushQueued[when] = true;
+    (when === 'microtask' ? queueMicrotask : setImmediate)(() => {
+      this.flushQueued[when] = false;
       this.flush();
     });
   }
