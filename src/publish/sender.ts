@@ -68,7 +68,7 @@ export class OutboxSender {
   private readonly flushQueued = { microtask: false, tick: false };
   private syncInFlight = false;
   /** sendPending calls waiting for the fsync that covers their rows (upTo: the last row id committed then). */
-  private durableWaiters: { upTo: number; done: () => void }[] = [];
+  private readonly durableWaiters = new Set<{ upTo: number; done: () => void }>();
   private brokerReceiveMaximum: number | undefined;
   private pruneTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -188,12 +188,12 @@ export class OutboxSender {
         upTo,
         done: () => {
           clearTimeout(timer);
-          this.durableWaiters = this.durableWaiters.filter((w) => w !== waiter);
+          this.durableWaiters.delete(waiter);
           resolve();
         },
       };
       const timer = setTimeout(waiter.done, maxWaitMs);
-      this.durableWaiters.push(waiter);
+      this.durableWaiters.add(waiter);
     });
   }
 
