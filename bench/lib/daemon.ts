@@ -71,6 +71,8 @@ export interface DaemonRunResult {
   publishMs?: Summary;
   /** The model's time per batch as the results report it (latencyMs.inference): its own tail, beside the total's. */
   inferenceMs?: Summary;
+  /** capture-to-publish minus the model's run, frame by frame: what the daemon adds, its own tail beside the model's. */
+  aroundModelMs?: Summary;
   cpuPercent: number;
   brokerCpuPercent: number;
   rssStartMiB: number;
@@ -229,6 +231,7 @@ export async function runDaemon(options: DaemonRunOptions): Promise<DaemonRunRes
       captureToPublishMs: summarize(inWindow.map((r) => r.totalMs)),
       captureToSubscriberMs: summarize(inWindow.map((r) => r.toSubscriberMs)),
       inferenceMs: summarize(inWindow.map((r) => r.inference)),
+      aroundModelMs: summarize(inWindow.map((r) => r.totalMs - r.inference)),
       stagesMs: {
         queue: mean(inWindow.map((r) => r.queue)),
         preprocess: mean(inWindow.map((r) => r.preprocess)),

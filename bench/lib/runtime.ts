@@ -140,3 +140,36 @@ export async function timeBatches(
     };
   });
 }
+
+/**
+ * session.run at batch 1 started at a fixed rate, idle between runs, as a paced camera leaves the
+ * model: the runtime's own spread at that pace, with no daemon around it (part b's paced row sets
+ * its latency beside this).
+ */
+export async function timePaced(
+  session: ort.InferenceSession,
+  images: Float32Array,
+  imageCount: number,
+  height: number,
+  width: number,
+  ratePerSecond: number,
+  seconds: number,
+): Promise<BatchTiming> {
+  const perImage = 3 * height * width;
+  const inputName = session.inputNames[0]!;
+  const tensors = Array.from({ length: imageCount }, (_, i) => new ort.Tensor('float32', images.slice(i * perImage, (i + 1) * perImage), [1, 3, height, width]));
+  for (let warm = 0; warm < 2; warm++) await session.run({ [inputName]: tensors[warm % tensors.length]! });
+  const period = 1000 / ratePerSecond;
+  const latencies: number[] = [];
+  const otherLoad = new OtherLoad();
+  const started = performance.now();
+  for (let next = started; next - started < seconds * 1000; next += period) {
+    const wait = next - performance.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    const t0 = performance.now();
+    await session.run({ [inputName]: tensors[latencies.length % tensors.length]! });
+    latencies.push(performance.now() - t0);
+  }
+  const rate = (latencies.length * 1000) / (performance.now() - started);
+  return { batch: 1, runs: latencies.length, imagesPerSecond: rate, imagesPerSecondRange: [rate, rate], latencyMs: summarize(latencies), otherLoadPercent: otherLoad.percent() };
+}
