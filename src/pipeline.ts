@@ -31,7 +31,7 @@ import type { Camera } from './capture/index.js';
 import { roiFitsFrame, roiMisfit, type CameraStatus, type Frame } from './capture/frame.js';
 import { TriggerLedger, type OwedTrigger, type TriggerCounts } from './capture/trigger-ledger.js';
 import { FrameBatcher } from './inference/batcher.js';
-import type { CradModel, RunHooks } from './inference/model.js';
+import { batchesInFlight, resolveInferenceThread, type CradModel, type RunHooks } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
 import { RecipeModels } from './inference/recipes.js';
 import type { FrameInference, Inference, InspectionResult, ModelInfo, Result } from './inference/types.js';
@@ -298,9 +298,10 @@ export class Pipeline {
 
   start(): void {
     this.state = 'running';
-    // As many batches at a time as the model has sessions (one by default): take a batch, run the
-    // model, post-process and publish; the loop takes the next batch only when a batch is through
-    // or, with more sessions, while the others run. Frames wait in the batcher (latest frame
+    // As many batches at a time as the model has sessions (one by default; one more per session
+    // with model.prepareAhead on workers): take a batch, run the model, post-process and publish;
+    // the loop takes the next batch only when a batch is through or, with more in flight, while
+    // the others run. Frames wait in the batcher (latest frame
     // wins), never in a queue, and batches publish in the order they were taken. It ends when
     // stop() has closed the batcher and it is empty.
     const batches$ = this.nextBatch$.pipe(
@@ -342,9 +343,10 @@ export class Pipeline {
     return frames;
   }
 
-  /** Batches the loop runs at once: one per session of the model. */
+  /** Batches the loop runs at once: one per session of the model, one more each with model.prepareAhead on workers. */
   private batchesInFlight(): number {
-    return Math.max(1, this.config.model.sessions);
+    const m = this.config.model;
+    return batchesInFlight({ sessions: m.sessions, inferenceThread: resolveInferenceThread(m.inferenceThread), prepareAhead: m.prepareAhead });
   }
 
   private modelFor(recipe: RecipeName): CradModel {
@@ -363,9 +365,9 @@ export class Pipeline {
       let turnDone!: () => void;
       this.publishTurn = new Promise<void>((resolve) => (turnDone = resolve));
       // The model is done with the pixels: a camera replaying a recording may read its next
-      // image now. With one session, once the batch has run (read during the run, the next image
+      // image now. With one batch in flight, once it has run (read during the run, the next image
       // would take cores from it: bench/README.md); with more, once the batch is preprocessed, so
-      // that another session can take the next image.
+      // that the next batch can take the next image.
       const inferred = () => frames.forEach((frame) => frame.inferred?.());
       const readAhead = this.batchesInFlight() > 1;
       const hooks: RunHooks = {

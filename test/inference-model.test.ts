@@ -7,10 +7,11 @@ import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import { ModelContractError, ModelFileError } from '../src/inference/model-file.js';
-import { effectiveRoi, intraOpThreadsPerSession, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread, sessionOptions } from '../src/inference/model.js';
+import { batchesInFlight, effectiveRoi, intraOpThreadsPerSession, loadModel, modelOptions, preprocessInto, resizeInterpolation, resolveInferenceThread, sessionOptions } from '../src/inference/model.js';
 import { loadConfig } from '../src/config/load.js';
 import { capturingLogger, cpuOptions, frameOf, imageWithSpots, noiseImage } from './fixtures/frames.js';
 import { tinyModels } from './fixtures/tiny-models.js';
+import { demoModel } from './helpers/daemon.js';
 
 const dir = tinyModels();
 const good = path.join(dir, 'good.onnx');
@@ -207,6 +208,53 @@ test('model.sessions 2: two worker sessions run batches at once and score them a
     await one.release();
     await two.release();
   }
+});
+
+test('model.prepareAhead: a second batch is queued on the busy worker and runs while the main thread is held; without it, only after', async () => {
+  // The demo model: a run long enough (tens of ms) to tell "ran during the hold" from "ran after".
+  const frames = [0.3, 0.8].map((level) => [frameOf(imageWithSpots(256, 256, [{ x: 40, y: 40, width: 20, height: 12, level }]))]);
+  const timeline = async (prepareAhead: boolean) => {
+    const model = await loadModel(demoModel, { ...cpuOptions, intraOpThreads: 0, inferenceThread: 'worker', prepareAhead }, capturingLogger().log);
+    try {
+      let secondPreprocessed!: () => void;
+      const ready = new Promise<void>((resolve) => (secondPreprocessed = resolve));
+      const first = model.run(frames[0]!);
+      const second = model.run(frames[1]!, { preprocessed: () => secondPreprocessed() });
+      let secondDone = 0;
+      void second.then(() => (secondDone = performance.now()));
+      await ready;
+      await new Promise((r) => setImmediate(r));
+      // Hold the main thread for longer than both runs take: what is queued on the worker runs now.
+      const holdEnds = performance.now() + 1500;
+      while (performance.now() < holdEnds);
+      const released = performance.now();
+      const [a, b] = await Promise.all([first, second]);
+      return { afterHold: secondDone - released, runMs: b.timings.inferenceMs, scores: [a.frames[0]!.raw, b.frames[0]!.raw] };
+    } finally {
+      await model.release();
+    }
+  };
+  try {
+    const ahead = await timeline(true);
+    const serial = await timeline(false);
+    assert.ok(ahead.afterHold < ahead.runMs / 2, `with prepareAhead the second batch ran during the hold: ended ${ahead.afterHold.toFixed(1)} ms after it, its run ${ahead.runMs.toFixed(1)} ms`);
+    assert.ok(serial.afterHold >= serial.runMs * 0.9, `without, it ran after the hold: ended ${serial.afterHold.toFixed(1)} ms after it, its run ${serial.runMs.toFixed(1)} ms`);
+    assert.deepEqual(ahead.scores, serial.scores);
+    assert.notEqual(ahead.scores[0], ahead.scores[1]);
+  } finally {
+    for (const batch of frames) batch[0]!.release();
+  }
+});
+
+test('model.prepareAhead and daemonNice: off by default; one more batch in flight per session only on worker threads', () => {
+  const defaults = modelOptions(loadConfig(undefined, {}));
+  assert.equal(defaults.prepareAhead, false);
+  assert.equal(defaults.daemonNice, 0);
+  assert.throws(() => loadConfig(undefined, { model: { daemonNice: 20 } }), /model\.daemonNice/);
+  assert.equal(batchesInFlight({ sessions: 1, inferenceThread: 'main', prepareAhead: true }), 1);
+  assert.equal(batchesInFlight({ sessions: 1, inferenceThread: 'worker', prepareAhead: true }), 2);
+  assert.equal(batchesInFlight({ sessions: 2, inferenceThread: 'main', prepareAhead: true }), 4);
+  assert.equal(batchesInFlight({ sessions: 2, inferenceThread: 'main', prepareAhead: false }), 2);
 });
 
 test('model.sessions: 1 by default; with intraOpThreads 0 the cores are shared out between the sessions, a set number is kept', () => {

@@ -183,6 +183,24 @@ test('model.sessions 2: two batches at once, never more; a batch that finishes f
   camera.assertEachReleasedOnce();
 });
 
+test('model.prepareAhead on a worker: one batch more than sessions in flight (the next taken while one runs), on the main thread it does not apply', async () => {
+  for (const [model, expected] of [[{ inferenceThread: 'worker', prepareAhead: true }, 2], [{ inferenceThread: 'main', prepareAhead: true }, 1], [{ sessions: 2, prepareAhead: true }, 4]] as const) {
+    const fake = new FakeModel('a');
+    const held = gate();
+    fake.holds.set(1, held.opened);
+    const { pipeline, camera, sink } = pipelineWith(fake, {}, { model });
+    pipeline.start();
+    const frames = [1, 2, 3, 4, 5, 6].map(() => camera.emit());
+    await until(`${expected} batch(es) in the model while the first is held`, () => fake.runs === expected);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(fake.runs, expected, `no more than ${expected} with ${JSON.stringify(model)}`);
+    held.open();
+    assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+    assert.deepEqual(sink.results.map((r) => r.frame.sequence), frames.map((f) => f.sequence));
+    camera.assertEachReleasedOnce();
+  }
+});
+
 test('model.sessions 1 (the default): one batch at a time', async () => {
   const model = new FakeModel('a');
   const { pipeline, camera, sink } = pipelineWith(model);

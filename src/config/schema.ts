@@ -552,6 +552,18 @@ export const schema = {
       default: 1,
       apply: 'model',
     }),
+    prepareAhead: setting({
+      doc: 'With the model on worker threads (model.inferenceThread worker, or model.sessions above 1): take and preprocess one more batch than there are sessions while they run, queued on a session\'s thread, so that the model starts it the moment a run ends instead of waiting for the daemon to post-process, publish and preprocess (model busy near 100 %). At saturation a frame then also waits for the run before it (about one inference time more latency); a frame that finds the model idle does not. On 2 cores it pays only with model.daemonNice (bench/README.md: 1 camera +8 to +9 % frames/s with both).',
+      format: Boolean,
+      default: false,
+      apply: 'model',
+    }),
+    daemonNice: setting({
+      doc: 'With the model on worker threads: nice levels by which the daemon\'s own threads (event loop, libuv\'s pool: capture, preprocessing, outbox, MQTT) run below the inference threads (Linux, per thread; 0 = all alike). Where the intra-op threads fill the cores, the daemon\'s work then takes a core when the model leaves one, instead of stalling a run by preempting one of its threads; the daemon still gets the cores whenever the model waits for it. Meant with model.prepareAhead. A lowered thread cannot be raised again without privileges, hence a restart.',
+      format: integerIn(0, 19),
+      default: 0,
+      apply: 'daemon',
+    }),
     tensorrt: {
       fp16: setting({
         doc: 'TensorRT: allow FP16 kernels. onnxruntime-node 1.30 passes only the device id to TensorRT, so this and the two keys below take effect only with a binding that forwards them (a warning says so); see README "GPUs".',

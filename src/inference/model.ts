@@ -8,7 +8,8 @@ import type { Frame } from '../capture/frame.js';
 import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../shared/log.js';
 import { INPUT_NAME, MAP_OUTPUT, ModelContractError, ModelFileError, readModelFile, SCORE_OUTPUT, type ModelFile } from './model-file.js';
-import { WorkerSession, type SessionLike } from './ort-worker.js';
+import { protectedThreadIds, WorkerSession, type SessionLike } from './ort-worker.js';
+import { lowerOwnThreads } from './thread-priority.js';
 import type { FrameInference, Inference, InputForm, ModelInfo } from './types.js';
 
 export interface ModelOptions {
@@ -25,6 +26,10 @@ export interface ModelOptions {
   inferenceThread?: 'main' | 'worker';
   /** onnxruntime sessions that run batches side by side, each on its own worker thread when more than 1; default 1. */
   sessions?: number;
+  /** Sessions on workers: one more batch than sessions, preprocessed and queued while they run (model.prepareAhead). */
+  prepareAhead?: boolean;
+  /** Sessions on workers: nice levels the daemon's own threads run below the inference threads (model.daemonNice). */
+  daemonNice?: number;
   /** Largest batch the pipeline sends; warm-up also runs it once, so the first real batch is not slow. */
   maxBatch: number;
   tensorrt: { fp16: boolean; engineCacheDir: string; workspaceBytes: number };
@@ -44,6 +49,8 @@ export function modelOptions(config: AppConfig): ModelOptions {
     warmupRuns: m.warmupRuns,
     inferenceThread: resolveInferenceThread(m.inferenceThread),
     sessions: m.sessions,
+    prepareAhead: m.prepareAhead,
+    daemonNice: m.daemonNice,
     maxBatch: config.inference.maxBatch,
     tensorrt: { ...m.tensorrt },
     cuda: { ...m.cuda },
@@ -221,6 +228,21 @@ export function sessionCount(options: Pick<ModelOptions, 'sessions'>): number {
   return Math.max(1, options.sessions ?? 1);
 }
 
+/** Whether session.run runs on worker threads (more than one session, or model.inferenceThread worker). */
+export function onWorkers(options: Pick<ModelOptions, 'sessions' | 'inferenceThread'>): boolean {
+  return sessionCount(options) > 1 || options.inferenceThread === 'worker';
+}
+
+/** Runs a session takes at once: two (one running, the next queued on its thread) with model.prepareAhead on workers. */
+export function runsPerSession(options: Pick<ModelOptions, 'sessions' | 'inferenceThread' | 'prepareAhead'>): number {
+  return options.prepareAhead && onWorkers(options) ? 2 : 1;
+}
+
+/** Batches the pipeline keeps in flight: as many as the sessions take at once. */
+export function batchesInFlight(options: Pick<ModelOptions, 'sessions' | 'inferenceThread' | 'prepareAhead'>): number {
+  return sessionCount(options) * runsPerSession(options);
+}
+
 /**
  * Intra-op threads of each session: the configured number, or with 0 (one per core) the cores
  * shared out between the sessions, so that sessions side by side do not oversubscribe the CPU.
@@ -266,14 +288,16 @@ async function createSessions(file: ModelFile, options: ModelOptions, log: Logge
     );
   }
   const count = sessionCount(options);
-  const onWorker = count > 1 || options.inferenceThread === 'worker';
+  const onWorker = onWorkers(options);
+  // Made by the spawner, so that they keep the priority the daemon's own threads are lowered from.
+  const viaSpawner = onWorker && (options.daemonNice ?? 0) > 0;
   const failures: string[] = [];
   for (const name of preference) {
     const settings = { ...sessionOptions(options), executionProviders: [providerConfig(name, options)] };
     const sessions: SessionLike[] = [];
     try {
       while (sessions.length < count) {
-        sessions.push(onWorker ? await WorkerSession.create(file.bytes, settings) : await ort.InferenceSession.create(file.bytes, settings));
+        sessions.push(onWorker ? await WorkerSession.create(file.bytes, settings, { viaSpawner }) : await ort.InferenceSession.create(file.bytes, settings));
       }
       if (failures.length > 0) log.warn({ provider: name, skipped: failures }, `execution provider fallback: running on ${name}`);
       return { sessions, provider: name };
@@ -288,8 +312,8 @@ async function createSessions(file: ModelFile, options: ModelOptions, log: Logge
 }
 
 class OrtCradModel implements CradModel {
-  /** Sessions not running a batch now. */
-  private readonly idle: SessionLike[];
+  /** Runs each session has now (running, or queued on its worker): at most runsPerSession. */
+  private readonly runsOn: Map<SessionLike, number>;
   /** Runs whose batch is preprocessed and waits for a session, first come first served. */
   private readonly waiting: { resolve: (session: SessionLike) => void; reject: (err: Error) => void }[] = [];
   /** Batch buffers of the model's input form not in use now: one per batch in flight, reused. */
@@ -303,8 +327,9 @@ class OrtCradModel implements CradModel {
     private readonly sessions: SessionLike[],
     private readonly height: number,
     private readonly width: number,
+    private readonly runsPerSession = 1,
   ) {
-    this.idle = [...sessions];
+    this.runsOn = new Map(sessions.map((session) => [session, 0]));
   }
 
   run(frames: Frame[], hooks: RunHooks = {}): Promise<Inference> {
@@ -329,7 +354,7 @@ class OrtCradModel implements CradModel {
       const t1 = performance.now();
       const session = await this.acquire();
       let t2: number;
-      let output: { maps: Float32Array; scores: Float32Array };
+      let output: { maps: Float32Array; scores: Float32Array; runMs?: number };
       try {
         if (!(session instanceof WorkerSession)) await hooks.beforeBlockingRun?.();
         t2 = performance.now();
@@ -337,7 +362,8 @@ class OrtCradModel implements CradModel {
       } finally {
         this.giveBack(session);
       }
-      const t3 = performance.now();
+      // On a worker, the run's own time: the copies and a wait in the worker's queue are queueing.
+      const inferenceMs = output.runMs ?? performance.now() - t2;
       const plane = this.height * this.width;
       const results: FrameInference[] = frames.map((frame, i) => ({
         frame,
@@ -347,7 +373,7 @@ class OrtCradModel implements CradModel {
         mapWidth: this.width,
       }));
       // The wait for a free session is neither: the pipeline counts it as queueing.
-      return { frames: results, model: this.info, timings: { preprocessMs: t1 - t0, inferenceMs: t3 - t2, batchSize: n } };
+      return { frames: results, model: this.info, timings: { preprocessMs: t1 - t0, inferenceMs, batchSize: n } };
     } finally {
       if (!this.released) this.buffers.push(input);
     }
@@ -360,15 +386,28 @@ class OrtCradModel implements CradModel {
 
   private acquire(): Promise<SessionLike> {
     if (this.released) return Promise.reject(this.releasedError());
-    const session = this.idle.pop();
-    if (session) return Promise.resolve(session);
+    const session = this.leastBusy();
+    if (session) {
+      this.runsOn.set(session, this.runsOn.get(session)! + 1);
+      return Promise.resolve(session);
+    }
     return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
   }
 
   private giveBack(session: SessionLike): void {
+    this.runsOn.set(session, this.runsOn.get(session)! - 1);
     const next = this.waiting.shift();
-    if (next) next.resolve(session);
-    else this.idle.push(session);
+    if (!next) return;
+    const free = this.leastBusy()!;
+    this.runsOn.set(free, this.runsOn.get(free)! + 1);
+    next.resolve(free);
+  }
+
+  /** The session with the fewest runs that can take one more (an idle one first), or none. */
+  private leastBusy(): SessionLike | undefined {
+    let best: SessionLike | undefined;
+    for (const [session, runs] of this.runsOn) if (runs < this.runsPerSession && (best === undefined || runs < this.runsOn.get(best)!)) best = session;
+    return best;
   }
 
   private releasedError(): Error {
@@ -376,9 +415,10 @@ class OrtCradModel implements CradModel {
   }
 
   /** session.run on a batch of the input form, with the output shapes the contract promises checked. */
-  async infer(session: SessionLike, data: InputBuffer, n: number): Promise<{ maps: Float32Array; scores: Float32Array }> {
+  async infer(session: SessionLike, data: InputBuffer, n: number): Promise<{ maps: Float32Array; scores: Float32Array; runMs?: number }> {
     const feeds = { [INPUT_NAME]: inputTensor(data, n, this.height, this.width) };
-    const out = await session.run(feeds, [MAP_OUTPUT, SCORE_OUTPUT]);
+    const timed = session instanceof WorkerSession ? await session.runTimed(feeds, [MAP_OUTPUT, SCORE_OUTPUT]) : null;
+    const out = timed ? timed.outputs : await session.run(feeds, [MAP_OUTPUT, SCORE_OUTPUT]);
     const map = out[MAP_OUTPUT]!;
     const score = out[SCORE_OUTPUT]!;
     const mapDims = map.dims.join('x');
@@ -388,7 +428,7 @@ class OrtCradModel implements CradModel {
     if (score.type !== 'float32' || score.dims.join('x') !== `${n}`) {
       throw new ModelContractError(this.info.path, [`output "${SCORE_OUTPUT}" came back as ${score.type} [${score.dims.join(', ')}], expected float32 [${n}]`]);
     }
-    return { maps: map.data as Float32Array, scores: score.data as Float32Array };
+    return { maps: map.data as Float32Array, scores: score.data as Float32Array, ...(timed ? { runMs: timed.runMs } : {}) };
   }
 
   /** Blank batches through every session, so that the first real frame does not pay for allocation. */
@@ -419,7 +459,7 @@ export async function loadModel(path: string, options: ModelOptions, log: Logger
   for (const warning of file.warnings) log.warn({ model: path }, warning);
   const { sessions, provider } = await createSessions(file, options, log);
   const info: ModelInfo = { ...file.info, executionProvider: provider };
-  const model = new OrtCradModel(info, sessions, file.height, file.width);
+  const model = new OrtCradModel(info, sessions, file.height, file.width, runsPerSession(options));
   try {
     // At least one run even when warmupRuns is 0: it is what checks the output shapes.
     await model.warmUp(options.warmupRuns, options.maxBatch);
@@ -428,8 +468,11 @@ export async function loadModel(path: string, options: ModelOptions, log: Logger
     if (err instanceof ModelFileError) throw err;
     throw new ModelFileError(path, `model ${path} failed its warm-up run on ${provider}: ${(err as Error).message}`);
   }
+  // Every time a model loads: threads made since (a recipe model's pool, say) are lowered too,
+  // never the sessions' own (each model's workers come from the spawner, at the start priority).
+  if (onWorkers(options) && (options.daemonNice ?? 0) > 0) lowerOwnThreads(options.daemonNice!, await protectedThreadIds(), log);
   log.info(
-    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, inputForm: info.input.form, calibrated: info.calibration !== null, provider, thread: sessions.length > 1 ? 'worker' : options.inferenceThread ?? 'main', sessions: sessions.length },
+    { model: path, hash: info.hash, variant: info.variant, backbone: info.backbone, input: `${file.height}x${file.width}`, inputForm: info.input.form, calibrated: info.calibration !== null, provider, thread: sessions.length > 1 ? 'worker' : options.inferenceThread ?? 'main', sessions: sessions.length, prepareAhead: runsPerSession(options) > 1 },
     `model loaded on execution provider ${provider}`,
   );
   return model;
