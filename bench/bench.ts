@@ -22,6 +22,8 @@ import { listImages, openSession, preprocessedImages, timeBatches, timePaced, ty
 import { connectMjpegViewer, type MjpegViewer } from './lib/viewer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
+/** How the rows with the overlap settings are named (followed by the daemonNice). */
+const AHEAD_NAME = 'worker + prepareAhead + daemonNice';
 const PYTHON = process.env.CRAD_PYTHON ?? '/usr/bin/python3';
 
 /** The variants of part d: backbone:variant:sampling. CRAD = E 4C, CRAD-S = E C (model.py). */
@@ -56,6 +58,7 @@ interface Options {
   paced: boolean;
   live: boolean;
   sessions: number;
+  ahead: number;
   pairRounds: number;
   pairMode: 'side-by-side' | 'alternate';
   label: string;
@@ -93,7 +96,8 @@ interface BenchReport {
   console?: { cameras: number; off: number; withViewer: number; ratio: number; roundRatios?: number[]; viewerFrames: number; rssGrowthMiBPer1000Frames: number };
   /** paced: one camera at about half the model's batch-1 capacity (the latency target's row). */
   /** bareAtPace (paced row): the bare runtime started at the row's frame rate, right after it: the model's own spread at that pace. */
-  daemon?: (DaemonRunResult & { maxBatch: number; paced?: boolean; bareAtPace?: BatchTiming; reference?: { batch: number; before: BatchTiming; after: BatchTiming; imagesPerSecond: number } })[];
+  /** ahead: the row ran with model.inferenceThread worker, prepareAhead, and daemonNice = this. */
+  daemon?: (DaemonRunResult & { maxBatch: number; paced?: boolean; ahead?: number; bareAtPace?: BatchTiming; reference?: { batch: number; before: BatchTiming; after: BatchTiming; imagesPerSecond: number } })[];
   torch?: {
     model: Record<string, unknown>;
     threads: number;
@@ -206,22 +210,25 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
     // The default maxBatch is 4; where the runtime is faster per image at a smaller batch, the
     // largest camera count runs once more with maxBatch = that batch (a config choice to weigh).
     const best = report.runtime?.best;
-    const runs: { cameras: number; maxBatch?: number; sessions?: number }[] = counts.map((cameras) => ({ cameras }));
+    const runs: { cameras: number; maxBatch?: number; sessions?: number; ahead?: true }[] = counts.map((cameras) => ({ cameras }));
     if (best !== undefined && best < 4 && Math.max(...counts) > best) runs.push({ cameras: Math.max(...counts), maxBatch: best });
     // Sessions side by side: the throughput setting, beside the default (b/a against one bare session).
     if (opts.sessions > 1) runs.push({ cameras: Math.max(...counts), sessions: opts.sessions });
-    for (const { cameras, maxBatch, sessions } of runs) {
-      log(`b. daemon: ${cameras} camera(s)${maxBatch ? `, maxBatch ${maxBatch}` : ''}${sessions ? `, ${sessions} sessions` : ''}, ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
+    // The session on a worker with the next batch queued and the daemon's threads below it: the
+    // overlap setting, with the fewest and the most cameras.
+    if (opts.ahead > 0) for (const cameras of new Set([Math.min(...counts), Math.max(...counts)])) runs.push({ cameras, ahead: true });
+    for (const { cameras, maxBatch, sessions, ahead } of runs) {
+      log(`b. daemon: ${cameras} camera(s)${maxBatch ? `, maxBatch ${maxBatch}` : ''}${sessions ? `, ${sessions} sessions` : ''}${ahead ? `, ${AHEAD_NAME}` : ''}, ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
       const referenceBatch = Math.min(cameras, maxBatch ?? 4);
       const before = await bracket(opts, images, count, size, referenceBatch);
       const result = await runDaemon({
         root, modelPath: opts.model, imagesDir, brokerUrl: broker.url, cameras, brokerPid, cameraFps: opts.cameraFps,
         warmupSeconds: opts.warmup, seconds: opts.seconds,
-        overrides: { model: { executionProviders: providers, ...(sessions ? { sessions } : {}) }, ...(maxBatch ? { inference: { maxBatch } } : {}) },
-        cpuProfileFile: cameras === 1 ? profileFile : undefined,
+        overrides: { model: { executionProviders: providers, ...(sessions ? { sessions } : {}), ...(ahead ? { inferenceThread: 'worker', prepareAhead: true, daemonNice: opts.ahead } : {}) }, ...(maxBatch ? { inference: { maxBatch } } : {}) },
+        cpuProfileFile: cameras === 1 && !sessions && !ahead ? profileFile : undefined,
       });
       const after = await bracket(opts, images, count, size, referenceBatch);
-      report.daemon.push({ ...result, maxBatch: maxBatch ?? 4, reference: { batch: referenceBatch, before, after, imagesPerSecond: (before.imagesPerSecond + after.imagesPerSecond) / 2 } });
+      report.daemon.push({ ...result, maxBatch: maxBatch ?? 4, ...(ahead ? { ahead: opts.ahead } : {}), reference: { batch: referenceBatch, before, after, imagesPerSecond: (before.imagesPerSecond + after.imagesPerSecond) / 2 } });
       log(`   ${f(result.framesPerSecond)} frames/s, p99 capture-to-publish ${f(result.captureToPublishMs.p99)} ms, CPU ${f(result.cpuPercent, 0)} %, peak RSS ${f(result.peakRssMiB, 0)} MiB`);
     }
     if (opts.paced && opts.cameraFps === 0) {
@@ -230,7 +237,7 @@ async function partDaemon(opts: Options, report: BenchReport, imagesDir: string,
       // The model's capacity is what session.run takes in the daemon (slower than bare: it shares
       // the cores), from this run's unthrottled 1-camera row when there is one.
       const before = await bracket(opts, images, count, size, 1);
-      const oneCamera = report.daemon.find((d) => d.cameras === 1 && d.cameraFps === 0 && (d.source ?? 'folder') === 'folder');
+      const oneCamera = report.daemon.find((d) => d.cameras === 1 && d.cameraFps === 0 && (d.source ?? 'folder') === 'folder' && !d.ahead);
       const capacity = oneCamera ? 1000 / oneCamera.stagesMs.inference : before.imagesPerSecond;
       const fps = Math.max(1, Math.round(capacity / 2));
       log(`b. daemon: 1 camera paced at ${fps} fps (half of ${f(capacity)} images/s at batch 1, ${oneCamera ? 'the 1-camera row\'s session.run' : 'the bare runtime'}), ${opts.warmup} s warm-up, ${opts.seconds} s measured`);
@@ -398,7 +405,7 @@ async function planesRow(opts: Options, report: BenchReport, run: Parameters<typ
   // The drift-free figure: the plane's CPU per result, against the time a frame takes in this
   // run's 1-camera row, charged as if it ran serially with the model (an upper bound).
   const cost = await sparkplugCost(run.brokerUrl, run.brokerPid);
-  const oneCamera = report.daemon?.find((d) => d.cameras === run.cameras && d.cameraFps === 0 && (d.source ?? 'folder') === 'folder');
+  const oneCamera = report.daemon?.find((d) => d.cameras === run.cameras && d.cameraFps === 0 && (d.source ?? 'folder') === 'folder' && !d.ahead && (d.sessions ?? 1) === 1);
   const framesPerSecond = oneCamera?.framesPerSecond ?? paired.baseFramesPerSecond;
   const costRatio = 1 / (1 + ((cost.cpuMsPerResult + Math.max(0, cost.brokerCpuMsPerResult)) * framesPerSecond) / 1000);
   report.sparkplug = {
@@ -447,7 +454,7 @@ type DaemonRow = NonNullable<BenchReport['daemon']>[number];
 
 /** Row name: cameras (maxBatch), and the pacing of a paced row. */
 function rowName(d: DaemonRow): string {
-  return `${d.cameras} ${d.source && d.source !== 'folder' ? `${d.source} ` : ''}camera(s), maxBatch ${d.maxBatch}${(d.sessions ?? 1) > 1 ? `, ${d.sessions} sessions` : ''}${d.cameraFps > 0 ? `, paced ${d.cameraFps} fps` : ''}`;
+  return `${d.cameras} ${d.source && d.source !== 'folder' ? `${d.source} ` : ''}camera(s), maxBatch ${d.maxBatch}${(d.sessions ?? 1) > 1 ? `, ${d.sessions} sessions` : ''}${d.ahead ? `, ${AHEAD_NAME} ${d.ahead}` : ''}${d.cameraFps > 0 ? `, paced ${d.cameraFps} fps` : ''}`;
 }
 
 /** b/a against the bracketing reference when there is one, else against part a. */
@@ -522,7 +529,7 @@ function evaluate(report: BenchReport): void {
     const modelTail = parts.length ? ` (${parts.join('; ')})` : '';
     targets.push({ name: `p99 capture-to-publish, ${rowName(paced)} (ms)`, value: f(paced.captureToPublishMs.p99) + modelTail, limit: `<= 1.2 x ${f(paced.stagesMs.inference)} + 10 = ${f(limit)}`, met: paced.captureToPublishMs.p99 <= limit });
   }
-  const oneCamera = report.daemon?.find((d) => d.cameras === 1 && d.maxBatch === 4 && !d.paced);
+  const oneCamera = report.daemon?.find((d) => d.cameras === 1 && d.maxBatch === 4 && !d.paced && !d.ahead);
   // Mean batch-1 inference time: measured around the 1-camera run when it was, else part a's.
   const reference = oneCamera?.reference;
   const inferenceMs = reference ? (reference.before.latencyMs.mean + reference.after.latencyMs.mean) / 2 : report.runtime?.batches.find((t) => t.batch === 1)?.latencyMs.mean;
@@ -583,7 +590,7 @@ function render(report: BenchReport, previous?: BenchReport): string {
       report.daemon.map((d) => {
         const p = d.probe;
         return [
-          `${d.cameras} (${d.maxBatch})${(d.sessions ?? 1) > 1 ? `, ${d.sessions} sessions` : ''}${d.cameraFps > 0 ? ` at ${d.cameraFps} fps` : ''}${d.source && d.source !== 'folder' ? ` ${d.source}` : ''}`, d.provider, f(d.framesPerSecond),
+          `${d.cameras} (${d.maxBatch})${(d.sessions ?? 1) > 1 ? `, ${d.sessions} sessions` : ''}${d.ahead ? `, ${AHEAD_NAME} ${d.ahead}` : ''}${d.cameraFps > 0 ? ` at ${d.cameraFps} fps` : ''}${d.source && d.source !== 'folder' ? ` ${d.source}` : ''}`, d.provider, f(d.framesPerSecond),
           d.reference ? `${f(bOverA(report, d), 2)} (a = ${f(d.reference.imagesPerSecond)} at batch ${d.reference.batch})` : f(bOverA(report, d), 2),
           f(d.meanBatchSize, 2),
           `${f(d.captureToPublishMs.p50)} / ${f(d.captureToPublishMs.p99)}`, `${f(d.captureToSubscriberMs.p50)} / ${f(d.captureToSubscriberMs.p99)}`,
@@ -639,7 +646,7 @@ function renderComparison(before: BenchReport, after: BenchReport): string {
   };
   for (const t of after.runtime?.batches ?? []) add(`a. runtime images/s, batch ${t.batch}`, before.runtime?.batches.find((x) => x.batch === t.batch)?.imagesPerSecond, t.imagesPerSecond);
   for (const d of after.daemon ?? []) {
-    const p = before.daemon?.find((x) => x.cameras === d.cameras && (x.maxBatch ?? 4) === d.maxBatch && Boolean(x.paced) === Boolean(d.paced) && (x.source ?? 'folder') === (d.source ?? 'folder') && (x.sessions ?? 1) === (d.sessions ?? 1));
+    const p = before.daemon?.find((x) => x.cameras === d.cameras && (x.maxBatch ?? 4) === d.maxBatch && Boolean(x.paced) === Boolean(d.paced) && (x.source ?? 'folder') === (d.source ?? 'folder') && (x.sessions ?? 1) === (d.sessions ?? 1) && Boolean(x.ahead) === Boolean(d.ahead));
     const name = d.paced ? `${d.cameras} camera(s), paced at half capacity` : rowName(d);
     add(`b. daemon frames/s, ${name}`, p?.framesPerSecond, d.framesPerSecond);
     add(`b. b/a, ${name}`, p ? bOverA(before, p) : undefined, bOverA(after, d), 2);
@@ -675,6 +682,7 @@ async function main(): Promise<void> {
     .option('--no-sweep', 'skip the session-option sweep of part a')
     .option('--no-paced', 'skip the paced row of part b (1 camera at half the model\'s capacity)')
     .option('--no-live', 'skip the live-source rows of part b (GStreamer videotestsrc, the simulated GigE camera)')
+    .option('--ahead <nice>', 'part b runs the fewest and the most cameras once more with the model on a worker, model.prepareAhead and model.daemonNice = nice (0: not)', (v) => Number(v), 10)
     .option('--sessions <n>', 'part b runs the most cameras once more with model.sessions = n (1: not)', (v) => Number(v), 2)
     .option('--pair-rounds <n>', 'rounds of the console and Sparkplug rows (each runs the daemon with and without, half --seconds)', (v) => Number(v), 5)
     .option('--pair-mode <mode>', 'side-by-side (both daemons at once, one core each; default with 2+ CPUs) or alternate (one after the other)', os.availableParallelism() >= 2 ? 'side-by-side' : 'alternate')
