@@ -46,9 +46,10 @@ const program = new Command('soak')
   .option('--images <dir>', 'folder the first camera reads', path.join(root, 'samples'))
   .option('--no-gstreamer', 'two folder cameras instead of folder + GStreamer videotestsrc')
   .option('--sessions <n>', 'model.sessions: onnxruntime sessions side by side', '1')
+  .option('--ahead <nice>', 'the model on a worker with model.prepareAhead and model.daemonNice = nice (0: not)', '0')
   .option('--viewer', 'console on, one live-view viewer (MJPEG, overlay on) connected to the first camera throughout')
   .parse();
-const opts = program.opts<{ minutes: string; model: string; images: string; gstreamer: boolean; sessions: string; viewer?: boolean }>();
+const opts = program.opts<{ minutes: string; model: string; images: string; gstreamer: boolean; sessions: string; ahead: string; viewer?: boolean }>();
 const minutes = Number(opts.minutes);
 if (!Number.isFinite(minutes) || minutes < 2) {
   console.error(`--minutes must be a number >= 2 (one warm-up minute, then at least one measured), got "${opts.minutes}"`);
@@ -69,7 +70,7 @@ const consolePort = opts.viewer ? await freePort() : undefined;
 const config = loadConfig(undefined, {
   device: { id: 'soak' },
   log: { level: 'warn' },
-  model: { path: path.resolve(opts.model), sessions: Number(opts.sessions) },
+  model: { path: path.resolve(opts.model), sessions: Number(opts.sessions), ...(Number(opts.ahead) > 0 ? { inferenceThread: 'worker', prepareAhead: true, daemonNice: Number(opts.ahead) } : {}) },
   cameras: [
     { id: 'folder', source: 'folder', path: path.resolve(opts.images), loop: true, fps: 0 },
     opts.gstreamer

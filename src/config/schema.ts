@@ -553,7 +553,7 @@ export const schema = {
       apply: 'model',
     }),
     prepareAhead: setting({
-      doc: 'With the model on worker threads (model.inferenceThread worker, or model.sessions above 1): take and preprocess one more batch than there are sessions while they run, queued on a session\'s thread, so that the model starts it the moment a run ends instead of waiting for the daemon to post-process, publish and preprocess (model busy near 100 %). At saturation a frame then also waits for the run before it (about one inference time more latency); a frame that finds the model idle does not. On 2 cores it pays only with model.daemonNice (bench/README.md: 1 camera +8 to +9 % frames/s with both).',
+      doc: 'With the model on worker threads (model.inferenceThread worker, or model.sessions above 1): take and preprocess one more batch than there are sessions while they run, queued on a session\'s thread, so that the model starts it the moment a run ends instead of waiting for the daemon to post-process, publish and preprocess (model busy near 100 %). At saturation a frame then also waits for the run before it (about one inference time more latency); a frame that finds the model idle does not. On 2 cores it pays only with model.daemonNice (bench/README.md, both on, 1-4 cameras at saturation: +12 to +20 % frames/s, model busy 98-99 %, about 2.3 x the latency per frame).',
       format: Boolean,
       default: false,
       apply: 'model',

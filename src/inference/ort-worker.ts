@@ -205,11 +205,6 @@ export class WorkerSession implements SessionLike {
     return session;
   }
 
-  /** The worker's thread and onnxruntime's threads for this session (Linux thread ids). */
-  get threadIds(): ThreadIds {
-    return inferenceThreads.get(this) ?? [];
-  }
-
   /**
    * Runs queue on the worker: a second one sent while the first runs starts the moment it ends
    * (model.prepareAhead). runMs is the worker's own time for session.run, without the copies.
