@@ -57,8 +57,11 @@ export function modelOptions(config: AppConfig): ModelOptions {
   };
 }
 
+/** The machine's cores, read once: the pipeline resolves model.inferenceThread for every batch. */
+const CORES = os.availableParallelism();
+
 /** auto: a worker thread where cores are to spare (4 or more), else the main thread. */
-export function resolveInferenceThread(setting: string, cores = os.availableParallelism()): 'main' | 'worker' {
+export function resolveInferenceThread(setting: string, cores = CORES): 'main' | 'worker' {
   if (setting === 'main' || setting === 'worker') return setting;
   return cores >= 4 ? 'worker' : 'main';
 }

@@ -141,6 +141,8 @@ class Spawner {
     const gone = new Promise<void>((resolve) => (exited = resolve));
     this.exits.set(key, { failed: (err) => failures.forEach((f) => f(err)), exited });
     this.worker.postMessage({ op: 'spawn', key, source: SESSION_SOURCE, ort: ortPath, port: port2 }, [port2]);
+    // The channel closes with the worker, however it ends (the spawner ending takes it too).
+    port1.on('close', () => failures.forEach((f) => f(new Error('inference worker exited'))));
     return {
       post: (message) => port1.postMessage(message),
       onMessage: (listener) => port1.on('message', listener),
