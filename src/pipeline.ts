@@ -301,9 +301,9 @@ export class Pipeline {
     // As many batches at a time as the model has sessions (one by default; one more per session
     // with model.prepareAhead on workers): take a batch, run the model, post-process and publish;
     // the loop takes the next batch only when a batch is through or, with more in flight, while
-    // the others run. Frames wait in the batcher (latest frame
-    // wins), never in a queue, and batches publish in the order they were taken. It ends when
-    // stop() has closed the batcher and it is empty.
+    // the others run. Frames wait in the batcher (latest frame wins), never in a queue, and
+    // batches publish in the order they were taken. It ends when stop() has closed the batcher
+    // and it is empty.
     const batches$ = this.nextBatch$.pipe(
       repeat(),
       takeWhile((frames) => frames.length > 0),

@@ -45,4 +45,3 @@ export function lowerOwnThreads(nice: number, keep: Set<number>, log: Logger): n
   log.info({ nice: target, lowered, inferenceThreads: keep.size }, 'daemon threads lowered below the inference threads');
   return lowered;
 }
-
