@@ -24,6 +24,8 @@ APT_PACKAGES=(
   chromium prometheus openssl
   # Sparkplug B tests: an independent decoder generated from the official .proto at test time
   protobuf-compiler python3-protobuf
+  # PLC-side journey tests: an independent MQTT 5 client (Eclipse Paho), as a PLC gateway would use
+  python3-paho-mqtt
   # the trainer (always run with /usr/bin/python3: these install for Debian's interpreter);
   # only what training/ imports (sklearn's metrics, tqdm's progress bars)
   python3-torch python3-torchvision python3-onnx python3-opencv python3-sklearn

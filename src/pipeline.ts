@@ -3,38 +3,22 @@
 //   model per batch) -> model -> post-process (the recipe's options) -> publish
 // Stages know nothing of each other; only this file knows the order. Errors are values at stage
 // borders: a bad batch is logged and counted, and the stream goes on. Every accepted trigger is
-// owed one answer (the trigger ledger): its result, or a failure result with the reason.
-import {
-  catchError,
-  connectable,
-  defer,
-  EMPTY,
-  endWith,
-  finalize,
-  firstValueFrom,
-  from,
-  ignoreElements,
-  mergeMap,
-  Observable,
-  of,
-  repeat,
-  ReplaySubject,
-  Subscription,
-  takeWhile,
-  tap,
-  timeout,
-} from 'rxjs';
+// owed one answer (the trigger ledger): its result, or a failure result with a code and the reason.
+// The batch loop is a plain async loop (runBatchLoop); only stop() ends it, and its liveness is a
+// fact the daemon reads (liveness()).
+import type { Subscription } from 'rxjs';
 import type { AppConfig } from './config/load.js';
-import { cameraWithRecipe, configuredRecipe, recipeExists, withRecipe, type RecipeName } from './config/recipes.js';
+import { cameraWithRecipe, configuredRecipe, recipeExists, recipeNumber, withRecipe, type RecipeName } from './config/recipes.js';
 import type { CameraConfig } from './config/schema.js';
 import type { Camera } from './capture/index.js';
 import { roiFitsFrame, roiMisfit, type CameraStatus, type Frame } from './capture/frame.js';
-import { TriggerLedger, type OwedTrigger, type TriggerCounts } from './capture/trigger-ledger.js';
+import { Received, TriggerLedger, type OwedTrigger, type TriggerCounts } from './capture/trigger-ledger.js';
 import { FrameBatcher } from './inference/batcher.js';
 import { batchesInFlight, resolveInferenceThread, type CradModel, type RunHooks } from './inference/model.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from './inference/postprocess.js';
 import { RecipeModels } from './inference/recipes.js';
 import type { FrameInference, Inference, InspectionResult, ModelInfo, Result } from './inference/types.js';
+import { answerCode, failure, type Failure } from './shared/answer-codes.js';
 import type { Logger } from './shared/log.js';
 
 /** Triggered cameras owe at most this many answers (every trigger asked for an inspection); a
@@ -56,6 +40,8 @@ export interface PipelineSink {
   sendPending?(): Promise<void>;
   publishCameraStatus(status: CameraStatus): void;
   setDeviceStatus(info: { model: ModelInfo }): void;
+  /** The batch loop ended outside stop(): nothing will be inspected until the daemon restarts. */
+  pipelineFault?(reason: string): void;
 }
 
 /** The part of a Camera the pipeline drives (a camera that reports no dropped triggers leaves them to their deadline). */
@@ -88,13 +74,22 @@ export class Pipeline {
   private readonly cameras = new Map<string, PipelineCamera>();
   private readonly cameraSubscriptions = new Map<string, Subscription>();
   private readonly sourcesEnded = new Set<string>();
-  /** Emits true once the batch loop has ended: stop() closed the batcher and every frame is through. */
-  private drained$: Observable<boolean> = of(true);
-  private loop: Subscription | null = null;
+  /** Settles once the batch loop has ended (only stop() ends it) and every batch taken is through. */
+  private loopEnded: Promise<void> = Promise.resolve();
+  /** Why inspection has stopped outside stop(), or null while the loop runs (or was stopped). */
+  private fault: string | null = null;
+  /** When a batch was last taken or finished (the loop's liveness while frames wait). */
+  private progressMono = performance.now();
+  /** When the running swap began waiting for the old model's batches, or null. */
+  private swapBlockedSince: number | null = null;
+  private statusRefresh: NodeJS.Timeout | null = null;
+  private stallCheck: NodeJS.Timeout | null = null;
+  /** Frames each camera delivered (its retained status's framesCaptured). */
+  private readonly framesCaptured = new Map<string, number>();
   private model: CradModel;
   private nextModel: CradModel | null = null;
   private post: PostprocessOptions;
-  private state: 'built' | 'running' | 'stopped' = 'built';
+  private state: 'built' | 'running' | 'stopping' | 'stopped' = 'built';
   private recipes: RecipeModels;
   private nextRecipes: RecipeModels | null = null;
   /** The recipe each camera inspects under now (absent: its configured one). */
@@ -108,11 +103,11 @@ export class Pipeline {
   private processed = 0;
   private failedBatches = 0;
   private lastResultMono = 0;
-  /** Batches taken and not yet through (at most model.sessions). */
-  private inFlight = 0;
-  private slotFreed: (() => void) | null = null;
+  /** Batches taken and not yet through (at most batchesInFlight()); each settles, never rejects. */
+  private readonly inFlight = new Set<Promise<void>>();
   /** Settles when the last batch taken has published (or failed): the next one publishes after it. */
   private publishTurn: Promise<void> = Promise.resolve();
+  /** Results counted per window of at least a second (rolled as results come, read by stats()). */
   private fpsWindow = { at: performance.now(), processed: 0, fps: 0 };
 
   constructor(
@@ -151,7 +146,7 @@ export class Pipeline {
     subscription.add(camera.status$.subscribe((status) => this.noteCameraStatus(status)));
     if (camera.triggerDrops$) {
       subscription.add(camera.triggerDrops$.subscribe(({ ticket, reason }) => {
-        if (ticket !== undefined) this.ledger.fail(ticket, reason);
+        if (ticket !== undefined) this.ledger.fail(ticket, failure('camera-refused', reason));
       }));
     }
     this.cameraSubscriptions.set(camera.id, subscription);
@@ -160,6 +155,7 @@ export class Pipeline {
 
   /** A captured frame gets its recipe (and the recipe's ROI) and waits for a batch of its model. */
   private admit(frame: Frame): void {
+    this.framesCaptured.set(frame.cameraId, (this.framesCaptured.get(frame.cameraId) ?? 0) + 1);
     const owed = frame.ticket === undefined ? undefined : this.ledger.get(frame.ticket);
     if (frame.ticket !== undefined && !owed) {
       // Its trigger was answered already (deadline): the answer stands, the frame goes unused.
@@ -171,7 +167,7 @@ export class Pipeline {
     const problem = this.recipes.refusal(frame.recipe) ?? this.applyRecipeRoi(frame);
     if (problem !== null) {
       this.refusedFrames++;
-      if (owed) this.ledger.fail(owed.ticket, problem);
+      if (owed) this.ledger.fail(owed.ticket, failure('recipe-refused', problem));
       frame.release();
       return;
     }
@@ -198,7 +194,7 @@ export class Pipeline {
     this.cameraSubscriptions.get(id)?.unsubscribe();
     this.cameraSubscriptions.delete(id);
     this.batcher.forget(id);
-    this.ledger.failCamera(id, 'camera removed');
+    this.ledger.failCamera(id, failure('camera-removed', 'camera removed'));
     this.cameraStatus.delete(id);
     this.publishedStatus.delete(id);
   }
@@ -208,36 +204,47 @@ export class Pipeline {
    * result of its frame, or with a failure result (at once when it cannot be taken, else when
    * the camera's triggerDeadlineMs passes first).
    */
-  trigger(cameraId: string, triggerId?: string): void {
+  trigger(cameraId: string, triggerId?: string, received = Received.now(), sentAt?: Date): void {
+    const deadlineMs = this.cameraConfig(cameraId)?.triggerDeadlineMs ?? 5000;
+    const lateMs = sentAt ? Date.parse(received.at) - sentAt.getTime() : 0;
+    if (lateMs > deadlineMs) {
+      // It waited at the broker (the daemon was reconnecting): its part has left the station.
+      this.refuseTrigger(cameraId, triggerId, failure('expired-broker-outage', `expired while the broker was away: sent ${sentAt!.toISOString()}, received ${lateMs} ms later (triggerDeadlineMs ${deadlineMs})`), received);
+      return;
+    }
     const camera = this.cameras.get(cameraId);
     if (!camera) {
-      this.log.warn({ cameraId }, 'trigger for an unknown camera ignored');
-      this.refuseTrigger(cameraId, triggerId, 'no such camera running');
+      this.log.warn({ cameraId }, 'trigger for an unknown camera refused');
+      this.refuseTrigger(cameraId, triggerId, failure('camera-unknown', 'no such camera running'), received);
       return;
     }
     const recipe = this.activeRecipe(cameraId);
     const notReady = this.notReady(cameraId);
     if (notReady !== null) {
-      this.refuseTrigger(cameraId, triggerId, notReady);
+      this.refuseTrigger(cameraId, triggerId, notReady, received);
       return;
     }
-    const owed = this.ledger.open(cameraId, triggerId, recipe, this.cameraConfig(cameraId)?.triggerDeadlineMs ?? 5000);
+    const owed = this.ledger.open(cameraId, triggerId, recipe, deadlineMs - Math.max(0, lateMs), received);
     const refused = camera.trigger(triggerId, owed.ticket);
-    if (typeof refused === 'string') this.ledger.fail(owed.ticket, refused, 'refused');
+    if (typeof refused === 'string') this.ledger.fail(owed.ticket, failure('camera-refused', refused), 'refused');
   }
 
-  /** Answer a trigger that cannot be taken (e.g. it named a recipe that does not exist). */
-  refuseTrigger(cameraId: string, triggerId: string | undefined, reason: string): void {
-    this.ledger.refuse(cameraId, triggerId, this.activeRecipe(cameraId), reason);
+  /** Answer a trigger that cannot be taken (e.g. it named a recipe that does not exist, or could not be read). */
+  refuseTrigger(cameraId: string, triggerId: string | undefined, why: Failure, received = Received.now()): void {
+    this.ledger.refuse(cameraId, triggerId, this.activeRecipe(cameraId), why, received);
   }
 
   /** Why a camera cannot take a trigger now, or null (its retained status says so as `ready`). */
-  private notReady(cameraId: string): string | null {
+  private notReady(cameraId: string): Failure | null {
+    if (this.fault !== null) return failure('inspection-stopped', `inspection stopped: ${this.fault}`);
     const status = this.cameraStatus.get(cameraId);
-    if (status && status.state !== 'online') return `camera ${status.state}${status.error ? `: ${status.error}` : ''}`;
+    if (status && status.state !== 'online') return failure('camera-offline', `camera ${status.state}${status.error ? `: ${status.error}` : ''}`);
     const refusal = this.recipes.refusal(this.activeRecipe(cameraId));
-    if (refusal !== null) return `recipe ${this.activeRecipe(cameraId)} refused: ${refusal}`;
-    if (this.triggered.has(cameraId) && this.ledger.owedBy(cameraId) >= TRIGGER_QUEUE) return `queue full: ${TRIGGER_QUEUE} triggers wait for results`;
+    if (refusal !== null) return failure('recipe-refused', `recipe ${this.activeRecipe(cameraId)} refused: ${refusal}`);
+    if (this.triggered.has(cameraId) && this.ledger.owedBy(cameraId) >= TRIGGER_QUEUE) return failure('queue-full', `queue full: ${TRIGGER_QUEUE} triggers wait for results`);
+    if (this.swapBlockedSince !== null && performance.now() - this.swapBlockedSince > (this.cameraConfig(cameraId)?.triggerDeadlineMs ?? 5000)) {
+      return failure('inspection-stopped', 'the model swap takes longer than the trigger deadline');
+    }
     return null;
   }
 
@@ -260,16 +267,21 @@ export class Pipeline {
   }
 
   /** The failure answer of a trigger: a result without an inspection, with the reason. */
-  private answerFailure(trigger: OwedTrigger, reason: string): void {
-    this.log.warn({ camera: trigger.cameraId, triggerId: trigger.triggerId, reason }, 'trigger answered without an inspection');
+  private answerFailure(trigger: OwedTrigger, { code, reason }: Failure): void {
+    this.log.warn({ camera: trigger.cameraId, triggerId: trigger.triggerId, code, reason }, 'trigger answered without an inspection');
     const frame: Result['frame'] = { cameraId: trigger.cameraId, sequence: 0, capturedAt: trigger.receivedAt, capturedMono: trigger.receivedMono, roi: null };
     if (trigger.triggerId !== undefined) frame.triggerId = trigger.triggerId;
     this.sink.publishAnswer({
-      frame, model: null, recipe: trigger.recipe, raw: null, normalized: null,
-      verdict: this.cameraConfig(trigger.cameraId)?.triggerFailVerdict ?? 'ERROR', reason,
+      frame, model: null, recipe: trigger.recipe, ...this.numberOf(trigger.recipe), raw: null, normalized: null,
+      verdict: this.cameraConfig(trigger.cameraId)?.triggerFailVerdict ?? 'ERROR', reason, code: answerCode(code), receivedAt: trigger.receivedAt,
       calibrated: false, regions: [], crops: [], overlay: null,
       latency: { queueMs: performance.now() - trigger.receivedMono, preprocessMs: 0, inferenceMs: 0, postprocessMs: 0, batchSize: 0 },
     });
+  }
+
+  private numberOf(recipe: RecipeName): { recipeNumber?: number } {
+    const number = recipeNumber(this.config, recipe);
+    return number === undefined ? {} : { recipeNumber: number };
   }
 
   private cameraConfig(cameraId: string): CameraConfig | undefined {
@@ -280,67 +292,78 @@ export class Pipeline {
     this.cameraStatus.set(status.cameraId, status);
     // A lost camera will not capture what it was asked for: answer now, not at the deadline.
     if (status.state !== 'online' && status.state !== 'starting') {
-      this.ledger.failCamera(status.cameraId, `camera ${status.state}${status.error ? `: ${status.error}` : ''}`, true);
+      this.ledger.failCamera(status.cameraId, failure('camera-offline', `camera ${status.state}${status.error ? `: ${status.error}` : ''}`), true);
     }
     this.publishStatus(status.cameraId);
   }
 
   /** The camera's status with its ready flag and recipe, published when any of them changed. */
-  private publishStatus(cameraId: string): void {
+  private publishStatus(cameraId: string, countsToo = false): void {
     const status = this.cameraStatus.get(cameraId);
     if (!status) return;
-    const next: CameraStatus = { ...status, ready: this.notReady(cameraId) === null, recipe: this.activeRecipe(cameraId) };
+    const why = this.notReady(cameraId);
+    const next: CameraStatus = {
+      ...status, framesCaptured: this.framesCaptured.get(cameraId) ?? status.framesCaptured,
+      ready: why === null, recipe: this.activeRecipe(cameraId), ...(why ? { notReady: why.reason } : {}),
+    };
     const last = this.publishedStatus.get(cameraId);
-    if (last && last.since === next.since && last.state === next.state && last.error === next.error && last.ready === next.ready && last.recipe === next.recipe) return;
+    const same = last && last.since === next.since && last.state === next.state && last.error === next.error && last.ready === next.ready
+      && last.notReady === next.notReady && last.recipe === next.recipe && (!countsToo || last.framesCaptured === next.framesCaptured);
+    if (same) return;
     this.publishedStatus.set(cameraId, next);
     this.sink.publishCameraStatus(next);
   }
 
   start(): void {
     this.state = 'running';
-    // As many batches at a time as the model has sessions (one by default; one more per session
-    // with model.prepareAhead on workers): take a batch, run the model, post-process and publish;
-    // the loop takes the next batch only when a batch is through or, with more in flight, while
-    // the others run. Frames wait in the batcher (latest frame wins), never in a queue, and
-    // batches publish in the order they were taken. It ends when stop() has closed the batcher
-    // and it is empty.
-    const batches$ = this.nextBatch$.pipe(
-      repeat(),
-      takeWhile((frames) => frames.length > 0),
-      mergeMap((frames) => this.process$(frames)),
+    this.progressMono = performance.now();
+    // Retained statuses carry framesCaptured: refreshed with the device status, not per frame.
+    this.statusRefresh = setInterval(() => {
+      for (const cameraId of this.cameraStatus.keys()) this.publishStatus(cameraId, true);
+    }, Math.max(1000, this.config.service.statusIntervalMs));
+    this.statusRefresh.unref();
+    // A stalled loop has no event of its own: looked for a few times per watchdogStallMs.
+    this.stallCheck = setInterval(() => {
+      const { alive, reason } = this.liveness();
+      if (!alive && this.fault === null) this.declareFault(reason!);
+    }, Math.min(1000, this.config.service.watchdogStallMs / 4));
+    this.stallCheck.unref();
+    this.loopEnded = this.runBatchLoop().then(
+      () => {
+        if (this.state === 'running') this.declareFault('the batch loop ended while the pipeline was running');
+      },
+      (err: unknown) => this.declareFault(`the batch loop failed: ${(err as Error).message}`),
     );
-    // The loop has one subscriber (connect); stop() only watches for its end.
-    const drained$ = connectable(batches$.pipe(endWith(true)), {
-      connector: () => new ReplaySubject<boolean>(1),
-      resetOnDisconnect: false,
-    });
-    this.drained$ = drained$;
-    this.loop = drained$.connect();
     for (const camera of this.cameras.values()) camera.start();
   }
 
   /**
-   * The next batch once a batch may start, with a waiting model swapped in; [] once the batcher is
-   * closed and empty. Frames taken after an unsubscribe are released here: nothing downstream would.
+   * The batch loop, a plain async loop: wait for a free slot (one batch per model session; one more
+   * each with model.prepareAhead on workers), take a batch (frames of one model), swap in a waiting
+   * model, and start the batch through model, post-processing and publishing. Batches publish in
+   * the order they were taken. Frames wait in the batcher (latest frame wins), never in a queue.
+   * Only stop() ends it: it closes the batcher, and take() answers null once nothing is left.
    */
-  private readonly nextBatch$ = new Observable<Frame[]>((subscriber) => {
-    this.takeBatch().then(
-      (frames) => {
-        if (subscriber.closed) return releaseAll(frames);
-        subscriber.next(frames);
-        subscriber.complete();
-      },
-      (err: unknown) => subscriber.error(err),
-    );
-  });
+  private async runBatchLoop(): Promise<void> {
+    for (;;) {
+      await this.freeSlot();
+      const frames = await this.batcher.take(this.config.inference.maxBatch, this.config.inference.maxWaitMs, (frame) => this.modelFor(frame.recipe ?? null));
+      if (frames === null) break;
+      this.progressMono = performance.now();
+      // Between batches, and after the wait: the batch just taken already runs on the new model.
+      await this.swapModel();
+      if (this.state === 'stopped') {
+        // stop() ran out of time during the swap and released the models: these frames never run.
+        releaseAll(frames);
+        break;
+      }
+      this.inFlight.add(this.processBatch(frames));
+    }
+    await Promise.all(this.inFlight);
+  }
 
-  private async takeBatch(): Promise<Frame[]> {
-    while (this.inFlight >= this.batchesInFlight()) await new Promise<void>((resolve) => (this.slotFreed = resolve));
-    // One model per batch: frames of recipes on other models wait for the next one.
-    const frames = await this.batcher.take(this.config.inference.maxBatch, this.config.inference.maxWaitMs, (frame) => this.modelFor(frame.recipe ?? null));
-    // Between batches, and after the wait: the batch just taken already runs on the new model.
-    await this.swapModel();
-    return frames;
+  private async freeSlot(): Promise<void> {
+    while (this.inFlight.size >= this.batchesInFlight()) await Promise.race(this.inFlight);
   }
 
   /** Batches the loop runs at once: one per session of the model, one more each with model.prepareAhead on workers. */
@@ -355,50 +378,74 @@ export class Pipeline {
 
   /**
    * Run the model on a batch, then post-process and publish it after the batch taken before it.
-   * The frames end here, once, whatever happens: after publishing, after a failed run (counted,
-   * the loop goes on), or after an unsubscribe mid-run (once the model is done with their pixels).
+   * Never rejects. The frames end here, once, whatever happens: after publishing, or after a failed
+   * run (counted, the loop goes on), and only once the model is done with their pixels.
    */
-  private process$(frames: Frame[]): Observable<never> {
-    return defer(() => {
-      this.inFlight++;
-      const previous = this.publishTurn;
-      let turnDone!: () => void;
-      this.publishTurn = new Promise<void>((resolve) => (turnDone = resolve));
-      // The model is done with the pixels: a camera replaying a recording may read its next
-      // image now. With one batch in flight, once it has run (read during the run, the next image
-      // would take cores from it: bench/README.md); with more, once the batch is preprocessed, so
-      // that the next batch can take the next image.
-      const inferred = () => frames.forEach((frame) => frame.inferred?.());
-      const readAhead = this.batchesInFlight() > 1;
-      const hooks: RunHooks = {
-        ...(readAhead ? { preprocessed: inferred } : {}),
-        // The last batch's results are committed; a run on the main thread would hold back their
-        // fsync's callback, and so their sending, until it ends (the paced row's tail: bench/README.md).
-        beforeBlockingRun: async () => this.sink.sendPending?.(),
-      };
-      // async: a model that throws instead of rejecting still ends in the same catchError.
-      const run = (async () => this.modelFor(frames[0]!.recipe ?? null).run(frames, hooks))();
-      if (!readAhead) void run.then(inferred, () => undefined);
-      const inOrder = run.finally(() => previous);
-      return from(inOrder).pipe(
-        tap((inference) => this.publishAll(inference)),
-        ignoreElements(),
-        catchError((err: unknown) => {
-          this.failedBatches++;
-          for (const frame of frames) this.sink.frameFailed?.(frame.cameraId);
-          this.log.error({ err, frames: frames.length }, 'inference failed; batch skipped');
-          for (const frame of frames) if (frame.ticket !== undefined) this.ledger.fail(frame.ticket, `inference failed: ${(err as Error).message}`);
-          return EMPTY;
-        }),
-        finalize(() => {
-          turnDone();
-          void run.then(() => releaseAll(frames), () => releaseAll(frames));
-          this.inFlight--;
-          this.slotFreed?.();
-          this.slotFreed = null;
-        }),
-      );
-    });
+  private processBatch(frames: Frame[]): Promise<void> {
+    const previousTurn = this.publishTurn;
+    // The model is done with the pixels: a camera replaying a recording may read its next
+    // image now. With one batch in flight, once it has run (read during the run, the next image
+    // would take cores from it: bench/README.md); with more, once the batch is preprocessed, so
+    // that the next batch can take the next image.
+    const inferred = () => frames.forEach((frame) => frame.inferred?.());
+    const readAhead = this.batchesInFlight() > 1;
+    const hooks: RunHooks = {
+      ...(readAhead ? { preprocessed: inferred } : {}),
+      // The last batch's results are committed; a run on the main thread would hold back their
+      // fsync's callback, and so their sending, until it ends (the paced row's tail: bench/README.md).
+      beforeBlockingRun: async () => this.sink.sendPending?.(),
+    };
+    // async: a model that throws instead of rejecting still ends in the same catch.
+    const run = (async () => this.modelFor(frames[0]!.recipe ?? null).run(frames, hooks))();
+    if (!readAhead) void run.then(inferred, () => undefined);
+    let done!: Promise<void>;
+    done = (async () => {
+      try {
+        const inference = await run.finally(() => previousTurn);
+        if (this.state !== 'stopped') this.publishAll(inference);
+      } catch (err) {
+        this.batchFailed(frames, err);
+      } finally {
+        releaseAll(frames);
+        this.progressMono = performance.now();
+        this.inFlight.delete(done);
+      }
+    })();
+    this.publishTurn = done;
+    return done;
+  }
+
+  private batchFailed(frames: Frame[], err: unknown): void {
+    this.failedBatches++;
+    for (const frame of frames) this.sink.frameFailed?.(frame.cameraId);
+    this.log.error({ err, frames: frames.length }, 'inference failed; batch skipped');
+    for (const frame of frames) if (frame.ticket !== undefined) this.ledger.fail(frame.ticket, failure('inference-failed', `inference failed: ${(err as Error).message}`));
+  }
+
+  /**
+   * Whether a frame captured now will be inspected: not when the batch loop has ended outside
+   * stop(), nor when frames wait or a batch runs with no batch taken or finished for longer than
+   * service.watchdogStallMs (a hung model run, a loop that stopped taking). Reads only.
+   */
+  liveness(): { alive: boolean; reason: string | null } {
+    if (this.fault !== null) return { alive: false, reason: this.fault };
+    if (this.state !== 'running') return { alive: true, reason: null };
+    const idleMs = performance.now() - this.progressMono;
+    const busy = this.batcher.waiting > 0 || this.inFlight.size > 0;
+    if (busy && idleMs > this.config.service.watchdogStallMs) {
+      return { alive: false, reason: `the batch loop is stalled: ${this.inFlight.size} batches running, ${this.batcher.waiting} frames waiting, no batch taken or finished for ${Math.round(idleMs)} ms` };
+    }
+    return { alive: true, reason: null };
+  }
+
+  /** The loop is gone for good: every trigger owed is answered, every status says not ready, the owner is told. */
+  private declareFault(reason: string): void {
+    if (this.fault !== null) return;
+    this.fault = reason;
+    this.log.fatal({ reason }, 'inspection stopped: the batch loop is not running');
+    this.ledger.failAll(failure('inspection-stopped', `inspection stopped: ${reason}`));
+    for (const cameraId of this.cameraStatus.keys()) this.publishStatus(cameraId);
+    this.sink.pipelineFault?.(reason);
   }
 
   /** A frame that fails post-processing or publishing is logged and skipped; the others go on. */
@@ -406,16 +453,19 @@ export class Pipeline {
     for (const frameInference of inference.frames) {
       const { ticket, cameraId } = frameInference.frame;
       try {
-        const result = this.postprocessOne(inference, frameInference);
+        const result: InspectionResult = { ...this.postprocessOne(inference, frameInference), ...this.numberOf(frameInference.frame.recipe ?? null) };
         // A trigger already answered (its deadline passed) keeps that one answer.
         if (ticket !== undefined && !this.ledger.inspected(ticket, cameraId)) continue;
         this.sink.publishResult(result, frameInference);
         this.processed++;
         this.lastResultMono = performance.now();
+        if (this.lastResultMono - this.fpsWindow.at >= 1000) {
+          this.fpsWindow = { at: this.lastResultMono, processed: this.processed, fps: (this.processed - this.fpsWindow.processed) / ((this.lastResultMono - this.fpsWindow.at) / 1000) };
+        }
       } catch (err) {
         this.sink.frameFailed?.(cameraId);
         this.log.error({ err, camera: cameraId, sequence: frameInference.frame.sequence }, 'post-processing failed; frame skipped');
-        if (ticket !== undefined) this.ledger.fail(ticket, `post-processing failed: ${(err as Error).message}`);
+        if (ticket !== undefined) this.ledger.fail(ticket, failure('postprocess-failed', `post-processing failed: ${(err as Error).message}`));
       }
     }
   }
@@ -500,8 +550,15 @@ export class Pipeline {
     this.model = next;
     this.sink.setDeviceStatus({ model: next.info });
     this.log.info({ model: next.info.path, hash: next.info.hash }, 'model swapped');
-    // Waits for batches still running on the old model (with more than one session).
-    await old.release();
+    // Waits for batches still running on the old model (with more than one session); a wait
+    // longer than a trigger's deadline makes the camera not ready (refreshed by the status timer).
+    this.swapBlockedSince = performance.now();
+    try {
+      await old.release();
+    } finally {
+      this.swapBlockedSince = null;
+      for (const cameraId of this.cameraStatus.keys()) this.publishStatus(cameraId);
+    }
   }
 
   get currentModel(): CradModel {
@@ -509,17 +566,15 @@ export class Pipeline {
   }
 
   stats(): PipelineStats {
-    const now = performance.now();
-    const elapsed = (now - this.fpsWindow.at) / 1000;
-    if (elapsed >= 1) {
-      this.fpsWindow = { at: now, processed: this.processed, fps: (this.processed - this.fpsWindow.processed) / elapsed };
-    }
+    // No result for over a second: the last window's rate no longer holds.
+    const sinceWindow = performance.now() - this.fpsWindow.at;
+    const fps = sinceWindow < 2000 ? this.fpsWindow.fps : (this.processed - this.fpsWindow.processed) / (sinceWindow / 1000);
     return {
       processed: this.processed,
       failedBatches: this.failedBatches,
       dropped: this.batcher.stats().dropped,
       lastResultMono: this.lastResultMono,
-      fps: this.fpsWindow.fps,
+      fps,
       sourcesEnded: [...this.sourcesEnded],
       model: this.model.info.path,
       triggers: this.ledger.stats(),
@@ -529,16 +584,23 @@ export class Pipeline {
 
   /**
    * Graceful stop: stop capture, finish frames already captured, then release the models.
-   * The caller flushes the publisher afterwards. Bounded by timeoutMs.
+   * The caller flushes the publisher afterwards. Bounded by timeoutMs; false when it ran out.
    */
   async stop(timeoutMs: number): Promise<boolean> {
+    if (this.statusRefresh) clearInterval(this.statusRefresh);
+    if (this.stallCheck) clearInterval(this.stallCheck);
     await Promise.allSettled([...this.cameras.values()].map((camera) => camera.stop()));
+    this.state = 'stopping';
     this.batcher.close();
-    const drained = await firstValueFrom(this.drained$.pipe(timeout({ first: timeoutMs, with: () => of(false) })));
-    this.ledger.failAll('the daemon is stopping');
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.loopEnded.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    this.ledger.failAll(failure('shutting-down', 'the daemon is stopping'));
     this.state = 'stopped';
-    // After a timeout: frames of a batch still running are released once the model lets go.
-    this.loop?.unsubscribe();
+    // After a timeout: a batch still running releases its frames once the model lets go, and publishes nothing.
     for (const subscription of this.cameraSubscriptions.values()) subscription.unsubscribe();
     this.batcher.releaseAll();
     const pending = this.nextModel;

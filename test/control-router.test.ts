@@ -100,9 +100,9 @@ test('a handler that throws or rejects is answered with an error carrying the re
     await client.waitFor('three answers', (m) => m.length === 3);
     const answers = Object.fromEntries(client.messages.map((m) => [m.packet.properties?.correlationData?.toString(), m.json]));
     assert.deepEqual(answers, {
-      'corr-t1': { status: 'error', error: 'internal error: boom', transaction: 't1' },
-      'corr-t2': { status: 'error', error: 'internal error: later', transaction: 't2' },
-      'corr-t3': { status: 'ok', transaction: 't3' },
+      'corr-t1': { status: 'error', error: 'internal error: boom', transaction: 't1', code: 99 },
+      'corr-t2': { status: 'error', error: 'internal error: later', transaction: 't2', code: 99 },
+      'corr-t3': { status: 'ok', transaction: 't3', code: 0 },
     });
     assert.equal(messages().filter((m) => m === 'command handler failed').length, 2);
   } finally {
@@ -133,9 +133,9 @@ test('a failing config handler gets a schema-valid error answer with the request
     await client.waitFor('two answers', (m) => m.length === 2);
     const [set, get] = client.messages;
     for (const answer of [set!, get!]) assertValid(ajv, 'config-response.schema.json', answer.json);
-    assert.deepEqual(set!.json, { status: 'error', error: 'internal error: disk on fire', revision: 7, restartRequired: [], changed: [], transaction: 's9' });
+    assert.deepEqual(set!.json, { status: 'error', error: 'internal error: disk on fire', revision: 7, restartRequired: [], changed: [], transaction: 's9', code: 99 });
     assert.equal(set!.packet.properties?.correlationData?.toString(), 'corr-s9');
-    assert.deepEqual(get!.json, { status: 'error', error: 'internal error: disk on fire', revision: 7, transaction: 'g9' });
+    assert.deepEqual(get!.json, { status: 'error', error: 'internal error: disk on fire', revision: 7, transaction: 'g9', code: 99 });
   } finally {
     await publisher.stop();
     await client.close();

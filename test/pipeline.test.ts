@@ -388,12 +388,15 @@ test('a model handed over after stop() is released, not left loaded', async () =
   assert.deepEqual([late.runs, late.releases], [0, 1]);
 });
 
-test('trigger() reaches the camera; a trigger for an unknown camera is logged and ignored', async () => {
-  const { pipeline, camera, lines } = pipelineWith(new FakeModel('a'));
+test('trigger() reaches the camera; a trigger for an unknown camera is answered at once with code 11 and logged', async () => {
+  const { pipeline, camera, lines, sink } = pipelineWith(new FakeModel('a'));
   pipeline.start();
   pipeline.trigger('cam1', 't-1');
   pipeline.trigger('cam9', 't-2');
   assert.deepEqual(camera.triggers, ['t-1']);
-  assert.ok(lines().some((l) => l.msg === 'trigger for an unknown camera ignored' && l.cameraId === 'cam9'));
+  assert.ok(lines().some((l) => l.msg === 'trigger for an unknown camera refused' && l.cameraId === 'cam9'));
+  const answer = sink.results.find((r) => r.frame.triggerId === 't-2');
+  assert.deepEqual([answer?.verdict, answer?.code, answer?.reason], ['ERROR', 11, 'no such camera running']);
+  assert.ok(answer?.receivedAt && !Number.isNaN(Date.parse(answer.receivedAt)), 'the answer says when the trigger was received');
   assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
 });

@@ -1,6 +1,7 @@
 // The publisher against a real mosquitto: what MQTT 5 and 3.1.1 subscribers receive, and that it
 // matches schemas/; statuses, the Last Will, and inbound triggers and config requests through the
 // control router as the daemon wires it.
+import { answerCode } from '../src/shared/answer-codes.js';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
@@ -162,7 +163,7 @@ test('retained statuses reach late subscribers; a cut socket brings the offline 
   const config = testConfig(broker.url, outboxFile());
   const publisher = new Publisher(config, log);
   const triggers: Array<string | undefined> = [];
-  commandsOn(publisher, config, { trigger: (_camera, id) => triggers.push(id) }, log);
+  commandsOn(publisher, config, { trigger: (_camera, { triggerId }) => triggers.push(triggerId) }, log);
   try {
     publisher.setDeviceStatus({ version: '0.1.0' });
     await publisher.start();
@@ -213,11 +214,15 @@ test('retained statuses reach late subscribers; a cut socket brings the offline 
   await after.close();
 });
 
-test('triggers reach the handler for trigger-mode cameras only; retained commands are ignored', async () => {
+test('triggers reach the handler for trigger-mode cameras only, malformed ones its refusal; retained commands are ignored', async () => {
   const config = testConfig(broker.url, outboxFile());
   const publisher = new Publisher(config, log);
   const triggers: Array<[string, string | undefined]> = [];
-  commandsOn(publisher, config, { trigger: (camera, id) => triggers.push([camera, id]) }, log);
+  const refused: Array<[string, string | undefined, number, string]> = [];
+  commandsOn(publisher, config, {
+    trigger: (camera, { triggerId }) => triggers.push([camera, triggerId]),
+    refuseTrigger: (camera, triggerId, why) => refused.push([camera, triggerId, answerCode(why.code), why.reason]),
+  }, log);
   const sender = await Subscriber.connect(broker.url, 5, `${PREFIX}/none`);
   // A trigger left retained on the broker would fire on every (re)subscribe: it must be ignored.
   await sender.client.publishAsync(`${PREFIX}/cam1/trigger`, 'stale retained trigger', { qos: 1, retain: true });
@@ -228,11 +233,14 @@ test('triggers reach the handler for trigger-mode cameras only; retained command
     await trigger('cam1', JSON.stringify({ id: 'lot42-part8' }));
     await trigger('cam1', 'plain-text-id');
     await trigger('cam1', '');
-    await trigger('cam1', '{"id": 7}'); // not a string: refused
+    await trigger('cam1', '{"id": 7}'); // not a string: refused, its answer names "7"
     await trigger('cam2', 'free-run camera: not subscribed');
-    await until('three triggers', () => triggers.length >= 3);
+    await until('three triggers and one refusal', () => triggers.length >= 3 && refused.length >= 1);
     await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(triggers, [['cam1', 'lot42-part8'], ['cam1', 'plain-text-id'], ['cam1', undefined]]);
+    assert.equal(refused.length, 1);
+    assert.deepEqual(refused[0]!.slice(0, 3), ['cam1', '7', 50]);
+    assert.match(refused[0]![3], /malformed trigger: trigger payload "id" must be a string, got number/);
     // The JSON form agrees with the schema.
     assertValid(ajv, 'trigger.schema.json', { id: 'lot42-part8' });
     assert.throws(() => assertValid(ajv, 'trigger.schema.json', { id: 7 }));

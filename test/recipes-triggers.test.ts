@@ -113,7 +113,7 @@ test('recipes: switched over MQTT or by the trigger, the next triggered frame is
     assert.deepEqual([first.recipe, first.verdict, first.model.hash], ['A', 'NG', demoHash], 'recipe A: base model, sensitivity -0.5 makes every verdict NG');
 
     const switched = await plc.recipeSet({ transaction: 'mes-1', camera: 'cam1', recipe: 'B' });
-    assert.deepEqual(switched, { transaction: 'mes-1', status: 'ok', active: { cam1: 'B' } });
+    assert.deepEqual(switched, { transaction: 'mes-1', status: 'ok', active: { cam1: 'B' }, code: 0 });
     const second = await plc.trigger({ id: 't2' });
     assert.equal(second.recipe, 'B');
     assert.equal(second.model.hash, variantHash, 'the next frame ran on recipe B\'s model');

@@ -65,6 +65,8 @@ export interface CameraStatus {
   reconnects: number;
   /** Whether a trigger (or a frame) can be inspected now; set by the pipeline. */
   ready?: boolean;
+  /** Why not ready (present exactly when ready is false); set by the pipeline. */
+  notReady?: string;
   /** The recipe the camera inspects under (null: the base configuration); set by the pipeline. */
   recipe?: string | null;
 }

@@ -3,6 +3,7 @@
 // answer with the reason. The ledger keeps what is owed, the deadlines, and the count of every
 // outcome; whoever owns it publishes the answers.
 import type { RecipeName } from '../config/recipes.js';
+import { failure, type Failure } from '../shared/answer-codes.js';
 
 export interface OwedTrigger {
   ticket: number;
@@ -30,11 +31,21 @@ export interface TriggerCounts {
   late: number;
 }
 
+/** When a trigger reached the daemon: wall time for its answer, monotonic time for its latency. */
+export interface Received {
+  at: string;
+  mono: number;
+}
+
+export const Received = {
+  now: (): Received => ({ at: new Date().toISOString(), mono: performance.now() }),
+};
+
 export type FailureOutcome = 'refused' | 'expired' | 'failed';
 
 export interface LedgerHooks {
   /** Publish the failure answer of a trigger. */
-  answer(trigger: OwedTrigger, reason: string): void;
+  answer(trigger: OwedTrigger, why: Failure): void;
   /** A trigger was answered without its frame's result: stop waiting for the frame, or drop it unused. */
   abandoned(trigger: OwedTrigger): void;
   /** What a camera owes changed (its ready flag may have). */
@@ -49,10 +60,10 @@ export class TriggerLedger {
   constructor(private readonly hooks: LedgerHooks) {}
 
   /** Accept a trigger: it is answered by its result, or with a failure once deadlineMs pass. */
-  open(cameraId: string, triggerId: string | undefined, recipe: RecipeName, deadlineMs: number): OwedTrigger {
+  open(cameraId: string, triggerId: string | undefined, recipe: RecipeName, deadlineMs: number, received = Received.now()): OwedTrigger {
     const ticket = this.nextTicket++;
-    const timer = setTimeout(() => this.fail(ticket, `no result within triggerDeadlineMs (${deadlineMs} ms)`, 'expired'), deadlineMs);
-    const trigger = { ticket, cameraId, triggerId, recipe, receivedAt: new Date().toISOString(), receivedMono: performance.now(), captured: false, timer };
+    const timer = setTimeout(() => this.fail(ticket, failure('deadline-passed', `no result within triggerDeadlineMs (${deadlineMs} ms)`), 'expired'), deadlineMs);
+    const trigger = { ticket, cameraId, triggerId, recipe, receivedAt: received.at, receivedMono: received.mono, captured: false, timer };
     this.owed.set(ticket, trigger);
     this.count(cameraId).received++;
     this.hooks.changed(cameraId);
@@ -60,9 +71,9 @@ export class TriggerLedger {
   }
 
   /** Answer a trigger that cannot be taken, at once. */
-  refuse(cameraId: string, triggerId: string | undefined, recipe: RecipeName, reason: string): void {
-    const trigger = this.open(cameraId, triggerId, recipe, 0);
-    this.fail(trigger.ticket, reason, 'refused');
+  refuse(cameraId: string, triggerId: string | undefined, recipe: RecipeName, why: Failure, received = Received.now()): void {
+    const trigger = this.open(cameraId, triggerId, recipe, 0, received);
+    this.fail(trigger.ticket, why, 'refused');
   }
 
   get(ticket: number): OwedTrigger | undefined {
@@ -88,23 +99,23 @@ export class TriggerLedger {
   }
 
   /** Answer a trigger with a failure (no-op when it was answered already). */
-  fail(ticket: number, reason: string, outcome: FailureOutcome = 'failed'): void {
+  fail(ticket: number, why: Failure, outcome: FailureOutcome = 'failed'): void {
     const trigger = this.settle(ticket);
     if (!trigger) return;
     this.count(trigger.cameraId)[outcome]++;
     this.hooks.abandoned(trigger);
-    this.hooks.answer(trigger, reason);
+    this.hooks.answer(trigger, why);
   }
 
   /** Answer what a camera owes with a failure: all of it, or only triggers still waiting for a frame. */
-  failCamera(cameraId: string, reason: string, onlyUncaptured = false): void {
+  failCamera(cameraId: string, why: Failure, onlyUncaptured = false): void {
     for (const trigger of [...this.owed.values()]) {
-      if (trigger.cameraId === cameraId && !(onlyUncaptured && trigger.captured)) this.fail(trigger.ticket, reason);
+      if (trigger.cameraId === cameraId && !(onlyUncaptured && trigger.captured)) this.fail(trigger.ticket, why);
     }
   }
 
-  failAll(reason: string): void {
-    for (const ticket of [...this.owed.keys()]) this.fail(ticket, reason);
+  failAll(why: Failure): void {
+    for (const ticket of [...this.owed.keys()]) this.fail(ticket, why);
   }
 
   stats(): Record<string, TriggerCounts> {

@@ -6,7 +6,8 @@ import { createLogger, type Logger } from '../shared/log.js';
 
 /**
  * Run the daemon until SIGTERM/SIGINT, then shut down gracefully. Returns the exit code:
- * 0 after a clean stop, 1 when it could not start (systemd's Restart=on-failure retries).
+ * 0 after a clean stop, 1 when it could not start or inspection stopped (systemd's
+ * Restart=on-failure restarts it).
  * A rollback restarts the daemon in this process on the recorded configuration; a pushed revision
  * that cannot start is rolled back to the last good one and started again.
  */
@@ -49,8 +50,11 @@ export async function runDaemonUntilSignal(configFile?: string, config?: AppConf
     }
     let restart: (reason: string) => void = () => undefined;
     const restartAsked = new Promise<'restart'>((resolve) => (restart = () => resolve('restart')));
+    let fault: (reason: string) => void = () => undefined;
+    const faulted = new Promise<'fault'>((resolve) => (fault = () => resolve('fault')));
     const daemon = new Daemon({
       configFile, config, layered, log, undeliveredAnswer,
+      onFault: (reason) => fault(reason),
       onRestart: (reason, answer) => {
         undeliveredAnswer = answer;
         restart(reason);
@@ -71,9 +75,11 @@ export async function runDaemonUntilSignal(configFile?: string, config?: AppConf
       log.fatal(err instanceof ConfigError ? {} : { err }, reason);
       return 1;
     }
-    const outcome = await Promise.race([signalled, restartAsked]);
+    const outcome = await Promise.race([signalled, restartAsked, faulted]);
     await daemon.stop();
     if (outcome === 'signal') return 0;
+    // Inspection stopped: a fresh process (systemd's Restart=on-failure) rather than more of this one.
+    if (outcome === 'fault') return 1;
     log.info('restarting on the recorded configuration');
   }
 }

@@ -39,6 +39,11 @@ export function recipeExists(config: AppConfig, name: RecipeName): boolean {
   return name === NO_RECIPE || Object.hasOwn(config.recipes, name);
 }
 
+/** The number a PLC knows a recipe by (recipes.<name>.number), when the config gives one. */
+export function recipeNumber(config: AppConfig, name: RecipeName): number | undefined {
+  return name === NO_RECIPE ? undefined : config.recipes[name]?.number;
+}
+
 /** A camera's configured recipe (its `recipe` field; '' is the base configuration). */
 export function configuredRecipe(camera: CameraConfig): RecipeName {
   return camera.recipe === '' ? NO_RECIPE : camera.recipe;

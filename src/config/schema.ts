@@ -387,7 +387,7 @@ const CAMERA_LIST = defineFormat('camera-list', { kinds: ['array'], describe: 'l
 export const MAX_RECIPES = 64;
 
 /** A recipe as written: a partial config of recipe keys, plus camera fields per camera id. */
-export type RecipeOverrides = { [key: string]: unknown; cameras?: Record<string, Partial<CameraConfig>> };
+export type RecipeOverrides = { [key: string]: unknown; number?: number; cameras?: Record<string, Partial<CameraConfig>> };
 
 /** A value held to one leaf's format exactly as the leaf itself validates it (kinds, then convict). */
 export function validateLeafValue(leaf: Leaf, value: unknown): void {
@@ -425,7 +425,10 @@ function validateRecipe(name: string, recipe: unknown): void {
   const problem = topicLevelProblem(name);
   if (problem) throw new Error(`recipes: name ${JSON.stringify(name)} must be one MQTT topic level: ${problem}`);
   if (!isPlainObject(recipe)) throw new Error(`recipes.${name}: must be an object of overrides`);
-  const { cameras, ...global } = recipe;
+  const { cameras, number, ...global } = recipe;
+  if (number !== undefined && !(Number.isInteger(number) && (number as number) >= 0 && (number as number) <= 65535)) {
+    throw new Error(`recipes.${name}.number: must be an integer 0..65535 (the number a PLC selects the recipe by), got ${JSON.stringify(number)}`);
+  }
   checkOverrides(global, schema as unknown as SchemaTree, `recipes.${name}`);
   if (cameras === undefined) return;
   if (!isPlainObject(cameras)) throw new Error(`recipes.${name}.cameras: must be an object of camera id -> camera fields`);
@@ -438,6 +441,13 @@ const RECIPE_MAP = defineFormat('object', { kinds: ['object'], describe: 'object
   const names = Object.keys(value);
   if (names.length > MAX_RECIPES) throw new Error(`at most ${MAX_RECIPES} recipes, got ${names.length}`);
   for (const name of names) validateRecipe(name, value[name]);
+  const byNumber = new Map<unknown, string>();
+  for (const name of names) {
+    const number = (value[name] as RecipeOverrides).number;
+    if (number === undefined) continue;
+    if (byNumber.has(number)) throw new Error(`recipes.${name}.number: ${number} is already recipe ${byNumber.get(number)}'s`);
+    byNumber.set(number, name);
+  }
 });
 
 // ---- the daemon ------------------------------------------------------------------------------
@@ -658,6 +668,12 @@ export const schema = {
     password: setting({ doc: 'MQTT password.', format: MQTT_STRING, default: '', sensitive: true, env: 'CRAD_MQTT_PASSWORD', apply: 'mqtt' }),
     keepaliveSec: setting({ doc: 'MQTT keepalive in seconds (0 = off).', format: integerIn(0, 65535), default: 30, apply: 'mqtt' }),
     connectTimeoutMs: setting({ doc: 'Give up one broker connection attempt (TCP + TLS + CONNACK) after this long, then back off and retry.', format: integerIn(100, 600_000), default: 10000, apply: 'mqtt' }),
+    sessionExpirySec: setting({
+      doc: 'How long the broker keeps the daemon\'s session (its subscriptions, and triggers and commands sent while it reconnects) after the connection drops, in seconds; 0 = a clean session each time (triggers sent while the daemon reconnects are lost). MQTT 5 sets it as the session expiry; MQTT 3.1.1 asks for a persistent session (clean false) and the broker\'s own expiry applies. It bounds what waits for the daemon across a restart of the daemon too. A trigger whose sentAt is older than its deadline is answered with code 22. Keep it short: a long outage should not deliver a backlog of stale commands; a broker that must keep sessions across its own restart needs persistence on (mosquitto: persistence true).',
+      format: integerIn(0, 86_400),
+      default: 60,
+      apply: 'mqtt',
+    }),
     topicPrefix: setting({
       doc: 'ISA-95 style topic prefix without the device level, e.g. acme/plant1/line3. Topics are <topicPrefix>/<device.id>/...',
       format: TOPIC_PREFIX,
@@ -826,9 +842,15 @@ export const schema = {
     shutdownTimeoutMs: setting({ doc: 'Longest graceful shutdown before the daemon exits anyway.', format: integerIn(100, 600_000), default: 10000, apply: 'live' }),
     statusIntervalMs: setting({ doc: 'How often the status topic and systemd STATUS are refreshed.', format: integerIn(1000, MS_PER_HOUR), default: 10000, apply: 'daemon' }),
     watchdogStallMs: setting({
-      doc: 'In free-run, systemd watchdog pings stop when no frame has been processed for this long (so a hung pipeline is restarted).',
+      doc: 'In free-run, systemd watchdog pings stop when no frame has been processed for this long (so a hung pipeline is restarted); in any mode, frames that wait this long with no batch taken or finished mean the batch loop is stalled (not ready, see service.faultExitDelayMs).',
       format: integerIn(1000, MS_PER_HOUR),
       default: 30000,
+      apply: 'live',
+    }),
+    faultExitDelayMs: setting({
+      doc: 'When inspection stops outside a shutdown (the batch loop ended or stalled), the daemon says so at once (statuses not ready, /readyz 503, no watchdog pings) and exits with code 1 this long after, so that systemd restarts it.',
+      format: integerIn(0, 600_000),
+      default: 5000,
       apply: 'live',
     }),
   },

@@ -21,6 +21,8 @@ export interface ConsoleHost {
   cameras(): CameraView[];
   counters(): Record<string, CameraCounters>;
   resetCounters(cameraIds: string[]): void;
+  /** Whether a frame captured now will be inspected (the batch loop runs), and why not. */
+  inspection?(): { ready: boolean; reason: string | null };
 }
 
 export interface CameraView {

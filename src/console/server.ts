@@ -231,6 +231,8 @@ export class ConsoleServer {
   /** Why the daemon is not ready to inspect, empty when it is. */
   private notReady(): string[] {
     const reasons: string[] = [];
+    const inspection = this.host.inspection?.();
+    if (inspection && !inspection.ready) reasons.push(`inspection stopped: ${inspection.reason}`);
     if (!this.host.publisherStats().connected) reasons.push('the MQTT broker is not connected');
     for (const camera of this.host.cameras()) {
       const state = camera.status?.state ?? 'no status yet';

@@ -7,15 +7,20 @@ import { parseTrigger, type ConfigResponse } from '../publish/payloads.js';
 import type { Topics } from '../publish/topics.js';
 import type { Logger } from '../shared/log.js';
 import type { RecipeName } from '../config/recipes.js';
+import { Received } from '../capture/trigger-ledger.js';
+import { answerCode, failure, type Failure } from '../shared/answer-codes.js';
+import { mqttActor, type AuditActor } from './actor.js';
 import { recipeCommand, type RecipeResponse, type RecipeSetRequest } from './recipes.js';
 import type { Command, CommandSpec } from './router.js';
 
 export interface DeviceCommandHandlers {
   /** Capture the next frame of a trigger-mode camera (triggerId undefined when none was named),
    * under `recipe` when the trigger names one. */
-  trigger(cameraId: string, triggerId: string | undefined, recipe?: string): void;
-  /** Switch recipes (a recipe/set request). */
-  selectRecipe(request: RecipeSetRequest): RecipeResponse;
+  trigger(cameraId: string, request: TriggerRequest): void;
+  /** Answer a trigger that cannot be taken (its payload could not be read) with a failure result. */
+  refuseTrigger(cameraId: string, triggerId: string | undefined, why: Failure, received: Received): void;
+  /** Switch recipes (a recipe/set request; its MQTT 5 properties and payload say who sent it). */
+  selectRecipe(request: RecipeSetRequest, properties: Command['properties'], payload: Buffer): RecipeResponse;
   /** The recipe of each camera now. */
   activeRecipes(): Record<string, RecipeName>;
   /** Answer a config/get or config/set request (schemas/config-response.schema.json). */
@@ -30,6 +35,17 @@ export interface DeviceCommandHandlers {
   audit?(payload: Buffer): object;
   /** Deliver a model (model/deliver): `progress` answers each stage, the result is the last answer. */
   deliver?(payload: Buffer, properties: Command['properties'], progress: (answer: object) => void): Promise<object>;
+}
+
+/** A trigger as read from its payload. */
+export interface TriggerRequest {
+  triggerId: string | undefined;
+  recipe?: string;
+  /** When the PLC sent it (the payload's sentAt): a trigger older than its deadline is not inspected. */
+  sentAt?: Date;
+  received: Received;
+  /** Its sender as far as it says (a trigger that selects a recipe is audited). */
+  actor: AuditActor;
 }
 
 export function deviceCommands(config: AppConfig, topics: Topics, handlers: DeviceCommandHandlers, log: Logger): Map<string, CommandSpec> {
@@ -47,7 +63,7 @@ export function deviceCommands(config: AppConfig, topics: Topics, handlers: Devi
       errorAnswer: (error) => ({ status: 'error', stage: 'accepted', error }),
     });
   }
-  table.set(topics.recipeSet, recipeCommand(topics.recipeResponse, (request) => handlers.selectRecipe(request), () => handlers.activeRecipes()));
+  table.set(topics.recipeSet, recipeCommand(topics.recipeResponse, (request, properties, payload) => handlers.selectRecipe(request, properties, payload), () => handlers.activeRecipes()));
   for (const camera of config.cameras) {
     if (camera.enabled && camera.trigger === 'mqtt') table.set(topics.trigger(camera.id), triggerCommand(camera.id, handlers, log));
   }
@@ -71,7 +87,7 @@ function countersResetCommand(topics: Topics, handlers: DeviceCommandHandlers): 
     responseTopic: topics.countersResponse,
     handler: ({ payload, reply }) => {
       const request = parseCountersReset(payload);
-      if ('error' in request) return reply({ status: 'error', error: request.error });
+      if ('error' in request) return reply({ status: 'error', error: request.error, code: answerCode('malformed-command') });
       const outcome = handlers.resetCounters(request.camera);
       reply('error' in outcome ? { status: 'error', error: outcome.error } : { status: 'ok', cameras: outcome.cameras });
     },
@@ -98,13 +114,17 @@ function parseCountersReset(payload: Buffer): { camera: string | undefined } | {
 
 function triggerCommand(cameraId: string, handlers: DeviceCommandHandlers, log: Logger): CommandSpec {
   return {
-    handler: ({ topic, payload }) => {
+    handler: ({ topic, payload, properties }) => {
+      const received = Received.now();
       const parsed = parseTrigger(payload);
       if (!parsed.ok) {
-        log.warn({ topic, error: parsed.error }, 'bad trigger payload ignored');
+        // The PLC waits for an answer: it gets one, with the id as far as it could be read.
+        log.warn({ topic, error: parsed.error }, 'malformed trigger answered with an error');
+        handlers.refuseTrigger(cameraId, parsed.triggerId ?? undefined, failure('malformed-trigger', `malformed trigger: ${parsed.error}`), received);
         return;
       }
-      handlers.trigger(cameraId, parsed.triggerId, parsed.recipe);
+      const { triggerId, recipe, sentAt } = parsed;
+      handlers.trigger(cameraId, { triggerId, received, actor: mqttActor(properties, payload, null), ...(recipe !== undefined ? { recipe } : {}), ...(sentAt ? { sentAt } : {}) });
     },
   };
 }

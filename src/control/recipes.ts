@@ -4,9 +4,10 @@
 // service.stateDir, so a restarted daemon inspects the product the line was switched to.
 import fs from 'node:fs';
 import path from 'node:path';
+import { answerCode } from '../shared/answer-codes.js';
 import type { RecipeName } from '../config/recipes.js';
 import type { Logger } from '../shared/log.js';
-import type { CommandSpec } from './router.js';
+import type { Command, CommandSpec } from './router.js';
 
 export interface RecipeSetRequest {
   transaction: string | null;
@@ -47,12 +48,14 @@ export function parseRecipeSet(payload: Buffer): { ok: true; request: RecipeSetR
 }
 
 /** The recipe/set command: each request parsed, handed to `select`, answered. */
-export function recipeCommand(responseTopic: string, select: (request: RecipeSetRequest) => RecipeResponse, active: () => Record<string, RecipeName>): CommandSpec {
+export function recipeCommand(
+  responseTopic: string, select: (request: RecipeSetRequest, properties: Command['properties'], payload: Buffer) => RecipeResponse, active: () => Record<string, RecipeName>,
+): CommandSpec {
   return {
     responseTopic,
-    handler: ({ payload, reply }) => {
+    handler: ({ payload, properties, reply }) => {
       const parsed = parseRecipeSet(payload);
-      reply(parsed.ok ? select(parsed.request) : { status: 'error', error: parsed.error, active: active() });
+      reply(parsed.ok ? select(parsed.request, properties, payload) : { status: 'error', error: parsed.error, active: active(), code: answerCode('malformed-command') });
     },
     // The router echoes the request's transaction.
     errorAnswer: (error) => ({ status: 'error', error, active: active() }),

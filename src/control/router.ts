@@ -5,6 +5,7 @@
 import type { IPublishPacket, MqttClient } from 'mqtt';
 import { Subscription } from 'rxjs';
 import type { InboundChannel, InboundMessage } from '../publish/index.js';
+import { answerCode } from '../shared/answer-codes.js';
 import type { Logger } from '../shared/log.js';
 
 export interface Command {
@@ -148,7 +149,7 @@ export class CommandRouter {
     const fail = (err: unknown): void => {
       const message = err instanceof Error ? err.message : String(err);
       this.log.error({ topic, err: message }, 'command handler failed');
-      if (!replied && registration.responseTopic) reply(registration.errorAnswer(`internal error: ${message}`));
+      if (!replied && registration.responseTopic) reply({ ...registration.errorAnswer(`internal error: ${message}`), code: answerCode('internal-error') });
     };
     // The executor runs the handler now; a throw becomes a rejection like an async handler's.
     new Promise<void>((resolve) => resolve(registration.handler({ topic, payload, properties, reply, progress }))).catch(fail);
@@ -159,7 +160,8 @@ export class CommandRouter {
       this.log.warn({ topic }, 'answer dropped: this command has no response topic');
       return;
     }
-    const body = (answer as { transaction?: unknown }).transaction !== undefined ? answer : { ...answer, transaction: transactionOf(request) };
+    const withTransaction = (answer as { transaction?: unknown }).transaction !== undefined ? answer : { ...answer, transaction: transactionOf(request) };
+    const body = withCode(withTransaction);
     this.channel.publishJson(registration.responseTopic, Buffer.from(JSON.stringify(body)), correlationData).catch((err: Error) => {
       this.log.warn({ topic: registration.responseTopic, transaction: (body as { transaction?: unknown }).transaction, err: err.message }, 'answer not delivered');
     });
@@ -186,6 +188,12 @@ export class CommandGroup {
       if (!this.registered.has(topic)) this.registered.set(topic, this.router.register(topic, handler, options));
     }
   }
+}
+
+/** Every answer carries a numeric code for a PLC's tags: a handler's own, else 0, or "refused" for an error. */
+function withCode(answer: object): object {
+  if ((answer as { code?: unknown }).code !== undefined) return answer;
+  return { ...answer, code: answerCode((answer as { status?: unknown }).status === 'error' ? 'command-refused' : 'ok') };
 }
 
 /** The request's "transaction" when it is a JSON object with a string one (the answer echoes it). */

@@ -30,6 +30,7 @@ export class FrameBatcher {
     for (const frame of this.slots.get(cameraId) ?? []) frame.release();
     this.slots.delete(cameraId);
     this.capacity.delete(cameraId);
+    this.wake?.();
   }
 
   /** Release waiting frames nobody wants any more (their trigger was answered already). */
@@ -40,6 +41,7 @@ export class FrameBatcher {
         frame.release();
       }
     }
+    this.wake?.();
   }
 
   put(frame: Frame): void {
@@ -65,35 +67,49 @@ export class FrameBatcher {
   }
 
   /**
-   * Wait for at least one frame, then up to maxWaitMs for the batch to fill, and take up to
-   * maxBatch frames, oldest first across cameras. Resolves with [] once closed and empty. With
-   * `groupOf`, a batch holds only frames of the oldest frame's group (one model); the others wait
-   * for the next batch.
+   * The next batch: wait for at least one frame, then up to maxWaitMs for the batch to fill, and
+   * take up to maxBatch frames, oldest first across cameras. With `groupOf`, a batch holds only
+   * frames of the oldest frame's group (one model); the others wait for the next batch.
+   * Never an empty batch: frames that leave during the wait (discarded, forgotten) send it back to
+   * waiting. `null` means one thing only: closed, and nothing is left to take.
    */
-  async take(maxBatch: number, maxWaitMs: number, groupOf?: (frame: Frame) => unknown): Promise<Frame[]> {
+  async take(maxBatch: number, maxWaitMs: number, groupOf?: (frame: Frame) => unknown): Promise<Frame[] | null> {
+    for (;;) {
+      if (!(await this.someFrame())) return null;
+      await this.fillFor(Math.min(maxBatch, this.totalCapacity()), maxWaitMs);
+      const batch = this.removeOldest(maxBatch, groupOf);
+      if (batch.length > 0) return batch;
+    }
+  }
+
+  /** Wait until a frame waits (true) or the batcher is closed and empty (false). */
+  private async someFrame(): Promise<boolean> {
     while (this.waiting === 0) {
-      if (this.closed) return [];
+      if (this.closed) return false;
       await new Promise<void>((resolve) => (this.wake = resolve));
       this.wake = null;
     }
-    // Waiting only helps while more frames can still join: the slots of all cameras together
-    // hold at most totalCapacity frames (one camera, latest frame wins: no wait at all).
-    const target = Math.min(maxBatch, this.totalCapacity());
-    if (this.waiting < target && maxWaitMs > 0 && !this.closed) {
-      const deadline = performance.now() + maxWaitMs;
-      while (this.waiting < target && !this.closed) {
-        const left = deadline - performance.now();
-        if (left <= 0) break;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, left);
-          this.wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.wake = null;
-      }
+    return true;
+  }
+
+  /** Waiting only helps while more frames can still join: up to `target` frames or maxWaitMs. */
+  private async fillFor(target: number, maxWaitMs: number): Promise<void> {
+    const deadline = performance.now() + maxWaitMs;
+    while (this.waiting > 0 && this.waiting < target && !this.closed) {
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
     }
+  }
+
+  private removeOldest(maxBatch: number, groupOf?: (frame: Frame) => unknown): Frame[] {
     const all: Frame[] = [];
     for (const slot of this.slots.values()) all.push(...slot);
     all.sort((a, b) => a.capturedMono - b.capturedMono);

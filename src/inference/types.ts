@@ -78,8 +78,14 @@ export interface Result {
   verdict: ResultVerdict | null;
   /** The recipe the frame was inspected under (null: the base configuration). */
   recipe?: string | null;
+  /** The recipe's number when the config gives it one (recipes.<name>.number). */
+  recipeNumber?: number;
   /** Why a trigger could not be inspected (its failure answer only). */
   reason?: string;
+  /** The stable numeric code of that reason (src/shared/answer-codes.ts; failure answer only). */
+  code?: number;
+  /** When the daemon received the trigger (failure answer only). */
+  receivedAt?: string;
   calibrated: boolean;
   regions: Region[];
   /** JPEG crops, one per region (same order), when crops are enabled for this result. */

@@ -21,10 +21,15 @@ export interface ConnectionSettings {
   tls: { ca: string; cert: string; key: string; rejectUnauthorized: boolean };
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /** How long the broker keeps the session after a drop (seconds); 0 = a clean session on every connect. */
+  sessionExpirySec: number;
 }
 
-/** The broker settings of mqtt.*; each plane (JSON, Sparkplug) connects with its own client id. */
-export function connectionSettingsFrom(config: AppConfig, clientId = config.mqtt.clientId || `crad-edge-${config.device.id}`): ConnectionSettings {
+/**
+ * The broker settings of mqtt.*; each plane (JSON, Sparkplug) connects with its own client id.
+ * Only the command plane keeps a session (mqtt.sessionExpirySec): Sparkplug requires clean ones.
+ */
+export function connectionSettingsFrom(config: AppConfig, clientId = config.mqtt.clientId || `crad-edge-${config.device.id}`, keepSession = false): ConnectionSettings {
   const mqtt = config.mqtt;
   return {
     url: mqtt.url,
@@ -37,6 +42,7 @@ export function connectionSettingsFrom(config: AppConfig, clientId = config.mqtt
     tls: mqtt.tls,
     reconnectMinMs: mqtt.reconnectMinMs,
     reconnectMaxMs: mqtt.reconnectMaxMs,
+    sessionExpirySec: keepSession ? mqtt.sessionExpirySec : 0,
   };
 }
 
@@ -136,13 +142,19 @@ export class MqttConnection {
     if (this.stopped) return;
     const version = this.version;
     const will = this.handlers.will(version);
+    // A kept session: the broker queues triggers and commands (QoS 1) while we reconnect.
+    const expiry = this.settings.sessionExpirySec;
     const options: IClientOptions = {
       protocolVersion: version,
       clientId: this.settings.clientId,
       keepalive: this.settings.keepaliveSec,
       connectTimeout: this.settings.connectTimeoutMs,
       reconnectPeriod: 0,
-      clean: true,
+      // Never a clean start with a kept session: mosquitto persists no session that began clean
+      // (a broker restart would lose it). MQTT 5 bounds it by its expiry; 3.1.1 has none of its
+      // own (the broker's persistent_client_expiration applies).
+      clean: expiry === 0,
+      ...(version === 5 && expiry > 0 ? { properties: { sessionExpiryInterval: expiry } } : {}),
       will: {
         topic: will.topic,
         payload: will.payload,
@@ -167,7 +179,7 @@ export class MqttConnection {
       this.connects += 1;
       this.connectedSince = new Date();
       this.connectedClient = client;
-      this.log.info({ url: redactUrls(this.settings.url), protocolVersion: version, connects: this.connects }, 'connected to the MQTT broker');
+      this.log.info({ url: redactUrls(this.settings.url), protocolVersion: version, connects: this.connects, sessionPresent: connack.sessionPresent }, 'connected to the MQTT broker');
       this.handlers.onConnect(client, connack, version);
       this.reportFirstOutcome();
     });

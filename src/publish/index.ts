@@ -79,7 +79,7 @@ export class Publisher {
     this.connected$ = this.connectedSubject.pipe(distinctUntilChanged());
     try {
       this.connection = new MqttConnection(
-        connectionSettingsFrom(config),
+        connectionSettingsFrom(config, undefined, true),
         {
           will: (version) => this.status.will(version),
           onConnect: (client, connack, version) => this.onConnect(client, connack, version),

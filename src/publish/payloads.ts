@@ -43,8 +43,14 @@ export interface ResultPayload {
   raw: number | null;
   normalized: number | null;
   verdict: ResultVerdict | null;
+  /** The recipe's number (recipes.<name>.number), present when the config gives the recipe one. */
+  recipeNumber?: number;
   /** Why a trigger could not be inspected: present exactly in a trigger's failure answer. */
   reason?: string;
+  /** The reason's stable numeric code (README "Triggers"): present exactly with reason. */
+  code?: number;
+  /** When the daemon received the trigger: present exactly with reason. */
+  receivedAt?: string;
   calibrated: boolean;
   regions: Region[];
   /** Crop messages that belong to this result (topic .../crop/<index into regions>). */
@@ -90,7 +96,10 @@ export function storedResult(result: Result, device: string, messageId: string):
     raw: result.raw,
     normalized: result.normalized,
     verdict: result.verdict,
+    ...(result.recipeNumber !== undefined ? { recipeNumber: result.recipeNumber } : {}),
     ...(result.reason !== undefined ? { reason: result.reason } : {}),
+    ...(result.code !== undefined ? { code: result.code } : {}),
+    ...(result.receivedAt !== undefined ? { receivedAt: result.receivedAt } : {}),
     calibrated: result.calibrated,
     regions: result.regions.map((r) => ({
       x: r.x, y: r.y, width: r.width, height: r.height, area: r.area, peak: r.peak, peakNormalized: r.peakNormalized,
@@ -196,6 +205,12 @@ export interface CameraCounters {
   since: string;
 }
 
+export interface InspectionStatus {
+  ready: boolean;
+  /** Why not, null when ready. */
+  reason: string | null;
+}
+
 /** The golden samples: whether the cameras may run, and the last run against a model. */
 export interface GoldenStatus {
   /** false: the model failed its golden samples at start-up and the cameras are not started. */
@@ -234,6 +249,8 @@ export interface DeviceStatusPayload {
   /** The configuration's pushed-layer state: probation, and the last rollback with its reason. */
   config?: ConfigLayerStatus;
   golden?: GoldenStatus;
+  /** Whether a frame captured now will be inspected (false: the batch loop is not running; the daemon restarts). */
+  inspection?: InspectionStatus;
   cameras?: Record<string, { state: CameraState; since: string; error?: string }>;
   /** Each recipe's model and whether it serves; what the recipe models hold (see model.maxRecipeModels). */
   recipes?: RecipeReport;
@@ -263,6 +280,7 @@ export function cameraStatusPayload(status: CameraStatus, device: string, publis
   };
   if (status.error !== undefined) payload.error = status.error;
   if (status.ready !== undefined) payload.ready = status.ready;
+  if (status.notReady !== undefined) payload.notReady = status.notReady;
   if (status.recipe !== undefined) payload.recipe = status.recipe;
   return payload;
 }
@@ -285,39 +303,64 @@ export type ConfigResponse = ConfigPushResponse | ConfigGetResponse;
 
 export const MAX_TRIGGER_ID_LENGTH = 200;
 
+/** A trigger payload read (schemas/trigger.schema.json): what it asks, or what is wrong with it. */
+export type ParsedTrigger =
+  | { ok: true; triggerId: string | undefined; recipe?: string; sentAt?: Date }
+  /** `triggerId`: the id as far as it could be read (cut to MAX_TRIGGER_ID_LENGTH), null when none could. */
+  | { ok: false; error: string; triggerId: string | null };
+
 /**
- * A trigger payload: JSON {"id": "..."} (schemas/trigger.schema.json), plain text, or empty (no id).
- * Returns the trigger id, undefined for none, or an error message naming what is wrong.
+ * A trigger payload: empty, plain text (the id), or JSON {"id"?, "recipe"?, "sentAt"?}. A payload
+ * that cannot be used still yields what id could be read from it, so that its answer can name it.
  */
-export function parseTrigger(payload: Buffer): { ok: true; triggerId: string | undefined; recipe?: string } | { ok: false; error: string } {
+export function parseTrigger(payload: Buffer): ParsedTrigger {
   const text = payload.toString('utf8').trim();
   if (text.length === 0) return { ok: true, triggerId: undefined };
-  let id: unknown = text;
-  let recipe: string | undefined;
-  if (text.startsWith('{')) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      return { ok: false, error: `trigger payload starts with "{" but is not valid JSON: ${(err as Error).message}` };
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      return { ok: false, error: 'trigger payload must be a JSON object' };
-    }
-    const extra = Object.keys(parsed).filter((k) => k !== 'id' && k !== 'recipe');
-    if (extra.length > 0) return { ok: false, error: `trigger payload has unknown keys: ${extra.join(', ')}` };
-    const named = (parsed as { recipe?: unknown }).recipe;
-    if (named !== undefined && (typeof named !== 'string' || named.length === 0)) return { ok: false, error: 'trigger payload "recipe" must be a recipe name' };
-    recipe = named;
-    id = (parsed as { id?: unknown }).id;
-    if (id === undefined) return { ok: true, triggerId: undefined, ...(recipe !== undefined ? { recipe } : {}) };
-    if (typeof id !== 'string') return { ok: false, error: 'trigger payload "id" must be a string' };
+  if (!text.startsWith('{')) return withTriggerId(text, {});
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, error: `trigger payload starts with "{" but is not valid JSON: ${(err as Error).message}`, triggerId: null };
   }
-  const triggerId = id as string;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    return { ok: false, error: 'trigger payload must be a JSON object', triggerId: null };
+  }
+  const { id, recipe, sentAt } = parsed as { id?: unknown; recipe?: unknown; sentAt?: unknown };
+  const readable = typeof id === 'string' || typeof id === 'number' ? readableId(String(id)) : null;
+  const refuse = (error: string): ParsedTrigger => ({ ok: false, error: readable?.cut ? `${error}; ${readable.cut}` : error, triggerId: readable?.id ?? null });
+  const extra = Object.keys(parsed).filter((k) => k !== 'id' && k !== 'recipe' && k !== 'sentAt');
+  if (extra.length > 0) return refuse(`trigger payload has unknown keys: ${extra.join(', ')} (allowed: id, recipe, sentAt)`);
+  if (recipe !== undefined && (typeof recipe !== 'string' || recipe.length === 0)) return refuse('trigger payload "recipe" must be a recipe name');
+  let sent: Date | undefined;
+  if (sentAt !== undefined) {
+    sent = typeof sentAt === 'string' && ISO_TIME.test(sentAt) ? new Date(sentAt) : undefined;
+    if (!sent || Number.isNaN(sent.getTime())) return refuse('trigger payload "sentAt" must be an ISO 8601 time with a zone, e.g. 2026-12-07T10:15:00.000Z');
+  }
+  const fields = { ...(recipe !== undefined ? { recipe: recipe as string } : {}), ...(sent ? { sentAt: sent } : {}) };
+  if (id === undefined) return { ok: true, triggerId: undefined, ...fields };
+  if (typeof id !== 'string') return refuse(`trigger payload "id" must be a string, got ${id === null ? 'null' : typeof id}`);
+  return withTriggerId(id, fields);
+}
+
+const ISO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/;
+
+function withTriggerId(triggerId: string, fields: { recipe?: string; sentAt?: Date }): ParsedTrigger {
+  const readable = readableId(triggerId);
   if (triggerId.length === 0 || triggerId.length > MAX_TRIGGER_ID_LENGTH) {
-    return { ok: false, error: `trigger id must be 1..${MAX_TRIGGER_ID_LENGTH} characters (got ${triggerId.length})` };
+    const error = `trigger id must be 1..${MAX_TRIGGER_ID_LENGTH} characters (got ${triggerId.length})`;
+    return { ok: false, error: readable.cut ? `${error}; ${readable.cut}` : error, triggerId: readable.id };
   }
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(triggerId)) return { ok: false, error: 'trigger id must not contain control characters' };
-  return { ok: true, triggerId, ...(recipe !== undefined ? { recipe } : {}) };
+  if (/[\u0000-\u001f\u007f]/.test(triggerId)) return { ok: false, error: 'trigger id must not contain control characters', triggerId: readable.id };
+  return { ok: true, triggerId, ...fields };
+}
+
+/** An id as an answer may carry it: control characters replaced, cut to the limit (and said so). */
+function readableId(id: string): { id: string | null; cut: string | null } {
+  // eslint-disable-next-line no-control-regex
+  const clean = id.replace(/[\u0000-\u001f\u007f]/g, '?');
+  if (clean.length === 0) return { id: null, cut: null };
+  if (clean.length <= MAX_TRIGGER_ID_LENGTH) return { id: clean, cut: null };
+  return { id: clean.slice(0, MAX_TRIGGER_ID_LENGTH), cut: `the answer's triggerId is its first ${MAX_TRIGGER_ID_LENGTH} characters` };
 }

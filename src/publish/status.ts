@@ -8,7 +8,7 @@ import type { RecipeReport } from '../inference/recipes.js';
 import type { ModelInfo } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
 import { jsonProperties, type MqttConnection, type ProtocolVersion, type Will } from './connection.js';
-import { SCHEMA_VERSION, cameraStatusPayload, modelSummary, type CameraCounters, type ConfigLayerStatus, type DeviceStatusPayload, type GoldenStatus, type OutboxStats } from './payloads.js';
+import { SCHEMA_VERSION, cameraStatusPayload, modelSummary, type CameraCounters, type ConfigLayerStatus, type DeviceStatusPayload, type GoldenStatus, type InspectionStatus, type OutboxStats } from './payloads.js';
 import type { Topics } from './topics.js';
 
 /** What the rest of the daemon tells the device status topic (merged into what it already has). */
@@ -27,6 +27,8 @@ export interface DeviceStatusInfo {
   counters?: () => Record<string, CameraCounters>;
   /** Golden samples: readiness and the last run. */
   golden?: GoldenStatus;
+  /** Whether the batch loop inspects (published as inspection). */
+  inspection?: InspectionStatus;
   /** The recipes and their models (published as recipes). */
   recipes?: RecipeReport;
   /** Free-form figures (health, pipeline counters) published under "extra". */
@@ -172,6 +174,7 @@ export class StatusPublisher {
     if (this.deviceInfo.config) payload.config = this.deviceInfo.config;
     if (this.deviceInfo.counters) payload.counters = this.deviceInfo.counters();
     if (this.deviceInfo.golden) payload.golden = this.deviceInfo.golden;
+    if (this.deviceInfo.inspection) payload.inspection = this.deviceInfo.inspection;
     if (this.deviceInfo.recipes) payload.recipes = this.deviceInfo.recipes;
     if (this.deviceInfo.extra) payload.extra = this.deviceInfo.extra;
     return payload;

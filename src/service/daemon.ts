@@ -34,6 +34,7 @@ import { Publisher, type PublisherStats } from '../publish/index.js';
 import type { Logger } from '../shared/log.js';
 import { createEdgeNode, type EdgeNode } from '../sparkplug/index.js';
 import { AuditLog, auditChanges, keyFingerprint, mqttActor, type AuditActor } from './audit.js';
+import { failure } from '../shared/answer-codes.js';
 import { buildInfo } from './build-info.js';
 import { SystemdNotifier, type Health } from './systemd.js';
 
@@ -44,6 +45,8 @@ export interface DaemonOptions {
   config?: AppConfig;
   /** The configuration already loaded in layers (the run loop loads it to roll back at start-up). */
   layered?: LayeredConfig;
+  /** Inspection stopped outside stop() (the batch loop ended or stalled): stop this daemon and exit non-zero. */
+  onFault?: (reason: string) => void;
   /** Asked to stop this daemon and start a new one on the recorded configuration (a rollback). */
   onRestart?: (reason: string, undelivered?: ConfigPushResponse) => void;
   /** An answer the daemon before this one could not deliver (its broker was gone): sent once connected. */
@@ -100,6 +103,7 @@ export class Daemon {
   private sparkplug: EdgeNode | null = null;
   private readonly notifier: SystemdNotifier;
   private modelWatcher: fs.FSWatcher | null = null;
+  private faultTimer: NodeJS.Timeout | null = null;
   private swapTimer: NodeJS.Timeout | null = null;
   private modelLoading: Promise<unknown> = Promise.resolve();
   private recipeSelections!: RecipeSelectionStore;
@@ -142,7 +146,7 @@ export class Daemon {
     const model = await loadModel(this.config.model.path, modelOptions(this.config), this.logs.inference);
     this.publisher = new Publisher(this.config, this.logs.publish);
     this.publisher.setDeviceStatus({
-      ...buildInfo(), model: model.info, revision: this.revision, config: this.configStatus(),
+      ...buildInfo(), model: model.info, inspection: { ready: true, reason: null }, revision: this.revision, config: this.configStatus(),
       counters: () => this.counters.snapshot(this.enabledCameraIds()),
     });
     this.router = new CommandRouter(this.publisher.inbound, this.logs.control);
@@ -266,8 +270,9 @@ export class Daemon {
     const sinceResult = performance.now() - stats.lastResultMono;
     const flowing = stats.lastResultMono > 0 && sinceResult < this.config.service.watchdogStallMs;
     const startingUp = stats.lastResultMono === 0 && performance.now() < this.config.service.watchdogStallMs + this.startedMono;
-    const healthy = freeRunning === 0 || flowing || startingUp;
-    const status = `${this.golden.ready ? '' : 'NOT READY (golden samples failed), '}${stats.fps.toFixed(1)} fps, ${stats.processed} results, broker ${publisher.connected ? 'connected' : 'disconnected'}, outbox ${publisher.outbox.pending} pending`;
+    const inspection = this.inspection();
+    const healthy = inspection.ready && (freeRunning === 0 || flowing || startingUp);
+    const status = `${inspection.ready ? '' : `NOT READY (${inspection.reason}), `}${this.golden.ready ? '' : 'NOT READY (golden samples failed), '}${stats.fps.toFixed(1)} fps, ${stats.processed} results, broker ${publisher.connected ? 'connected' : 'disconnected'}, outbox ${publisher.outbox.pending} pending`;
     return { healthy, status };
   }
 
@@ -276,12 +281,13 @@ export class Daemon {
   /** The config's commands on the router: trigger-mode cameras, config/set while remote config is on. */
   private syncCommands(): void {
     this.commands.sync(deviceCommands(this.config, this.publisher.topics, {
-      trigger: (cameraId, triggerId, recipe) => {
-        const refused = recipe === undefined ? null : this.selectRecipe(cameraId, recipe, 'trigger', triggerId ?? null);
-        if (refused === null) this.pipeline.trigger(cameraId, triggerId);
-        else this.pipeline.refuseTrigger(cameraId, triggerId, refused);
+      trigger: (cameraId, { triggerId, recipe, received, sentAt, actor }) => {
+        const refused = recipe === undefined ? null : this.selectRecipe(cameraId, recipe, 'trigger', triggerId ?? null, actor);
+        if (refused === null) this.pipeline.trigger(cameraId, triggerId, received, sentAt);
+        else this.pipeline.refuseTrigger(cameraId, triggerId, failure('recipe-refused', refused), received);
       },
-      selectRecipe: (request) => this.handleRecipeSet(request),
+      refuseTrigger: (cameraId, triggerId, why, received) => this.pipeline.refuseTrigger(cameraId, triggerId, why, received),
+      selectRecipe: (request, properties, payload) => this.handleRecipeSet(request, mqttActor(properties, payload, null)),
       activeRecipes: () => this.activeRecipes(),
       config: (kind, payload, properties) => (kind === 'get'
         ? { status: 'ok', revision: this.revision, config: redact(this.config) }
@@ -325,6 +331,7 @@ export class Daemon {
       }),
       counters: () => this.counters.snapshot(this.enabledCameraIds()),
       resetCounters: (cameraIds) => this.resetCounters(cameraIds),
+      inspection: () => this.inspection(),
     };
   }
 
@@ -367,21 +374,21 @@ export class Daemon {
   }
 
   /** Switch one camera's recipe and keep the selection; returns why not, or null. */
-  private selectRecipe(camera: string, recipe: RecipeName, by: 'recipe/set' | 'trigger', transaction: string | null): string | null {
+  private selectRecipe(camera: string, recipe: RecipeName, by: 'recipe/set' | 'trigger', transaction: string | null, actor: AuditActor): string | null {
     const previous = this.pipeline.activeRecipe(camera);
     const problem = this.pipeline.selectRecipe(camera, recipe);
     if (problem !== null || previous === recipe) return problem;
     this.recipeSelections.save(this.activeRecipes());
     this.log.info({ camera, recipe, previous, by }, 'recipe selected');
     this.recordAudit({
-      kind: 'recipe', outcome: 'applied', actor: { kind: 'mqtt' }, transaction, revisionBefore: this.revision, revisionAfter: this.revision,
+      kind: 'recipe', outcome: 'applied', actor, transaction, revisionBefore: this.revision, revisionAfter: this.revision,
       changes: [{ key: `cameras.${camera}.recipe`, old: previous, new: recipe }], details: { by },
     });
     return null;
   }
 
   /** A recipe/set request: all of it applies, or none (every target is checked first). */
-  private handleRecipeSet(request: RecipeSetRequest): RecipeResponse {
+  private handleRecipeSet(request: RecipeSetRequest, actor: AuditActor): RecipeResponse {
     const targets = request.camera === undefined ? this.config.cameras.filter((c) => c.enabled).map((c) => c.id) : [request.camera];
     const error = (message: string): RecipeResponse => ({ transaction: request.transaction, status: 'error', error: message, active: this.activeRecipes() });
     if (request.camera !== undefined && !this.config.cameras.some((c) => c.id === request.camera && c.enabled)) {
@@ -393,7 +400,7 @@ export class Daemon {
     const refusal = this.pipeline.recipeModels.refusal(request.recipe);
     if (refusal !== null) return error(`recipe ${request.recipe} refused: ${refusal}`);
     for (const camera of targets) {
-      const problem = this.selectRecipe(camera, request.recipe, 'recipe/set', request.transaction);
+      const problem = this.selectRecipe(camera, request.recipe, 'recipe/set', request.transaction, actor);
       if (problem !== null) return error(problem);
     }
     return { transaction: request.transaction, status: 'ok', active: this.activeRecipes() };
@@ -571,7 +578,24 @@ export class Daemon {
         this.publisher.setDeviceStatus(info);
         this.sparkplug?.setModel(info.model);
       },
+      pipelineFault: (reason) => this.inspectionStopped(reason),
     };
+  }
+
+  /**
+   * Nothing will be inspected until a restart: say so everywhere at once (device status, camera
+   * statuses, /readyz, systemd STATUS, no watchdog pings), then ask to be restarted.
+   */
+  private inspectionStopped(reason: string): void {
+    if (this.faultTimer) return;
+    this.publisher.setDeviceStatus({ inspection: { ready: false, reason } });
+    this.log.fatal({ reason, exitInMs: this.config.service.faultExitDelayMs }, 'inspection stopped: exiting for a restart');
+    this.faultTimer = setTimeout(() => this.options.onFault?.(reason), this.config.service.faultExitDelayMs);
+  }
+
+  private inspection(): { ready: boolean; reason: string | null } {
+    const { alive, reason } = this.pipeline.liveness();
+    return { ready: alive, reason };
   }
 
   // ---- golden samples, audit and model delivery over MQTT ----------------------------------
@@ -604,7 +628,7 @@ export class Daemon {
   /** model/deliver: one at a time; each stage is answered through `progress`, the result is the last answer. */
   private async deliverModel(payload: Buffer, properties: Command['properties'], progress: (answer: object) => void): Promise<object> {
     const transaction = deliveryTransaction(payload);
-    const actor = mqttActor(properties, payload, null);
+    let actor = mqttActor(properties, payload, null);
     if (this.delivering !== null) {
       const error = `a model delivery is already running (transaction ${this.delivering}); one at a time`;
       this.recordAudit({ kind: 'delivery', outcome: 'failed', actor, transaction, revisionBefore: this.revision, revisionAfter: this.revision, error, details: { stage: 'accepted' } });
@@ -618,7 +642,9 @@ export class Daemon {
       });
       if (!isAllowed('model.path', this.config.remoteConfig.allow)) throw new DeliveryError('accepted', '"model.path" is not in the remote allow-list (remoteConfig.allow)');
       const signedWith = this.config.remoteConfig.publicKey.trim() !== '' ? keyFingerprint(this.config.remoteConfig.publicKey) : null;
-      const answer = await this.runDelivery(request, signedWith ? { ...actor, keyFingerprint: signedWith } : actor, progress);
+      // The delivery entries name the key that verified the request, as its config entry does.
+      if (signedWith) actor = { ...actor, keyFingerprint: signedWith };
+      const answer = await this.runDelivery(request, actor, progress);
       this.recordAudit({ kind: 'delivery', outcome: 'applied', actor, transaction, revisionBefore: request.baseRevision, revisionAfter: this.revision, details: deliveryDetails(request) });
       return answer;
     } catch (err) {
@@ -821,6 +847,7 @@ export class Daemon {
       this.notifier.stopping();
       this.modelWatcher?.close();
       if (this.swapTimer) clearTimeout(this.swapTimer);
+      if (this.faultTimer) clearTimeout(this.faultTimer);
       const t0 = performance.now();
       this.stopProbation();
       for (const subscription of this.subscriptions) subscription.unsubscribe();

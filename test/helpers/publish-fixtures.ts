@@ -199,7 +199,7 @@ export function commandsOn(
     throw new Error(`unexpected ${what}`);
   };
   const all: DeviceCommandHandlers = {
-    trigger: unexpected('trigger'), config: unexpected('config request'), revision: () => 0, resetCounters: unexpected('counters reset'),
+    trigger: unexpected('trigger'), refuseTrigger: unexpected('malformed trigger'), config: unexpected('config request'), revision: () => 0, resetCounters: unexpected('counters reset'),
     selectRecipe: unexpected('recipe request'), activeRecipes: () => ({}), ...handlers,
   };
   const follow = (next: AppConfig) => group.sync(deviceCommands(next, publisher.topics, all, log));
