@@ -1,34 +1,18 @@
 // The audit trail: every change of configuration or model and every golden-sample run, appended to
 // <stateDir>/audit/audit.jsonl as one JSON line each, fsynced before record() returns, rotated to
-// audit.jsonl.1.. when the file would pass audit.maxBytes. Other parts (recipes, the console) call
+// audit.jsonl.1.. when the file would pass audit.maxBytes. The daemon and local commands
+// (`crad-edge validate`) append to the same file: each append holds an exclusive lock file
+// around reading the last seq, rotating and writing, so seqs rise strictly across processes. Other parts (recipes, the console) call
 // record() with what they changed; readers page through it newest first (audit/get, `crad-edge audit`).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { IPublishPacket } from 'mqtt';
 import { redact, type AppConfig } from '../config/load.js';
 import { parsePublicKey } from '../config/remote.js';
 import { valueAt } from '../config/schema.js';
+import type { AuditActor } from '../control/actor.js';
 
-/**
- * Who made a change:
- * - mqtt: a command's sender. MQTT 5 PUBLISH carries no sender id, so clientId is what the sender
- *   says: the user property "client-id" (clientIdFrom "user-property"), else a "clientId" field
- *   of the request (clientIdFrom "payload"), else absent. keyFingerprint names the Ed25519 key that
- *   signed the request, which is the only proof of origin.
- * - file: the operator's files (config file, a model file replaced on disk).
- * - console: a console user (username).
- * - daemon: the daemon itself (start-up checks, probation rollbacks).
- * - cli: a local command (`crad-edge validate`).
- */
-export interface AuditActor {
-  kind: 'mqtt' | 'file' | 'console' | 'daemon' | 'cli';
-  clientId?: string;
-  clientIdFrom?: 'user-property' | 'payload';
-  keyFingerprint?: string;
-  file?: string;
-  username?: string;
-}
+export { mqttActor, type AuditActor } from '../control/actor.js';
 
 export interface AuditChange {
   key: string;
@@ -72,17 +56,18 @@ export interface AuditLimits {
   keepFiles: number;
 }
 
+/** How long an append waits for another process's lock before it gives up (the entry is reported unwritten). */
+const LOCK_WAIT_MS = 5000;
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
 export class AuditLog {
   readonly file: string;
-  private seq: number;
-  /** The file ends in a line torn by a power cut: the next entry starts on a line of its own. */
-  private tornTail: boolean;
+  private readonly lockFile: string;
 
   constructor(readonly dir: string, private limits: AuditLimits) {
     this.file = path.join(dir, FILE_NAME);
+    this.lockFile = path.join(dir, `${FILE_NAME}.lock`);
     fs.mkdirSync(dir, { recursive: true });
-    this.seq = this.lastSeq();
-    this.tornTail = endsTorn(this.file);
   }
 
   /** The audit log of a configuration's state directory. */
@@ -96,20 +81,49 @@ export class AuditLog {
 
   /** Append one entry, durably; returns it with its seq and time. Throws when the disk refuses. */
   record(input: AuditEntryInput): AuditEntry {
-    const entry: AuditEntry = { seq: this.seq + 1, at: new Date().toISOString(), ...input };
-    const line = `${this.tornTail ? '\n' : ''}${JSON.stringify(entry)}\n`;
-    const size = fs.existsSync(this.file) ? fs.statSync(this.file).size : 0;
-    if (size > 0 && size + Buffer.byteLength(line) > this.limits.maxBytes) this.rotate();
-    const fd = fs.openSync(this.file, 'a', 0o640);
-    try {
-      fs.writeSync(fd, line);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
+    return this.locked(() => {
+      // Read under the lock: another process may have appended since.
+      const entry: AuditEntry = { seq: this.lastSeq() + 1, at: new Date().toISOString(), ...input };
+      // A line torn by a power cut: the entry starts on a line of its own.
+      const line = `${endsTorn(this.file) ? '\n' : ''}${JSON.stringify(entry)}\n`;
+      const size = fs.existsSync(this.file) ? fs.statSync(this.file).size : 0;
+      if (size > 0 && size + Buffer.byteLength(line) > this.limits.maxBytes) this.rotate();
+      const fd = fs.openSync(this.file, 'a', 0o640);
+      try {
+        fs.writeSync(fd, line);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return entry;
+    });
+  }
+
+  /**
+   * Run `work` holding the lock file (created exclusively, holding our pid). A lock whose process
+   * is gone (killed mid-append) is taken over; one held longer than LOCK_WAIT_MS is an error.
+   */
+  private locked<T>(work: () => T): T {
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        fs.writeFileSync(this.lockFile, String(process.pid), { flag: 'wx', mode: 0o640 });
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        if (holderGone(this.lockFile)) {
+          fs.rmSync(this.lockFile, { force: true });
+          continue;
+        }
+        if (Date.now() > deadline) throw new Error(`the audit log is locked by another process for over ${LOCK_WAIT_MS} ms (${this.lockFile})`);
+        Atomics.wait(SLEEPER, 0, 0, 2);
+      }
     }
-    this.seq = entry.seq;
-    this.tornTail = false;
-    return entry;
+    try {
+      return work();
+    } finally {
+      fs.rmSync(this.lockFile, { force: true });
+    }
   }
 
   /** Up to `limit` entries older than seq `before` (all when absent), newest first. */
@@ -148,12 +162,54 @@ export class AuditLog {
     }
   }
 
+  /** The newest entry's seq: from the tail of the newest file that has one (entries are short). */
   private lastSeq(): number {
     for (const file of this.files()) {
-      const entries = parseLines(file);
+      const entries = parseLines(file, TAIL_BYTES);
       if (entries.length > 0) return entries[entries.length - 1]!.seq;
     }
     return 0;
+  }
+
+}
+
+/** The lock's process is gone (or the file is empty or unreadable past a moment's grace). */
+function holderGone(lockFile: string): boolean {
+  let text: string;
+  try {
+    text = fs.readFileSync(lockFile, 'utf8');
+  } catch {
+    return false; // released meanwhile: the next try takes it
+  }
+  const pid = Number(text);
+  if (!Number.isSafeInteger(pid) || pid <= 0) {
+    // Created and not yet written by its holder, or torn: stale only once it is old.
+    try {
+      return Date.now() - fs.statSync(lockFile).mtimeMs > 1000;
+    } catch {
+      return false;
+    }
+  }
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+function readText(file: string, tailBytes?: number): string {
+  const size = fs.statSync(file).size;
+  if (tailBytes === undefined || size <= tailBytes) return fs.readFileSync(file, 'utf8');
+  const fd = fs.openSync(file, 'r');
+  try {
+    const tail = Buffer.alloc(tailBytes);
+    fs.readSync(fd, tail, 0, tailBytes, size - tailBytes);
+    // The first line is most likely cut: skipped as torn.
+    return tail.toString('utf8');
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
@@ -169,10 +225,13 @@ function endsTorn(file: string): boolean {
   }
 }
 
-/** The entries of one file; a line torn by a power cut is skipped. */
-function parseLines(file: string): AuditEntry[] {
+/** Bytes from the end of a file enough to hold its last whole entries. */
+const TAIL_BYTES = 256 * 1024;
+
+/** The entries of one file (of its last `tailBytes` only, when given); a torn line is skipped. */
+function parseLines(file: string, tailBytes?: number): AuditEntry[] {
   const out: AuditEntry[] = [];
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+  for (const line of readText(file, tailBytes).split('\n')) {
     if (!line) continue;
     try {
       const entry = JSON.parse(line) as AuditEntry;
@@ -197,35 +256,6 @@ export function keyFingerprint(publicKey: string): string | null {
   try {
     const der = parsePublicKey(publicKey).export({ type: 'spki', format: 'der' });
     return `SHA256:${crypto.createHash('sha256').update(der).digest('base64').replace(/=+$/, '')}`;
-  } catch {
-    return null;
-  }
-}
-
-/** The sender of an MQTT command as far as it says (see AuditActor). */
-export function mqttActor(properties: IPublishPacket['properties'] | undefined, payload: Buffer | null, signedWith: string | null): AuditActor {
-  const actor: AuditActor = { kind: 'mqtt' };
-  const property = properties?.userProperties?.['client-id'];
-  const fromProperty = Array.isArray(property) ? property[0] : property;
-  if (typeof fromProperty === 'string' && fromProperty !== '') {
-    actor.clientId = fromProperty.slice(0, 256);
-    actor.clientIdFrom = 'user-property';
-  } else {
-    const fromPayload = payloadClientId(payload);
-    if (fromPayload) {
-      actor.clientId = fromPayload;
-      actor.clientIdFrom = 'payload';
-    }
-  }
-  if (signedWith) actor.keyFingerprint = signedWith;
-  return actor;
-}
-
-function payloadClientId(payload: Buffer | null): string | null {
-  if (!payload) return null;
-  try {
-    const clientId = (JSON.parse(payload.toString('utf8')) as { clientId?: unknown } | null)?.clientId;
-    return typeof clientId === 'string' && clientId !== '' ? clientId.slice(0, 256) : null;
   } catch {
     return null;
   }
