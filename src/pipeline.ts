@@ -565,6 +565,11 @@ export class Pipeline {
     return this.model;
   }
 
+  /** The model the next batch runs on: one handed over and not yet swapped in, else the current one. */
+  get latestModel(): CradModel {
+    return this.nextModel ?? this.model;
+  }
+
   stats(): PipelineStats {
     // No result for over a second: the last window's rate no longer holds.
     const sinceWindow = performance.now() - this.fpsWindow.at;

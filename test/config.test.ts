@@ -108,3 +108,16 @@ test('a client certificate without its key (or the reverse) is refused at load, 
   const keyOnly = writeTemp(JSON.stringify({ mqtt: { tls: { key: '/etc/crad/client.key' } } }));
   assert.throws(() => loadConfig(keyOnly), /mqtt\.tls\.cert: must be set together with mqtt\.tls\.key/);
 });
+
+test('every key whose change applies live is taken by a stage that declared it (a push reaches it)', async () => {
+  const { keysApplied } = await import('../src/config/policy.js');
+  const { LIVE_STAGE_KEYS } = await import('../src/service/daemon.js');
+  const { stageTakes } = await import('../src/service/config-push.js');
+  const stages = Object.entries(LIVE_STAGE_KEYS).map(([name, keys]) => ({ name, keys, apply: () => undefined }));
+  const live = keysApplied('live');
+  assert.ok(live.includes('inference.sensitivity') && live.length > 20, `the live keys were found (${live.length})`);
+  const orphans = live.filter((key) => !stages.some((stage) => stageTakes(stage, key)));
+  assert.deepEqual(orphans, [], `live keys no stage takes: ${orphans.join(', ')}`);
+  // And a key that no stage declares is found: the check can fail.
+  assert.equal(stages.some((stage) => stageTakes(stage, 'http.liveFps')), false);
+});

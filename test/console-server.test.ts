@@ -127,10 +127,10 @@ test('counters: counted per camera, reset by HTTP and by MQTT, and on the status
   const answer = (tx: string | null) => client.messages.find((m) => m.topic === `${device.prefix}/counters/response` && m.json?.transaction === tx)?.json;
   await until('every counter-reset answer', () => transactions.every((tx) => answer(tx) !== undefined), 30_000);
   for (const tx of transactions) assertValid(ajv, 'counters-response.schema.json', answer(tx));
-  assert.deepEqual(answer('reset-1'), { status: 'error', error: 'no running camera "nope"', transaction: 'reset-1' });
-  assert.deepEqual(answer('reset-2'), { status: 'ok', cameras: ['cam1'], transaction: 'reset-2' });
-  assert.deepEqual(answer('reset-3'), { status: 'error', error: 'unknown field "cam" (allowed: camera, transaction)', transaction: 'reset-3' });
-  assert.deepEqual(answer(null), { status: 'ok', cameras: ['cam1'], transaction: null }, 'an empty request resets every camera');
+  assert.deepEqual(answer('reset-1'), { status: 'error', error: 'no running camera "nope"', transaction: 'reset-1', code: 60 });
+  assert.deepEqual(answer('reset-2'), { status: 'ok', cameras: ['cam1'], transaction: 'reset-2', code: 0 });
+  assert.deepEqual(answer('reset-3'), { status: 'error', error: 'unknown field "cam" (allowed: camera, transaction)', transaction: 'reset-3', code: 51 });
+  assert.deepEqual(answer(null), { status: 'ok', cameras: ['cam1'], transaction: null, code: 0 }, 'an empty request resets every camera');
   const mqttReset = (await call(`${base}/api/counters`)).json.cam1;
   assert.ok(Date.parse(mqttReset.since) >= Date.parse(afterReset.since));
 

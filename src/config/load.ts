@@ -124,6 +124,11 @@ function shown(value: unknown, leaf: Leaf): unknown {
 }
 
 /** A copy of the config with secrets (schema leaves marked sensitive, URL credentials) hidden, for printing and config/get. */
+/** The ids of the cameras that run (enabled), in config order. */
+export function enabledCameraIds(config: AppConfig): string[] {
+  return config.cameras.filter((c) => c.enabled).map((c) => c.id);
+}
+
 export function redact(config: AppConfig): AppConfig {
   const copy = structuredClone(config);
   for (const [key, leaf] of leaves()) {

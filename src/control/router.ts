@@ -101,7 +101,9 @@ export class CommandRouter {
     const remove = [...this.subscribed].filter((t) => !wanted.has(t));
     this.subscribed = wanted;
     if (add.length > 0) {
-      this.track(new Promise((resolve) => client.subscribe(add, { qos: 1 }, (err, granted) => {
+      // rap (MQTT 5): a retained command queued for our kept session still says it was retained,
+      // so that it is ignored like one delivered on subscribe.
+      this.track(new Promise((resolve) => client.subscribe(add, { qos: 1, rap: true }, (err, granted) => {
         if (err) this.log.error({ topics: add, err: err.message }, 'subscribe failed');
         const refused = (granted ?? []).filter((g) => g.qos === 128).map((g) => g.topic);
         if (refused.length > 0) this.log.error({ topics: refused }, 'the broker refused these subscriptions (ACL?)');

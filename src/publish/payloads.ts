@@ -249,6 +249,8 @@ export interface DeviceStatusPayload {
   /** The configuration's pushed-layer state: probation, and the last rollback with its reason. */
   config?: ConfigLayerStatus;
   golden?: GoldenStatus;
+  /** Failures per plane (mqtt, sparkplug, console, archive, ...) since start: each counted against its plane only. */
+  planeFailures?: Record<string, number>;
   /** Whether a frame captured now will be inspected (false: the batch loop is not running; the daemon restarts). */
   inspection?: InspectionStatus;
   cameras?: Record<string, { state: CameraState; since: string; error?: string }>;

@@ -27,6 +27,8 @@ export interface DeviceStatusInfo {
   counters?: () => Record<string, CameraCounters>;
   /** Golden samples: readiness and the last run. */
   golden?: GoldenStatus;
+  /** Read at each publish: failures per plane since start (results and the other planes went on). */
+  planeFailures?: () => Record<string, number>;
   /** Whether the batch loop inspects (published as inspection). */
   inspection?: InspectionStatus;
   /** The recipes and their models (published as recipes). */
@@ -175,6 +177,7 @@ export class StatusPublisher {
     if (this.deviceInfo.counters) payload.counters = this.deviceInfo.counters();
     if (this.deviceInfo.golden) payload.golden = this.deviceInfo.golden;
     if (this.deviceInfo.inspection) payload.inspection = this.deviceInfo.inspection;
+    if (this.deviceInfo.planeFailures) payload.planeFailures = this.deviceInfo.planeFailures();
     if (this.deviceInfo.recipes) payload.recipes = this.deviceInfo.recipes;
     if (this.deviceInfo.extra) payload.extra = this.deviceInfo.extra;
     return payload;

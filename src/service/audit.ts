@@ -11,6 +11,7 @@ import { redact, type AppConfig } from '../config/load.js';
 import { parsePublicKey } from '../config/remote.js';
 import { valueAt } from '../config/schema.js';
 import type { AuditActor } from '../control/actor.js';
+import type { Logger } from '../shared/log.js';
 
 export { mqttActor, type AuditActor } from '../control/actor.js';
 
@@ -123,6 +124,15 @@ export class AuditLog {
       return work();
     } finally {
       fs.rmSync(this.lockFile, { force: true });
+    }
+  }
+
+  /** record(), but a disk that refuses is logged, never thrown: the change it describes still happens. */
+  tryRecord(input: AuditEntryInput, log: Logger): void {
+    try {
+      this.record(input);
+    } catch (err) {
+      log.error({ err: (err as Error).message, entry: input.kind }, 'audit entry not written');
     }
   }
 
