@@ -15,7 +15,7 @@ const LAYERS: string[][] = [
   ['inference'],
   ['publish'],
   ['control'],
-  ['pipeline.ts', 'console', 'sparkplug'],
+  ['pipeline.ts', 'pipeline-types.ts', 'console', 'sparkplug'],
   ['service'],
   ['cli'],
   ['main.ts'],

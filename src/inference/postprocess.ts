@@ -5,7 +5,7 @@
 import cv, { type Mat } from '../cv.js';
 import type { AppConfig } from '../config/load.js';
 import { effectiveRoi, resizeInterpolation } from './model.js';
-import type { Calibration, FrameInference, InspectionResult, ModelInfo, Region, Result, Verdict } from './types.js';
+import type { Calibration, FrameInference, Inference, InspectionResult, ModelInfo, Region, Result, Verdict } from './types.js';
 
 export interface PostprocessOptions {
   /** Override of the calibrated image threshold (raw score units), or null. */
@@ -259,4 +259,11 @@ export function postprocess(fi: FrameInference, info: ModelInfo, opts: Postproce
       batchSize: extra.batchSize,
     },
   };
+}
+
+/** One frame of a batch's inference post-processed, with its latency: queueing is what the run and the preprocessing do not explain. */
+export function postprocessFrame(inference: Inference, frameInference: Inference['frames'][number], options: PostprocessOptions): InspectionResult {
+  const { timings } = inference;
+  const queueMs = Math.max(0, performance.now() - frameInference.frame.capturedMono - timings.inferenceMs - timings.preprocessMs);
+  return postprocess(frameInference, inference.model, options, { queueMs, preprocessMs: timings.preprocessMs, inferenceMs: timings.inferenceMs, batchSize: timings.batchSize });
 }
