@@ -11,6 +11,7 @@ import { redact, type AppConfig } from '../config/load.js';
 import { parsePublicKey } from '../config/remote.js';
 import { valueAt } from '../config/schema.js';
 import type { AuditActor } from '../control/actor.js';
+import { syncDirectoryOf } from '../shared/atomic-write.js';
 
 export { mqttActor, type AuditActor } from '../control/actor.js';
 
@@ -154,12 +155,7 @@ export class AuditLog {
     }
     fs.renameSync(this.file, `${this.file}.1`);
     // The renames must survive a power cut as well as the lines.
-    const dirFd = fs.openSync(this.dir, 'r');
-    try {
-      fs.fsyncSync(dirFd);
-    } finally {
-      fs.closeSync(dirFd);
-    }
+    syncDirectoryOf(this.file);
   }
 
   /** The newest entry's seq: from the tail of the newest file that has one (entries are short). */
