@@ -66,15 +66,9 @@ export function signDelivery(request: Omit<ModelDeliveryRequest, 'signature'>, p
   return { ...request, signature };
 }
 
-/** The transaction of a request, when one can be read (for error answers). */
-export function deliveryTransaction(payload: Buffer): string | null {
-  try {
-    const t = (JSON.parse(payload.toString('utf8')) as { transaction?: unknown }).transaction;
-    return typeof t === 'string' ? t : null;
-  } catch {
-    return null;
-  }
-}
+// The transaction of a request, when one can be read (for error answers). Re-exported only so
+// that service/daemon.ts keeps its import; it should import requestTransaction from shared/.
+export { requestTransaction as deliveryTransaction } from '../shared/request-transaction.js';
 
 /**
  * Check a delivery request completely (shape, revision, signature, limits) before anything is
