@@ -25,7 +25,8 @@ import {
 import { CommandGroup, CommandRouter, type Command } from '../control/router.js';
 import { goldenDirFor, goldenFailureText, runGoldenSamples, type GoldenRun } from '../inference/golden.js';
 import { postprocessOptions } from '../inference/postprocess.js';
-import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
+import { loadModel, type CradModel } from '../inference/model.js';
+import { modelOptions } from '../inference/model-options.js';
 import { RecipeModels } from '../inference/recipes.js';
 import { Pipeline, type PipelineSink, type PipelineStats } from '../pipeline.js';
 import type { CameraStatus } from '../capture/frame.js';
