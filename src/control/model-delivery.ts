@@ -9,7 +9,8 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
-import { canonicalJson, MAX_TRANSACTION_LENGTH, parsePublicKey } from '../config/remote.js';
+import { MAX_TRANSACTION_LENGTH } from '../config/push-request.js';
+import { canonicalJson, parsePublicKey } from '../config/push-signing.js';
 import { readModelFile } from '../inference/model-file.js';
 
 /** Signed bytes start with this, so no config-push signature verifies as a delivery (and back). */

@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { redact, type AppConfig } from '../config/load.js';
-import { parsePublicKey } from '../config/remote.js';
+import { parsePublicKey } from '../config/push-signing.js';
 import { valueAt } from '../config/schema.js';
 import type { AuditActor } from '../control/actor.js';
 import { syncDirectoryOf } from '../shared/atomic-write.js';
