@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { signConfigPush } from '../src/config/remote.js';
+import { signConfigPush } from '../src/config/push-signing.js';
 import { signDelivery } from '../src/control/model-delivery.js';
 import { tempDir } from '../test/helpers/cleanup.js';
 import { DaemonProcess, demoModel, samplesDir, writeConfig } from '../test/helpers/daemon.js';

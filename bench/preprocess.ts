@@ -22,7 +22,7 @@ import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import type { Frame } from '../src/capture/frame.js';
-import { inputBuffer, inputTensor, preprocessInto, type InputBuffer } from '../src/inference/model.js';
+import { inputBuffer, inputTensor, preprocessInto, type InputBuffer } from '../src/inference/preprocess.js';
 import { readModelFile } from '../src/inference/model-file.js';
 import type { InputForm } from '../src/inference/types.js';
 import { describeMachine } from './lib/machine.js';

@@ -10,9 +10,9 @@ import path from 'node:path';
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { loadConfig } from '../src/config/load.js';
-import { modelOptions, sessionOptions } from '../src/inference/model.js';
+import { modelOptions, sessionOptions } from '../src/inference/model-options.js';
 import { WorkerSession } from '../src/inference/ort-worker.js';
-import { INPUT_NAME, MAP_OUTPUT, SCORE_OUTPUT } from '../src/inference/model-file.js';
+import { INPUT_NAME, MAP_OUTPUT, SCORE_OUTPUT } from '../src/inference/model-contract.js';
 import { listImages, preprocessedImages } from './lib/runtime.js';
 import { median } from './lib/stats.js';
 

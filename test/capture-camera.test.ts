@@ -10,7 +10,9 @@ import type { Mat } from '../src/cv.js';
 import { Camera, createCamera, createSource, roiFitsFrame, type CameraStatus, type Frame } from '../src/capture/index.js';
 import type { CameraSource } from '../src/capture/source.js';
 import type { CameraConfig } from '../src/config/schema.js';
-import { cameraConfig, imageNumber, memoryLogger, numberedImage, takeN, tempDir, until, waitFor, writeImages } from './helpers/capture.js';
+import { cameraConfig, imageNumber, memoryLogger, numberedImage, takeN, waitFor, writeImages } from './helpers/capture.js';
+import { tempDir } from './helpers/cleanup.js';
+import { until } from './helpers/wait.js';
 import { samplesDir } from './helpers/daemon.js';
 
 const LIVE_TEST_PIPELINE = (fps: string) =>
@@ -79,7 +81,7 @@ test('a gstreamer pipeline that opens but delivers an empty frame is a failure: 
   const offline = waitFor(camera.status$, (s) => s.state === 'offline');
   camera.start();
   assert.match((await offline).error!, /delivered no frame/);
-  await until(() => camera.stats().failures >= 2, 'a second failed attempt');
+  await until('a second failed attempt', () => camera.stats().failures >= 2);
   await camera.stop();
 });
 
@@ -174,7 +176,7 @@ test('a camera that will not open goes offline with the error and is retried wit
   const status = await offline;
   assert.match(status.error!, /cannot open gstreamer pipeline "nosuchelement ! appsink"/);
   const scheduled = () => records().filter((r) => r.msg === 'camera reopen scheduled');
-  await until(() => scheduled().length >= 6, 'six reopen attempts');
+  await until('six reopen attempts', () => scheduled().length >= 6);
   await camera.stop();
   const reopen = scheduled().slice(0, 6);
   assert.deepEqual(reopen.map((r) => r.ceilingMs), [20, 40, 80, 160, 160, 160], 'ceiling doubles up to reconnectMaxMs');
@@ -204,7 +206,7 @@ test('a free-run live source that opens but delivers nothing in time is declared
   // The stalled read is still blocked inside GStreamer; the handle is closed once it returns and
   // only then is the camera opened again.
   const opens = () => records().filter((r) => r.msg === 'camera source open').length;
-  await until(() => opens() >= 2, 'a second open');
+  await until('a second open', () => opens() >= 2);
   assert.ok(records().some((r) => r.msg === 'waiting for the previous capture handle to return from a blocked read before reopening'));
   await camera.stop();
   assert.ok(camera.stats().failures >= 1);
@@ -270,7 +272,7 @@ async function assertNothingLeaks(config: CameraConfig, waitForFrames: number): 
   const camera = new Camera(config, memoryLogger().log, recordingFactory(mats));
   const { kept, received } = keepEveryThird(camera);
   camera.start();
-  await until(() => received() >= waitForFrames, `${waitForFrames} frames`);
+  await until(`${waitForFrames} frames`, () => received() >= waitForFrames);
   await camera.stop();
   const keptMats = new Set(kept.map((f) => f.image));
   const alive = mats.filter((m) => !m.empty);
@@ -292,7 +294,7 @@ test('no Mat leaks: unpaced folder camera stopped mid-stream releases the frame 
   const camera = new Camera(cameraConfig({ path: dir }), memoryLogger().log, recordingFactory(mats));
   const { kept, received } = keepEveryThird(camera);
   camera.start();
-  await until(() => received() >= 20, '20 frames');
+  await until('20 frames', () => received() >= 20);
   await camera.stop();
   // Unpaced, the camera always has a read in flight: stop() lands on one, and that frame is dropped.
   assert.ok(mats.length > received(), 'a frame read after stop() was dropped');
@@ -329,7 +331,7 @@ test('an roi outside the frame: state error naming roi and frame size, no frame 
   const error = await waitFor(camera.status$, (s) => s.state === 'error');
   assert.match(error.error!, /^roi \{x: 100000, y: 0, width: 10, height: 10\} does not fit the 256x256 frame/);
   assert.deepEqual(camera.frameSize, { width: 256, height: 256 });
-  await until(() => camera.stats().dropped >= 2, 'a second frame read while the roi does not fit');
+  await until('a second frame read while the roi does not fit', () => camera.stats().dropped >= 2);
   assert.equal(emitted.length, 0);
   assert.equal(camera.stats().captured, 0);
   assert.ok(mats.every((m) => m.empty), 'every frame read was released');
@@ -339,7 +341,7 @@ test('an roi outside the frame: state error naming roi and frame size, no frame 
 
   const roi = { x: 16, y: 16, width: 128, height: 128 };
   assert.equal(camera.update({ ...config, roi }), 'live');
-  await until(() => emitted.length > 0, 'a frame with the fitting roi');
+  await until('a frame with the fitting roi', () => emitted.length > 0);
   assert.deepEqual(emitted[0], roi);
   await camera.stop();
   assert.deepEqual(seen.map((s) => s.state).slice(-3), ['error', 'online', 'stopped']);
@@ -363,7 +365,7 @@ test('an roi that fits only some frame sizes: online for the frames it fits, err
     f.release();
   });
   camera.start();
-  await until(() => sizes.length >= 2, 'two frames from the large image');
+  await until('two frames from the large image', () => sizes.length >= 2);
   await camera.stop();
   assert.deepEqual(sizes.slice(0, 2), [[256, 256], [256, 256]], 'only frames the roi fits are handed on');
   const states = seen.map((s) => s.state);
@@ -378,7 +380,7 @@ test('trigger mode with an roi outside the frame: the trigger is answered by a w
   camera.frames$.subscribe((f) => got.push(f));
   camera.start();
   camera.trigger('t-1');
-  await until(() => logged.records().some((r) => r.triggerId === 't-1' && /^trigger dropped: roi .* does not fit the 256x256 frame/.test(String(r.msg))), 'the dropped trigger\'s warning');
+  await until('the dropped trigger\'s warning', () => logged.records().some((r) => r.triggerId === 't-1' && /^trigger dropped: roi .* does not fit the 256x256 frame/.test(String(r.msg))));
   assert.equal(camera.stats().dropped, 1);
   await camera.stop();
   assert.equal(got.length, 0);

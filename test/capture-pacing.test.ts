@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createCamera, type Frame } from '../src/capture/index.js';
-import { cameraConfig, imageNumber, memoryLogger, tempDir, until, writeImages } from './helpers/capture.js';
+import { cameraConfig, imageNumber, memoryLogger, writeImages } from './helpers/capture.js';
+import { tempDir } from './helpers/cleanup.js';
+import { until } from './helpers/wait.js';
 
 /** An unpaced, looping folder camera over 4 numbered images, with every frame it hands on kept. */
 function startLoopingFolderCamera(name: string): { camera: ReturnType<typeof createCamera>; frames: Frame[] } {
@@ -21,7 +23,7 @@ function startLoopingFolderCamera(name: string): { camera: ReturnType<typeof cre
 test('unpaced folder camera: with a consumer that reports inferred frames, the next image is read only after the last was inferred', async () => {
   const { camera, frames } = startLoopingFolderCamera('pace');
   try {
-    await until(() => frames.length >= 1, 'the first frame');
+    await until('the first frame', () => frames.length >= 1);
     // Until a consumer reports an inferred frame the camera reads freely; from then on it waits.
     frames.at(-1)!.inferred!();
     await delay(100); // a read already in flight still arrives
@@ -29,7 +31,7 @@ test('unpaced folder camera: with a consumer that reports inferred frames, the n
     await delay(300);
     assert.equal(frames.length, settled, 'no image read while the last one waits, not inferred');
     frames.at(-1)!.inferred!();
-    await until(() => frames.length === settled + 1, 'the next frame once the last was inferred');
+    await until('the next frame once the last was inferred', () => frames.length === settled + 1);
     await delay(200);
     assert.equal(frames.length, settled + 1, 'exactly one frame per frame inferred');
     // Frames still come in order: consecutive images of the folder.
@@ -37,7 +39,7 @@ test('unpaced folder camera: with a consumer that reports inferred frames, the n
     for (let i = 1; i < numbers.length; i++) assert.equal(numbers[i], (numbers[i - 1]! + 1) % 4);
     // Releasing (a consumer done with it, or a slot dropping it) also lets the camera go on.
     frames.at(-1)!.release();
-    await until(() => frames.length === settled + 2, 'the next frame once the last was released');
+    await until('the next frame once the last was released', () => frames.length === settled + 2);
   } finally {
     await camera.stop();
     for (const f of frames) f.release();
@@ -47,7 +49,7 @@ test('unpaced folder camera: with a consumer that reports inferred frames, the n
 test('unpaced folder camera: a consumer that never reports inferred frames gets them as fast as they decode', async () => {
   const { camera, frames } = startLoopingFolderCamera('nopace');
   try {
-    await until(() => frames.length >= 20, '20 frames without taking any');
+    await until('20 frames without taking any', () => frames.length >= 20);
   } finally {
     await camera.stop();
     for (const f of frames) f.release();

@@ -13,7 +13,8 @@ import type { CameraSource } from '../src/capture/source.js';
 import { redactUrls } from '../src/shared/redact.js';
 import { StreamSource } from '../src/capture/stream.js';
 import { UsbSource } from '../src/capture/usb.js';
-import { imageNumber, memoryLogger, numberedImage, tempDir, writeImages } from './helpers/capture.js';
+import { imageNumber, memoryLogger, numberedImage, writeImages } from './helpers/capture.js';
+import { tempDir } from './helpers/cleanup.js';
 
 /** Read n frames (or until the source ends), returning the numbers the images encode. */
 async function readNumbers(source: CameraSource, n: number): Promise<Array<number | null>> {

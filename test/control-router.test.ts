@@ -10,9 +10,10 @@ import { CommandRouter, type Command } from '../src/control/router.js';
 import { Publisher } from '../src/publish/index.js';
 import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
-import { PREFIX, Subscriber, assertValid, commandsOn, schemaValidator, tempDir, testConfig, until } from './helpers/publish-fixtures.js';
+import { tempDir } from './helpers/cleanup.js';
+import { PREFIX, Subscriber, assertValid, commandsOn, schemaValidator, testConfig, until } from './helpers/publish-fixtures.js';
 
-const dir = tempDir();
+const dir = tempDir('publish');
 let broker: Mosquitto;
 let fileNo = 0;
 const outboxFile = () => path.join(dir, `outbox-${++fileNo}.sqlite`);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import {
   checkDeliveredContract, DeliveryError, download, parseDeliveryRequest, partialPath, signDelivery, verifyDownload, type DeliveryLimits,
 } from '../src/control/model-delivery.js';
-import { signConfigPush } from '../src/config/remote.js';
+import { signConfigPush } from '../src/config/push-signing.js';
 import { tempDir } from './helpers/cleanup.js';
 import { makeCertificates } from './helpers/certs.js';
 import { demoModel } from './helpers/daemon.js';

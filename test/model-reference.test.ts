@@ -11,9 +11,10 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import { loadModel } from '../src/inference/model.js';
-import { INPUT_NAME, MAP_OUTPUT, readModelFile, SCORE_OUTPUT } from '../src/inference/model-file.js';
+import { INPUT_NAME, MAP_OUTPUT, SCORE_OUTPUT } from '../src/inference/model-contract.js';
+import { readModelFile } from '../src/inference/model-file.js';
 import { loadConfig } from '../src/config/load.js';
-import { preprocessInto } from '../src/inference/model.js';
+import { preprocessInto } from '../src/inference/preprocess.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from '../src/inference/postprocess.js';
 import { capturingLogger, cpuOptions, frameOf } from './fixtures/frames.js';
 

@@ -4,10 +4,10 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { Outbox, type OutboxEntry } from '../src/publish/outbox.js';
 import { createLogger } from '../src/shared/log.js';
-import { tempDir } from './helpers/publish-fixtures.js';
+import { tempDir } from './helpers/cleanup.js';
 
 const log = createLogger('silent');
-const dir = tempDir();
+const dir = tempDir('publish');
 const LIMITS = { maxBytes: 1_000_000, maxAgeMs: 3_600_000 };
 let fileNo = 0;
 const newFile = () => path.join(dir, `outbox-${++fileNo}.sqlite`);

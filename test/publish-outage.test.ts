@@ -10,12 +10,12 @@ import { Outbox } from '../src/publish/outbox.js';
 import { Publisher } from '../src/publish/index.js';
 import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
-import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, tempDir, testConfig, until, type Received } from './helpers/publish-fixtures.js';
-import { killOnExit } from './helpers/cleanup.js';
+import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, testConfig, until, type Received } from './helpers/publish-fixtures.js';
+import { killOnExit, tempDir } from './helpers/cleanup.js';
 
 const log = createLogger('silent');
 const ajv = schemaValidator();
-const dir = tempDir();
+const dir = tempDir('publish');
 
 const results = (messages: Received[]) => messages.filter((m) => m.topic === `${PREFIX}/cam1/result`).map((m) => m.json);
 

@@ -6,9 +6,10 @@ import { Publisher } from '../src/publish/index.js';
 import { createLogger } from '../src/shared/log.js';
 import { makeCertificates } from './helpers/certs.js';
 import { Mosquitto } from './helpers/mosquitto.js';
-import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, tempDir, testConfig, until } from './helpers/publish-fixtures.js';
+import { tempDir } from './helpers/cleanup.js';
+import { PREFIX, Subscriber, assertValid, makeResult, schemaValidator, testConfig, until } from './helpers/publish-fixtures.js';
 
-const dir = tempDir();
+const dir = tempDir('publish');
 
 test('TLS with CA, client certificate and username/password: results arrive; a wrong password keeps retrying', async () => {
   const certs = makeCertificates({ clients: ['press7'] });

@@ -11,13 +11,14 @@ import type { MqttClient } from 'mqtt';
 import { Publisher } from '../src/publish/index.js';
 import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
+import { tempDir } from './helpers/cleanup.js';
 import {
-  DEVICE, MODEL, PREFIX, Subscriber, assertValid, commandsOn, jpeg, makeResult, schemaValidator, tempDir, testConfig, until,
+  DEVICE, MODEL, PREFIX, Subscriber, assertValid, commandsOn, jpeg, makeResult, schemaValidator, testConfig, until,
 } from './helpers/publish-fixtures.js';
 
 const log = createLogger('silent');
 const ajv = schemaValidator();
-const dir = tempDir();
+const dir = tempDir('publish');
 let broker: Mosquitto;
 let fileNo = 0;
 const outboxFile = () => path.join(dir, `outbox-${++fileNo}.sqlite`);

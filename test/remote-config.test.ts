@@ -8,16 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { loadConfig, redact, validateConfigObject, type AppConfig } from '../src/config/load.js';
-import {
-  applyConfigPush,
-  canonicalJson,
-  configPushResponse,
-  configPushSigningBytes,
-  pushOptionsFrom,
-  signConfigPush,
-  type ConfigPushOptions,
-  type ConfigPushRequest,
-} from '../src/config/remote.js';
+import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushOptions } from '../src/config/remote.js';
+import type { ConfigPushRequest } from '../src/config/push-request.js';
+import { canonicalJson, configPushSigningBytes, signConfigPush } from '../src/config/push-signing.js';
 import { persistConfig } from '../src/config/persist.js';
 import { tempDir } from './helpers/cleanup.js';
 

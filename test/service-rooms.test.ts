@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { loadConfig } from '../src/config/load.js';
-import { signConfigPush } from '../src/config/remote.js';
+import { signConfigPush } from '../src/config/push-signing.js';
 import { signDelivery } from '../src/control/model-delivery.js';
 import { Daemon } from '../src/service/daemon.js';
 import { createLogger } from '../src/shared/log.js';

@@ -8,7 +8,8 @@ import cv from '../src/cv.js';
 import { FolderSource } from '../src/capture/folder.js';
 import { listImages } from '../src/cli/infer.js';
 import { IMAGE_EXTENSIONS } from '../src/shared/images.js';
-import { memoryLogger, tempDir } from './helpers/capture.js';
+import { memoryLogger } from './helpers/capture.js';
+import { tempDir } from './helpers/cleanup.js';
 
 /** One small grey image per listed extension (every other one named in upper case); grey so that
  * .pgm keeps the value, a flat value so that JPEG/WebP keep it within a step or two. */

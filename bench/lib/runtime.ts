@@ -5,7 +5,8 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import cv from '../../src/cv.js';
 import type { Frame } from '../../src/capture/frame.js';
-import { NO_SPINNING, preprocessInto } from '../../src/inference/model.js';
+import { NO_SPINNING } from '../../src/inference/model-options.js';
+import { preprocessInto } from '../../src/inference/preprocess.js';
 import { OtherLoad } from './proc.js';
 import { summarize, type Summary } from './stats.js';
 

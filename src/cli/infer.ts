@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig, type AppConfig } from '../config/load.js';
-import { loadModel, modelOptions } from '../inference/model.js';
+import { loadModel } from '../inference/model.js';
+import { modelOptions } from '../inference/model-options.js';
 import { postprocessOptions } from '../inference/postprocess.js';
 import { scoreFiles } from '../inference/score-files.js';
 import type { InspectionResult } from '../inference/types.js';

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { signConfigPush } from '../config/remote.js';
+import { signConfigPush } from '../config/push-signing.js';
 
 /** Print a config push request signed with an Ed25519 private key, bound to one device id. */
 export function signCommand(requestFile: string, keyFile: string, deviceId: string): number {

@@ -3,7 +3,8 @@
 import path from 'node:path';
 import { loadLayered } from '../config/layers.js';
 import { goldenDirFor, goldenFailureText, runGoldenSamples } from '../inference/golden.js';
-import { loadModel, modelOptions } from '../inference/model.js';
+import { loadModel } from '../inference/model.js';
+import { modelOptions } from '../inference/model-options.js';
 import { postprocessOptions } from '../inference/postprocess.js';
 import { AuditLog } from '../service/audit.js';
 import { createLogger } from '../shared/log.js';

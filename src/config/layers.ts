@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, loadConfig, readConfigFile, validateConfigObject, type AppConfig } from './load.js';
-import { writeFileAtomic } from './persist.js';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import { leaves, valueAt } from './schema.js';
 
 /** One revision of the pushed layer: every key pushes changed, over the file. */

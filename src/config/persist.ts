@@ -1,9 +1,7 @@
 // Writing a pushed configuration so it survives a restart or a power cut: the file is always either
 // the old or the new config, never half of one. The revision lives inside it (remoteConfig.revision),
 // so config and revision change together.
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import { leaves, valueAt } from './schema.js';
 import { ConfigError } from './load.js';
 
@@ -31,34 +29,6 @@ export function persistConfig(file: string, config: object, revision?: number): 
     writeFileAtomic(file, text);
   } catch (err) {
     throw new ConfigError(`cannot write config file ${file}: ${(err as Error).message}`);
-  }
-}
-
-/**
- * Replace `file` with `text` so that a power cut leaves the old or the new content, never half:
- * temp file in the same directory, fsync, rename, fsync the directory. Created 0600.
- */
-export function writeFileAtomic(file: string, text: string): void {
-  const dir = path.dirname(path.resolve(file));
-  const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`);
-  let fd: number | null = null;
-  try {
-    fd = fs.openSync(temp, 'wx', 0o600);
-    fs.writeFileSync(fd, text, 'utf8');
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(temp, file);
-  } catch (err) {
-    if (fd !== null) fs.closeSync(fd);
-    fs.rmSync(temp, { force: true });
-    throw err;
-  }
-  const dirFd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
   }
 }
 

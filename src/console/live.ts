@@ -5,7 +5,7 @@
 // image: the last result, a rolling fps, and the recent scores for the threshold histogram.
 import type { ServerResponse } from 'node:http';
 import cv, { type Mat } from '../cv.js';
-import { effectiveRoi } from '../inference/model.js';
+import { effectiveRoi } from '../inference/preprocess.js';
 import { renderOverlay } from '../inference/postprocess.js';
 import type { FrameInference, InspectionResult, Region, Verdict } from '../inference/types.js';
 

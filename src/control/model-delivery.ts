@@ -9,7 +9,8 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
-import { canonicalJson, MAX_TRANSACTION_LENGTH, parsePublicKey } from '../config/remote.js';
+import { MAX_TRANSACTION_LENGTH } from '../config/push-request.js';
+import { canonicalJson, parsePublicKey } from '../config/push-signing.js';
 import { readModelFile } from '../inference/model-file.js';
 
 /** Signed bytes start with this, so no config-push signature verifies as a delivery (and back). */
@@ -64,16 +65,6 @@ export function signDelivery(request: Omit<ModelDeliveryRequest, 'signature'>, p
   const key = typeof privateKey === 'string' ? crypto.createPrivateKey(privateKey) : privateKey;
   const signature = crypto.sign(null, deliverySigningBytes(request as Record<string, unknown>, deviceId), key).toString('base64');
   return { ...request, signature };
-}
-
-/** The transaction of a request, when one can be read (for error answers). */
-export function deliveryTransaction(payload: Buffer): string | null {
-  try {
-    const t = (JSON.parse(payload.toString('utf8')) as { transaction?: unknown }).transaction;
-    return typeof t === 'string' ? t : null;
-  } catch {
-    return null;
-  }
 }
 
 /**

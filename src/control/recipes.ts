@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { answerCode } from '../shared/answer-codes.js';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import type { RecipeName } from '../config/recipes.js';
 import type { Logger } from '../shared/log.js';
 import type { Command, CommandSpec } from './router.js';
@@ -84,10 +85,9 @@ export class RecipeSelectionStore {
   }
 
   save(selection: Record<string, RecipeName>): void {
-    const temp = `${this.file}.tmp`;
     try {
-      fs.writeFileSync(temp, JSON.stringify(selection));
-      fs.renameSync(temp, this.file);
+      // 0666 less the umask, as before: the selection holds no secret.
+      writeFileAtomic(this.file, JSON.stringify(selection), 0o666);
     } catch (err) {
       // The switch itself works; only a restart would forget it.
       this.log.warn({ file: this.file, err: (err as Error).message }, 'recipe selection not persisted');

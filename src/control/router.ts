@@ -6,6 +6,7 @@ import type { IPublishPacket, MqttClient } from 'mqtt';
 import { Subscription } from 'rxjs';
 import type { InboundChannel, InboundMessage } from '../publish/index.js';
 import { answerCode } from '../shared/answer-codes.js';
+import { requestTransaction } from '../shared/request-transaction.js';
 import type { Logger } from '../shared/log.js';
 
 export interface Command {
@@ -162,7 +163,7 @@ export class CommandRouter {
       this.log.warn({ topic }, 'answer dropped: this command has no response topic');
       return;
     }
-    const withTransaction = (answer as { transaction?: unknown }).transaction !== undefined ? answer : { ...answer, transaction: transactionOf(request) };
+    const withTransaction = (answer as { transaction?: unknown }).transaction !== undefined ? answer : { ...answer, transaction: requestTransaction(request) };
     const body = withCode(withTransaction);
     this.channel.publishJson(registration.responseTopic, Buffer.from(JSON.stringify(body)), correlationData).catch((err: Error) => {
       this.log.warn({ topic: registration.responseTopic, transaction: (body as { transaction?: unknown }).transaction, err: err.message }, 'answer not delivered');
@@ -196,15 +197,4 @@ export class CommandGroup {
 function withCode(answer: object): object {
   if ((answer as { code?: unknown }).code !== undefined) return answer;
   return { ...answer, code: answerCode((answer as { status?: unknown }).status === 'error' ? 'command-refused' : 'ok') };
-}
-
-/** The request's "transaction" when it is a JSON object with a string one (the answer echoes it). */
-function transactionOf(payload: Buffer): string | null {
-  try {
-    const parsed: unknown = JSON.parse(payload.toString('utf8'));
-    const transaction = (parsed as { transaction?: unknown } | null)?.transaction;
-    return typeof transaction === 'string' ? transaction : null;
-  } catch {
-    return null;
-  }
 }

@@ -4,7 +4,7 @@
 // owns it).
 import cv, { type Mat } from '../cv.js';
 import type { AppConfig } from '../config/load.js';
-import { effectiveRoi, resizeInterpolation } from './model.js';
+import { effectiveRoi, resizeInterpolation } from './preprocess.js';
 import type { Calibration, FrameInference, Inference, InspectionResult, ModelInfo, Region, Result, Verdict } from './types.js';
 
 export interface PostprocessOptions {

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { syncDirectoryOf } from '../shared/atomic-write.js';
 import type { Logger } from '../shared/log.js';
 
 export type OutboxKind = 'result' | 'image';
@@ -132,7 +133,7 @@ export class Outbox {
     // What a killed run committed may still be only in the page cache: on disk before it is sent.
     this.walFd = fs.openSync(`${file}-wal`, 'r');
     fs.fsyncSync(this.walFd);
-    syncDirectory(file);
+    syncDirectoryOf(file);
     this.committedId = this.durable = this.maxId();
   }
 
@@ -332,16 +333,6 @@ function openDatabase(file: string, log: Logger): Database.Database {
     }
     log.error({ file, movedTo: aside, err: (err as Error).message }, 'outbox file unreadable: moved aside, starting an empty outbox');
     return initialise(new Database(file));
-  }
-}
-
-/** fsync the outbox's directory, so that the WAL file's own entry survives a power cut. */
-function syncDirectory(file: string): void {
-  const fd = fs.openSync(path.dirname(path.resolve(file)), 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 

@@ -3,35 +3,15 @@
 // shared by the commits made meanwhile; nothing is sent before that fsync) and leaves it only
 // when the broker acknowledges it; at most the inflight window is unacknowledged at a time, and
 // whatever waited through an outage goes out again, marked replayed, on the next connection.
-import { performance } from 'node:perf_hooks';
-import type { IConnackPacket, IPublishPacket, MqttClient } from 'mqtt';
+import type { IConnackPacket, MqttClient } from 'mqtt';
 import type { AppConfig } from '../config/load.js';
 import type { Result } from '../inference/types.js';
 import type { Logger } from '../shared/log.js';
-import { isV5, type MqttConnection, type ProtocolVersion } from './connection.js';
+import type { MqttConnection, ProtocolVersion } from './connection.js';
 import type { Outbox, OutboxEntry, OutboxRow } from './outbox.js';
-import { SCHEMA_VERSION, finishResult, storedResult, uuidv7, type ImageEnvelope, type OutboxStats, type StoredResult } from './payloads.js';
+import type { OutboxStats } from './payloads.js';
+import { imageMessage, isBrokerRejection, resultEntries, resultMessage, type ImageMeta, type VolatileImage } from './sender-messages.js';
 import type { Topics } from './topics.js';
-
-type ImageKind = 'crop' | 'overlay';
-interface ImageMeta {
-  image: ImageKind;
-  index: number | null;
-  camera: string;
-}
-interface ResultMeta {
-  bootId: string;
-  capturedMono: number;
-  camera: string;
-  sequence: number;
-}
-/** A crop/overlay not kept in the outbox (outbox.includeImages false): sent right after its result. */
-interface VolatileImage {
-  topic: string;
-  payload: Buffer;
-  messageId: string;
-  meta: ImageMeta;
-}
 
 /** Results whose images wait in memory for the result to be sent; beyond it the oldest images go. */
 const MAX_VOLATILE_RESULTS = 256;
@@ -94,36 +74,11 @@ export class OutboxSender {
       this.context.log.warn({ camera: result.frame.cameraId, sequence: result.frame.sequence }, 'publishResult after stop: result not published');
       return;
     }
-    const { topics } = this.context;
-    const messageId = uuidv7();
-    const camera = result.frame.cameraId;
-    const stored = storedResult(result, this.context.device, messageId);
-    const capturedAt = Date.parse(result.frame.capturedAt);
-    const createdAt = Number.isFinite(capturedAt) ? capturedAt : Date.now();
-    const meta: ResultMeta = { bootId: this.context.bootId, capturedMono: result.frame.capturedMono, camera, sequence: result.frame.sequence };
-    const { qos, retain } = this.config.mqtt;
-    const resultAppend = {
-      entry: {
-        kind: 'result' as const, messageId, topic: topics.result(camera), payload: Buffer.from(JSON.stringify(stored)),
-        qos: qos.result as 0 | 1 | 2, retain: retain.result, meta: meta as unknown as Record<string, unknown>, createdAt, live: false,
-      },
-      images: [] as VolatileImage[],
-    };
+    const { entry, images, imageEntries } = resultEntries(result, this.config, this.context);
+    const resultAppend = { entry, images: [] as VolatileImage[] };
     this.pendingAppends.push(resultAppend);
-    const images: VolatileImage[] = result.crops.map((payload, index) => ({
-      topic: topics.crop(camera, index), payload, messageId, meta: { image: 'crop', index, camera },
-    }));
-    if (result.overlay) images.push({ topic: topics.overlay(camera), payload: result.overlay, messageId, meta: { image: 'overlay', index: null, camera } });
     if (this.config.outbox.includeImages) {
-      for (const image of images) {
-        this.pendingAppends.push({
-          entry: {
-            kind: 'image', messageId, topic: image.topic, payload: image.payload, qos: qos.image as 0 | 1 | 2, retain: retain.image,
-            meta: image.meta as unknown as Record<string, unknown>, createdAt, live: false,
-          },
-          images: [],
-        });
-      }
+      for (const imageEntry of imageEntries) this.pendingAppends.push({ entry: imageEntry, images: [] });
     } else {
       resultAppend.images = images;
     }
@@ -329,23 +284,9 @@ export class OutboxSender {
 
   private send(client: MqttClient, row: OutboxRow): void {
     const replayed = !row.live;
-    let payload: Buffer;
-    let properties: IPublishPacket['properties'];
-    if (row.kind === 'result') {
-      const meta = row.meta as unknown as ResultMeta;
-      const totalMs = meta.bootId === this.context.bootId ? performance.now() - meta.capturedMono : Date.now() - row.createdAt;
-      const stored = JSON.parse(row.payload.toString('utf8')) as StoredResult;
-      payload = Buffer.from(JSON.stringify(finishResult(stored, new Date(), totalMs, replayed)));
-      properties = isV5(client)
-        ? {
-          contentType: 'application/json',
-          payloadFormatIndicator: true,
-          userProperties: { messageId: row.messageId, camera: meta.camera, sequence: String(meta.sequence), replayed: String(replayed) },
-        }
-        : undefined;
-    } else {
-      ({ payload, properties } = this.imageMessage(client, row.messageId, row.meta as unknown as ImageMeta, row.payload));
-    }
+    const { payload, properties } = row.kind === 'result'
+      ? resultMessage(client, row, this.context.bootId, replayed)
+      : imageMessage(client, this.context.device, row.messageId, row.meta as unknown as ImageMeta, row.payload);
     this.inflight.add(row.id);
     client.publish(row.topic, payload, { qos: row.qos, retain: row.retain, ...(properties ? { properties } : {}) }, (err) => {
       if (this.context.connection.client !== client) return; // a retired connection: the row is resent on the next one
@@ -376,31 +317,12 @@ export class OutboxSender {
   }
 
   private sendVolatileImage(client: MqttClient, image: VolatileImage): void {
-    const { payload, properties } = this.imageMessage(client, image.messageId, image.meta, image.payload);
+    const { payload, properties } = imageMessage(client, this.context.device, image.messageId, image.meta, image.payload);
     const { qos, retain } = this.config.mqtt;
     client.publish(image.topic, payload, { qos: qos.image as 0 | 1 | 2, retain: retain.image, ...(properties ? { properties } : {}) }, (err) => {
       if (err) this.counters.imagesDiscarded += 1;
       else this.counters.publishedImages += 1;
     });
-  }
-
-  /** MQTT 5: the JPEG itself with content type and correlation data; 3.1.1: a base64 JSON envelope. */
-  private imageMessage(client: MqttClient, messageId: string, meta: ImageMeta, jpeg: Buffer): { payload: Buffer; properties?: IPublishPacket['properties'] } {
-    if (isV5(client)) {
-      return {
-        payload: jpeg,
-        properties: {
-          contentType: 'image/jpeg',
-          correlationData: Buffer.from(messageId),
-          userProperties: { messageId, camera: meta.camera, kind: meta.image, ...(meta.index !== null ? { index: String(meta.index) } : {}) },
-        },
-      };
-    }
-    const envelope: ImageEnvelope = {
-      schemaVersion: SCHEMA_VERSION, messageId, device: this.context.device, camera: meta.camera, kind: meta.image, index: meta.index,
-      contentType: 'image/jpeg', data: jpeg.toString('base64'),
-    };
-    return { payload: Buffer.from(JSON.stringify(envelope)) };
   }
 
   private pruneByAge(): void {
@@ -416,12 +338,6 @@ export class OutboxSender {
   private inflightWindow(): number {
     return Math.max(1, Math.min(this.config.outbox.inflight || 1, this.brokerReceiveMaximum ?? Number.POSITIVE_INFINITY));
   }
-}
-
-/** An MQTT 5 PUBACK/PUBREC reason code >= 0x80: the broker refuses this message, resending won't help. */
-function isBrokerRejection(err: Error): boolean {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' && code >= 0x80;
 }
 
 export function outboxLimits(config: AppConfig): { maxBytes: number; maxAgeMs: number } {

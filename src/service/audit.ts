@@ -8,9 +8,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { redact, type AppConfig } from '../config/load.js';
-import { parsePublicKey } from '../config/remote.js';
+import { parsePublicKey } from '../config/push-signing.js';
 import { valueAt } from '../config/schema.js';
 import type { AuditActor } from '../control/actor.js';
+import { syncDirectoryOf } from '../shared/atomic-write.js';
 import type { Logger } from '../shared/log.js';
 
 export { mqttActor, type AuditActor } from '../control/actor.js';
@@ -164,12 +165,7 @@ export class AuditLog {
     }
     fs.renameSync(this.file, `${this.file}.1`);
     // The renames must survive a power cut as well as the lines.
-    const dirFd = fs.openSync(this.dir, 'r');
-    try {
-      fs.fsyncSync(dirFd);
-    } finally {
-      fs.closeSync(dirFd);
-    }
+    syncDirectoryOf(this.file);
   }
 
   /** The newest entry's seq: from the tail of the newest file that has one (entries are short). */

@@ -7,11 +7,11 @@ import type { ProductionCounters } from '../console/counters.js';
 import { mqttActor } from '../control/actor.js';
 import { parseAuditRequest } from '../control/audit-request.js';
 import type { DeviceCommandHandlers } from '../control/commands.js';
-import { deliveryTransaction } from '../control/model-delivery.js';
 import type { Command } from '../control/router.js';
 import type { Pipeline } from '../pipeline.js';
 import type { Publisher } from '../publish/index.js';
 import { failure } from '../shared/answer-codes.js';
+import { requestTransaction } from '../shared/request-transaction.js';
 import type { Logger } from '../shared/log.js';
 import type { AuditLog } from './audit.js';
 import type { Cameras } from './cameras.js';
@@ -64,7 +64,7 @@ export function deviceHandlers(parts: CommandParts): DeviceCommandHandlers {
     },
     golden: (payload, properties) => goldenOnDemand(parts, payload, properties),
     audit: (payload) => {
-      const request = parseAuditRequest(payload, deliveryTransaction(payload));
+      const request = parseAuditRequest(payload, requestTransaction(payload));
       if (!request.ok) return { transaction: request.transaction, status: 'error', error: request.error };
       return { transaction: request.transaction, status: 'ok', ...parts.audit.read({ limit: request.limit, before: request.before }) };
     },
@@ -74,7 +74,7 @@ export function deviceHandlers(parts: CommandParts): DeviceCommandHandlers {
 
 /** golden/run: the running model against its golden samples, in turn with other model changes. */
 function goldenOnDemand(parts: CommandParts, payload: Buffer, properties: Command['properties']): Promise<object> {
-  const transaction = deliveryTransaction(payload);
+  const transaction = requestTransaction(payload);
   return parts.queue.run('golden run', async () => {
     // The model handed over last, not one a swap is about to release under the run.
     const run = await parts.gate.run(parts.pipeline().latestModel, parts.state.config, mqttActor(properties, payload, null), 'on demand', transaction);

@@ -3,16 +3,17 @@
 // (model queue, golden gate, probation); every stage is answered and the outcome audited.
 import fs from 'node:fs';
 import path from 'node:path';
-import { isAllowed } from '../config/remote.js';
+import { isAllowed } from '../config/push-request.js';
 import type { ConfigPushResponse } from '../config/remote.js';
 import { mqttActor, type AuditActor } from '../control/actor.js';
 import {
-  checkDeliveredContract, deliveryFileName, deliveryTransaction, download, DeliveryError, fileSha256, parseDeliveryRequest, partialPath, redactUrl,
+  checkDeliveredContract, deliveryFileName, download, DeliveryError, fileSha256, parseDeliveryRequest, partialPath, redactUrl,
   verifyDownload, type DeliveryStage, type ModelDeliveryRequest,
 } from '../control/model-delivery.js';
 import type { Command } from '../control/router.js';
 import type { GoldenRun } from '../inference/golden.js';
 import type { Logger } from '../shared/log.js';
+import { requestTransaction } from '../shared/request-transaction.js';
 import { keyFingerprint, type AuditLog } from './audit.js';
 import type { ConfigState } from './config-state.js';
 
@@ -27,7 +28,7 @@ export class ModelDelivery {
 
   /** Each stage is answered through `progress`; the result is the last answer. */
   async deliver(payload: Buffer, properties: Command['properties'], progress: (answer: object) => void): Promise<object> {
-    const transaction = deliveryTransaction(payload);
+    const transaction = requestTransaction(payload);
     let actor = mqttActor(properties, payload, null);
     const record = (outcome: 'applied' | 'failed', fields: { error?: string; details: Record<string, unknown>; revisionBefore?: number }) => this.audit.tryRecord({
       kind: 'delivery', outcome, actor, transaction, revisionBefore: fields.revisionBefore ?? this.state.revision, revisionAfter: this.state.revision,

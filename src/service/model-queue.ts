@@ -4,7 +4,8 @@
 // samples, and either hands it to the pipeline or releases it: the golden gate below, written once.
 import type { AppConfig } from '../config/load.js';
 import { goldenDirFor, goldenFailureText, runGoldenSamples, type GoldenRun } from '../inference/golden.js';
-import { loadModel, modelOptions, type CradModel } from '../inference/model.js';
+import { loadModel, type CradModel } from '../inference/model.js';
+import { modelOptions } from '../inference/model-options.js';
 import { postprocessOptions } from '../inference/postprocess.js';
 import type { GoldenStatus } from '../publish/payloads.js';
 import type { Logger } from '../shared/log.js';

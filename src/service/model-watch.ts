@@ -2,7 +2,8 @@
 // swapped in, in turn with every other model change; a bad file leaves the serving model alone.
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadModel, modelOptions } from '../inference/model.js';
+import { loadModel } from '../inference/model.js';
+import { modelOptions } from '../inference/model-options.js';
 import type { Pipeline } from '../pipeline.js';
 import type { Logger } from '../shared/log.js';
 import type { AuditActor, AuditLog } from './audit.js';

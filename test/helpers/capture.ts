@@ -6,7 +6,6 @@ import { firstValueFrom, filter, take, toArray, timeout, type Observable } from 
 import cv from '../../src/cv.js';
 import type { CameraConfig } from '../../src/config/schema.js';
 import { createLogger, type Logger } from '../../src/shared/log.js';
-import { tempDir as makeTempDir } from './cleanup.js';
 
 export interface MemoryLog {
   log: Logger;
@@ -24,11 +23,6 @@ export function memoryLogger(): MemoryLog {
   });
   const log = createLogger('debug', sink);
   return { log, records: () => lines.map((line) => JSON.parse(line) as Record<string, unknown>) };
-}
-
-/** A fresh directory, removed when the test process exits. */
-export function tempDir(prefix: string): string {
-  return makeTempDir(`capture-${prefix}`);
 }
 
 /** A BGR image whose pixels encode n, so tests can tell frames apart. */
@@ -70,13 +64,4 @@ export function takeN<T>(source: Observable<T>, n: number, ms = 10_000): Promise
 
 export function waitFor<T>(source: Observable<T>, predicate: (value: T) => boolean, ms = 10_000): Promise<T> {
   return firstValueFrom(source.pipe(filter(predicate), timeout(ms)));
-}
-
-/** Poll until condition() holds; fails after ms naming what it waited for. */
-export async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }

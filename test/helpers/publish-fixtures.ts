@@ -14,18 +14,12 @@ import { CommandGroup, CommandRouter } from '../../src/control/router.js';
 import type { ModelInfo, Result } from '../../src/inference/types.js';
 import type { Publisher } from '../../src/publish/index.js';
 import type { Logger } from '../../src/shared/log.js';
-import { tempDir as makeTempDir } from './cleanup.js';
 
 // ajv-formats is CommonJS with a default export; under NodeNext the callable is on .default.
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
 export const DEVICE = 'press7';
 export const PREFIX = `acme/plant1/${DEVICE}`;
-
-/** A fresh directory, removed when the test process exits. */
-export function tempDir(): string {
-  return makeTempDir('publish');
-}
 
 /** A validated AppConfig for a broker URL and outbox file, with test-sized timings. */
 export function testConfig(url: string, outboxPath: string, overrides: Record<string, any> = {}): AppConfig {
@@ -157,14 +151,8 @@ export class Subscriber {
   }
 }
 
-/** Wait until `predicate` holds (polling), or fail naming `what`. */
-export async function until(what: string, predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+// The publish tests' waits; defined once in wait.ts.
+export { until } from './wait.js';
 
 /** Ajv (draft 2020-12, formats) loaded with every schema in schemas/. */
 export function schemaValidator(): Ajv2020 {
