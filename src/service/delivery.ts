@@ -13,6 +13,7 @@ import {
 import type { Command } from '../control/router.js';
 import type { GoldenRun } from '../inference/golden.js';
 import type { Logger } from '../shared/log.js';
+import { syncDirectoryOf } from '../shared/atomic-write.js';
 import { requestTransaction } from '../shared/request-transaction.js';
 import { keyFingerprint, type AuditLog } from './audit.js';
 import type { ConfigState } from './config-state.js';
@@ -83,8 +84,15 @@ export class ModelDelivery {
       stage('verified');
       await checkDeliveredContract(partial);
       stage('contract');
-      // Only a complete, checked file gets a name a push can use.
+      // Only a complete, checked file gets a name a push can use, and it is on disk before it has it.
+      const fd = fs.openSync(partial, 'r');
+      try {
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
       fs.renameSync(partial, target);
+      syncDirectoryOf(target);
       created = true;
     }
     let golden: GoldenRun | null = null;
