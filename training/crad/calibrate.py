@@ -40,7 +40,7 @@ import numpy as np
 from . import thresholds
 from .data import LAYOUTS, load_samples, limit_samples
 from .device import DeviceError, add_device_argument, resolve_device
-from .evaluate import best_f1
+from .metrics import best_f1
 
 CALIBRATION_KEY = "crad.calibration"
 SIDECAR_SUFFIX = ".calibration.json"

@@ -26,6 +26,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .metrics import best_f1
+
 RULES = ("auto", "frr", "max-margin", "f1", "miss-rate")
 DEFAULT_TARGET_FRR = 0.01
 DEFAULT_CONFIDENCE = 0.95
@@ -86,8 +88,6 @@ def frr_threshold(normal: np.ndarray, target_frr: float = DEFAULT_TARGET_FRR,
 
 
 def f1_threshold(normal: np.ndarray, defect: np.ndarray) -> tuple[float, dict]:
-    from .evaluate import best_f1
-
     normal, defect = np.asarray(normal).reshape(-1), np.asarray(defect).reshape(-1)
     labels = np.concatenate([np.zeros(normal.size), np.ones(defect.size)])
     f1, threshold = best_f1(labels, np.concatenate([normal, defect]))
