@@ -21,8 +21,8 @@ the daemon reads only image, pixel, source and images.
 Calibrate on normal images the model was NOT trained on: training images score lower than
 new normal images, which would put the threshold too low.
 
-Outputs: a copy of an ONNX model with `crad.calibration` in its metadata_props (atomic write:
-crad.files), a sidecar JSON (model path + ".calibration.json", the same object),
+Outputs: a copy of an ONNX model with `crad.calibration` in its metadata_props (written
+atomically: crad.files), a sidecar JSON (model path + ".calibration.json", the same object),
 or a copy of a CRAD checkpoint with the calibration in its extra.
 """
 
