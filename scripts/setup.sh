@@ -27,9 +27,10 @@ APT_PACKAGES=(
   # PLC-side journey tests: an independent MQTT 5 client (Eclipse Paho), as a PLC gateway would use
   python3-paho-mqtt
   # the trainer (always run with /usr/bin/python3: these install for Debian's interpreter);
-  # only what training/ imports (sklearn's metrics, tqdm's progress bars)
+  # only what training/ imports (sklearn's metrics, tqdm's progress bars; scipy's binomial CDF for
+  # the FRR bound: sklearn pulls it in too, listed because crad.thresholds imports it itself)
   python3-torch python3-torchvision python3-onnx python3-opencv python3-sklearn
-  python3-numpy python3-pytest python3-tqdm
+  python3-numpy python3-scipy python3-pytest python3-tqdm
 )
 
 missing=()

@@ -27,10 +27,10 @@ import math
 import time
 from pathlib import Path
 
-from .bench_common import features_of, head_predictions, parse_int_list, percent_cell, write_bench
-from .data import limit_samples, magnetic_tile_split, split_samples
+from .bench_common import bench_split, features_of, head_predictions, parse_int_list, percent_cell, write_bench
 from .device import add_device_argument, resolve_device
-from .evaluate import METRICS, METRIC_TITLES, evaluate_predictions
+from .evaluate import evaluate_predictions
+from .metrics import METRIC_TITLES, METRICS
 from .train import add_neck_pool_argument
 
 log = logging.getLogger("crad.bench")
@@ -42,20 +42,6 @@ PUBLISHED = {
         ("CS-Flow (published)", {"image_auroc": 0.993}),
     ],
 }
-
-
-def bench_split(data: str | Path, split_seed: int, seed: int, holdout: float, limit: int | None):
-    """(train, holdout, test) samples of the protocol above."""
-    train_all, test = magnetic_tile_split(data, split_seed)
-    if holdout > 0:
-        train, held = split_samples(train_all, 1.0 - holdout, seed)
-    else:
-        train, held = train_all, []
-    if limit is not None:
-        train = limit_samples(train, limit, seed)
-        held = limit_samples(held, max(2, limit // 5), seed)
-        test = limit_samples(test, limit, seed)
-    return train, held, test
 
 
 def epochs_for_budget(detector, train_features, held_features, args, out: Path) -> tuple[int, float]:

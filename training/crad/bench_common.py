@@ -1,5 +1,6 @@
 """What the benches (crad.bench, crad.bench_fewshot, crad.bench_unified) share.
 
+- The Magnetic Tile split of the protocol (bench_split), which every bench starts from.
 - Backbone features are computed once per image (features_of) and every head, CRAD or PatchCore,
   runs on those cached features (head_predictions): the backbone is frozen, so one pass serves
   every model of a run, and the heads' times are measured apart from the backbone's.
@@ -24,8 +25,22 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import Sample, image_batches
+from .data import Sample, image_batches, limit_samples, magnetic_tile_split, split_samples
 from .device import loader_options, synchronize
+
+
+def bench_split(data: str | Path, split_seed: int, seed: int, holdout: float, limit: int | None):
+    """(train, holdout, test) samples of the Magnetic Tile protocol (crad.bench's docstring)."""
+    train_all, test = magnetic_tile_split(data, split_seed)
+    if holdout > 0:
+        train, held = split_samples(train_all, 1.0 - holdout, seed)
+    else:
+        train, held = train_all, []
+    if limit is not None:
+        train = limit_samples(train, limit, seed)
+        held = limit_samples(held, max(2, limit // 5), seed)
+        test = limit_samples(test, limit, seed)
+    return train, held, test
 
 
 def features_of(detector, samples: Sequence[Sample], batch: int, progress: bool = False, description: str = "images",

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_common import (crad_label, features_of, fit_patchcore, head_predictions, percent_cell, train_crad,
-                           write_bench)
+from .bench_common import (bench_split, crad_label, features_of, fit_patchcore, head_predictions, percent_cell,
+                           train_crad, write_bench)
 from .data import Sample, limit_samples
-from .evaluate import METRICS, METRIC_TITLES, evaluate_predictions
+from .evaluate import evaluate_predictions
+from .metrics import METRIC_TITLES, METRICS
 
 log = logging.getLogger("crad.bench")
 SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -85,7 +86,6 @@ def run_few_shot(args: argparse.Namespace, data: Path, out: Path, device) -> int
     import torch
 
     from . import __version__
-    from .bench import bench_split
     from .model import build_detector
     from .train import DEFAULT_MIN_STEPS, REFERENCE_EPOCHS, TrainConfig, choose_holdout
 

@@ -35,8 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-from .bench_common import (crad_label, crad_size, features_of, fit_patchcore, head_predictions, patchcore_size, percent_cell,
-                           train_crad, write_bench)
+from .bench_common import (bench_split, crad_label, crad_size, features_of, fit_patchcore, head_predictions, patchcore_size,
+                           percent_cell, train_crad, write_bench)
 from .data import MAGNETIC_TILE_CLASS, Sample, limit_samples, load_samples
 from .evaluate import evaluate_predictions
 
@@ -52,7 +52,6 @@ GroupFit = Callable[[str, list[str], list[int]], tuple[object, float, dict, dict
 def unified_samples(args: argparse.Namespace, data: Path, out: Path) -> tuple[list[Sample], list[Sample], list[str]]:
     """(training samples, test samples, class names in table order): Magnetic Tile, then the
     synthetic classes, generated into out/synth."""
-    from .bench import bench_split
     from .synth import write_dataset
 
     mt_train, _, mt_test = bench_split(data, args.split_seed, args.seed, 0.0, args.limit)

@@ -21,8 +21,8 @@ the daemon reads only image, pixel, source and images.
 Calibrate on normal images the model was NOT trained on: training images score lower than
 new normal images, which would put the threshold too low.
 
-Outputs: a copy of an ONNX model with `crad.calibration` in its metadata_props (atomic write:
-temporary file + rename), a sidecar JSON (model path + ".calibration.json", the same object),
+Outputs: a copy of an ONNX model with `crad.calibration` in its metadata_props (written
+atomically: crad.files), a sidecar JSON (model path + ".calibration.json", the same object),
 or a copy of a CRAD checkpoint with the calibration in its extra.
 """
 
@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +38,8 @@ import numpy as np
 from . import thresholds
 from .data import LAYOUTS, load_samples, limit_samples
 from .device import DeviceError, add_device_argument, resolve_device
-from .evaluate import best_f1
+from .files import atomic_write_bytes
+from .metrics import best_f1
 
 CALIBRATION_KEY = "crad.calibration"
 SIDECAR_SUFFIX = ".calibration.json"
@@ -114,20 +113,6 @@ def normalized_score(raw: float, calibration: dict, level: str = "image") -> flo
 # ----------------------------------------------------------------------------- model files
 
 
-def _atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def read_model_metadata(path: str | Path) -> dict[str, str]:
     """The metadata_props of an ONNX file, as a dict."""
     import onnx
@@ -150,7 +135,7 @@ def write_model_metadata(onnx_in: str | Path, onnx_out: str | Path, updates: dic
         else:
             prop = model.metadata_props.add()
             prop.key, prop.value = key, value
-    _atomic_write_bytes(onnx_out, model.SerializeToString())
+    atomic_write_bytes(onnx_out, model.SerializeToString(), parents=True)
 
 
 def sidecar_path(model_path: str | Path) -> str:
@@ -158,7 +143,7 @@ def sidecar_path(model_path: str | Path) -> str:
 
 
 def write_sidecar(path: str | Path, calibration: dict) -> None:
-    _atomic_write_bytes(path, (json.dumps(calibration, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(calibration, indent=2) + "\n").encode(), parents=True)
 
 
 def store_in_checkpoint(checkpoint_in: str | Path, checkpoint_out: str | Path, calibration: dict) -> None:

@@ -126,11 +126,12 @@ def _graph_inputs(model) -> list:
 def _save_atomically(model, out_path: str | Path) -> None:
     import onnx
 
+    from .files import atomic_open
+
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_path.with_name(out_path.name + f".tmp-{os.getpid()}")
-    onnx.save(model, str(temporary))
-    os.replace(temporary, out_path)
+    with atomic_open(out_path) as file:
+        onnx.save(model, file)
 
 
 def _prefix(step: str) -> str:

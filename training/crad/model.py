@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone, build_backbone, construct_backbone
+from .files import atomic_open
 from .scores import image_score, smooth_map
 
 GLOBAL_GRID_SIZE = 4
@@ -328,9 +329,8 @@ def checkpoint_payload(detector: CradDetector, extra: dict) -> dict:
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    with atomic_open(path) as file:
+        torch.save(obj, file)
 
 
 def save_checkpoint(path: str, detector: CradDetector, extra: dict) -> None:

@@ -25,6 +25,9 @@ import math
 from statistics import NormalDist
 
 import numpy as np
+from scipy.stats import binom
+
+from .metrics import best_f1
 
 RULES = ("auto", "frr", "max-margin", "f1", "miss-rate")
 DEFAULT_TARGET_FRR = 0.01
@@ -33,13 +36,6 @@ DEFAULT_TARGET_MISS = 0.05
 DEFAULT_QUANTILE = 1.0
 DEFAULT_MARGIN = 0.1
 MIN_FIT = 10
-
-
-def _binomial_cdf(n: int, p: float) -> np.ndarray:
-    """P(Binomial(n, p) <= k) for k = 0..n, from the log pmf (n in the thousands is fine)."""
-    k = np.arange(n + 1)
-    log_choose = np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in k])
-    return np.cumsum(np.exp(log_choose + k * math.log(p) + (n - k) * math.log1p(-p)))
 
 
 def normals_needed(target_frr: float, confidence: float) -> int:
@@ -65,7 +61,7 @@ def frr_threshold(normal: np.ndarray, target_frr: float = DEFAULT_TARGET_FRR,
     base = {"rule": "frr", "target_frr": target_frr, "confidence": confidence, "normals": n, "normals_needed": needed}
     if n >= needed:
         # smallest r with P(at most r - 1 of n normals fall below the (1 - FRR) quantile) >= confidence
-        r = int(np.argmax(_binomial_cdf(n, 1.0 - target_frr) >= confidence - 1e-12)) + 1
+        r = int(np.argmax(binom.cdf(np.arange(n + 1), n, 1.0 - target_frr) >= confidence - 1e-12)) + 1
         return float(values[r - 1]), {**base, "method": "order statistic", "order": r,
                                       "text": f"FRR <= {target_frr:g} at {confidence:g} confidence: normal score {r} of {n} (distribution-free)"}
     if n < MIN_FIT:
@@ -86,8 +82,6 @@ def frr_threshold(normal: np.ndarray, target_frr: float = DEFAULT_TARGET_FRR,
 
 
 def f1_threshold(normal: np.ndarray, defect: np.ndarray) -> tuple[float, dict]:
-    from .evaluate import best_f1
-
     normal, defect = np.asarray(normal).reshape(-1), np.asarray(defect).reshape(-1)
     labels = np.concatenate([np.zeros(normal.size), np.ones(defect.size)])
     f1, threshold = best_f1(labels, np.concatenate([normal, defect]))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from crad.data import Sample
-from crad.evaluate import (aupro, auroc, best_f1, compute_metrics, evaluate_predictions, image_labels, markdown_table,
-                           pixel_auroc, region_labels)
+from crad.evaluate import compute_metrics, evaluate_predictions, image_labels, markdown_table
+from crad.metrics import aupro, auroc, best_f1, pixel_auroc, region_labels
 
 
 def pairwise_auroc(labels, scores):

@@ -48,6 +48,28 @@ def test_order_statistic_is_the_documented_one():
     assert normals_needed(0.01, 0.95) == 299
 
 
+# (normals, target FRR, confidence) -> the order statistic chosen, as the hand-written binomial CDF
+# (a cumulative sum of the log pmf) chose it before scipy's binom.cdf replaced it (commit 250fd34):
+# the same thresholds, from the edge case where the largest normal is just enough (59 at 5 %/95 %,
+# 299 at 1 %/95 %) to n in the thousands.
+ORDERS_BEFORE_SCIPY = {
+    (59, 0.05, 0.9): 59, (59, 0.05, 0.95): 59, (299, 0.01, 0.95): 299, (299, 0.05, 0.9): 290,
+    (299, 0.05, 0.95): 291, (400, 0.01, 0.95): 400, (400, 0.05, 0.9): 386, (400, 0.05, 0.95): 388,
+    (1000, 0.01, 0.95): 996, (1000, 0.05, 0.9): 960, (1000, 0.01, 0.99): 998, (1000, 0.05, 0.95): 962,
+    (2995, 0.01, 0.95): 2975, (2995, 0.001, 0.95): 2995, (2995, 0.05, 0.9): 2861, (2995, 0.01, 0.99): 2978,
+    (2995, 0.05, 0.95): 2866, (5000, 0.01, 0.95): 4962, (5000, 0.001, 0.95): 4999, (5000, 0.05, 0.9): 4771,
+    (5000, 0.01, 0.99): 4967, (5000, 0.05, 0.95): 4776,
+}
+
+
+@pytest.mark.parametrize("case", sorted(ORDERS_BEFORE_SCIPY), ids=lambda case: "n%d-frr%g-conf%g" % case)
+def test_order_statistic_unchanged_by_scipy_binomial(case):
+    n, frr, confidence = case
+    threshold, info = frr_threshold(np.arange(1, n + 1, dtype=float), frr, confidence)
+    assert info["method"] == "order statistic"
+    assert (info["order"], threshold) == (ORDERS_BEFORE_SCIPY[case], float(ORDERS_BEFORE_SCIPY[case]))
+
+
 def test_too_few_normals_fall_back_to_max_margin_and_say_so():
     threshold, info = frr_threshold(np.array([1.0, 2.0, 4.0]), 0.01, 0.95)
     assert threshold == pytest.approx(4.3) and info["method"] == "max-margin" and str(MIN_FIT) in info["text"]
