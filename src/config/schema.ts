@@ -719,6 +719,8 @@ export const schema = {
       apply: 'mqtt',
     }),
     historyMaxRows: setting({ doc: 'Most results kept for historical DDATA while the Sparkplug session is down; the oldest are dropped (and counted) beyond it.', format: integerIn(1), default: 1_000_000, apply: 'mqtt' }),
+    replayMessagesPerSec: setting({ doc: 'Pace of the historical DDATA replay after a birth, messages (25 results each) per second; rows are deleted only once the broker confirmed them.', format: integerIn(1, 100_000), default: 200, apply: 'mqtt' }),
+    legacyState: setting({ doc: "Also accept a Sparkplug 2.2 primary host's STATE/<primaryHostId> \"ONLINE\"/\"OFFLINE\" (no timestamp: arrival order). Off: such a host is reported as an error and the node waits.", format: Boolean, default: false, apply: 'mqtt' }),
   },
   remoteConfig: {
     enabled: setting({ doc: 'Accept configuration pushes on <prefix>/config/set.', format: Boolean, default: true, apply: 'live', remote: 'never' }),

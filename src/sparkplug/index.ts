@@ -14,6 +14,16 @@ export { EdgeNode, type EdgeNodeHooks, type EdgeNodeStats } from './edge-node.js
 export function edgeNodeSettings(config: AppConfig): EdgeNodeSettings {
   const spb = config.sparkplug;
   const jsonClientId = config.mqtt.clientId || `crad-edge-${config.device.id}`;
+  // Without keepalive a half-open link is never noticed: no NDEATH Will, results never stored.
+  if (config.mqtt.keepaliveSec === 0) throw new Error('mqtt.keepaliveSec: 0 (no keepalive) is not allowed with sparkplug.enabled: the broker would never publish the NDEATH Will of a dead link');
+  const cameras = config.cameras.filter((c) => c.enabled).map((c) => c.id);
+  // case-sensitivity-sparkplug-ids: device ids must differ in more than letter case.
+  const seen = new Map<string, string>();
+  for (const id of cameras) {
+    const other = seen.get(id.toLowerCase());
+    if (other !== undefined) throw new Error(`cameras: ids ${JSON.stringify(other)} and ${JSON.stringify(id)} differ only in letter case, which Sparkplug device ids must not (case-sensitivity-sparkplug-ids)`);
+    seen.set(id.toLowerCase(), id);
+  }
   return {
     groupId: spb.groupId,
     edgeNodeId: spb.edgeNodeId || config.device.id,
@@ -23,8 +33,10 @@ export function edgeNodeSettings(config: AppConfig): EdgeNodeSettings {
     stateFile: path.join(config.service.stateDir, 'sparkplug-state.json'),
     historyFile: path.join(config.service.stateDir, 'sparkplug-history.sqlite'),
     historyMaxRows: spb.historyMaxRows,
+    replayMessagesPerSec: spb.replayMessagesPerSec,
+    legacyState: spb.legacyState,
     ndataIntervalMs: config.service.statusIntervalMs,
-    cameras: config.cameras.filter((c) => c.enabled).map((c) => c.id),
+    cameras,
   };
 }
 
