@@ -89,14 +89,16 @@ test('broker SIGKILLed at the first historical DDATA: nothing lost', { timeout: 
   const broker = await Mosquitto.start();
   const dir = tempDir('spb-hist');
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
-  const node = new EdgeNode(settings(broker.url, dir, { replayMessagesPerSec: 4 }), hooks, log);
-  const line = new Line(node, 20);
+  let node: EdgeNode | undefined;
+  let line: Line | undefined;
   try {
+    node = new EdgeNode(settings(broker.url, dir, { replayMessagesPerSec: 4 }), hooks, log);
+    line = new Line(node, 20);
     node.start();
     await host.next('NBIRTH', (e) => e.type === 'NBIRTH');
     line.start();
     await host.send({ cmd: 'state', online: false });
-    await until('results stored while the host is away', () => node.stats().historyPending >= 150, 60_000);
+    await until('results stored while the host is away', () => node!.stats().historyPending >= 150, 60_000);
     let mark = host.events.length;
     await host.send({ cmd: 'state', online: true });
     await host.next('first historical DDATA', firstHistorical, mark);
@@ -108,8 +110,8 @@ test('broker SIGKILLed at the first historical DDATA: nothing lost', { timeout: 
     line.stop();
     await accountFor(t, host, node, line.made, 'broker SIGKILL');
   } finally {
-    line.stop();
-    await node.stop();
+    line?.stop();
+    await node?.stop();
     await host.stop();
     await broker.dispose();
   }
@@ -120,14 +122,16 @@ test('link held 10 s after the first historical DDATA, then reset: nothing lost,
   const proxy = await LinkProxy.start(broker.port);
   const dir = tempDir('spb-hist');
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
-  const node = new EdgeNode(settings(proxy.url, dir, { replayMessagesPerSec: 4 }), hooks, log);
-  const line = new Line(node, 20);
+  let node: EdgeNode | undefined;
+  let line: Line | undefined;
   try {
+    node = new EdgeNode(settings(proxy.url, dir, { replayMessagesPerSec: 4 }), hooks, log);
+    line = new Line(node, 20);
     node.start();
     await host.next('NBIRTH', (e) => e.type === 'NBIRTH');
     line.start();
     await host.send({ cmd: 'state', online: false });
-    await until('results stored while the host is away', () => node.stats().historyPending >= 150, 60_000);
+    await until('results stored while the host is away', () => node!.stats().historyPending >= 150, 60_000);
     let mark = host.events.length;
     await host.send({ cmd: 'state', online: true });
     await host.next('first historical DDATA', firstHistorical, mark);
@@ -140,8 +144,8 @@ test('link held 10 s after the first historical DDATA, then reset: nothing lost,
     line.stop();
     await accountFor(t, host, node, line.made, 'link held 10 s');
   } finally {
-    line.stop();
-    await node.stop();
+    line?.stop();
+    await node?.stop();
     await proxy.close();
     await host.stop();
     await broker.dispose();
@@ -166,8 +170,9 @@ test('link reset 0.5 s into a replay of 30,000 stored rows: the replay resumes, 
   })();
   db.close();
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
-  const node = new EdgeNode(s, hooks, log);
+  let node: EdgeNode | undefined;
   try {
+    node = new EdgeNode(s, hooks, log);
     node.start();
     await host.next('first historical DDATA', firstHistorical, 0, 60_000);
     await new Promise((r) => setTimeout(r, 500));
@@ -178,7 +183,7 @@ test('link reset 0.5 s into a replay of 30,000 stored rows: the replay resumes, 
     const stats = node.stats();
     assert.ok(stats.historySent >= ROWS && stats.historyConfirmed === ROWS, JSON.stringify(stats));
   } finally {
-    await node.stop();
+    await node?.stop();
     await proxy.close();
     await host.stop();
     await broker.dispose();

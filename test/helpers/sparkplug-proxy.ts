@@ -1,11 +1,14 @@
 // A loopback TCP proxy between the edge node and its broker, to cut the link the way networks do:
 // hold() stops forwarding in both directions without closing anything (a silent, half-open link:
 // bytes are read and dropped, new connections are accepted and held too), reset() ends every
-// connection with a TCP RST and forwards again.
+// connection with a TCP RST and forwards again. refuseSubscriptions plays a broker whose ACL or
+// maximum QoS refuses them (mosquitto 2.0.11 instead grants and filters, or refuses the CONNECT):
+// every MQTT 3.1.1 SUBACK it forwards says 0x80 (failure) for each topic.
 import net from 'node:net';
 
 export class LinkProxy {
   private holding = false;
+  refuseSubscriptions = false;
   /** Connections accepted so far (each carries one MQTT CONNECT). */
   accepted = 0;
   private readonly sockets = new Set<net.Socket>();
@@ -49,7 +52,8 @@ export class LinkProxy {
     this.sockets.add(client);
     this.sockets.add(upstream);
     const forward = (from: net.Socket, to: net.Socket) => {
-      from.on('data', (chunk) => {
+      from.on('data', (chunk: Buffer) => {
+        if (this.refuseSubscriptions && from === upstream) refuseSubacks(chunk);
         if (!this.holding && !to.destroyed) to.write(chunk);
       });
       // While holding, a side that closes is not passed on: the other end must not learn of it.
@@ -61,5 +65,21 @@ export class LinkProxy {
     };
     forward(client, upstream);
     forward(upstream, client);
+  }
+}
+
+/** Rewrite, in place, the return codes of the whole MQTT 3.1.1 SUBACKs in a chunk to 0x80. */
+function refuseSubacks(chunk: Buffer): void {
+  for (let at = 0; at < chunk.length;) {
+    let length = 0;
+    let i = at + 1;
+    for (let shift = 0; i < chunk.length; shift += 7) {
+      const byte = chunk[i++]!;
+      length += (byte & 0x7f) << shift;
+      if (!(byte & 0x80)) break;
+    }
+    if (i + length > chunk.length) return;
+    if (chunk[at] === 0x90) chunk.fill(0x80, i + 2, i + length);
+    at = i + length;
   }
 }
