@@ -166,7 +166,7 @@ test('8: a broker that refuses the subscriptions is reported and retried with ba
     node = new EdgeNode(settings(proxy.url, { protocolVersion: 4 }), hooks, log);
     node.start();
     await until('the refusal reported', () => node!.stats().subscribeRefusals >= 1, 20_000);
-    assert.match(node.stats().problem, /refused QoS 1 for spBv1\.0\/plant1\/NCMD\/press7/);
+    assert.match(node.stats().problem, /the broker refused QoS 1 subscriptions/);
     await sleep(3000);
     const { subscribeRefusals, births } = node.stats();
     assert.equal(births, 0);

@@ -320,7 +320,7 @@ export class EdgeNode {
     this.counts.refusals++;
     const { reconnectMinMs, reconnectMaxMs } = this.settings.connection;
     const delayMs = backoffDelay(Math.min(this.refusalStreak++, 30), Math.max(1000, reconnectMinMs), Math.max(1000, reconnectMaxMs));
-    this.problem = err ? `subscribe failed: ${err.message}` : `broker refused QoS 1 for ${refused.join(', ')} (granted QoS 0 or refused by an ACL)`;
+    this.problem = `the broker refused QoS 1 subscriptions${refused.length > 0 ? ` for ${refused.join(', ')}` : ''} (${err ? err.message : 'granted QoS 0'}): check its ACL and maximum QoS`;
     this.log.error({ err: err?.message, refused, refusals: this.counts.refusals, retryInMs: delayMs },
       'Sparkplug: the broker refused the node\'s subscriptions: no births on this session; reconnecting after a pause (check the broker\'s ACL and maximum QoS)');
     this.endSession();
