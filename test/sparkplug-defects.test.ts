@@ -228,3 +228,38 @@ test('2 and 10: keepalive 0 and camera ids equal but for case are refused with t
   const cams = [{ id: 'Cam1', source: 'folder', path: '/tmp' }, { id: 'cam1', source: 'folder', path: '/tmp' }];
   assert.throws(() => edgeNodeSettings(validateConfigObject({ ...base, cameras: cams })), /case-sensitivity-sparkplug-ids/);
 });
+
+test('checklist: NCMD/DCMD subscribed at QoS 1 before any publish; nothing retained (a late subscriber gets no Sparkplug message)', { timeout: 90_000 }, async () => {
+  const broker = await Mosquitto.start();
+  const proxy = await LinkProxy.start(broker.port);
+  const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
+  let node: EdgeNode | undefined;
+  try {
+    node = new EdgeNode(settings(proxy.url, { protocolVersion: 4 }), hooks, log);
+    node.start();
+    await host.next('DBIRTH', (e) => e.type === 'DBIRTH');
+    node.onResult(result('cam1', 1));
+    await host.next('DDATA', (e) => e.type === 'DDATA');
+    // message-flow-edge-node-ncmd-subscribe, message-flow-device-dcmd-subscribe: on the wire
+    const firstPublish = proxy.clientPackets.findIndex((p) => p.type === 3);
+    const subscribed = Object.assign({}, ...proxy.clientPackets.slice(0, firstPublish).map((p) => p.subscriptions ?? {})) as Record<string, number>;
+    assert.equal(subscribed[`spBv1.0/${GROUP}/NCMD/${NODE}`], 1, JSON.stringify(proxy.clientPackets.slice(0, firstPublish + 1)));
+    assert.equal(subscribed[`spBv1.0/${GROUP}/DCMD/${NODE}/+`], 1);
+    assert.equal(subscribed[STATE_TOPIC], 1);
+    // *-retain: a subscriber that comes after the births gets retained messages only, and there is none
+    const late = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0 });
+    const retained: string[] = [];
+    late.on('message', (topic, _payload, packet) => {
+      if (packet.retain && topic.startsWith(`spBv1.0/${GROUP}/`)) retained.push(topic);
+    });
+    await late.subscribeAsync(`spBv1.0/${GROUP}/#`, { qos: 1 });
+    await sleep(1000);
+    await late.endAsync();
+    assert.deepEqual(retained, [], 'no Sparkplug message of the node is retained');
+  } finally {
+    await node?.stop();
+    await proxy.close();
+    await host.stop();
+    await broker.dispose();
+  }
+});

@@ -9,6 +9,8 @@ import net from 'node:net';
 export class LinkProxy {
   private holding = false;
   refuseSubscriptions = false;
+  /** Every whole MQTT 3.1.1 packet the clients sent, in order (all connections). */
+  readonly clientPackets: SeenPacket[] = [];
   /** Connections accepted so far (each carries one MQTT CONNECT). */
   accepted = 0;
   private readonly sockets = new Set<net.Socket>();
@@ -54,6 +56,7 @@ export class LinkProxy {
     const forward = (from: net.Socket, to: net.Socket) => {
       from.on('data', (chunk: Buffer) => {
         if (this.refuseSubscriptions && from === upstream) refuseSubacks(chunk);
+        if (from === client) readClientPackets(chunk, this.clientPackets);
         if (!this.holding && !to.destroyed) to.write(chunk);
       });
       // While holding, a side that closes is not passed on: the other end must not learn of it.
@@ -68,8 +71,8 @@ export class LinkProxy {
   }
 }
 
-/** Rewrite, in place, the return codes of the whole MQTT 3.1.1 SUBACKs in a chunk to 0x80. */
-function refuseSubacks(chunk: Buffer): void {
+/** The whole MQTT packets of a chunk: first byte, and where the variable header starts and the packet ends. */
+function* packets(chunk: Buffer): Generator<{ first: number; body: number; end: number }> {
   for (let at = 0; at < chunk.length;) {
     let length = 0;
     let i = at + 1;
@@ -79,7 +82,37 @@ function refuseSubacks(chunk: Buffer): void {
       if (!(byte & 0x80)) break;
     }
     if (i + length > chunk.length) return;
-    if (chunk[at] === 0x90) chunk.fill(0x80, i + 2, i + length);
+    yield { first: chunk[at]!, body: i, end: i + length };
     at = i + length;
+  }
+}
+
+/** Rewrite, in place, the return codes of the whole MQTT 3.1.1 SUBACKs in a chunk to 0x80. */
+function refuseSubacks(chunk: Buffer): void {
+  for (const p of packets(chunk)) if (p.first === 0x90) chunk.fill(0x80, p.body + 2, p.end);
+}
+
+export interface SeenPacket {
+  /** MQTT packet type: 1 CONNECT, 3 PUBLISH, 8 SUBSCRIBE, ... */
+  type: number;
+  /** SUBSCRIBE: topic filter -> requested QoS. */
+  subscriptions?: Record<string, number>;
+}
+
+/** What an MQTT 3.1.1 client sent, packet by packet (SUBSCRIBE with its filters and QoS). */
+function readClientPackets(chunk: Buffer, into: SeenPacket[]): void {
+  for (const p of packets(chunk)) {
+    const type = p.first >> 4;
+    if (type !== 8) {
+      into.push({ type });
+      continue;
+    }
+    const subscriptions: Record<string, number> = {};
+    for (let i = p.body + 2; i + 2 < p.end;) {
+      const length = chunk.readUInt16BE(i);
+      subscriptions[chunk.toString('utf8', i + 2, i + 2 + length)] = chunk[i + 2 + length]! & 0x03;
+      i += 3 + length;
+    }
+    into.push({ type, subscriptions });
   }
 }
