@@ -229,7 +229,7 @@ test('2 and 10: keepalive 0 and camera ids equal but for case are refused with t
   assert.throws(() => edgeNodeSettings(validateConfigObject({ ...base, cameras: cams })), /case-sensitivity-sparkplug-ids/);
 });
 
-test('checklist: NCMD/DCMD subscribed at QoS 1 before any publish; nothing retained (a late subscriber gets no Sparkplug message)', { timeout: 90_000 }, async () => {
+test('checklist: Will QoS 1 not retained in the CONNECT; NCMD/DCMD subscribed at QoS 1 before any publish; nothing retained (a late subscriber gets no Sparkplug message)', { timeout: 90_000 }, async () => {
   const broker = await Mosquitto.start();
   const proxy = await LinkProxy.start(broker.port);
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
@@ -246,6 +246,8 @@ test('checklist: NCMD/DCMD subscribed at QoS 1 before any publish; nothing retai
     assert.equal(subscribed[`spBv1.0/${GROUP}/NCMD/${NODE}`], 1, JSON.stringify(proxy.clientPackets.slice(0, firstPublish + 1)));
     assert.equal(subscribed[`spBv1.0/${GROUP}/DCMD/${NODE}/+`], 1);
     assert.equal(subscribed[STATE_TOPIC], 1);
+    // message-flow-edge-node-birth-publish-will-message-*, payloads-ndeath-will-message-*: the CONNECT's Will flags
+    assert.deepEqual(proxy.clientPackets.find((p) => p.type === 1)?.will, { set: true, qos: 1, retain: false });
     // *-retain: a subscriber that comes after the births gets retained messages only, and there is none
     const late = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0 });
     const retained: string[] = [];

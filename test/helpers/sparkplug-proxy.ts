@@ -97,12 +97,19 @@ export interface SeenPacket {
   type: number;
   /** SUBSCRIBE: topic filter -> requested QoS. */
   subscriptions?: Record<string, number>;
+  /** CONNECT: the Will's flags. */
+  will?: { set: boolean; qos: number; retain: boolean };
 }
 
 /** What an MQTT 3.1.1 client sent, packet by packet (SUBSCRIBE with its filters and QoS). */
 function readClientPackets(chunk: Buffer, into: SeenPacket[]): void {
   for (const p of packets(chunk)) {
     const type = p.first >> 4;
+    if (type === 1) {
+      const flags = chunk[p.body + 2 + chunk.readUInt16BE(p.body) + 1]!; // after protocol name and level
+      into.push({ type, will: { set: Boolean(flags & 0x04), qos: (flags >> 3) & 0x03, retain: Boolean(flags & 0x20) } });
+      continue;
+    }
     if (type !== 8) {
       into.push({ type });
       continue;
