@@ -30,10 +30,10 @@ function settings(url: string, extra: Partial<EdgeNodeSettings> & { protocolVers
   const { protocolVersion = 5, ...rest } = extra;
   return {
     groupId: GROUP, edgeNodeId: NODE, primaryHostId: HOST_ID, metrics: [],
-    connection: {
+    connections: [{
       url, protocolVersion, clientId: `spb-defect-${path.basename(dir)}`, username: '', password: '', keepaliveSec: 2, connectTimeoutMs: 1000,
       tls: { ca: '', cert: '', key: '', rejectUnauthorized: true }, reconnectMinMs: 100, reconnectMaxMs: 300,
-    },
+    }],
     stateFile: path.join(dir, 'sparkplug-state.json'), historyFile: path.join(dir, 'sparkplug-history.sqlite'), historyMaxRows: 1000,
     replayMessagesPerSec: 200, legacyState: false, ndataIntervalMs: 60_000, cameras: ['cam1'],
     ...rest,
@@ -207,7 +207,7 @@ test('1: results of a camera no longer configured are replayed (DBIRTH, historic
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
   let node: EdgeNode | undefined;
   try {
-    node = new EdgeNode({ ...s, connection: { ...s.connection, url: broker.url } }, hooks, log);
+    node = new EdgeNode({ ...s, connections: [{ ...s.connections[0]!, url: broker.url }] }, hooks, log);
     node.start();
     await host.next('DBIRTH camOld', (e) => e.type === 'DBIRTH' && e.device === 'camOld');
     await host.next('DDEATH camOld after its history', (e) => e.type === 'DDEATH' && e.device === 'camOld');
@@ -262,6 +262,74 @@ test('checklist: Will QoS 1 not retained in the CONNECT; NCMD/DCMD subscribed at
     await node?.stop();
     await proxy.close();
     await host.stop();
+    await broker.dispose();
+  }
+});
+
+test('multiple servers: the node walks to the next on primary host offline and on a dead server (the -walk statement)', { timeout: 120_000 }, async () => {
+  const a = await Mosquitto.start();
+  const b = await Mosquitto.start();
+  const hostA = await SparkplugHost.start({ port: a.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
+  const hostB = await SparkplugHost.start({ port: b.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
+  let node: EdgeNode | undefined;
+  try {
+    const s = settings(a.url);
+    node = new EdgeNode({ ...s, connections: [s.connections[0]!, { ...s.connections[0]!, url: b.url }] }, hooks, log);
+    node.start();
+    const onA = await hostA.next('NBIRTH on server A', (e) => e.type === 'NBIRTH');
+    // the primary host goes offline on A: NDEATH there, and the node moves on to B, where it is online
+    let markA = hostA.events.length;
+    await hostA.send({ cmd: 'state', online: false });
+    await hostA.next('NDEATH on A', (e) => e.type === 'NDEATH', markA);
+    const onB = await hostB.next('NBIRTH on server B', (e) => e.type === 'NBIRTH');
+    assert.notEqual(onB.bdSeq, onA.bdSeq);
+    // B dies: after two failed CONNECTs the node goes back to A, where it waits for the host
+    await b.stop('SIGKILL');
+    markA = hostA.events.length;
+    await until('the node back on A, waiting', () => node!.stats().connected && node!.stats().sessions >= 3, 60_000);
+    assert.equal(hostA.events.slice(markA).filter((e) => e.type === 'NBIRTH').length, 0, 'no birth while the host is offline on A');
+    await hostA.send({ cmd: 'state', online: true });
+    await hostA.next('NBIRTH on A again', (e) => e.type === 'NBIRTH', markA);
+    assert.deepEqual([...hostA.violations(), ...hostB.violations()], []);
+  } finally {
+    await node?.stop();
+    await hostA.stop();
+    await hostB.stop();
+    await a.dispose();
+    await b.dispose();
+  }
+});
+
+test('sparkplug.brokers: its own servers and credentials, the JSON plane\'s by default, no credentials in URLs', () => {
+  const base = { device: { id: 'n1' }, model: { path: '/nonexistent.onnx' }, mqtt: { url: 'mqtt://127.0.0.1:1883', username: 'json', password: 'pw' } };
+  const own = edgeNodeSettings(validateConfigObject({ ...base, sparkplug: { enabled: true, brokers: ['mqtt://127.0.0.2:1883', 'mqtts://127.0.0.3:8883'], username: 'spb' } }));
+  assert.deepEqual(own.connections.map((c) => [c.url, c.username, c.password]), [['mqtt://127.0.0.2:1883', 'spb', ''], ['mqtts://127.0.0.3:8883', 'spb', '']]);
+  const fallback = edgeNodeSettings(validateConfigObject({ ...base, sparkplug: { enabled: true } }));
+  assert.deepEqual(fallback.connections.map((c) => [c.url, c.username, c.password]), [['mqtt://127.0.0.1:1883', 'json', 'pw']]);
+  assert.throws(() => validateConfigObject({ ...base, sparkplug: { brokers: ['mqtt://u:p@127.0.0.2:1883'] } }), /sparkplug\.brokers.*no credentials in the URLs/s);
+});
+
+test('a Sparkplug 2.2 host (STATE/<id> ONLINE): reported as an error without sparkplug.legacyState, followed with it', { timeout: 90_000 }, async () => {
+  const broker = await Mosquitto.start();
+  const nodes: EdgeNode[] = [];
+  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { reconnectPeriod: 0 });
+  const births: string[] = [];
+  try {
+    await client.subscribeAsync(`spBv1.0/${GROUP}/NBIRTH/+`, { qos: 1 });
+    client.on('message', (topic) => births.push(topic));
+    await client.publishAsync(`STATE/${HOST_ID}`, 'ONLINE', { qos: 1, retain: true });
+    const strict = new EdgeNode({ ...settings(broker.url), edgeNodeId: 'strict' }, hooks, log);
+    nodes.push(strict);
+    strict.start();
+    await until('the 2.2 host reported', () => /speaks Sparkplug 2\.2.*sparkplug\.legacyState/.test(strict.stats().problem), 20_000);
+    const legacy = new EdgeNode({ ...settings(broker.url), edgeNodeId: 'legacy', legacyState: true }, hooks, log);
+    nodes.push(legacy);
+    legacy.start();
+    await until('the node under legacyState born', () => births.includes(`spBv1.0/${GROUP}/NBIRTH/legacy`), 20_000);
+    assert.ok(!births.includes(`spBv1.0/${GROUP}/NBIRTH/strict`), 'no birth without the option');
+  } finally {
+    for (const n of nodes) await n.stop();
+    await client.endAsync();
     await broker.dispose();
   }
 });

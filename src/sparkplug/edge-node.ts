@@ -20,6 +20,7 @@ import type { ModelInfo, Result } from '../inference/types.js';
 import { MqttConnection, type ConnectionSettings, type ProtocolVersion, type Will } from '../publish/connection.js';
 import type { Logger } from '../shared/log.js';
 import { backoffDelay } from '../shared/backoff.js';
+import { redactUrls } from '../shared/redact.js';
 import { History } from './history.js';
 import {
   BD_SEQ, DEVICE_METRICS, NODE_METRICS, REBIRTH, RESET_COUNTERS, RESULT_METRICS, TRIGGER,
@@ -36,7 +37,8 @@ export interface EdgeNodeSettings {
   primaryHostId: string;
   /** Optional metrics to publish (empty = all). */
   metrics: string[];
-  connection: ConnectionSettings;
+  /** The MQTT servers, walked in order (one or more). */
+  connections: ConnectionSettings[];
   /** The bdSeq/alias state file and the history database. */
   stateFile: string;
   historyFile: string;
@@ -109,6 +111,8 @@ interface Device {
 const HISTORY_BATCH = 25;
 /** Historical results sent per round trip: deleted together once the broker confirmed them. */
 const REPLAY_WINDOW = HISTORY_BATCH * 10;
+/** Failed CONNECTs in a row after which the node walks to the next server (when there are several). */
+const WALK_AFTER_FAILURES = 2;
 /** How often live results are confirmed (a round trip) while any wait. */
 const CONFIRM_INTERVAL_MS = 1000;
 const DEAD_STATES: ReadonlySet<CameraState> = new Set(['offline', 'stopped']);
@@ -118,7 +122,6 @@ const DISCONNECT_WITH_WILL = 0x04;
 
 export class EdgeNode {
   readonly topics: SparkplugTopics;
-  private readonly connection: MqttConnection;
   private readonly state: NodeStateFile;
   private readonly history: History;
   private readonly nodeMetrics: MetricDef[];
@@ -132,9 +135,6 @@ export class EdgeNode {
   private born = false;
   private seq = 0;
   private hostOnline = false;
-  /** Timestamp of the last STATE accepted, and of the last online one. */
-  private lastStateTimestamp = -Infinity;
-  private lastOnlineTimestamp = -Infinity;
   private readonly nodeValues = new Map<string, MetricValue>();
   private nodeSent = new Map<string, MetricValue>();
   private readonly devices = new Map<string, Device>();
@@ -149,8 +149,14 @@ export class EdgeNode {
   private refusalTimer: NodeJS.Timeout | null = null;
   private problem = '';
   private refusalStreak = 0;
-  /** Timestamp of the last offline STATE that ended a session (the same retained one must not again). */
-  private lastOfflineActed = -Infinity;
+  private serverIndex = 0;
+  private readonly clocks: { lastState: number; lastOnline: number; lastOfflineActed: number }[] = [];
+  private connection: MqttConnection;
+  /** CONNECTs on the current server since it last connected, and servers walked since the last session. */
+  private attemptsHere = 0;
+  private walks = 0;
+  private walking = false;
+  private walkTimer: NodeJS.Timeout | null = null;
   private legacyWarned = false;
   private readonly confirmTopic: string;
   private stopped = false;
@@ -165,15 +171,11 @@ export class EdgeNode {
     this.stateTopic = settings.primaryHostId ? SparkplugTopics.hostState(settings.primaryHostId) : null;
     // Under our own NCMD topic, never subscribed: only its UNSUBACK matters.
     this.confirmTopic = `${this.topics.node('NCMD')}/confirm`;
-    this.version = settings.connection.protocolVersion;
+    if (settings.connections.length === 0) throw new Error('Sparkplug: no MQTT server');
+    this.version = settings.connections[0]!.protocolVersion;
     this.state = new NodeStateFile(settings.stateFile, log);
     this.history = new History(settings.historyFile, settings.historyMaxRows, log);
-    this.connection = new MqttConnection(settings.connection, {
-      will: (version) => this.will(version),
-      onConnect: (client, _connack, version) => this.onConnect(client, version),
-      onDisconnect: () => this.onDisconnect(),
-      onMessage: (topic, payload) => this.onMessage(topic, payload),
-    }, log);
+    this.connection = this.connectionTo(0);
     this.nodeValues.set(REBIRTH, false);
     this.nodeValues.set('Node Info/Rejected Commands', 0);
     for (const id of settings.cameras) this.device(id);
@@ -183,6 +185,61 @@ export class EdgeNode {
     this.timer = setInterval(() => this.publishNodeData(), this.settings.ndataIntervalMs);
     this.timer.unref();
     this.connection.start();
+  }
+
+  /**
+   * What the node knows of the primary host's STATE on the server in use (each server has its own:
+   * a host offline on one may be online, with an older STATE, on the next): the newest STATE, the
+   * last online one, and the last offline one that ended a session (its retained copy must not
+   * end the next session too).
+   */
+  private get clock(): { lastState: number; lastOnline: number; lastOfflineActed: number } {
+    return (this.clocks[this.serverIndex] ??= { lastState: -Infinity, lastOnline: -Infinity, lastOfflineActed: -Infinity });
+  }
+
+  /** The server now in use. */
+  private get server(): ConnectionSettings {
+    return this.settings.connections[this.serverIndex]!;
+  }
+
+  /** A connection loop on one server; what an old one reports after the walk left it is ignored. */
+  private connectionTo(index: number): MqttConnection {
+    const connection: MqttConnection = new MqttConnection(this.settings.connections[index]!, {
+      will: (version) => this.will(version),
+      onConnect: (client, _connack, version) => this.connection === connection && this.onConnect(client, version),
+      onDisconnect: () => this.connection === connection && this.onDisconnect(),
+      onMessage: (topic, payload) => this.connection === connection && this.onMessage(topic, payload),
+    }, this.settings.connections.length > 1 ? this.log.child({ server: index }) : this.log);
+    return connection;
+  }
+
+  /**
+   * Multiple servers (operational-behavior-primary-application-state-with-multiple-servers-walk):
+   * move to the next when the primary host goes offline on this one, or when this one failed
+   * WALK_AFTER_FAILURES CONNECTs in a row. A whole round without a session backs off.
+   */
+  private async walk(why: string): Promise<void> {
+    if (this.walking || this.stopped || this.settings.connections.length < 2) return;
+    this.walking = true;
+    try {
+      const old = this.connection;
+      this.endSession();
+      await old.stop(1000);
+      if (this.stopped) return;
+      this.serverIndex = (this.serverIndex + 1) % this.settings.connections.length;
+      this.attemptsHere = 0;
+      this.walks++;
+      const rounds = Math.floor(this.walks / this.settings.connections.length);
+      const delayMs = rounds > 0 ? backoffDelay(Math.min(rounds - 1, 30), this.server.reconnectMinMs, this.server.reconnectMaxMs) : 0;
+      this.log.warn({ why, server: this.serverIndex, url: redactUrls(this.server.url), delayMs }, 'Sparkplug: moving to the next MQTT server');
+      this.connection = this.connectionTo(this.serverIndex);
+      this.walkTimer = setTimeout(() => {
+        this.walkTimer = null;
+        if (!this.stopped) this.connection.start();
+      }, delayMs);
+    } finally {
+      this.walking = false;
+    }
   }
 
   stats(): EdgeNodeStats {
@@ -252,6 +309,7 @@ export class EdgeNode {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     if (this.refusalTimer) clearTimeout(this.refusalTimer);
+    if (this.walkTimer) clearTimeout(this.walkTimer);
     const deadline = Date.now() + timeoutMs;
     const client = this.client;
     const session = this.session;
@@ -272,6 +330,7 @@ export class EdgeNode {
   private will(version: ProtocolVersion): Will {
     this.version = version;
     this.bdSeq = this.state.takeBdSeq();
+    if (++this.attemptsHere > WALK_AFTER_FAILURES && this.settings.connections.length > 1) setImmediate(() => void this.walk('server unreachable'));
     return { topic: this.topics.node('NDEATH'), payload: this.deathPayload(), qos: 1, retain: false };
   }
 
@@ -283,6 +342,8 @@ export class EdgeNode {
 
   private onConnect(client: MqttClient, version: ProtocolVersion): void {
     this.endSession();
+    this.attemptsHere = 0;
+    this.walks = 0;
     this.client = client;
     this.version = version;
     this.born = false;
@@ -318,7 +379,7 @@ export class EdgeNode {
    */
   private subscriptionsRefused(session: Session, refused: string[], err: Error | undefined): void {
     this.counts.refusals++;
-    const { reconnectMinMs, reconnectMaxMs } = this.settings.connection;
+    const { reconnectMinMs, reconnectMaxMs } = this.server;
     const delayMs = backoffDelay(Math.min(this.refusalStreak++, 30), Math.max(1000, reconnectMinMs), Math.max(1000, reconnectMaxMs));
     this.problem = `the broker refused QoS 1 subscriptions${refused.length > 0 ? ` for ${refused.join(', ')}` : ''} (${err ? err.message : 'granted QoS 0'}): check its ACL and maximum QoS`;
     this.log.error({ err: err?.message, refused, refusals: this.counts.refusals, retryInMs: delayMs },
@@ -376,7 +437,7 @@ export class EdgeNode {
     let timer: NodeJS.Timeout | undefined;
     const ack = new Promise<boolean>((resolve) => {
       session.client.unsubscribe(this.confirmTopic, (err) => resolve(!err));
-      const limitMs = Math.max(2000, this.settings.connection.keepaliveSec * 1500);
+      const limitMs = Math.max(2000, this.server.keepaliveSec * 1500);
       timer = setTimeout(() => {
         if (session.ended) return;
         this.log.warn({ limitMs }, 'Sparkplug: the broker did not answer a round trip: link presumed dead, reconnecting');
@@ -592,7 +653,7 @@ export class EdgeNode {
       this.legacyWarned = true;
       return;
     }
-    this.hostStateChanged(word === 'ONLINE', Math.max(Date.now(), this.lastStateTimestamp));
+    this.hostStateChanged(word === 'ONLINE', Math.max(Date.now(), this.clock.lastState));
   }
 
   /** STATE (Sparkplug 3.0): JSON {online, timestamp}; a message older than the last one is stale. */
@@ -617,20 +678,20 @@ export class EdgeNode {
    */
   private hostStateChanged(online: boolean, timestamp: number): void {
     if (online) {
-      if (timestamp < this.lastStateTimestamp) return this.log.info({ timestamp }, 'Sparkplug: stale online STATE ignored');
-      this.lastStateTimestamp = timestamp;
-      this.lastOnlineTimestamp = timestamp;
+      if (timestamp < this.clock.lastState) return this.log.info({ timestamp }, 'Sparkplug: stale online STATE ignored');
+      this.clock.lastState = timestamp;
+      this.clock.lastOnline = timestamp;
       this.hostOnline = true;
       if (this.subscribed && !this.born) this.birth();
       return;
     }
-    if (timestamp < this.lastOnlineTimestamp) return this.log.info({ timestamp }, 'Sparkplug: offline STATE older than the last online one ignored');
-    this.lastStateTimestamp = Math.max(this.lastStateTimestamp, timestamp);
+    if (timestamp < this.clock.lastOnline) return this.log.info({ timestamp }, 'Sparkplug: offline STATE older than the last online one ignored');
+    this.clock.lastState = Math.max(this.clock.lastState, timestamp);
     const wasOnline = this.hostOnline || this.born;
     this.hostOnline = false;
-    const fresh = Number.isFinite(this.lastOnlineTimestamp) && timestamp > this.lastOfflineActed;
+    const fresh = Number.isFinite(this.clock.lastOnline) && timestamp > this.clock.lastOfflineActed;
     if (this.client && (wasOnline || fresh)) {
-      this.lastOfflineActed = Math.max(this.lastOfflineActed, timestamp);
+      this.clock.lastOfflineActed = Math.max(this.clock.lastOfflineActed, timestamp);
       void this.leaveForHost(this.client);
     }
   }
@@ -641,6 +702,7 @@ export class EdgeNode {
     this.endSession();
     if (this.version !== 5) await this.publishDeath(client, 2000);
     client.end(false, this.version === 5 ? { reasonCode: DISCONNECT_WITH_WILL } : {});
+    await this.walk('primary host offline');
   }
 
   private onNodeCommand(payload: Buffer): void {

@@ -5,7 +5,7 @@
 //   state.ts      bdSeq and device numbers across restarts, topics.ts the namespace
 import path from 'node:path';
 import type { AppConfig } from '../config/load.js';
-import { connectionSettingsFrom } from '../publish/connection.js';
+import { connectionSettingsFrom, type ConnectionSettings } from '../publish/connection.js';
 import type { Logger } from '../shared/log.js';
 import { EdgeNode, type EdgeNodeHooks, type EdgeNodeSettings } from './edge-node.js';
 
@@ -29,7 +29,7 @@ export function edgeNodeSettings(config: AppConfig): EdgeNodeSettings {
     edgeNodeId: spb.edgeNodeId || config.device.id,
     primaryHostId: spb.primaryHostId,
     metrics: spb.metrics,
-    connection: connectionSettingsFrom(config, `${jsonClientId}-spb`),
+    connections: sparkplugServers(config, `${jsonClientId}-spb`),
     stateFile: path.join(config.service.stateDir, 'sparkplug-state.json'),
     historyFile: path.join(config.service.stateDir, 'sparkplug-history.sqlite'),
     historyMaxRows: spb.historyMaxRows,
@@ -38,6 +38,17 @@ export function edgeNodeSettings(config: AppConfig): EdgeNodeSettings {
     ndataIntervalMs: config.service.statusIntervalMs,
     cameras,
   };
+}
+
+/**
+ * The servers the node walks: sparkplug.brokers with sparkplug.username/password/tls, or (empty)
+ * the JSON plane's mqtt.url, credentials and TLS. Protocol, keepalive and backoff are mqtt.*'s.
+ */
+function sparkplugServers(config: AppConfig, clientId: string): ConnectionSettings[] {
+  const base = connectionSettingsFrom(config, clientId);
+  const spb = config.sparkplug;
+  if (spb.brokers.length === 0) return [base];
+  return spb.brokers.map((url) => ({ ...base, url, username: spb.username, password: spb.password, tls: spb.tls }));
 }
 
 /** The edge node for this configuration, or null when sparkplug.enabled is off. */
