@@ -48,16 +48,21 @@ function result(camera: string, n: number): Result {
   };
 }
 
-/** A broker, the Python host (announcing online), a node; `body` runs, everything goes after. */
-async function withNode(extra: Parameters<typeof settings>[1], body: (ctx: { broker: Mosquitto; host: SparkplugHost; node: EdgeNode }) => Promise<void>): Promise<void> {
+/**
+ * A broker, the Python host (announcing online), a loopback proxy the node connects through (so a
+ * test can cut the link or read the node's packets), a node; `body` runs, everything goes after.
+ */
+async function withNode(extra: Parameters<typeof settings>[1], body: (ctx: { broker: Mosquitto; host: SparkplugHost; node: EdgeNode; proxy: LinkProxy }) => Promise<void>): Promise<void> {
   const broker = await Mosquitto.start();
+  const proxy = await LinkProxy.start(broker.port);
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
   let node: EdgeNode | undefined;
   try {
-    node = new EdgeNode(settings(broker.url, extra), hooks, log);
-    await body({ broker, host, node });
+    node = new EdgeNode(settings(proxy.url, extra), hooks, log);
+    await body({ broker, host, node, proxy });
   } finally {
     await node?.stop();
+    await proxy.close();
     await host.stop();
     await broker.dispose();
   }
@@ -137,45 +142,27 @@ test('5 and 6: STATE timestamps never go backwards; an offline STATE ends a conn
 });
 
 test('7: every CONNECT gets the next bdSeq, timed-out ones included', { timeout: 90_000 }, async () => {
-  const broker = await Mosquitto.start();
-  const proxy = await LinkProxy.start(broker.port);
-  const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
-  let node: EdgeNode | undefined;
-  try {
-    node = new EdgeNode(settings(proxy.url), hooks, log);
+  await withNode({}, async ({ host, node, proxy }) => {
     proxy.hold();
     node.start();
     await until('two CONNECTs timed out', () => proxy.accepted >= 3, 30_000);
     proxy.reset();
     const birth = await host.next('NBIRTH', (e) => e.type === 'NBIRTH');
     assert.equal(birth.bdSeq, proxy.accepted - 1, `bdSeq of the CONNECT that made it: one per CONNECT from 0 (${proxy.accepted} CONNECTs)`);
-  } finally {
-    await node?.stop();
-    await proxy.close();
-    await host.stop();
-    await broker.dispose();
-  }
+  });
 });
 
 test('8: a broker that refuses the subscriptions is reported and retried with backoff, not an endless silent loop', { timeout: 60_000 }, async () => {
-  const broker = await Mosquitto.start();
-  const proxy = await LinkProxy.start(broker.port);
-  proxy.refuseSubscriptions = true;
-  let node: EdgeNode | undefined;
-  try {
-    node = new EdgeNode(settings(proxy.url, { protocolVersion: 4 }), hooks, log);
+  await withNode({ protocolVersion: 4 }, async ({ node, proxy }) => {
+    proxy.refuseSubscriptions = true;
     node.start();
-    await until('the refusal reported', () => node!.stats().subscribeRefusals >= 1, 20_000);
+    await until('the refusal reported', () => node.stats().subscribeRefusals >= 1, 20_000);
     assert.match(node.stats().problem, /the broker refused QoS 1 subscriptions/);
     await sleep(3000);
     const { subscribeRefusals, births } = node.stats();
     assert.equal(births, 0);
     assert.ok(subscribeRefusals <= 4, `retried with backoff (at least 1 s apart), not every 100 ms: ${subscribeRefusals} refusals in about 3 s`);
-  } finally {
-    await node?.stop();
-    await proxy.close();
-    await broker.dispose();
-  }
+  });
 });
 
 test('10: a camera that comes online later births with a rebirth: every DBIRTH right after an NBIRTH', { timeout: 90_000 }, async () => {
@@ -230,12 +217,7 @@ test('2 and 10: keepalive 0 and camera ids equal but for case are refused with t
 });
 
 test('checklist: Will QoS 1 not retained in the CONNECT; NCMD/DCMD subscribed at QoS 1 before any publish; nothing retained (a late subscriber gets no Sparkplug message)', { timeout: 90_000 }, async () => {
-  const broker = await Mosquitto.start();
-  const proxy = await LinkProxy.start(broker.port);
-  const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
-  let node: EdgeNode | undefined;
-  try {
-    node = new EdgeNode(settings(proxy.url, { protocolVersion: 4 }), hooks, log);
+  await withNode({ protocolVersion: 4 }, async ({ broker, host, node, proxy }) => {
     node.start();
     await host.next('DBIRTH', (e) => e.type === 'DBIRTH');
     node.onResult(result('cam1', 1));
@@ -258,12 +240,7 @@ test('checklist: Will QoS 1 not retained in the CONNECT; NCMD/DCMD subscribed at
     await sleep(1000);
     await late.endAsync();
     assert.deepEqual(retained, [], 'no Sparkplug message of the node is retained');
-  } finally {
-    await node?.stop();
-    await proxy.close();
-    await host.stop();
-    await broker.dispose();
-  }
+  });
 });
 
 test('multiple servers: the node walks to the next on primary host offline and on a dead server (the -walk statement)', { timeout: 120_000 }, async () => {

@@ -86,14 +86,19 @@ async function accountFor(t: TestContext, host: SparkplugHost, node: EdgeNode, m
   assert.deepEqual(host.violations(), [], 'the host found no rule broken');
 }
 
-test('broker SIGKILLed at the first historical DDATA: nothing lost', { timeout: 180_000 }, async (t) => {
+/**
+ * A line making a result every 20 ms; the primary host goes away until 150 results wait, comes
+ * back, and at the first historical DDATA `cut` breaks the link or the broker; once the node is
+ * born again after what `cut` returns (the repair), every result must reach the host.
+ */
+async function replayCut(t: TestContext, what: string, viaProxy: boolean, cut: (broker: Mosquitto, proxy: LinkProxy | null) => Promise<() => Promise<void>>): Promise<void> {
   const broker = await Mosquitto.start();
-  const dir = tempDir('spb-hist');
+  const proxy = viaProxy ? await LinkProxy.start(broker.port) : null;
   const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
   let node: EdgeNode | undefined;
   let line: Line | undefined;
   try {
-    node = new EdgeNode(settings(broker.url, dir, { replayMessagesPerSec: 4 }), hooks, log);
+    node = new EdgeNode(settings(proxy?.url ?? broker.url, tempDir('spb-hist'), { replayMessagesPerSec: 4 }), hooks, log);
     line = new Line(node, 20);
     node.start();
     await host.next('NBIRTH', (e) => e.type === 'NBIRTH');
@@ -103,54 +108,35 @@ test('broker SIGKILLed at the first historical DDATA: nothing lost', { timeout: 
     let mark = host.events.length;
     await host.send({ cmd: 'state', online: true });
     await host.next('first historical DDATA', firstHistorical, mark);
-    await broker.stop('SIGKILL');
+    const repair = await cut(broker, proxy);
     mark = host.events.length;
-    await broker.start();
-    await host.next('NBIRTH after the broker restart', (e) => e.type === 'NBIRTH', mark);
+    await repair();
+    await host.next('NBIRTH after the repair', (e) => e.type === 'NBIRTH', mark);
     await new Promise((r) => setTimeout(r, 1000));
     line.stop();
-    await accountFor(t, host, node, line.made, 'broker SIGKILL');
+    await accountFor(t, host, node, line.made, what);
   } finally {
     line?.stop();
     await node?.stop();
+    await proxy?.close();
     await host.stop();
     await broker.dispose();
   }
+}
+
+test('broker SIGKILLed at the first historical DDATA: nothing lost', { timeout: 180_000 }, async (t) => {
+  await replayCut(t, 'broker SIGKILL', false, async (broker) => {
+    await broker.stop('SIGKILL');
+    return () => broker.start();
+  });
 });
 
 test('link held 10 s after the first historical DDATA, then reset: nothing lost, live or historical', { timeout: 180_000 }, async (t) => {
-  const broker = await Mosquitto.start();
-  const proxy = await LinkProxy.start(broker.port);
-  const dir = tempDir('spb-hist');
-  const host = await SparkplugHost.start({ port: broker.port, group: GROUP, node: NODE, hostId: HOST_ID, announce: true });
-  let node: EdgeNode | undefined;
-  let line: Line | undefined;
-  try {
-    node = new EdgeNode(settings(proxy.url, dir, { replayMessagesPerSec: 4 }), hooks, log);
-    line = new Line(node, 20);
-    node.start();
-    await host.next('NBIRTH', (e) => e.type === 'NBIRTH');
-    line.start();
-    await host.send({ cmd: 'state', online: false });
-    await until('results stored while the host is away', () => node!.stats().historyPending >= 150, 60_000);
-    let mark = host.events.length;
-    await host.send({ cmd: 'state', online: true });
-    await host.next('first historical DDATA', firstHistorical, mark);
-    proxy.hold();
+  await replayCut(t, 'link held 10 s', true, async (_broker, proxy) => {
+    proxy!.hold();
     await new Promise((r) => setTimeout(r, 10_000));
-    mark = host.events.length;
-    proxy.reset();
-    await host.next('NBIRTH after the link is back', (e) => e.type === 'NBIRTH', mark);
-    await new Promise((r) => setTimeout(r, 1000));
-    line.stop();
-    await accountFor(t, host, node, line.made, 'link held 10 s');
-  } finally {
-    line?.stop();
-    await node?.stop();
-    await proxy.close();
-    await host.stop();
-    await broker.dispose();
-  }
+    return async () => proxy!.reset();
+  });
 });
 
 test('link reset 0.5 s into a replay of 30,000 stored rows: the replay resumes, nothing lost', { timeout: 240_000 }, async (t) => {
@@ -182,8 +168,9 @@ test('link reset 0.5 s into a replay of 30,000 stored rows: the replay resumes, 
     const mark = host.events.length;
     proxy.reset();
     await host.next('NBIRTH after the reset', (e) => e.type === 'NBIRTH', mark);
+    await until('every row confirmed and deleted', () => node!.stats().historyPending === 0, 120_000);
+    t.diagnostic(`replay of ${ROWS} rows with one reset: ${((performance.now() - replayStart) / 1000).toFixed(1)} s from the first historical DDATA until the node had all confirmed; table file ${tableBytes} bytes for ${ROWS} rows`);
     await accountFor(t, host, node, ROWS, 'link reset in a 30,000-row replay');
-    t.diagnostic(`replay of ${ROWS} rows with one reset: ${((performance.now() - replayStart) / 1000).toFixed(1)} s until all confirmed; table file ${tableBytes} bytes for ${ROWS} rows`);
     const stats = node.stats();
     assert.ok(stats.historySent >= ROWS && stats.historyConfirmed === ROWS, JSON.stringify(stats));
   } finally {
