@@ -412,7 +412,7 @@ export class EdgeNode {
     session.ended = true;
     session.finish();
     if (this.unconfirmed.length > 0) {
-      for (const u of this.unconfirmed) this.history.append(u.cameraId, u.capturedAt, u.values);
+      this.history.appendMany(this.unconfirmed);
       this.log.info({ results: this.unconfirmed.length }, 'Sparkplug: session ended with live results unconfirmed: kept for historical DDATA');
       this.unconfirmed = [];
     }

@@ -51,8 +51,15 @@ export class History {
   }
 
   append(cameraId: string, capturedAt: number, values: Record<string, MetricValue>): void {
-    this.statements.insert.run(cameraId, capturedAt, JSON.stringify(values));
-    this.pending++;
+    this.appendMany([{ cameraId, capturedAt, values }]);
+  }
+
+  /** Several rows in one transaction: one fsync, not one per row. */
+  appendMany(rows: { cameraId: string; capturedAt: number; values: Record<string, MetricValue> }[]): void {
+    this.db.transaction(() => {
+      for (const r of rows) this.statements.insert.run(r.cameraId, r.capturedAt, JSON.stringify(r.values));
+    })();
+    this.pending += rows.length;
     if (this.pending > this.maxRows) {
       const excess = this.pending - this.maxRows;
       this.statements.dropOldest.run(excess);
