@@ -5,7 +5,8 @@
 //   host's STATE) at QoS 1 -> [primary host online] -> NBIRTH (seq 0) -> DBIRTH per live camera ->
 //   historical DDATA -> live NDATA/DDATA/DDEATH; Rebirth replays the births in the session, and so
 //   does a camera coming online (payloads-dbirth-order: every DBIRTH right after the NBIRTH).
-//   Host offline: NDEATH + DISCONNECT, then a new session that waits for the host again.
+//   Host offline: NDEATH + DISCONNECT, then a new session that waits for the host again (on the
+//   next server when several are configured: the walk, also after two failed CONNECTs).
 // A clean stop sends NDEATH: MQTT 5 by DISCONNECT reason 0x04 (the broker publishes the Will),
 // MQTT 3.1.1 by publishing it before the DISCONNECT. A session that ends is detached at once
 // (client, born, subscribed cleared) so nothing of it follows its NDEATH.
