@@ -56,6 +56,12 @@ export class History {
 
   /** Several rows in one transaction: one fsync, not one per row. */
   appendMany(rows: { cameraId: string; capturedAt: number; values: Record<string, MetricValue> }[]): void {
+    if (!this.db.open) {
+      // Only after the node stopped (the daemon stops the pipeline first): said and counted, no throw.
+      this.dropped += rows.length;
+      this.log.error({ results: rows.length }, 'Sparkplug history closed: results after the stop not kept');
+      return;
+    }
     this.db.transaction(() => {
       for (const r of rows) this.statements.insert.run(r.cameraId, r.capturedAt, JSON.stringify(r.values));
     })();
