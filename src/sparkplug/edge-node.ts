@@ -262,11 +262,14 @@ export class EdgeNode {
     const values: Record<string, MetricValue> = { ...resultValues(result), 'Counters/OK': counters.ok, 'Counters/NG': counters.ng };
     for (const [name, value] of Object.entries(values)) device.values.set(name, value);
     const capturedAt = Date.parse(result.frame.capturedAt);
-    if (this.born && device.born && !device.replayOnly && this.sendDeviceData(device, values, capturedAt)) {
+    if (!this.born || !device.born || device.replayOnly) {
+      this.history.append(device.id, capturedAt, values);
+      return;
+    }
+    // Sent live (only what changed; nothing when nothing did): kept until a round trip confirms it.
+    if (this.sendDeviceData(device, values, capturedAt)) {
       this.unconfirmed.push({ n: ++this.liveSent, cameraId: device.id, capturedAt, values });
       this.scheduleConfirm();
-    } else {
-      this.history.append(device.id, capturedAt, values);
     }
   }
 
