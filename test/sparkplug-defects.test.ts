@@ -185,7 +185,7 @@ test('10: a camera that comes online later births with a rebirth: every DBIRTH r
   });
 });
 
-test('1: results of a camera no longer configured are replayed (DBIRTH, historical DDATA, DDEATH)', { timeout: 90_000 }, async () => {
+test('1 and 9: results of a camera no longer configured are replayed (DBIRTH, historical DDATA, DDEATH); the progress is in NDATA', { timeout: 90_000 }, async () => {
   const s = settings('');
   const history = new History(s.historyFile, 1000, log);
   for (let i = 1; i <= 30; i++) history.append('camOld', Date.now() - 1000 + i, { 'Inspection/Trigger Id': `old${i}`, 'Inspection/Raw Score': i });
@@ -201,6 +201,10 @@ test('1: results of a camera no longer configured are replayed (DBIRTH, historic
     const ids = host.messages('DDATA', 'camOld').flatMap((e) => (e.metrics ?? []).filter((m) => m.name === 'Inspection/Trigger Id' && m.is_historical).map((m) => m.value));
     assert.deepEqual(ids, Array.from({ length: 30 }, (_, i) => `old${i + 1}`));
     await until('history empty', () => node!.stats().historyPending === 0, 20_000);
+    // item 9: the replay's progress in the node metrics (NDATA at the end of a replay)
+    const progress = await host.next('NDATA with the replay confirmed', (e) => e.type === 'NDATA' && (e.metrics ?? []).some((m) => m.name === 'Node Info/History Confirmed' && m.value === 30));
+    assert.equal(progress.metrics!.find((m) => m.name === 'Node Info/History Stored')?.value, 0);
+    assert.equal(node.stats().historySent, 30);
     assert.deepEqual(host.violations(), []);
   } finally {
     await node?.stop();
