@@ -30,15 +30,15 @@ test('every field of our Payload and Metric is the official one', async () => {
   for (const [name, value] of Object.entries(DataType)) assert.equal(dataType.values[name], value, `DataType.${name}`);
 });
 
-test('bdSeq: 0 first, one more per session, wrapping after 255, kept across restarts', () => {
+test('bdSeq: 0 first, one more per CONNECT (refused ones too), wrapping after 255, kept across restarts', () => {
   const file = path.join(tempDir('spb-state'), 'sparkplug-state.json');
   let state = new NodeStateFile(file, log);
-  assert.equal(state.nextBdSeq(), 0);
-  state.recordSession(0);
-  assert.equal(state.nextBdSeq(), 1);
-  state.recordSession(255);
+  assert.equal(state.takeBdSeq(), 0);
+  assert.equal(state.takeBdSeq(), 1, 'a second CONNECT (e.g. after a refused one) gets the next bdSeq');
+  for (let i = 2; i < 255; i++) state.takeBdSeq();
+  assert.equal(state.takeBdSeq(), 255);
   state = new NodeStateFile(file, log);
-  assert.equal(state.nextBdSeq(), 0, 'wraps and survives a restart');
+  assert.equal(state.takeBdSeq(), 0, 'wraps and survives a restart');
   const cam = state.deviceNumber('cam1');
   assert.equal(new NodeStateFile(file, log).deviceNumber('cam1'), cam, 'device numbers (aliases) are stable');
   assert.notEqual(state.deviceNumber('cam2'), cam);

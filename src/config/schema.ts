@@ -168,6 +168,21 @@ const STRING_LIST = defineFormat('string-list', { kinds: ['array'], describe: 'l
   if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new Error('must be a list of strings');
 }, (value) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value));
 
+/** sparkplug.brokers: MQTT URLs without credentials (those go in sparkplug.username/password, which are redacted). */
+const SPARKPLUG_BROKERS = defineFormat('broker-list', { kinds: ['array'], describe: 'list of mqtt(s):// URLs' }, (value) => {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw new Error('must be a list of URLs');
+  for (const url of value as string[]) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new Error(`${JSON.stringify(url)} is not a URL`);
+    }
+    if (!/^(mqtt|mqtts|tcp|ssl|ws|wss):$/.test(parsed.protocol)) throw new Error(`${JSON.stringify(url)}: scheme must be mqtt, mqtts, tcp, ssl, ws or wss`);
+    if (parsed.username || parsed.password) throw new Error('no credentials in the URLs: set sparkplug.username and sparkplug.password');
+  }
+}, (value) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value));
+
 /** Largest frame side any camera delivers, and so the bound of ROI coordinates. */
 export const MAX_FRAME_SIDE = 65535;
 
@@ -724,7 +739,7 @@ export const schema = {
     }),
   },
   sparkplug: {
-    enabled: setting({ doc: 'Publish a Sparkplug B 3.0 edge node beside the JSON topics (its own MQTT connection to mqtt.url, same credentials and TLS).', format: Boolean, default: false, apply: 'mqtt' }),
+    enabled: setting({ doc: 'Publish a Sparkplug B 3.0 edge node beside the JSON topics (its own MQTT connection: to sparkplug.brokers, or else to mqtt.url with the same credentials and TLS).', format: Boolean, default: false, apply: 'mqtt' }),
     groupId: setting({ doc: 'Sparkplug group id: spBv1.0/<groupId>/...', format: TOPIC_LEVEL, default: 'crad', apply: 'mqtt' }),
     edgeNodeId: setting({ doc: "Sparkplug edge node id ('' = device.id). Each camera is a Sparkplug device under it.", format: OPTIONAL_TOPIC_LEVEL, default: '', apply: 'mqtt' }),
     primaryHostId: setting({ doc: "Primary host application id: births wait for spBv1.0/STATE/<id> online, and the node dies and reconnects when it goes offline ('' = none).", format: OPTIONAL_TOPIC_LEVEL, default: '', apply: 'mqtt' }),
@@ -735,6 +750,22 @@ export const schema = {
       apply: 'mqtt',
     }),
     historyMaxRows: setting({ doc: 'Most results kept for historical DDATA while the Sparkplug session is down; the oldest are dropped (and counted) beyond it.', format: integerIn(1), default: 1_000_000, apply: 'mqtt' }),
+    replayMessagesPerSec: setting({ doc: 'Pace of the historical DDATA replay after a birth, messages (25 results each) per second; rows are deleted only once the broker confirmed them.', format: integerIn(1, 100_000), default: 200, apply: 'mqtt' }),
+    brokers: setting({
+      doc: "The Sparkplug plane's own MQTT servers, in the order the node walks them (to the next on a primary host going offline or a server failing twice), e.g. an Ignition MQTT Distributor. Empty = mqtt.url with mqtt.username/password/tls. No credentials in the URLs: sparkplug.username/password.",
+      format: SPARKPLUG_BROKERS,
+      default: [] as string[],
+      apply: 'mqtt',
+    }),
+    username: setting({ doc: 'Username on the sparkplug.brokers (empty = none; unused while sparkplug.brokers is empty).', format: MQTT_STRING, default: '', apply: 'mqtt' }),
+    password: setting({ doc: 'Password on the sparkplug.brokers.', format: MQTT_STRING, default: '', sensitive: true, apply: 'mqtt' }),
+    tls: {
+      ca: setting({ filePath: true, doc: 'TLS on the sparkplug.brokers: CA certificate file (PEM).', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
+      cert: setting({ filePath: true, doc: 'TLS on the sparkplug.brokers: client certificate file (PEM); with sparkplug.tls.key.', format: String, default: '', apply: 'mqtt', remote: 'signed' }),
+      key: setting({ filePath: true, doc: 'TLS on the sparkplug.brokers: client private key file (PEM).', format: String, default: '', sensitive: true, apply: 'mqtt', remote: 'signed' }),
+      rejectUnauthorized: setting({ doc: 'TLS on the sparkplug.brokers: reject servers whose certificate does not verify.', format: Boolean, default: true, apply: 'mqtt', remote: 'signed' }),
+    },
+    legacyState: setting({ doc: "Also accept a Sparkplug 2.2 primary host's STATE/<primaryHostId> \"ONLINE\"/\"OFFLINE\" (no timestamp: arrival order). Off: such a host is reported as an error and the node waits.", format: Boolean, default: false, apply: 'mqtt' }),
   },
   remoteConfig: {
     enabled: setting({ doc: 'Accept configuration pushes on <prefix>/config/set.', format: Boolean, default: true, apply: 'live', remote: 'never' }),

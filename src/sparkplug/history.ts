@@ -2,8 +2,11 @@
 // kept here until they go out as historical DDATA after the next birth. Its own table, not the
 // JSON outbox: the outbox deletes a row once the JSON plane's broker acknowledges it, which can
 // happen long before this plane is back (it may be waiting for its primary host), so reading
-// outbox rows by id would lose results. A row is deleted only after its DDATA was handed to the
-// connection. SQLite (better-sqlite3), WAL, synchronous=FULL; only written while the plane is down.
+// outbox rows by id would lose results. A row is deleted only after the broker confirmed its DDATA
+// (a round trip on the same connection after it, see EdgeNode.replay): a session lost midway leaves
+// the row for the next one. Live results whose DDATA was not confirmed when their session ended
+// are written here too. SQLite (better-sqlite3), WAL, synchronous=FULL; written while the plane is
+// down or at a session's end, read and deleted during a replay.
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -37,6 +40,7 @@ export class History {
       insert: this.db.prepare('INSERT INTO history (camera, captured_at, "values") VALUES (?, ?, ?)'),
       next: this.db.prepare('SELECT id, camera, captured_at, "values" FROM history WHERE camera = ? ORDER BY id LIMIT ?'),
       remove: this.db.prepare('DELETE FROM history WHERE id = ?'),
+      cameras: this.db.prepare('SELECT DISTINCT camera FROM history'),
       dropOldest: this.db.prepare('DELETE FROM history WHERE id IN (SELECT id FROM history ORDER BY id LIMIT ?)'),
     };
     this.pending = (this.db.prepare('SELECT COUNT(*) AS n FROM history').get() as { n: number }).n;
@@ -47,8 +51,21 @@ export class History {
   }
 
   append(cameraId: string, capturedAt: number, values: Record<string, MetricValue>): void {
-    this.statements.insert.run(cameraId, capturedAt, JSON.stringify(values));
-    this.pending++;
+    this.appendMany([{ cameraId, capturedAt, values }]);
+  }
+
+  /** Several rows in one transaction: one fsync, not one per row. */
+  appendMany(rows: { cameraId: string; capturedAt: number; values: Record<string, MetricValue> }[]): void {
+    if (!this.db.open) {
+      // Only after the node stopped (the daemon stops the pipeline first): said and counted, no throw.
+      this.dropped += rows.length;
+      this.log.error({ results: rows.length }, 'Sparkplug history closed: results after the stop not kept');
+      return;
+    }
+    this.db.transaction(() => {
+      for (const r of rows) this.statements.insert.run(r.cameraId, r.capturedAt, JSON.stringify(r.values));
+    })();
+    this.pending += rows.length;
     if (this.pending > this.maxRows) {
       const excess = this.pending - this.maxRows;
       this.statements.dropOldest.run(excess);
@@ -62,6 +79,11 @@ export class History {
   oldest(cameraId: string, limit: number): HistoryRow[] {
     const rows = this.statements.next.all(cameraId, limit) as { id: number; camera: string; captured_at: number; values: string }[];
     return rows.map((r) => ({ id: r.id, cameraId: r.camera, capturedAt: r.captured_at, values: JSON.parse(r.values) as Record<string, MetricValue> }));
+  }
+
+  /** Every camera with rows kept (configured or not: a removed camera's results are still its own). */
+  cameras(): string[] {
+    return (this.statements.cameras.all() as { camera: string }[]).map((r) => r.camera);
   }
 
   remove(ids: number[]): void {

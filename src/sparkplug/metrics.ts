@@ -36,6 +36,10 @@ export const NODE_METRICS: readonly MetricDef[] = [
   { name: 'Node Info/Model Input Form', type: 'String' },
   { name: 'Node Info/Uptime Seconds', type: 'UInt64' },
   { name: 'Node Info/Rejected Commands', type: 'UInt64', required: true },
+  { name: 'Node Info/History Stored', type: 'UInt64' },
+  { name: 'Node Info/History Sent', type: 'UInt64' },
+  { name: 'Node Info/History Confirmed', type: 'UInt64' },
+  { name: 'Node Info/History Dropped', type: 'UInt64' },
 ];
 
 export const DEVICE_METRICS: readonly MetricDef[] = [

@@ -1,12 +1,12 @@
 // What the edge node keeps across daemon restarts, in the state directory: the bdSeq of the last
-// MQTT session (the next session uses the one after it) and the number each camera got, which
+// MQTT CONNECT (the next CONNECT uses the one after it, refused or timed-out ones included) and the number each camera got, which
 // its metric aliases are built from. Written atomically (temp file, fsync, rename).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../shared/log.js';
 
 export interface NodeState {
-  /** bdSeq of the last established session, null before the first. */
+  /** bdSeq of the last CONNECT sent, null before the first. */
   lastBdSeq: number | null;
   /** Camera id -> device number (1, 2, ...), never reused. */
   devices: Record<string, number>;
@@ -19,15 +19,15 @@ export class NodeStateFile {
     this.state = this.read();
   }
 
-  /** The bdSeq the next MQTT CONNECT carries: one after the last session's, wrapping at 255. */
-  nextBdSeq(): number {
-    return this.state.lastBdSeq === null ? 0 : (this.state.lastBdSeq + 1) % 256;
-  }
-
-  /** A session was established with this bdSeq: the next one must differ. */
-  recordSession(bdSeq: number): void {
+  /**
+   * The bdSeq of a CONNECT about to be sent: one after the last CONNECT's, wrapping at 255, and
+   * recorded at once (topics-nbirth-bdseq-increment: every new CONNECT, whether or not it succeeds).
+   */
+  takeBdSeq(): number {
+    const bdSeq = this.state.lastBdSeq === null ? 0 : (this.state.lastBdSeq + 1) % 256;
     this.state.lastBdSeq = bdSeq;
     this.write();
+    return bdSeq;
   }
 
   deviceNumber(cameraId: string): number {

@@ -1,7 +1,9 @@
 // The Python Sparkplug host (sparkplug_host.py) as a child process: what it saw, as events, and
 // commands for it to publish. The official .proto is read in place from ../shared at test time.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { killOnExit, tempDir } from './cleanup.js';
 import { repoRoot } from './daemon.js';
 import { until } from './publish-fixtures.js';
@@ -115,4 +117,23 @@ export class SparkplugHost {
 
 export function metricNamed(event: HostEvent, name: string): HostMetric | undefined {
   return event.metrics?.find((m) => m.name === name);
+}
+
+/** The rows waiting in a node's history table (its state directory), oldest first. */
+export function historyRows(stateDir: string): { camera: string; captured_at: number }[] {
+  const file = path.join(stateDir, 'sparkplug-history.sqlite');
+  if (!fs.existsSync(file)) return [];
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare('SELECT camera, captured_at FROM history ORDER BY id').all() as { camera: string; captured_at: number }[];
+  } finally {
+    db.close();
+  }
+}
+
+/** Capture times (metric timestamps) of the historical DDATA of a camera, in arrival order, one per result. */
+export function historicalTimes(events: HostEvent[], device: string): number[] {
+  return events
+    .filter((e) => e.event === 'message' && e.type === 'DDATA' && e.device === device)
+    .flatMap((e) => (e.metrics ?? []).filter((m) => m.is_historical && m.name === 'Inspection/Raw Score').map((m) => m.timestamp!));
 }

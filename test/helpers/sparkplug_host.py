@@ -150,6 +150,10 @@ def handle(topic, qos, retain, payload):
         violation('topics-nbirth-mqtt', f'{kind} at QoS {qos}', topic)
     if not msg.HasField('timestamp'):
         violation('payloads-nbirth-timestamp', f'{kind} without timestamp', topic)
+    elif abs(msg.timestamp - time.time() * 1000) > 60000:
+        # Epoch ms UTC, like this host's clock (the node publishes it at send time; not NDEATH,
+        # whose Will payload is made at CONNECT).
+        violation('payloads-timestamp-in-UTC', f'{kind} timestamp {msg.timestamp} is not the time of publishing in ms since the epoch (UTC)', topic)
     if not msg.HasField('seq') or not 0 <= msg.seq <= 255:
         violation('payloads-sequence-num-always-included', f'{kind} without a seq in 0..255', topic)
     for m in msg.metrics:
