@@ -32,7 +32,7 @@ function settings(url: string, extra: Partial<EdgeNodeSettings> & { protocolVers
     groupId: GROUP, edgeNodeId: NODE, primaryHostId: HOST_ID, metrics: [],
     connections: [{
       url, protocolVersion, clientId: `spb-defect-${path.basename(dir)}`, username: '', password: '', keepaliveSec: 2, connectTimeoutMs: 1000,
-      tls: { ca: '', cert: '', key: '', rejectUnauthorized: true }, reconnectMinMs: 100, reconnectMaxMs: 300,
+      tls: { ca: '', cert: '', key: '', rejectUnauthorized: true }, reconnectMinMs: 100, reconnectMaxMs: 300, sessionExpirySec: 0,
     }],
     stateFile: path.join(dir, 'sparkplug-state.json'), historyFile: path.join(dir, 'sparkplug-history.sqlite'), historyMaxRows: 1000,
     replayMessagesPerSec: 200, legacyState: false, ndataIntervalMs: 60_000, cameras: ['cam1'],

@@ -28,7 +28,7 @@ function settings(url: string, dir: string, extra: Partial<EdgeNodeSettings> = {
     groupId: GROUP, edgeNodeId: NODE, primaryHostId: HOST_ID, metrics: [],
     connections: [{
       url, protocolVersion: 5, clientId: `spb-test-${path.basename(dir)}`, username: '', password: '', keepaliveSec: 2, connectTimeoutMs: 2000,
-      tls: { ca: '', cert: '', key: '', rejectUnauthorized: true }, reconnectMinMs: 100, reconnectMaxMs: 500,
+      tls: { ca: '', cert: '', key: '', rejectUnauthorized: true }, reconnectMinMs: 100, reconnectMaxMs: 500, sessionExpirySec: 0,
     }],
     stateFile: path.join(dir, 'sparkplug-state.json'), historyFile: path.join(dir, 'sparkplug-history.sqlite'), historyMaxRows: 1_000_000,
     replayMessagesPerSec: 200, legacyState: false, ndataIntervalMs: 1000, cameras: ['cam1'],
