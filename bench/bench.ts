@@ -19,7 +19,7 @@ import { sparkplugCost, type PlaneCost } from './lib/planes.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { median } from './lib/stats.js';
 import { listImages, openSession, preprocessedImages, timeBatches, timePaced, type BatchTiming, type SessionSettings } from './lib/runtime.js';
-import { connectMjpegViewer, type MjpegViewer } from './lib/viewer.js';
+import { connectLiveViewer, type LiveViewer } from './lib/viewer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 /** How the rows with the overlap settings are named (followed by the daemonNice). */
@@ -92,7 +92,7 @@ interface BenchReport {
   /** reference: the bare runtime at the daemon's batch size just before and after the run (b/a uses their mean). */
   /** The same daemon run with the JSON plane alone and with the Sparkplug plane beside it, in paired rounds (pairedRounds: medians; ratio: median of the rounds' ratios); cost: the plane's CPU per result. */
   sparkplug?: { cameras: number; jsonOnly: number; bothPlanes: number; ratio: number; roundRatios?: number[]; cost?: PlaneCost & { framesPerSecond: number; ratio: number } };
-  /** Console off against on with one live-view viewer connected (MJPEG), in paired rounds (likewise). */
+  /** Console off against on with one live-view viewer connected (server-sent events), in paired rounds (likewise). */
   console?: { cameras: number; off: number; withViewer: number; ratio: number; roundRatios?: number[]; viewerFrames: number; rssGrowthMiBPer1000Frames: number };
   /** paced: one camera at about half the model's batch-1 capacity (the latency target's row). */
   /** bareAtPace (paced row): the bare runtime started at the row's frame rate, right after it: the model's own spread at that pace. */
@@ -356,7 +356,7 @@ function pairedRun(opts: Options, run: Parameters<typeof runDaemon>[0], placemen
 }
 
 /**
- * Throughput with the operator console on and one viewer watching the live view (an MJPEG stream
+ * Throughput with the operator console on and one viewer watching the live view (its event stream
  * read to the end) against the console off, in paired rounds; and whether memory grows with a viewer.
  */
 async function consoleRow(opts: Options, report: BenchReport, run: Parameters<typeof runDaemon>[0]): Promise<void> {
@@ -369,11 +369,11 @@ async function consoleRow(opts: Options, report: BenchReport, run: Parameters<ty
     (placement) => runDaemon(pairedRun(opts, run, placement)),
     async (placement) => {
       const port = await freePort();
-      let viewer: MjpegViewer | undefined;
+      let viewer: LiveViewer | undefined;
       const result = await runDaemon({
         ...pairedRun(opts, run, placement, { http: { enabled: true, host: '127.0.0.1', port } }),
         attach: async () => {
-          viewer = await connectMjpegViewer(`http://127.0.0.1:${port}/api/cameras/cam1/stream.mjpeg`);
+          viewer = await connectLiveViewer(`http://127.0.0.1:${port}/api/cameras/cam1/live`);
           return () => viewer?.close();
         },
       });
