@@ -111,7 +111,7 @@ test('a read-only console refuses every change and changes nothing', async () =>
     await readOnlyApp.inject({ method: 'DELETE', url: '/api/dataset/record/cam1' }),
     await readOnlyApp.inject({ method: 'POST', url: '/api/dataset/capture/cam1' }),
   ];
-  assert.deepEqual(refused.map((r) => r.statusCode), [403, 403, 403, 403]);
+  assert.deepEqual(refused.map((r) => r.statusCode), [401, 401, 401, 401]);
   assert.deepEqual(goodImages(), []);
   assert.deepEqual(dataset.status().recording, {});
   assert.equal(dataset.status().waiting, 0);
@@ -179,4 +179,22 @@ test('the trainer reads the dataset folder as its MVTec layout', () => {
   const seen = JSON.parse(out.trim().split('\n').at(-1)!) as { layout: string; classes: string[]; count: number; labels: number[] };
   assert.deepEqual(seen, { layout: 'mvtec', classes: ['cam1'], count: goodImages().length, labels: [0] });
   assert.equal(seen.count, 4); // one marked good, two recorded, one captured
+});
+
+test('recording started or stopped from the console survives a config push; a push of the record settings takes over', () => {
+  const { log } = capturingLogger();
+  const options = (recordEvery: number, recordCameras: string[] = []) => ({ dir: path.join(root, 'dataset-live'), cameras: ['cam1', 'cam2'], recordEvery, recordCameras });
+  const capture = new DatasetCapture(options(0), log);
+  capture.startRecording('cam1', 3);
+  // A push of another key (the same record settings) used to end it.
+  capture.updateLive(options(0));
+  assert.deepEqual(capture.status().recording, { cam1: 3 });
+  // The file's record settings change: they apply, the console's choices give way.
+  capture.updateLive(options(5));
+  assert.deepEqual(capture.status().recording, { cam1: 5, cam2: 5 });
+  capture.stopRecording('cam2');
+  capture.updateLive(options(5));
+  assert.deepEqual(capture.status().recording, { cam1: 5 }, 'stopped from the console stays stopped');
+  capture.updateLive(options(5, ['cam2']));
+  assert.deepEqual(capture.status().recording, { cam2: 5 });
 });

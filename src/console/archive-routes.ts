@@ -14,7 +14,7 @@ export interface ArchiveRoutesOptions {
   /** null when archive.enabled is false: the archive routes answer 404. */
   archive: Archive | null;
   dataset: DatasetCapture;
-  /** True (or true for this request) refuses every change with 403. */
+  /** True (or true for this request) refuses every change with 401, like the console's own guard (credentials would allow it). */
   readOnly: boolean | ((request: FastifyRequest) => boolean);
   /** How long "capture now" waits for the camera's next frame before answering 202. */
   captureWaitMs?: number;
@@ -57,7 +57,7 @@ export const archiveRoutes: FastifyPluginAsync<ArchiveRoutesOptions> = async (ap
   /** Changes stop here on a read-only request; the answer is sent. */
   const changeRefused = (request: FastifyRequest, reply: FastifyReply): boolean => {
     if (!readOnly(request)) return false;
-    void refuse(reply, 403, 'this console is read-only');
+    void refuse(reply, 401, 'this console is read-only: changes need the console credentials');
     return true;
   };
 
@@ -144,7 +144,7 @@ export const archiveRoutes: FastifyPluginAsync<ArchiveRoutesOptions> = async (ap
 
 /**
  * The archive routes as a console plugin under `prefix`: reads need read access, anything else
- * change access (the console's auth answers 401/403 before a route runs). `capture` is asked when
+ * change access (the console's auth answers 401 before a route runs). `capture` is asked when
  * the server starts, after the daemon has built its archive and dataset capture.
  */
 export function archiveConsolePlugin(capture: () => Pick<ArchiveRoutesOptions, 'archive' | 'dataset'>, prefix = '/api'): ConsolePlugin {
