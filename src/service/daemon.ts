@@ -89,6 +89,8 @@ export class Daemon {
   private readonly counters = new ProductionCounters((id) => this.cameraHandles.get(id)?.stats().triggerTimeouts ?? 0);
   /** The operator console, when http.enabled. */
   private console: ConsoleServer | null = null;
+  /** Where the console listens once started (http.port 0 picks a free port), else null. */
+  consoleAddress: string | null = null;
   private publisher!: Publisher;
   private router!: CommandRouter;
   private commands!: CommandGroup;
@@ -172,7 +174,7 @@ export class Daemon {
     }
     this.pipeline.start();
     this.watchModelFile();
-    await this.console?.start();
+    this.consoleAddress = (await this.console?.start()) ?? null;
     if (this.layered.fallback) {
       this.log.error({ ...this.layered.fallback }, 'the recorded configuration could not be used: running an older revision');
       this.recordAudit({ kind: 'rollback', outcome: 'fallback', actor: { kind: 'daemon' }, revisionAfter: this.revision, error: this.layered.fallback.reason });
