@@ -218,10 +218,11 @@ function readOnly(on) {
 }
 
 async function poll() {
-  if (!camera || !conn.open) return;
+  if (!camera) return;
   try {
     state = await api(cameraPath());
   } catch (err) {
+    // A daemon that is away is the banner's to say; this is for errors it answers.
     if (conn.open) show('', err.message);
     return;
   }
