@@ -255,6 +255,26 @@ test('history strip, yield and badges say how the line runs', async () => {
   assert.match(await text('#live-status'), /^LIVE/);
 });
 
+test('a counter reset asks first', async () => {
+  const since = () => page.evaluate(async () => (await (await fetch('/api/counters')).json()).cam1.since as string);
+  const before = await since();
+  const asked: string[] = [];
+  const answer = (accept: boolean) => page.once('dialog', (dialog) => {
+    asked.push(dialog.message());
+    void (accept ? dialog.accept() : dialog.dismiss());
+  });
+  answer(false);
+  await page.click('#reset-counters');
+  for (let i = 0; i < 100 && asked.length === 0; i++) await pause(100);
+  assert.equal(asked.length, 1);
+  assert.match(asked[0]!, /Reset the counters of camera cam1\?/);
+  assert.equal(await since(), before, 'cancelled: nothing reset');
+  answer(true);
+  await page.click('#reset-counters');
+  await page.waitForFunction(() => /Counters reset/.test(document.getElementById('message')!.textContent ?? ''), { timeout: 30_000 });
+  assert.ok(Date.parse(await since()) > Date.parse(before));
+});
+
 test('record and capture buttons save good images; recording survives a config push', async () => {
   await page.click('#capture-now');
   await page.waitForFunction(() => /Captured|Capture requested/.test(document.getElementById('message')!.textContent ?? ''), { timeout: 30_000 });

@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import cv from '../src/cv.js';
 import { Archive } from '../src/console/archive.js';
 import { archiveRoutes } from '../src/console/archive-routes.js';
+import { ProductionCounters } from '../src/console/counters.js';
 import { DatasetCapture } from '../src/console/dataset.js';
 import { capturingLogger } from './fixtures/frames.js';
 import { tempDir } from './helpers/cleanup.js';
@@ -197,4 +198,28 @@ test('recording started or stopped from the console survives a config push; a pu
   assert.deepEqual(capture.status().recording, { cam1: 5 }, 'stopped from the console stays stopped');
   capture.updateLive(options(5, ['cam2']));
   assert.deepEqual(capture.status().recording, { cam2: 5 });
+});
+
+test('production counters are kept in a file; one that is not counters is logged and counting starts from zero', () => {
+  const dir = tempDir('counters');
+  const file = path.join(dir, 'counters.json');
+  const { log, lines } = capturingLogger();
+  const first = new ProductionCounters(() => 0);
+  first.persistTo(file, log);
+  first.countError('cam1');
+  first.close();
+  const second = new ProductionCounters(() => 0);
+  second.persistTo(file, log);
+  const kept = second.snapshot(['cam1']).cam1!;
+  assert.equal(kept.errors, 1);
+  assert.equal(kept.since, first.snapshot(['cam1']).cam1!.since);
+  second.close();
+  for (const bad of ['{"cameras": {"cam1": {"ok": "many"}}}', 'not json', '{"cameras": {"cam1": {"ok": 1e308, "since": "x"}}}']) {
+    fs.writeFileSync(file, bad);
+    const fresh = new ProductionCounters(() => 0);
+    fresh.persistTo(file, log);
+    assert.equal(fresh.snapshot(['cam1']).cam1!.errors, 0, bad);
+    fresh.close();
+  }
+  assert.equal(lines().filter((r) => r.msg === 'saved production counters not usable; counting from zero').length, 3);
 });

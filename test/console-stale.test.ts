@@ -94,10 +94,25 @@ test('camera lost: the page says so and recovers when it is back', async (t) => 
   await live();
 });
 
+const counters = async () => (await (await fetch(`${await consoleUrl(device.process)}/api/counters`)).json()).cam1 as { ok: number; ng: number; since: string };
+
 test('daemon killed: the page says so at once and recovers when it is started again', async (t) => {
+  const before = await counters();
   await notLive(t, 'daemon-killed', async () => void (await device.process.stop('SIGKILL')), /no connection to the daemon/);
   assert.match(await page.$eval('#badge-connection', (el) => el.textContent ?? ''), /OFFLINE/);
   device.process.start();
   await live();
+  // The counters are kept in the state dir: not zeroed by the restart.
+  assert.equal((await counters()).since, before.since);
   assert.deepEqual(pageErrors, []);
+});
+
+test('counters survive a clean restart: counted on from where they were', async () => {
+  const before = await counters();
+  assert.equal(await device.process.stop('SIGTERM'), 0);
+  device.process.start();
+  await live();
+  const after = await counters();
+  assert.equal(after.since, before.since);
+  assert.ok(after.ok + after.ng >= before.ok + before.ng, `${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
 });

@@ -142,6 +142,7 @@ export class Daemon {
       ...(this.options.consolePlugins ?? []),
     ]);
     const model = await loadModel(this.config.model.path, modelOptions(this.config), this.logs.inference);
+    this.counters.persistTo(path.join(this.config.service.stateDir, 'counters.json'), this.logs.console);
     this.publisher = new Publisher(this.config, this.logs.publish);
     this.publisher.setDeviceStatus({
       ...buildInfo(), model: model.info, revision: this.revision, config: this.configStatus(),
@@ -832,6 +833,7 @@ export class Daemon {
       await this.sparkplug?.stop(Math.max(100, Math.min(2000, (deadline - (performance.now() - t0)) / 3)));
       await this.publisher.stop(Math.max(100, deadline - (performance.now() - t0)));
       await Promise.all([this.archive?.close(), this.dataset?.close()]);
+      this.counters.close();
       this.log.info({ drained }, 'crad-edge stopped');
     })();
     return this.stopping;
