@@ -195,10 +195,19 @@ test('the threshold slider changes verdicts, one push per move with the latest v
   assert.equal((await device.getConfig()).config.inference.sensitivity, -0.5);
   let seen = await newResult(await sequence(), (v) => v === 'NG');
   for (let i = 0; i < 3; i++) seen = await newResult(seen, (v) => v === 'NG');
+  // NG after NG: the alarm (http.alarmNgStreak, 5 by default), with sound when asked for.
+  await page.waitForFunction(() => !(document.getElementById('alarm') as HTMLElement).hidden, { timeout: 30_000 });
+  assert.match(await text('#alarm-text'), /^ALARM: \d+ NG in a row on camera cam1$/);
+  await page.click('#alarm-sound');
+  await page.waitForFunction(() => Number(document.body.dataset.alarmBeeps ?? 0) > 0, { timeout: 30_000 });
+  await page.click('#alarm-sound');
+  await shot('alarm');
   // Highest: NG only at the top of the scale, so good parts come out OK again.
+  await page.focus('#sensitivity');
   await page.keyboard.press('End');
   await page.waitForFunction(async () => (await (await fetch('/api/config')).json()).config.inference.sensitivity === 0.5, { timeout: 30_000, polling: 300 });
   await newResult(seen, (v) => v === 'OK');
+  await page.waitForFunction(() => (document.getElementById('alarm') as HTMLElement).hidden, { timeout: 30_000 });
 
   // Five arrow presses in a row: one push of the final value, based on the current revision.
   const before = await device.getConfig();

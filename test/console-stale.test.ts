@@ -90,8 +90,11 @@ test('broker stopped: the page says so and recovers when it is back', async (t) 
 test('camera lost: the page says so and recovers when it is back', async (t) => {
   const gone = `${folder}-gone`;
   await notLive(t, 'camera-lost', async () => fs.renameSync(folder, gone), /camera cam1 is (offline|error)/);
+  // A dead camera raises the alarm too.
+  await page.waitForFunction(() => /^ALARM: camera cam1 is (offline|error)/.test(document.getElementById('alarm-text')!.textContent ?? ''), { timeout: 30_000 });
   fs.renameSync(gone, folder);
   await live();
+  await page.waitForFunction(() => (document.getElementById('alarm') as HTMLElement).hidden, { timeout: 30_000 });
 });
 
 const counters = async () => (await (await fetch(`${await consoleUrl(device.process)}/api/counters`)).json()).cam1 as { ok: number; ng: number; since: string };

@@ -62,6 +62,8 @@ interface CameraLive {
   lastNg: { serial: number; message: string } | null;
   serial: number;
   nextNgMono: number;
+  /** NG results in a row, up to the last one. */
+  ngStreak: number;
   /** The last HISTORY verdicts, oldest first. */
   history: Array<{ sequence: number; verdict: Verdict | null }>;
   last: LastResult | null;
@@ -94,6 +96,7 @@ export class LiveView {
     while (live.resultTimes.length > 0 && now - live.resultTimes[0]! > FPS_WINDOW_MS) live.resultTimes.shift();
     live.scores.push(result.normalized ?? result.raw);
     if (live.scores.length > SCORE_HISTORY) live.scores.shift();
+    live.ngStreak = result.verdict === 'NG' ? live.ngStreak + 1 : 0;
     live.history.push({ sequence: result.frame.sequence, verdict: result.verdict });
     if (live.history.length > HISTORY) live.history.shift();
     if (!inspected) return;
@@ -187,7 +190,7 @@ export class LiveView {
     let sentNg = -1;
     let backedUpSince: number | null = null;
     const sendState = () => {
-      if (res.writableLength <= MAX_BUFFERED_BYTES) res.write(sseMessage('state', { ...this.options.state(cameraId), history: live.history }));
+      if (res.writableLength <= MAX_BUFFERED_BYTES) res.write(sseMessage('state', { ...this.options.state(cameraId), history: live.history, ngStreak: live.ngStreak }));
     };
     sendState();
     // Sent as encoded (encoding is paced to the live rate), so the viewer gets the full rate.
@@ -224,7 +227,7 @@ export class LiveView {
   private camera(cameraId: string): CameraLive {
     let live = this.cameras.get(cameraId);
     if (!live) {
-      live = { viewers: 0, overlayViewers: 0, nextEncodeMono: 0, picture: null, lastNg: null, nextNgMono: 0, serial: 0, history: [], last: null, scores: [], resultTimes: [], senders: new Set() };
+      live = { viewers: 0, overlayViewers: 0, nextEncodeMono: 0, picture: null, lastNg: null, nextNgMono: 0, serial: 0, ngStreak: 0, history: [], last: null, scores: [], resultTimes: [], senders: new Set() };
       this.cameras.set(cameraId, live);
     }
     return live;

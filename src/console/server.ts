@@ -266,6 +266,7 @@ export class ConsoleServer {
       fps: this.live.fps(id),
       counters: this.host.counters()[id] ?? null,
       ready: this.notReady(),
+      alarmNgStreak: this.host.config().http.alarmNgStreak,
     };
   }
 

@@ -185,6 +185,36 @@ function notLive() {
   return reasons;
 }
 
+/** Why the line needs someone now (NG streak, camera down), or null. */
+function alarmReason() {
+  const s = conn.lastState;
+  if (!conn.open || !s) return null;
+  if (s.camera && s.camera.state !== 'online') return `camera ${camera} is ${s.camera.state ?? 'without status'}`;
+  if (s.alarmNgStreak > 0 && s.ngStreak >= s.alarmNgStreak) return `${s.ngStreak} NG in a row on camera ${camera}`;
+  return null;
+}
+
+let audio = null;
+let beeps = 0;
+/** A short tone; the browser allows sound once the operator has ticked the box (a gesture). */
+function beep() {
+  audio ??= new AudioContext();
+  const tone = audio.createOscillator();
+  tone.frequency.value = 880;
+  tone.connect(audio.destination);
+  tone.start();
+  tone.stop(audio.currentTime + 0.2);
+  document.body.dataset.alarmBeeps = String(++beeps);
+}
+
+function showAlarm() {
+  const reason = alarmReason();
+  $('alarm').hidden = reason === null;
+  $('alarm-text').textContent = reason ? `ALARM: ${reason}` : '';
+  document.body.classList.toggle('alarm', reason !== null);
+  if (reason && $('alarm-sound').checked) beep();
+}
+
 function liveStatus() {
   const reasons = notLive();
   const banner = $('live-status');
@@ -457,3 +487,4 @@ wire();
 start();
 setInterval(poll, POLL_MS);
 setInterval(liveStatus, 250);
+setInterval(showAlarm, 1000);
