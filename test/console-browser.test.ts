@@ -351,6 +351,26 @@ test('the archive lists NG images; one marked good joins the dataset', async () 
     const verdicts = await archive.$$eval('.card span', (spans) => spans.map((s) => s.textContent));
     assert.ok(verdicts.length > 0 && verdicts.every((v) => v === 'NG'), `archived verdicts: ${verdicts.join(',')}`);
     await archive.waitForFunction(() => [...document.querySelectorAll<HTMLImageElement>('.card img')].some((img) => img.complete && img.naturalWidth > 0), { timeout: 30_000 });
+    // Filters go to the listing; a card opens the full frame (not the thumbnail) with its regions.
+    const summary = () => archive.$eval('#summary', (el) => el.textContent ?? '');
+    const all = Number(/^(\d+) entries/.exec(await summary())![1]);
+    await archive.type('#f-camera', 'nope');
+    await archive.click('#refresh');
+    await archive.waitForFunction(() => /^0 entries/.test(document.getElementById('summary')!.textContent ?? ''), { timeout: 30_000 });
+    await archive.click('#f-camera', { count: 3 });
+    await archive.keyboard.type('cam1');
+    await archive.select('#f-verdict', 'NG');
+    await archive.click('#refresh');
+    await archive.waitForFunction(() => document.querySelectorAll('.card').length > 0 && /^[1-9]\d* entries/.test(document.getElementById('summary')!.textContent ?? ''), { timeout: 30_000 });
+    assert.ok(Number(/^(\d+) entries/.exec(await summary())![1]) >= all, 'NG of cam1 is everything archived here (and more since)');
+    await archive.click('.card img');
+    await archive.waitForFunction(() => !(document.getElementById('zoom') as HTMLElement).hidden && (document.getElementById('zoom-frame') as HTMLCanvasElement).dataset.entry !== undefined, { timeout: 30_000 });
+    const zoomed = await archive.$eval('#zoom-frame', (c) => ({ width: (c as HTMLCanvasElement).width, height: (c as HTMLCanvasElement).height }));
+    assert.deepEqual(zoomed, { width: frames.roi.width, height: frames.roi.height + frames.roi.y }, 'the whole frame at full size');
+    assert.match(await archive.$eval('#zoom-info', (el) => el.textContent ?? ''), /^NG cam1 #\d+, .*, [1-9]\d* region\(s\)$/);
+    await archive.screenshot({ path: path.join(shots, 'archive-zoom.png') });
+    await archive.click('#zoom-close');
+    assert.equal(await archive.$eval('a[href="../"]', (a) => (a as HTMLAnchorElement).href), `${base}/`, 'a way back to the live view');
     const before = fs.readdirSync(path.join(stateDir, 'dataset', 'cam1', 'train', 'good')).filter((f) => f.startsWith('ng-'));
     await archive.click('.card button');
     await archive.waitForFunction(() => document.querySelector('.card button')!.textContent === 'marked good', { timeout: 30_000 });

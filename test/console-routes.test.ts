@@ -223,3 +223,23 @@ test('production counters are kept in a file; one that is not counters is logged
   }
   assert.equal(lines().filter((r) => r.msg === 'saved production counters not usable; counting from zero').length, 3);
 });
+
+test('the archive listing filters by camera, verdict, recipe and capture time; a bad filter is a 400', async () => {
+  const q = (query: string) => app.inject({ method: 'GET', url: `/api/archive?limit=500&${query}` });
+  const total = archive.list(0, 500).total;
+  assert.ok(total > 0);
+  assert.equal((await q('camera=cam1&verdict=NG')).json().total, archive.list(0, 500).entries.filter((e) => e.camera === 'cam1' && e.verdict === 'NG').length);
+  assert.equal((await q('camera=other')).json().total, 0);
+  assert.equal((await q('recipe=')).json().total, total, "'' is the base configuration");
+  assert.equal((await q('recipe=night')).json().total, 0);
+  const newest = archive.list(0, 1).entries[0]!;
+  const since = (await q(`from=${encodeURIComponent(newest.capturedAt)}`)).json();
+  assert.equal(since.entries[0].id, newest.id);
+  assert.ok(since.entries.every((e: { capturedAt: string }) => e.capturedAt >= newest.capturedAt));
+  assert.equal((await q('to=2000-01-01T00:00:00Z')).json().total, 0);
+  for (const bad of ['verdict=maybe', 'from=yesterday']) {
+    const reply = await q(bad);
+    assert.equal(reply.statusCode, 400, bad);
+    assert.ok(reply.json().error, bad);
+  }
+});

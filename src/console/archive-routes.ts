@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { ARCHIVE_ID_PATTERN, type Archive, type ArchiveFile } from './archive.js';
+import { ARCHIVE_ID_PATTERN, type Archive, type ArchiveFile, type ArchiveFilter } from './archive.js';
 import type { DatasetCapture } from './dataset.js';
 import { archivePage } from './archive-page.js';
 import type { ConsolePlugin } from './server.js';
@@ -35,7 +35,13 @@ const pageQuery = {
   properties: {
     offset: { type: 'integer', minimum: 0, default: 0 },
     limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
+    camera: { type: 'string', minLength: 1, maxLength: 256 },
+    verdict: { type: 'string', enum: ['OK', 'NG', 'ERROR', 'none'] },
+    recipe: { type: 'string', maxLength: 256 },
+    from: { type: 'string', format: 'date-time' },
+    to: { type: 'string', format: 'date-time' },
   },
+  additionalProperties: false,
 } as const;
 const recordBody = {
   type: 'object',
@@ -63,9 +69,10 @@ export const archiveRoutes: FastifyPluginAsync<ArchiveRoutesOptions> = async (ap
 
   app.get('/archive.html', async (_request, reply) => reply.type('text/html; charset=utf-8').send(archivePage));
 
-  app.get<{ Querystring: { offset: number; limit: number } }>('/archive', { schema: { querystring: pageQuery } }, async (request, reply) => {
+  app.get<{ Querystring: { offset: number; limit: number } & ArchiveFilter }>('/archive', { schema: { querystring: pageQuery } }, async (request, reply) => {
     if (!archive) return refuse(reply, 404, 'the archive is disabled');
-    return { ...archive.list(request.query.offset, request.query.limit), status: archive.status() };
+    const { offset, limit, ...filter } = request.query;
+    return { ...archive.list(offset, limit, filter), status: archive.status() };
   });
 
   for (const download of DOWNLOADS) {
