@@ -44,6 +44,7 @@ before(async () => {
     // Beyond loopback with a token: this page logs in, a second one only reads.
     http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps: LIVE_FPS, token: TOKEN, openReadOnly: true },
     archive: { enabled: true },
+    recipes: { strict: { inference: { sensitivity: -0.5 } } },
   }, stateDir));
   await device.start();
   base = await consoleUrl(device.process);
@@ -262,6 +263,30 @@ test('history strip, yield and badges say how the line runs', async () => {
   assert.match(await text('#badge-camera'), /camera online/);
   assert.match(await text('#badge-model'), /model crad/);
   assert.match(await text('#live-status'), /^LIVE/);
+});
+
+test('the active recipe is shown and switched from the page, through the audited recipe/set path', async () => {
+  await page.waitForFunction(() => !(document.getElementById('recipe-box') as HTMLElement).hidden, { timeout: 30_000 });
+  assert.equal(await page.$eval('#recipe-select', (el) => (el as HTMLSelectElement).value), '');
+  await page.select('#recipe-select', 'strict');
+  await page.waitForFunction(() => /Recipe strict selected/.test(document.getElementById('message')!.textContent ?? ''), { timeout: 30_000 });
+  // Frames inspected under it say so, with the frame; everything is NG under this one.
+  await page.waitForFunction(() => document.getElementById('recipe')!.textContent === 'recipe strict', { timeout: 30_000 });
+  await newResult(await sequence(), (v) => v === 'NG');
+  const audit = fs.readFileSync(path.join(stateDir, 'audit', 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const entry = audit.filter((e) => e.kind === 'recipe').at(-1);
+  assert.equal(entry.actor.kind, 'console');
+  assert.deepEqual(entry.changes, [{ key: 'cameras.cam1.recipe', old: null, new: 'strict' }]);
+  await shot('recipe');
+  await page.select('#recipe-select', '');
+  await page.waitForFunction(() => document.getElementById('recipe')!.textContent === '', { timeout: 30_000 });
+  // A recipe that does not exist is the daemon's error, shown as it is.
+  const refused = await page.evaluate(async () => {
+    const r = await fetch('/api/cameras/cam1/recipe', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"recipe": "nope"}' });
+    return { status: r.status, body: await r.json() };
+  });
+  assert.equal(refused.status, 400);
+  assert.match(refused.body.error, /no recipe named "nope"/);
 });
 
 test('a counter reset asks first', async () => {

@@ -203,6 +203,18 @@ export class ConsoleServer {
       return this.push(reply, request.body.baseRevision, { cameras });
     });
 
+    app.post<{ Params: { camera: string }; Body: { recipe: string | null } }>('/api/cameras/:camera/recipe', {
+      preHandler: auth.change,
+      schema: {
+        params: cameraParams,
+        body: { type: 'object', required: ['recipe'], additionalProperties: false, properties: { recipe: { type: ['string', 'null'], maxLength: 256 } } },
+      },
+    }, async (request, reply) => {
+      const camera = this.knownCamera(request.params.camera);
+      const answer = this.host.selectRecipe({ transaction: `console-${randomUUID()}`, camera, recipe: request.body.recipe });
+      return reply.code(answer.status === 'ok' ? 200 : 400).send(answer);
+    });
+
     app.get('/api/counters', { preHandler: auth.read }, async () => this.host.counters());
     app.post<{ Body: { camera?: string } | undefined }>('/api/counters/reset', {
       preHandler: auth.change,
@@ -247,6 +259,7 @@ export class ConsoleServer {
       fps: this.live.fps(id),
       counters: this.host.counters()[id] ?? null,
       scores: this.live.recentScores(id),
+      recipes: { names: this.host.recipes().names, active: this.host.recipes().active[id] ?? null },
       inference: { sensitivity: config.inference.sensitivity, imageThreshold: config.inference.imageThreshold },
       model: { ...modelSummary(model), calibration: model.calibration },
     };

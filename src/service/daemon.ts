@@ -328,6 +328,9 @@ export class Daemon {
       }),
       counters: () => this.counters.snapshot(this.enabledCameraIds()),
       resetCounters: (cameraIds) => this.resetCounters(cameraIds),
+      recipes: () => ({ names: Object.keys(this.config.recipes), active: this.activeRecipes() }),
+      // The same path as recipe/set (checked, kept, audited), the console as the actor.
+      selectRecipe: (request) => this.handleRecipeSet(request, { kind: 'console' }),
     };
   }
 
@@ -370,21 +373,21 @@ export class Daemon {
   }
 
   /** Switch one camera's recipe and keep the selection; returns why not, or null. */
-  private selectRecipe(camera: string, recipe: RecipeName, by: 'recipe/set' | 'trigger', transaction: string | null): string | null {
+  private selectRecipe(camera: string, recipe: RecipeName, by: 'recipe/set' | 'trigger', transaction: string | null, actor: AuditActor = { kind: 'mqtt' }): string | null {
     const previous = this.pipeline.activeRecipe(camera);
     const problem = this.pipeline.selectRecipe(camera, recipe);
     if (problem !== null || previous === recipe) return problem;
     this.recipeSelections.save(this.activeRecipes());
     this.log.info({ camera, recipe, previous, by }, 'recipe selected');
     this.recordAudit({
-      kind: 'recipe', outcome: 'applied', actor: { kind: 'mqtt' }, transaction, revisionBefore: this.revision, revisionAfter: this.revision,
+      kind: 'recipe', outcome: 'applied', actor, transaction, revisionBefore: this.revision, revisionAfter: this.revision,
       changes: [{ key: `cameras.${camera}.recipe`, old: previous, new: recipe }], details: { by },
     });
     return null;
   }
 
   /** A recipe/set request: all of it applies, or none (every target is checked first). */
-  private handleRecipeSet(request: RecipeSetRequest): RecipeResponse {
+  private handleRecipeSet(request: RecipeSetRequest, actor: AuditActor = { kind: 'mqtt' }): RecipeResponse {
     const targets = request.camera === undefined ? this.config.cameras.filter((c) => c.enabled).map((c) => c.id) : [request.camera];
     const error = (message: string): RecipeResponse => ({ transaction: request.transaction, status: 'error', error: message, active: this.activeRecipes() });
     if (request.camera !== undefined && !this.config.cameras.some((c) => c.id === request.camera && c.enabled)) {
@@ -396,7 +399,7 @@ export class Daemon {
     const refusal = this.pipeline.recipeModels.refusal(request.recipe);
     if (refusal !== null) return error(`recipe ${request.recipe} refused: ${refusal}`);
     for (const camera of targets) {
-      const problem = this.selectRecipe(camera, request.recipe, 'recipe/set', request.transaction);
+      const problem = this.selectRecipe(camera, request.recipe, 'recipe/set', request.transaction, actor);
       if (problem !== null) return error(problem);
     }
     return { transaction: request.transaction, status: 'ok', active: this.activeRecipes() };

@@ -273,8 +273,21 @@ async function poll() {
   $('model').innerHTML = '';
   rows($('model'), [['name', m.name], ['version', m.version], ['variant', m.variant], ['backbone', m.backbone],
     ['provider', m.executionProvider], ['input', m.inputForm], ['calibrated', String(m.calibrated)], ['hash', m.hash.slice(0, 12)]]);
+  showRecipes(state.recipes);
   drawHistogram();
   void pollDataset();
+}
+
+/** The recipe choice, when the configuration has recipes; the active one selected. */
+function showRecipes(recipes) {
+  $('recipe-box').hidden = recipes.names.length === 0;
+  const select = $('recipe-select');
+  if (document.activeElement === select) return;
+  const names = ['', ...recipes.names];
+  if (select.options.length !== names.length) {
+    select.replaceChildren(...names.map((n) => new Option(n === '' ? '(base configuration)' : n, n)));
+  }
+  select.value = recipes.active ?? '';
 }
 
 async function pollDataset() {
@@ -449,6 +462,17 @@ function wire() {
     } catch (err) {
       show('', err.message);
     }
+  });
+  $('recipe-select').addEventListener('change', async () => {
+    const recipe = $('recipe-select').value || null;
+    try {
+      await api(`${cameraPath()}/recipe`, { method: 'POST', body: JSON.stringify({ recipe }) });
+      show(`Recipe ${recipe ?? '(base configuration)'} selected`, '');
+    } catch (err) {
+      show('', err.message);
+    }
+    $('recipe-select').blur();
+    await poll();
   });
   $('ack-ng').addEventListener('click', () => {
     lastNg = null;
