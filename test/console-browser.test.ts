@@ -372,6 +372,8 @@ test('the archive lists NG images; one marked good joins the dataset', async () 
     archive.on('pageerror', (err) => pageErrors.push(String(err)));
     // The console links to the archive page; follow the link in a second tab.
     await archive.goto(await page.$eval('#archive-link', (a) => (a as HTMLAnchorElement).href));
+    // The pinned last NG opens the archive at that camera's NGs.
+    assert.match(await page.$eval('#last-ng-zoom', (a) => (a as HTMLAnchorElement).href), /\/api\/archive\.html\?camera=cam1&verdict=NG$/);
     await archive.waitForFunction(() => document.querySelectorAll('.card').length > 0, { timeout: 60_000, polling: 500 });
     const verdicts = await archive.$$eval('.card span', (spans) => spans.map((s) => s.textContent));
     assert.ok(verdicts.length > 0 && verdicts.every((v) => v === 'NG'), `archived verdicts: ${verdicts.join(',')}`);

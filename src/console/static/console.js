@@ -138,6 +138,7 @@ function pinNg(f, image) {
   ctx.lineWidth = Math.max(2, canvas.width / 200);
   for (const r of f.regions) ctx.strokeRect((r.x - f.area.x) * scale, (r.y - f.area.y) * scale, r.width * scale, r.height * scale);
   $('last-ng-archive').href = `/api/archive.html?camera=${encodeURIComponent(camera)}&verdict=NG`;
+  $('last-ng-zoom').href = $('last-ng-archive').href;
   $('last-ng-info').textContent = `frame ${f.sequence}, ${localTime(f.capturedAt)}, score ${(f.normalized ?? f.raw).toFixed(3)}`;
   $('last-ng-box').hidden = false;
 }
