@@ -48,8 +48,8 @@ export interface LastResult {
 interface Picture {
   /** Counts up per camera (frame sequences restart with the camera). */
   serial: number;
-  plain: string | null;
-  overlay: string | null;
+  plain: Buffer | null;
+  overlay: Buffer | null;
 }
 
 interface CameraLive {
@@ -59,7 +59,7 @@ interface CameraLive {
   nextEncodeMono: number;
   picture: Picture | null;
   /** The last NG as an `ng` event (image and result), pinned on the page until acknowledged. */
-  lastNg: { serial: number; message: string } | null;
+  lastNg: { serial: number; message: Buffer } | null;
   serial: number;
   nextNgMono: number;
   /** NG results in a row, up to the last one. */
@@ -234,8 +234,9 @@ export class LiveView {
   }
 }
 
-function sseMessage(event: string, data: object): string {
-  return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+/** One event, as bytes once: every viewer is written the same buffer. */
+function sseMessage(event: string, data: object): Buffer {
+  return Buffer.from(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
 }
 
 /** The whole frame, longest side at most LIVE_MAX_SIDE, as JPEG. */

@@ -409,6 +409,13 @@ function thresholdMoved(value) {
   clearTimeout(sliderTimer);
   sliderTimer = setTimeout(async () => {
     const sensitivity = Math.round((Number(value) - 0.5) * 1000) / 1000;
+    // Based on the current revision, read now: a change made elsewhere a moment ago (the page
+    // hears of revisions once a second) must not turn the operator's move into a stale error.
+    try {
+      revision = Math.max(revision, (await api('/api/cameras')).revision);
+    } catch {
+      // the push says what is wrong
+    }
     await push('/api/config', { changes: { 'inference.sensitivity': sensitivity } }, 'Threshold');
     sliderTimer = null;
   }, DEBOUNCE_MS);
