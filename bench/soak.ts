@@ -8,7 +8,7 @@
 // figures can be read: every 10 s a full GC (with --expose-gc, which the npm script passes), then
 // process.memoryUsage() and the daemon's counters. One line per minute; at the end the
 // least-squares slope of each figure in MB/min over everything after the warm-up minute.
-// --viewer turns the operator console on and keeps one live-view viewer (MJPEG with the overlay)
+// --viewer turns the operator console on and keeps one live-view viewer (its event stream, overlay on)
 // connected for the whole run: the console's memory must stay flat while someone watches.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,7 +19,7 @@ import { Daemon } from '../src/service/daemon.js';
 import { createLogger } from '../src/shared/log.js';
 import { freePort, Mosquitto } from '../test/helpers/mosquitto.js';
 import { slope } from './lib/stats.js';
-import { connectMjpegViewer, type MjpegViewer } from './lib/viewer.js';
+import { connectLiveViewer, type LiveViewer } from './lib/viewer.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const SAMPLE_EVERY_MS = 10_000;
@@ -47,7 +47,7 @@ const program = new Command('soak')
   .option('--no-gstreamer', 'two folder cameras instead of folder + GStreamer videotestsrc')
   .option('--sessions <n>', 'model.sessions: onnxruntime sessions side by side', '1')
   .option('--ahead <nice>', 'the model on a worker with model.prepareAhead and model.daemonNice = nice (0: not)', '0')
-  .option('--viewer', 'console on, one live-view viewer (MJPEG, overlay on) connected to the first camera throughout')
+  .option('--viewer', 'console on, one live-view viewer (event stream, overlay on) connected to the first camera throughout')
   .parse();
 const opts = program.opts<{ minutes: string; model: string; images: string; gstreamer: boolean; sessions: string; ahead: string; viewer?: boolean }>();
 const minutes = Number(opts.minutes);
@@ -143,8 +143,8 @@ async function finish(reason: string): Promise<void> {
 }
 
 await daemon.start();
-const viewer: MjpegViewer | undefined = consolePort
-  ? await connectMjpegViewer(`http://127.0.0.1:${consolePort}/api/cameras/folder/stream.mjpeg?overlay=true`)
+const viewer: LiveViewer | undefined = consolePort
+  ? await connectLiveViewer(`http://127.0.0.1:${consolePort}/api/cameras/folder/live?overlay=true`)
   : undefined;
 startedAt = performance.now();
 console.log(`soak: ${minutes} min, cameras ${config.cameras.map((c) => `${c.id} (${c.source})`).join(' + ')}, model ${path.relative(root, config.model.path)}, pid ${process.pid}` +

@@ -120,8 +120,10 @@ program
   .addOption(new Option('-p, --port <port>', 'broker port on 127.0.0.1').default(1883).argParser(Number))
   .addOption(new Option('--frames <n>', 'stop after this many results (default: run until Ctrl-C)').argParser(Number))
   .addOption(new Option('--fps <n>', 'frames per second from the sample camera').default(4).argParser(Number))
-  .action(async (opts: { port: number; frames?: number; fps: number }) => {
-    process.exitCode = await demoCommand(opts);
+  .addOption(new Option('--console-port <port>', 'operator console port on 127.0.0.1 (0 = a free port)').default(0).argParser(Number))
+  .option('--no-console', 'no operator console')
+  .action(async (opts: { port: number; frames?: number; fps: number; consolePort: number; console: boolean }) => {
+    process.exitCode = await demoCommand({ ...opts, consolePort: opts.console ? opts.consolePort : false });
   });
 
 program.parseAsync().catch((err: unknown) => {

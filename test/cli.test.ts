@@ -109,4 +109,40 @@ test('demo: embedded broker, demo model, sample camera: prints a line per frame 
   assert.match(run.stdout, new RegExp(`mosquitto_sub -h 127\\.0\\.0\\.1 -p ${port}`));
   const frames = run.stdout.split('\n').filter((l) => /^cam1 #\s*\d+\s+(OK|NG)/.test(l));
   assert.ok(frames.length >= 4, run.stdout);
+  assert.match(run.stdout, /demo: operator console on http:\/\/127\.0\.0\.1:\d+\//);
+});
+
+test('demo: the operator console it prints shows the samples being inspected, each frame with its own result', async () => {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const child = killOnExit(spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'src/main.ts'), 'demo', '--port', String(port)], { cwd: repoRoot }));
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stdout += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  try {
+    const deadline = Date.now() + 120_000;
+    let url: string | undefined;
+    while (!(url = /operator console on (http:\/\/127\.0\.0\.1:\d+)\//.exec(stdout)?.[1]) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    assert.ok(url, stdout);
+    const cameras = (await (await fetch(`${url}/api/cameras`)).json()) as { cameras: Array<{ id: string }> };
+    assert.deepEqual(cameras.cameras.map((c) => c.id), ['cam1']);
+    assert.match(await (await fetch(`${url}/`)).text(), /<canvas id="live"/);
+    // The live view: a frame event carries the JPEG and that frame's own result.
+    const controller = new AbortController();
+    const response = await fetch(`${url}/api/cameras/cam1/live`, { signal: controller.signal });
+    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = '';
+    while (!/event: frame\ndata: .*\n\n/.test(text)) {
+      const { done, value } = await reader.read();
+      assert.ok(!done, `the stream ended: ${text.slice(0, 300)}`);
+      text += value;
+    }
+    controller.abort();
+    const frame = JSON.parse(/event: frame\ndata: (.*)\n\n/.exec(text)![1]!);
+    assert.ok(Number.isInteger(frame.sequence) && ['OK', 'NG'].includes(frame.verdict), JSON.stringify({ ...frame, jpeg: undefined }));
+    assert.equal(Buffer.from(frame.jpeg, 'base64').subarray(0, 2).toString('hex'), 'ffd8', 'a JPEG');
+  } finally {
+    child.kill('SIGINT');
+  }
+  assert.equal(await exited, 0, stdout);
 });

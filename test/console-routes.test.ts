@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import cv from '../src/cv.js';
 import { Archive } from '../src/console/archive.js';
 import { archiveRoutes } from '../src/console/archive-routes.js';
+import { ProductionCounters } from '../src/console/counters.js';
 import { DatasetCapture } from '../src/console/dataset.js';
 import { capturingLogger } from './fixtures/frames.js';
 import { tempDir } from './helpers/cleanup.js';
@@ -111,7 +112,7 @@ test('a read-only console refuses every change and changes nothing', async () =>
     await readOnlyApp.inject({ method: 'DELETE', url: '/api/dataset/record/cam1' }),
     await readOnlyApp.inject({ method: 'POST', url: '/api/dataset/capture/cam1' }),
   ];
-  assert.deepEqual(refused.map((r) => r.statusCode), [403, 403, 403, 403]);
+  assert.deepEqual(refused.map((r) => r.statusCode), [401, 401, 401, 401]);
   assert.deepEqual(goodImages(), []);
   assert.deepEqual(dataset.status().recording, {});
   assert.equal(dataset.status().waiting, 0);
@@ -179,4 +180,66 @@ test('the trainer reads the dataset folder as its MVTec layout', () => {
   const seen = JSON.parse(out.trim().split('\n').at(-1)!) as { layout: string; classes: string[]; count: number; labels: number[] };
   assert.deepEqual(seen, { layout: 'mvtec', classes: ['cam1'], count: goodImages().length, labels: [0] });
   assert.equal(seen.count, 4); // one marked good, two recorded, one captured
+});
+
+test('recording started or stopped from the console survives a config push; a push of the record settings takes over', () => {
+  const { log } = capturingLogger();
+  const options = (recordEvery: number, recordCameras: string[] = []) => ({ dir: path.join(root, 'dataset-live'), cameras: ['cam1', 'cam2'], recordEvery, recordCameras });
+  const capture = new DatasetCapture(options(0), log);
+  capture.startRecording('cam1', 3);
+  // A push of another key (the same record settings) used to end it.
+  capture.updateLive(options(0));
+  assert.deepEqual(capture.status().recording, { cam1: 3 });
+  // The file's record settings change: they apply, the console's choices give way.
+  capture.updateLive(options(5));
+  assert.deepEqual(capture.status().recording, { cam1: 5, cam2: 5 });
+  capture.stopRecording('cam2');
+  capture.updateLive(options(5));
+  assert.deepEqual(capture.status().recording, { cam1: 5 }, 'stopped from the console stays stopped');
+  capture.updateLive(options(5, ['cam2']));
+  assert.deepEqual(capture.status().recording, { cam2: 5 });
+});
+
+test('production counters are kept in a file; one that is not counters is logged and counting starts from zero', () => {
+  const dir = tempDir('counters');
+  const file = path.join(dir, 'counters.json');
+  const { log, lines } = capturingLogger();
+  const first = new ProductionCounters(() => 0);
+  first.persistTo(file, log);
+  first.countError('cam1');
+  first.close();
+  const second = new ProductionCounters(() => 0);
+  second.persistTo(file, log);
+  const kept = second.snapshot(['cam1']).cam1!;
+  assert.equal(kept.errors, 1);
+  assert.equal(kept.since, first.snapshot(['cam1']).cam1!.since);
+  second.close();
+  for (const bad of ['{"cameras": {"cam1": {"ok": "many"}}}', 'not json', '{"cameras": {"cam1": {"ok": 1e308, "since": "x"}}}']) {
+    fs.writeFileSync(file, bad);
+    const fresh = new ProductionCounters(() => 0);
+    fresh.persistTo(file, log);
+    assert.equal(fresh.snapshot(['cam1']).cam1!.errors, 0, bad);
+    fresh.close();
+  }
+  assert.equal(lines().filter((r) => r.msg === 'saved production counters not usable; counting from zero').length, 3);
+});
+
+test('the archive listing filters by camera, verdict, recipe and capture time; a bad filter is a 400', async () => {
+  const q = (query: string) => app.inject({ method: 'GET', url: `/api/archive?limit=500&${query}` });
+  const total = archive.list(0, 500).total;
+  assert.ok(total > 0);
+  assert.equal((await q('camera=cam1&verdict=NG')).json().total, archive.list(0, 500).entries.filter((e) => e.camera === 'cam1' && e.verdict === 'NG').length);
+  assert.equal((await q('camera=other')).json().total, 0);
+  assert.equal((await q('recipe=')).json().total, total, "'' is the base configuration");
+  assert.equal((await q('recipe=night')).json().total, 0);
+  const newest = archive.list(0, 1).entries[0]!;
+  const since = (await q(`from=${encodeURIComponent(newest.capturedAt)}`)).json();
+  assert.equal(since.entries[0].id, newest.id);
+  assert.ok(since.entries.every((e: { capturedAt: string }) => e.capturedAt >= newest.capturedAt));
+  assert.equal((await q('to=2000-01-01T00:00:00Z')).json().total, 0);
+  for (const bad of ['verdict=maybe', 'from=yesterday']) {
+    const reply = await q(bad);
+    assert.equal(reply.statusCode, 400, bad);
+    assert.ok(reply.json().error, bad);
+  }
 });

@@ -62,6 +62,9 @@ test('read-only access reads but cannot change; the token can, through the recor
   const wrongToken = await call(`${base}/api/config`, { token: 'nope', body: { baseRevision: before.revision, changes: { 'inference.sensitivity': 0.1 } } });
   assert.equal(wrongToken.status, 401);
   assert.equal((await call(`${base}/api/counters/reset`, { body: {} })).status, 401);
+  // The archive and dataset routes answer a read-only request the same (as the README says).
+  assert.equal((await call(`${base}/api/dataset/capture/cam1`, { method: 'POST' })).status, 401);
+  assert.equal((await call(`${base}/api/dataset/record/cam1`, { method: 'PUT', body: { every: 2 } })).status, 401);
   assert.equal((await device.getConfig()).revision, before.revision);
 
   const applied = await call(`${base}/api/config`, { token: TOKEN, body: { baseRevision: before.revision, changes: { 'inference.sensitivity': 0.1 } } });
@@ -87,7 +90,15 @@ test('bad requests get a 4xx with the reason, and the daemon keeps running', asy
     ['/api/config', { token: TOKEN, body: { baseRevision: revision, changes: { 'remoteConfig.enabled': false } } }, 400, /remoteConfig\.enabled/],
     ['/api/config', { token: TOKEN, raw: JSON.stringify({ baseRevision: revision, changes: { pad: 'x'.repeat(70_000) } }) }, 413, /too large/i],
     ['/api/cameras/nope', {}, 404, /no running camera "nope"/],
-    ['/api/cameras/cam1/stream.mjpeg?overlay=maybe', {}, 400, /overlay/],
+    ['/api/cameras/cam1/live?overlay=maybe', {}, 400, /overlay/],
+    ['/api/cameras/cam1/live?other=1', {}, 400, /additional properties/],
+    // Unknown fields and wrong types are refused, never dropped or coerced.
+    ['/api/config', { token: TOKEN, body: { baseRevision: revision, changes: { 'inference.sensitivity': 0.1 }, note: 'x' } }, 400, /must NOT have additional properties/],
+    ['/api/config', { token: TOKEN, body: { baseRevision: String(revision), changes: { 'inference.sensitivity': 0.1 } } }, 400, /baseRevision must be integer, got a string/],
+    ['/api/cameras/cam1/roi', { token: TOKEN, body: { baseRevision: revision, roi: null, extra: 1 } }, 400, /must NOT have additional properties/],
+    // What is wrong is said, not "not valid JSON" or "got null".
+    ['/api/config', { token: TOKEN, raw: `{"baseRevision": ${revision}, "changes": {"__proto__": {"x": 1}}}` }, 400, /key "__proto__" is not allowed/],
+    ['/api/config', { token: TOKEN, raw: `{"baseRevision": ${revision}, "changes": {"inference.sensitivity": 1e309}}` }, 400, /number at "inference\.sensitivity" is out of range/],
     ['/api/cameras/cam1/roi', { token: TOKEN, body: { baseRevision: revision, roi: { x: 0, y: 0, width: 99999, height: 10 } } }, 400, /cameras\[0\]\.roi/],
     ['/no/such/page', {}, 404, /no such page/],
   ];

@@ -1,5 +1,6 @@
 // `crad-edge demo`: everything on one machine with nothing installed beside the repo — an embedded
-// MQTT broker (aedes, MQTT 3.1.1), the committed demo model, and the sample images as a camera.
+// MQTT broker (aedes, MQTT 3.1.1), the committed demo model, the sample images as a camera, and
+// the operator console on loopback (a free port unless --console-port says which), printed.
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,6 +15,8 @@ import { projectRoot } from '../paths.js';
 
 export interface DemoOptions {
   port: number;
+  /** Console port on 127.0.0.1 (0 = a free one); false = no console. */
+  consolePort: number | false;
   frames?: number;
   fps: number;
 }
@@ -36,6 +39,8 @@ export async function demoCommand(opts: DemoOptions): Promise<number> {
     mqtt: { url: `mqtt://127.0.0.1:${opts.port}` },
     outbox: { path: path.join(state, 'outbox.sqlite') },
     service: { stateDir: state },
+    // Loopback only: the console needs no credentials there (and refuses to start beyond it without).
+    http: { enabled: opts.consolePort !== false, host: '127.0.0.1', port: opts.consolePort === false ? 0 : opts.consolePort },
   });
   for (const camera of config.cameras) camera.fps = opts.fps;
   const prefix = config.mqtt.topicPrefix;
@@ -71,6 +76,7 @@ export async function demoCommand(opts: DemoOptions): Promise<number> {
     broker.close();
     return 1;
   }
+  if (daemon.consoleAddress) console.log(`demo: operator console on ${daemon.consoleAddress}/ (open it in a browser)`);
   await finished;
   await daemon.stop();
   watcher.end(true);

@@ -856,6 +856,7 @@ export const schema = {
     requestTimeoutMs: setting({ doc: 'A client that has not sent its whole request in this long is dropped; idle keep-alive connections close after it too.', format: integerIn(1000, 600_000), default: 10000, apply: 'daemon', remote: 'never' }),
     liveFps: setting({ doc: 'Most live-view frames per second per camera (encoded only while someone watches; each viewer gets the latest).', format: numberIn(0.5, 5), default: 4, apply: 'daemon', remote: 'never' }),
     maxViewers: setting({ doc: 'Most live-view streams open at a time per camera.', format: integerIn(1, 100), default: 8, apply: 'daemon', remote: 'never' }),
+    alarmNgStreak: setting({ doc: 'The console page raises an alarm (banner, optional sound) after this many NG parts in a row on a camera (0 = never); a camera that is not online raises it too.', format: integerIn(0, 100_000), default: 5, apply: 'live' }),
   },
   audit: {
     maxBytes: setting({ doc: 'The audit log (<service.stateDir>/audit/audit.jsonl) is rotated when it would grow past this size.', format: integerIn(4096), default: 8 * 1024 * 1024, apply: 'live', remote: 'never' }),

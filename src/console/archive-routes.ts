@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { ARCHIVE_ID_PATTERN, type Archive, type ArchiveFile } from './archive.js';
+import { ARCHIVE_ID_PATTERN, type Archive, type ArchiveFile, type ArchiveFilter } from './archive.js';
 import type { DatasetCapture } from './dataset.js';
 import { archivePage } from './archive-page.js';
 import type { ConsolePlugin } from './server.js';
@@ -14,7 +14,7 @@ export interface ArchiveRoutesOptions {
   /** null when archive.enabled is false: the archive routes answer 404. */
   archive: Archive | null;
   dataset: DatasetCapture;
-  /** True (or true for this request) refuses every change with 403. */
+  /** True (or true for this request) refuses every change with 401, like the console's own guard (credentials would allow it). */
   readOnly: boolean | ((request: FastifyRequest) => boolean);
   /** How long "capture now" waits for the camera's next frame before answering 202. */
   captureWaitMs?: number;
@@ -35,7 +35,13 @@ const pageQuery = {
   properties: {
     offset: { type: 'integer', minimum: 0, default: 0 },
     limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
+    camera: { type: 'string', minLength: 1, maxLength: 256 },
+    verdict: { type: 'string', enum: ['OK', 'NG', 'ERROR', 'none'] },
+    recipe: { type: 'string', maxLength: 256 },
+    from: { type: 'string', format: 'date-time' },
+    to: { type: 'string', format: 'date-time' },
   },
+  additionalProperties: false,
 } as const;
 const recordBody = {
   type: 'object',
@@ -57,15 +63,16 @@ export const archiveRoutes: FastifyPluginAsync<ArchiveRoutesOptions> = async (ap
   /** Changes stop here on a read-only request; the answer is sent. */
   const changeRefused = (request: FastifyRequest, reply: FastifyReply): boolean => {
     if (!readOnly(request)) return false;
-    void refuse(reply, 403, 'this console is read-only');
+    void refuse(reply, 401, 'this console is read-only: changes need the console credentials');
     return true;
   };
 
   app.get('/archive.html', async (_request, reply) => reply.type('text/html; charset=utf-8').send(archivePage));
 
-  app.get<{ Querystring: { offset: number; limit: number } }>('/archive', { schema: { querystring: pageQuery } }, async (request, reply) => {
+  app.get<{ Querystring: { offset: number; limit: number } & ArchiveFilter }>('/archive', { schema: { querystring: pageQuery } }, async (request, reply) => {
     if (!archive) return refuse(reply, 404, 'the archive is disabled');
-    return { ...archive.list(request.query.offset, request.query.limit), status: archive.status() };
+    const { offset, limit, ...filter } = request.query;
+    return { ...archive.list(offset, limit, filter), status: archive.status() };
   });
 
   for (const download of DOWNLOADS) {
@@ -144,7 +151,7 @@ export const archiveRoutes: FastifyPluginAsync<ArchiveRoutesOptions> = async (ap
 
 /**
  * The archive routes as a console plugin under `prefix`: reads need read access, anything else
- * change access (the console's auth answers 401/403 before a route runs). `capture` is asked when
+ * change access (the console's auth answers 401 before a route runs). `capture` is asked when
  * the server starts, after the daemon has built its archive and dataset capture.
  */
 export function archiveConsolePlugin(capture: () => Pick<ArchiveRoutesOptions, 'archive' | 'dataset'>, prefix = '/api'): ConsolePlugin {

@@ -41,6 +41,8 @@ export interface ArchiveRecord {
   raw: number;
   normalized: number | null;
   verdict: InspectionResult['verdict'];
+  /** The recipe the frame was inspected under (null: the base configuration; absent in older entries). */
+  recipe?: string | null;
   calibrated: boolean;
   regions: Region[];
   overlay: boolean;
@@ -65,6 +67,16 @@ export interface ArchiveStatus {
   deleted: Record<DeletionReason, number>;
   /** null while writing works; else why it does not (a full or read-only disk). */
   problem: string | null;
+}
+
+/** What an archive listing keeps: every given field must match (recipe '' = the base configuration). */
+export interface ArchiveFilter {
+  camera?: string;
+  verdict?: string;
+  recipe?: string;
+  /** Captured at or after / at or before (ISO 8601). */
+  from?: string;
+  to?: string;
 }
 
 export type ArchiveFile = 'frame' | 'overlay' | 'json';
@@ -141,9 +153,17 @@ export class Archive {
     }
   }
 
-  /** Newest first. */
-  list(offset: number, limit: number): { total: number; entries: ArchiveEntry[] } {
-    const newestFirst = this.entries.slice().reverse();
+  /** Newest first; `total` counts the entries that pass the filter. */
+  list(offset: number, limit: number, filter: ArchiveFilter = {}): { total: number; entries: ArchiveEntry[] } {
+    const from = filter.from === undefined ? -Infinity : Date.parse(filter.from);
+    const to = filter.to === undefined ? Infinity : Date.parse(filter.to);
+    const newestFirst = this.entries.filter((e) => {
+      const captured = Date.parse(e.capturedAt);
+      return (filter.camera === undefined || e.camera === filter.camera)
+        && (filter.verdict === undefined || (e.verdict ?? 'none') === filter.verdict)
+        && (filter.recipe === undefined || (e.recipe ?? '') === filter.recipe)
+        && captured >= from && captured <= to;
+    }).reverse();
     return { total: newestFirst.length, entries: newestFirst.slice(offset, offset + limit) };
   }
 
@@ -282,6 +302,7 @@ export class Archive {
       raw: result.raw,
       normalized: result.normalized,
       verdict: result.verdict,
+      recipe: result.recipe ?? null,
       calibrated: result.calibrated,
       regions: result.regions,
       overlay: result.overlay !== null,

@@ -54,6 +54,8 @@ function compactTime(iso: string): string {
 export class DatasetCapture {
   private readonly queue: DiskQueue;
   private readonly recording = new Map<string, number>();
+  /** Recording started (a number) or stopped (null) from the console: kept across config pushes. */
+  private readonly manual = new Map<string, number | null>();
   private readonly seen = new Map<string, number>();
   private readonly waiting = new Map<string, Array<{ resolve: (file: string) => void; reject: (err: Error) => void }>>();
   private saved = 0;
@@ -81,26 +83,38 @@ export class DatasetCapture {
     return path.join(this.options.dir, classFolder(cameraId), 'train', 'good');
   }
 
-  /** A pushed configuration resets recording to what it says. */
+  /**
+   * A pushed configuration: recording started or stopped from the console stays so (a push of any
+   * other key must not end it), unless the push changes the record settings themselves.
+   */
   updateLive(options: DatasetOptions): void {
+    const recordChanged = options.recordEvery !== this.options.recordEvery || options.recordCameras.join('\n') !== this.options.recordCameras.join('\n');
+    if (recordChanged) this.manual.clear();
     this.options = { ...options, dir: this.options.dir };
     this.applyRecordConfig();
   }
 
   private applyRecordConfig(): void {
     this.recording.clear();
-    if (this.options.recordEvery <= 0) return;
-    const chosen = this.options.recordCameras.length > 0 ? this.options.recordCameras : this.options.cameras;
-    for (const id of chosen) if (this.hasCamera(id)) this.recording.set(id, this.options.recordEvery);
+    if (this.options.recordEvery > 0) {
+      const chosen = this.options.recordCameras.length > 0 ? this.options.recordCameras : this.options.cameras;
+      for (const id of chosen) if (this.hasCamera(id)) this.recording.set(id, this.options.recordEvery);
+    }
+    for (const [id, every] of this.manual) {
+      if (every === null || !this.hasCamera(id)) this.recording.delete(id);
+      else this.recording.set(id, every);
+    }
   }
 
   startRecording(cameraId: string, every: number): void {
+    this.manual.set(cameraId, every);
     this.recording.set(cameraId, every);
     this.seen.set(cameraId, 0);
     this.log.info({ camera: cameraId, every }, 'dataset recording started');
   }
 
   stopRecording(cameraId: string): void {
+    this.manual.set(cameraId, null);
     if (this.recording.delete(cameraId)) this.log.info({ camera: cameraId }, 'dataset recording stopped');
   }
 

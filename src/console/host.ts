@@ -4,6 +4,7 @@ import type { CameraStats } from '../capture/camera.js';
 import type { CameraStatus, FrameSize } from '../capture/frame.js';
 import type { AppConfig } from '../config/load.js';
 import type { ConfigPushResponse } from '../config/remote.js';
+import type { RecipeResponse, RecipeSetRequest } from '../control/recipes.js';
 import type { ModelInfo } from '../inference/types.js';
 import type { PipelineStats } from '../pipeline.js';
 import type { PublisherStats } from '../publish/index.js';
@@ -23,6 +24,10 @@ export interface ConsoleHost {
   resetCounters(cameraIds: string[]): void;
   /** Whether a frame captured now will be inspected (the batch loop runs), and why not. */
   inspection?(): { ready: boolean; reason: string | null };
+  /** The configured recipe names and each enabled camera's active one (null: the base configuration). */
+  recipes(): { names: string[]; active: Record<string, string | null> };
+  /** The same checked, kept and audited path as an MQTT recipe/set. */
+  selectRecipe(request: RecipeSetRequest): RecipeResponse;
 }
 
 export interface CameraView {

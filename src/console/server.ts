@@ -67,7 +67,13 @@ export class ConsoleServer {
     const problem = authConfigProblem(this.httpConfig);
     if (problem) throw new ConfigError(`console not started: ${problem}`);
     this.auth = new ConsoleAuth(this.httpConfig);
-    this.live = new LiveView({ fps: this.httpConfig.liveFps, maxViewers: this.httpConfig.maxViewers, overlayAlpha: () => host.config().overlay.alpha });
+    this.live = new LiveView({
+      fps: this.httpConfig.liveFps,
+      maxViewers: this.httpConfig.maxViewers,
+      overlayAlpha: () => host.config().overlay.alpha,
+      threshold: () => 0.5 + host.config().inference.sensitivity,
+      state: (cameraId) => this.liveState(cameraId),
+    });
     this.metrics = new Metrics(host);
     const https = httpsFiles(this.httpConfig.tls);
     this.app = Fastify({
@@ -76,6 +82,8 @@ export class ConsoleServer {
       requestTimeout: this.httpConfig.requestTimeoutMs,
       keepAliveTimeout: Math.min(5000, this.httpConfig.requestTimeoutMs),
       forceCloseConnections: true,
+      // A field the route does not know is an error, never silently dropped.
+      ajv: { customOptions: { removeAdditional: false } },
       logController: new LogController({ disableRequestLogging: true }),
       loggerInstance: log,
     }) as unknown as FastifyInstance;
@@ -113,6 +121,20 @@ export class ConsoleServer {
     };
     const auth = { read: guard('read'), change: guard('change') };
 
+    app.removeContentTypeParser('application/json');
+    app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+      try {
+        done(null, parseJsonBody(body as string));
+      } catch (err) {
+        done(Object.assign(err as Error, { statusCode: 400 }), undefined);
+      }
+    });
+    // The validator coerces types (query strings need it); a JSON body must carry the right ones.
+    app.addHook('preValidation', async (request) => {
+      const problem = bodyTypeProblem(request.routeOptions.schema?.body, request.body);
+      if (problem) throw Object.assign(new Error(problem), { statusCode: 400 });
+    });
+
     app.setErrorHandler((err: Error & { statusCode?: number }, request, reply) => {
       const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
       if (status >= 500) this.log.error({ err, url: request.url }, 'console request failed');
@@ -135,13 +157,15 @@ export class ConsoleServer {
     }
 
     const cameraParams = { type: 'object', required: ['camera'], properties: { camera: { type: 'string', maxLength: 64 } } } as const;
-    app.get('/api/cameras', { preHandler: auth.read }, async () => ({
+    app.get('/api/cameras', { preHandler: auth.read }, async (request) => ({
       revision: this.host.revision(),
+      // The page disables its controls (and says so) when this viewer may only read.
+      access: this.auth.allows(request.headers.authorization, 'change') ? 'change' : 'read',
       model: modelSummary(this.host.model()),
       cameras: this.host.cameras().map((c) => ({ id: c.id, state: c.status?.state ?? null })),
     }));
     app.get<{ Params: { camera: string } }>('/api/cameras/:camera', { preHandler: auth.read, schema: { params: cameraParams } }, async (request) => this.cameraState(request.params.camera));
-    app.get<{ Params: { camera: string }; Querystring: { overlay?: boolean } }>('/api/cameras/:camera/stream.mjpeg', {
+    app.get<{ Params: { camera: string }; Querystring: { overlay?: boolean } }>('/api/cameras/:camera/live', {
       preHandler: auth.read,
       schema: { params: cameraParams, querystring: { type: 'object', properties: { overlay: { type: 'boolean' } }, additionalProperties: false } },
     }, async (request, reply) => {
@@ -177,6 +201,18 @@ export class ConsoleServer {
       const id = this.knownCamera(request.params.camera);
       const cameras = this.host.config().cameras.map((c) => (c.id === id ? { ...c, roi: request.body.roi } : c));
       return this.push(reply, request.body.baseRevision, { cameras });
+    });
+
+    app.post<{ Params: { camera: string }; Body: { recipe: string | null } }>('/api/cameras/:camera/recipe', {
+      preHandler: auth.change,
+      schema: {
+        params: cameraParams,
+        body: { type: 'object', required: ['recipe'], additionalProperties: false, properties: { recipe: { type: ['string', 'null'], maxLength: 256 } } },
+      },
+    }, async (request, reply) => {
+      const camera = this.knownCamera(request.params.camera);
+      const answer = this.host.selectRecipe({ transaction: `console-${randomUUID()}`, camera, recipe: request.body.recipe });
+      return reply.code(answer.status === 'ok' ? 200 : 400).send(answer);
     });
 
     app.get('/api/counters', { preHandler: auth.read }, async () => this.host.counters());
@@ -223,8 +259,27 @@ export class ConsoleServer {
       fps: this.live.fps(id),
       counters: this.host.counters()[id] ?? null,
       scores: this.live.recentScores(id),
+      recipes: { names: this.host.recipes().names, active: this.host.recipes().active[id] ?? null },
       inference: { sensitivity: config.inference.sensitivity, imageThreshold: config.inference.imageThreshold },
       model: { ...modelSummary(model), calibration: model.calibration },
+    };
+  }
+
+  /** What each live viewer is told every second: is what it shows live, and why not. */
+  private liveState(id: string): object {
+    const camera = this.host.cameras().find((c) => c.id === id);
+    const cameraConfig = this.host.config().cameras.find((c) => c.id === id);
+    const model = this.host.model();
+    return {
+      time: new Date().toISOString(),
+      revision: this.host.revision(),
+      camera: camera ? { state: camera.status?.state ?? null, error: camera.status?.error ?? null, trigger: cameraConfig?.trigger ?? null } : null,
+      broker: { connected: this.host.publisherStats().connected },
+      model: { name: model.name, version: model.version, calibrated: model.calibration !== null },
+      fps: this.live.fps(id),
+      counters: this.host.counters()[id] ?? null,
+      ready: this.notReady(),
+      alarmNgStreak: this.host.config().http.alarmNgStreak,
     };
   }
 
@@ -240,4 +295,52 @@ export class ConsoleServer {
     }
     return reasons;
   }
+}
+
+/** Keys that would reach an object's prototype when a parsed body is copied. */
+const POISON_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** A JSON body, or an error that says what is wrong with it (not just "not valid JSON"). */
+export function parseJsonBody(text: string): unknown {
+  if (text.trim() === '') throw new Error("Body cannot be empty when content-type is set to 'application/json'");
+  let value: unknown;
+  try {
+    value = JSON.parse(text, function (this: unknown, key: string, v: unknown) {
+      if (POISON_KEYS.has(key)) throw new BodyError(`key "${key}" is not allowed in a request body`);
+      if (typeof v === 'number' && !Number.isFinite(v)) throw new BodyError(`the number at "${key}" is out of range (a JSON number must fit a double)`);
+      return v;
+    });
+  } catch (err) {
+    if (err instanceof BodyError) throw new Error(`Body is refused: ${err.message}`);
+    throw new Error(`Body is not valid JSON: ${(err as Error).message}`);
+  }
+  return value;
+}
+
+class BodyError extends Error {}
+
+const JSON_TYPES: Record<string, (v: unknown) => boolean> = {
+  integer: (v) => Number.isInteger(v),
+  number: (v) => typeof v === 'number',
+  string: (v) => typeof v === 'string',
+  boolean: (v) => typeof v === 'boolean',
+  object: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
+  array: (v) => Array.isArray(v),
+  null: (v) => v === null,
+};
+
+/** A body field whose JSON type is not its schema's (which the validator would coerce), or null. */
+function bodyTypeProblem(schema: unknown, body: unknown): string | null {
+  const properties = (schema as { properties?: Record<string, { type?: string | string[] }> } | undefined)?.properties;
+  if (!properties || typeof body !== 'object' || body === null) return null;
+  for (const [name, value] of Object.entries(body)) {
+    const type = properties[name]?.type;
+    if (type === undefined) continue;
+    const types = Array.isArray(type) ? type : [type];
+    if (!types.some((t) => JSON_TYPES[t]?.(value))) {
+      const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+      return `body/${name} must be ${types.join(' or ')}, got ${got} (${JSON.stringify(value)?.slice(0, 40)})`;
+    }
+  }
+  return null;
 }

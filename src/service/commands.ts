@@ -107,5 +107,8 @@ export function consoleHost(parts: CommandParts): ConsoleHost {
     counters: () => counters.snapshot(enabledCameraIds(state.config)),
     resetCounters: (ids) => resetCounters(parts, ids),
     inspection: () => parts.health.inspection(),
+    recipes: () => ({ names: Object.keys(state.config.recipes), active: parts.recipes.active() }),
+    // The same path as recipe/set (checked, kept, audited), the console as the actor.
+    selectRecipe: (request) => parts.recipes.handleSet(request, { kind: 'console' }),
   };
 }

@@ -1,6 +1,7 @@
 // The running daemon, assembled: what is built, in what order, and the stop order. Each job lives
 // in a room of its own beside this file (config-push, model-queue, delivery, recipes, model-watch,
 // probation, health, fanout, cameras, commands); this file hands each room what it needs.
+import path from 'node:path';
 import { filter, take, type Subscription } from 'rxjs';
 import { enabledCameraIds, type AppConfig } from '../config/load.js';
 import { loadLayered, type LayeredConfig } from '../config/layers.js';
@@ -84,6 +85,8 @@ export class Daemon {
   private readonly subscriptions: Subscription[] = [];
   // Built by start(), in this order.
   private console: ConsoleServer | null = null;
+  /** Where the console listens once started (http.port 0 picks a free port), else null. */
+  consoleAddress: string | null = null;
   private publisher!: Publisher;
   private router!: CommandRouter;
   private commands!: CommandGroup;
@@ -141,6 +144,7 @@ export class Daemon {
       ...(this.options.consolePlugins ?? []),
     ]);
     const model = await loadModel(state.config.model.path, modelOptions(state.config), this.logs.inference);
+    this.counters.persistTo(path.join(state.config.service.stateDir, 'counters.json'), this.logs.console);
     this.publisher = new Publisher(state.config, this.logs.publish);
     this.publisher.setDeviceStatus({
       ...buildInfo(), model: model.info, inspection: { ready: true, reason: null }, revision: state.revision, config: state.status(),
@@ -174,7 +178,7 @@ export class Daemon {
     }
     this.pipeline.start();
     this.modelWatch.watch();
-    await this.console?.start();
+    this.consoleAddress = (await this.console?.start()) ?? null;
     const fallback = state.layered.fallback;
     if (fallback) {
       this.log.error({ ...fallback }, 'the recorded configuration could not be used: running an older revision');
@@ -304,6 +308,7 @@ export class Daemon {
       await this.sparkplug?.stop(Math.max(100, Math.min(2000, (deadline - (performance.now() - t0)) / 3)));
       await this.publisher?.stop(Math.max(100, deadline - (performance.now() - t0)));
       await Promise.all([this.archive?.close(), this.dataset?.close()]);
+      this.counters.close();
       this.log.info({ drained }, 'crad-edge stopped');
     })();
     return this.stopping;

@@ -4,10 +4,47 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
+import cv from '../../src/cv.js';
 import { killOnExit, tempDir } from './cleanup.js';
 import { demoModel, samplesDir, writeConfig, type DaemonProcess } from './daemon.js';
 import { freePort } from './mosquitto.js';
 import { until } from './publish-fixtures.js';
+
+/** The frame-number code written into a numbered frame: FRAME_BITS blocks of FRAME_BLOCK px, top left. */
+export const FRAME_BITS = 8;
+export const FRAME_BLOCK = 8;
+
+interface Sample { file: string; expected: 'OK' | 'NG' }
+
+/** The sample images with what each shows (samples/manifest.json). */
+export function samples(): Sample[] {
+  return (JSON.parse(fs.readFileSync(path.join(samplesDir, 'manifest.json'), 'utf8')) as { images: Sample[] }).images;
+}
+
+/**
+ * `count` frames in a new folder: frame k is sample k mod 12 below a band of FRAME_BLOCK rows that
+ * holds k (black/white blocks, read back from the page's canvas). `roi` is the sample's part, so
+ * the model judges the sample as it is (the band alone would make every frame NG). A folder
+ * camera reads frame k as sequence k + 1 while it does not reopen.
+ */
+export function numberedFrames(count: number): { dir: string; roi: { x: number; y: number; width: number; height: number }; sampleOf: (k: number) => Sample } {
+  const dir = tempDir('numbered-frames');
+  const all = samples();
+  let roi = { x: 0, y: FRAME_BLOCK, width: 0, height: 0 };
+  for (let k = 0; k < count; k++) {
+    const sample = cv.imread(path.join(samplesDir, all[k % all.length]!.file), cv.IMREAD_COLOR);
+    const image = new cv.Mat(sample.rows + FRAME_BLOCK, sample.cols, cv.CV_8UC3, [128, 128, 128]);
+    sample.copyTo(image.getRegion(new cv.Rect(0, FRAME_BLOCK, sample.cols, sample.rows)));
+    for (let bit = 0; bit < FRAME_BITS; bit++) {
+      const level = (k >> bit) & 1 ? 255 : 0;
+      image.getRegion(new cv.Rect(bit * FRAME_BLOCK, 0, FRAME_BLOCK, FRAME_BLOCK)).setTo(new cv.Vec3(level, level, level));
+    }
+    roi = { x: 0, y: FRAME_BLOCK, width: sample.cols, height: sample.rows };
+    cv.imwrite(path.join(dir, `frame-${String(k).padStart(4, '0')}.png`), image);
+    for (const m of [sample, image]) m.release();
+  }
+  return { dir, roi, sampleOf: (k) => all[k % all.length]! };
+}
 
 /** Where the console tests bind it: beyond loopback by the console's rule (only 127.0.0.1, ::1, localhost are not). */
 export const CONSOLE_HOST = '127.0.0.2';
