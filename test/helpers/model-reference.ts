@@ -12,6 +12,9 @@ import type { Frame } from '../../src/capture/frame.js';
 import { INPUT_NAME, MAP_OUTPUT, readModelFile, SCORE_OUTPUT } from '../../src/inference/model-file.js';
 import { loadModel } from '../../src/inference/model.js';
 import { capturingLogger, cpuOptions, frameOf } from '../fixtures/frames.js';
+import { assertWithin } from './tolerance.js';
+
+export { allowedDifference, assertWithin, maxAbsDiff } from './tolerance.js';
 
 /** The tolerance of a reference file that states none (files written before it did). */
 export const REFERENCE_TOLERANCE = 1e-4;
@@ -41,28 +44,6 @@ export function decodeF32(base64: string, shape: number[]): Float32Array {
   const out = new Float32Array(count);
   for (let i = 0; i < count; i++) out[i] = bytes.readFloatLE(i * 4);
   return out;
-}
-
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  return worst;
-}
-
-/** The largest difference allowed between two computations of one output: `tolerance` x
- * max(1, the largest magnitude in either). */
-export function allowedDifference(tolerance: number, a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let scale = 1;
-  for (const values of [a, b]) for (let i = 0; i < values.length; i++) scale = Math.max(scale, Math.abs(values[i]!));
-  return tolerance * scale;
-}
-
-/** Assert that `actual` reproduces `expected` within the relative rule, naming the output. */
-export function assertWithin(name: string, actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
-  const difference = maxAbsDiff(actual, expected);
-  const allowed = allowedDifference(tolerance, actual, expected);
-  assert.ok(difference <= allowed, `${name}: max abs difference ${difference} > allowed ${allowed} (${tolerance} x scale)`);
 }
 
 function isUint8(reference: ModelReference): boolean {
