@@ -7,6 +7,7 @@ import path from 'node:path';
 import { demoModel, repoRoot, samplesDir, writeConfig } from './helpers/daemon.js';
 import { killOnExit, tempDir } from './helpers/cleanup.js';
 import { uint8FormOf } from './fixtures/uint8-form.js';
+import { allowedDifference } from './helpers/tolerance.js';
 
 interface Run {
   code: number | null;
@@ -53,7 +54,9 @@ test('infer runs a model of the uint8 input form: the verdicts and scores of its
   const float = await results(demoModel);
   const uint8 = await results(uint8FormOf(demoModel));
   assert.deepEqual(uint8.map((r) => [r.file, r.verdict]), float.map((r) => [r.file, r.verdict]));
-  uint8.forEach((r, i) => assert.ok(Math.abs(r.raw - float[i]!.raw) <= 1e-5, `${r.file}: ${r.raw} vs ${float[i]!.raw}`));
+  // Within float32 rounding at the scores' scale (1e-5 on the demo's scores, which reach 10.6).
+  const allowed = allowedDifference(1e-6, uint8.map((r) => r.raw), float.map((r) => r.raw));
+  uint8.forEach((r, i) => assert.ok(Math.abs(r.raw - float[i]!.raw) <= allowed, `${r.file}: ${r.raw} vs ${float[i]!.raw} (allowed ${allowed})`));
 });
 
 test('infer skips an image that does not decode, names it, and says so in the exit code', async () => {

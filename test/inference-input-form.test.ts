@@ -22,11 +22,14 @@ import { capturingLogger, cpuOptions, frameOf, noiseImage } from './fixtures/fra
 import { tinyModels } from './fixtures/tiny-models.js';
 import { uint8FormOf } from './fixtures/uint8-form.js';
 import { demoModel, samplesDir } from './helpers/daemon.js';
+import { allowedDifference, maxAbsDiff } from './helpers/tolerance.js';
 
 const tiny = tinyModels();
-/** Scores and map cells (demo maps reach about 20) of the two forms agree within these. */
-const SCORE_TOLERANCE = 1e-5;
-const MAP_TOLERANCE = 2e-5;
+/** Scores and map cells of the two forms agree within these fractions of the outputs' scale
+ * (max(1, largest magnitude): helpers/model-reference.ts), as trained models score in the tens;
+ * on the demo (scores to 10.6, maps to about 20) that is the 1e-5 and 2e-5 it always met. */
+const SCORE_TOLERANCE = 1e-6;
+const MAP_TOLERANCE = 1e-6;
 
 /**
  * Frames that take every preprocessing route: no resize, an ROI of exactly the model's size (a
@@ -54,14 +57,16 @@ async function withModel<T>(file: string, use: (model: CradModel) => Promise<T>,
   }
 }
 
+/** Tolerances relative to the batch's scale: score and map cells within tolerance x max(1, largest magnitude). */
 function assertSameOutputs(float: Inference, uint8: Inference, tolerance: { score: number; map: number }): void {
   assert.equal(uint8.frames.length, float.frames.length);
+  const scoreAllowed = allowedDifference(tolerance.score, float.frames.map((f) => f.raw), uint8.frames.map((u) => u.raw));
+  const mapAllowed = Math.max(...float.frames.map((f, i) => allowedDifference(tolerance.map, f.map, uint8.frames[i]!.map)));
   float.frames.forEach((f, i) => {
     const u = uint8.frames[i]!;
-    assert.ok(Math.abs(f.raw - u.raw) <= tolerance.score, `frame ${i}: score ${f.raw} (float) vs ${u.raw} (uint8)`);
-    let worst = 0;
-    for (let k = 0; k < f.map.length; k++) worst = Math.max(worst, Math.abs(f.map[k]! - u.map[k]!));
-    assert.ok(worst <= tolerance.map, `frame ${i}: map cells differ by up to ${worst}`);
+    assert.ok(Math.abs(f.raw - u.raw) <= scoreAllowed, `frame ${i}: score ${f.raw} (float) vs ${u.raw} (uint8), allowed ${scoreAllowed}`);
+    const worst = maxAbsDiff(f.map, u.map);
+    assert.ok(worst <= mapAllowed, `frame ${i}: map cells differ by up to ${worst}, allowed ${mapAllowed}`);
     assert.ok(f.map.some((v) => v !== 0), `frame ${i}: an all-zero map proves nothing`);
   });
 }
@@ -104,7 +109,7 @@ test('the tiny model in both forms gives the same maps and scores on frames of e
   }
 });
 
-test(`the demo model converted to the uint8 form scores as the float form (scores within ${SCORE_TOLERANCE}, maps within ${MAP_TOLERANCE}), on samples, ROI, gray and BGRA frames`, async () => {
+test(`the demo model converted to the uint8 form scores as the float form (scores and maps within ${SCORE_TOLERANCE} of their scale), on samples, ROI, gray and BGRA frames`, async () => {
   const sample = cv.imread(path.join(samplesDir, 'washer_01_scratch.png'));
   const other = cv.imread(path.join(samplesDir, 'weave_01_hole.png'));
   const frames = [
@@ -157,7 +162,8 @@ test('golden samples and the file scoring of `crad-edge infer` run the uint8 for
   assert.equal(uint8.golden.passed, true, JSON.stringify(uint8.golden.failed));
   assert.equal(uint8.golden.total, float.golden.total);
   assert.equal(uint8.raw.length, files.length);
-  uint8.raw.forEach((raw, i) => assert.ok(Math.abs(raw - float.raw[i]!) <= SCORE_TOLERANCE, `${files[i]}: ${raw} vs ${float.raw[i]}`));
+  const allowed = allowedDifference(SCORE_TOLERANCE, float.raw, uint8.raw);
+  uint8.raw.forEach((raw, i) => assert.ok(Math.abs(raw - float.raw[i]!) <= allowed, `${files[i]}: ${raw} vs ${float.raw[i]} (allowed ${allowed})`));
 });
 
 test('loadModel refuses a malformed uint8 model with the contract error naming the problem', async () => {

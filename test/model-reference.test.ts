@@ -1,6 +1,7 @@
 // The committed demo model against the outputs the trainer computed in torch for the same inputs
-// (models/demo/crad-demo.reference.json, written by `crad export`): onnxruntime-node must agree
-// within 1e-4 on the anomaly map and the score, and the file must pass the contract check.
+// (models/demo/crad-demo.reference.json, written by `crad export`): onnxruntime-node and the
+// daemon's own path must agree within the reference's tolerance (1e-4 of each output's scale), and
+// the file must pass the contract check.
 // CRAD_REFERENCE_MODEL=<file.onnx> checks another export (its <name>.reference.json beside it).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -8,87 +9,33 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
 import cv from '../src/cv.js';
 import { loadModel } from '../src/inference/model.js';
-import { INPUT_NAME, MAP_OUTPUT, SCORE_OUTPUT } from '../src/inference/model-contract.js';
-import { readModelFile } from '../src/inference/model-file.js';
 import { loadConfig } from '../src/config/load.js';
 import { preprocessInto } from '../src/inference/preprocess.js';
 import { postprocess, postprocessOptions, type PostprocessOptions } from '../src/inference/postprocess.js';
 import { capturingLogger, cpuOptions, frameOf } from './fixtures/frames.js';
+import { assertWithin, checkAgainstReference, decodeF32, maxAbsDiff, readReference, referenceFrames, REFERENCE_TOLERANCE } from './helpers/model-reference.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const modelPath = process.env.CRAD_REFERENCE_MODEL ?? path.join(root, 'models/demo/crad-demo.onnx');
-const referencePath = modelPath.replace(/\.onnx$/, '.reference.json');
-const TOLERANCE = 1e-4;
 
-interface Reference {
-  format: string;
-  model: string;
-  image: { shape: number[]; data: string };
-  anomaly_map: { shape: number[]; data: string };
-  score: number[];
-}
-
-function decodeF32(base64: string, shape: number[]): Float32Array {
-  const bytes = Buffer.from(base64, 'base64');
-  const count = shape.reduce((a, b) => a * b, 1);
-  assert.equal(bytes.length, count * 4, `reference array of shape [${shape.join(', ')}] has ${bytes.length} bytes`);
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = bytes.readFloatLE(i * 4);
-  return out;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
-  return worst;
-}
-
-test(`${path.basename(modelPath)} reproduces its torch reference outputs within ${TOLERANCE}`, async () => {
-  const model = await readModelFile(modelPath);
-  const reference = JSON.parse(fs.readFileSync(referencePath, 'utf8')) as Reference;
-  assert.equal(reference.format, 'crad-reference/1');
+test(`${path.basename(modelPath)} reproduces its torch reference outputs (onnxruntime and the daemon's path)`, async () => {
+  const reference = readReference(modelPath);
+  assert.match(reference.format, /^crad-reference\/[12]$/);
   assert.equal(reference.model, path.basename(modelPath));
-  const [n, channels, height, width] = reference.image.shape as [number, number, number, number];
-  assert.deepEqual([channels, height, width], [3, model.height, model.width]);
-  assert.deepEqual(reference.anomaly_map.shape, [n, 1, model.height, model.width]);
-  assert.equal(reference.score.length, n);
-
-  const session = await ort.InferenceSession.create(model.bytes, { executionProviders: ['cpu'] });
-  try {
-    const image = decodeF32(reference.image.data, reference.image.shape);
-    const out = await session.run({ [INPUT_NAME]: new ort.Tensor('float32', image, reference.image.shape) }, [MAP_OUTPUT, SCORE_OUTPUT]);
-    assert.deepEqual(out[MAP_OUTPUT]!.dims, reference.anomaly_map.shape);
-    const mapDiff = maxAbsDiff(out[MAP_OUTPUT]!.data as Float32Array, decodeF32(reference.anomaly_map.data, reference.anomaly_map.shape));
-    const scoreDiff = maxAbsDiff(out[SCORE_OUTPUT]!.data as Float32Array, reference.score);
-    assert.ok(mapDiff <= TOLERANCE, `anomaly_map max abs difference ${mapDiff}`);
-    assert.ok(scoreDiff <= TOLERANCE, `score max abs difference ${scoreDiff}`);
-  } finally {
-    await session.release();
-  }
+  await checkAgainstReference(modelPath);
 });
 
-test('the daemon path (BGR frame -> preprocessing -> session -> post-processing) reproduces the reference scores', async () => {
-  const reference = JSON.parse(fs.readFileSync(referencePath, 'utf8')) as Reference;
-  const [n, , height, width] = reference.image.shape as [number, number, number, number];
-  const planes = decodeF32(reference.image.data, reference.image.shape);
-  // The reference inputs are 8-bit images / 255: rebuild them as the BGR frames a camera delivers.
-  const frames = Array.from({ length: n }, (_, i) => {
-    const bgr = Buffer.alloc(height * width * 3);
-    const base = i * 3 * height * width;
-    for (let p = 0; p < height * width; p++) {
-      for (let c = 0; c < 3; c++) bgr[p * 3 + (2 - c)] = Math.round(planes[base + c * height * width + p]! * 255);
-    }
-    return frameOf(new cv.Mat(bgr, height, width, cv.CV_8UC3));
-  });
+test('the daemon path (BGR frame -> preprocessing -> session -> post-processing) gives the calibrated verdicts of the reference scores', async () => {
+  const reference = readReference(modelPath);
+  const n = reference.score.length;
+  const frames = referenceFrames(reference);
   const model = await loadModel(modelPath, { ...cpuOptions, maxBatch: n }, capturingLogger().log);
   try {
     const inference = await model.run(frames);
     const raw = inference.frames.map((f) => f.raw);
-    assert.ok(maxAbsDiff(raw, reference.score) <= TOLERANCE, `daemon scores ${raw} vs reference ${reference.score}`);
+    assertWithin('daemon scores', raw, reference.score, reference.tolerance ?? REFERENCE_TOLERANCE);
     const calibration = model.info.calibration;
     if (calibration) {
       const opts: PostprocessOptions = {

@@ -5,7 +5,9 @@
 // form's uint8 BGR NHWC images (crad-reference/2, image.dtype "uint8").
 //   node training/tests/ort_reference_check.cjs <model.onnx> <model.reference.json> [batch] [--print-outputs]
 // --print-outputs adds the outputs themselves (anomaly_map as base64 float32, score), so that a
-// test can compare two models on the same images.
+// test can compare two models on the same images. mapAllowed / scoreAllowed are the reference's
+// tolerance times each output's scale (max(1, its largest magnitude), the rule `crad export` writes
+// as tolerance_rule) and `agrees` says whether both differences are within them.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -39,6 +41,8 @@ async function main() {
   const batch = Number(batchArg || count);
   let mapDiff = 0;
   let scoreDiff = 0;
+  let mapScale = 1;
+  let scoreScale = 1;
   const scores = [];
   for (let start = 0; start < count; start += batch) {
     const n = Math.min(batch, count - start);
@@ -48,14 +52,20 @@ async function main() {
     maps.set(map, start * perMap);
     for (let i = 0; i < n * perMap; i++) {
       mapDiff = Math.max(mapDiff, Math.abs(map[i] - expectedMap[start * perMap + i]));
+      mapScale = Math.max(mapScale, Math.abs(map[i]), Math.abs(expectedMap[start * perMap + i]));
     }
     for (let i = 0; i < n; i++) {
       scores.push(out.score.data[i]);
       scoreDiff = Math.max(scoreDiff, Math.abs(out.score.data[i] - reference.score[start + i]));
+      scoreScale = Math.max(scoreScale, Math.abs(out.score.data[i]), Math.abs(reference.score[start + i]));
     }
   }
   const outputs = printOutputs ? { outputs: { anomaly_map: Buffer.from(maps.buffer).toString('base64'), score: scores } } : {};
-  console.log(JSON.stringify({ mapDiff, scoreDiff, scores, inputNames: session.inputNames, outputNames: session.outputNames, ...outputs }));
+  const tolerance = typeof reference.tolerance === 'number' ? reference.tolerance : 1e-4;
+  const mapAllowed = tolerance * mapScale;
+  const scoreAllowed = tolerance * scoreScale;
+  const agrees = mapDiff <= mapAllowed && scoreDiff <= scoreAllowed;
+  console.log(JSON.stringify({ mapDiff, scoreDiff, mapAllowed, scoreAllowed, agrees, scores, inputNames: session.inputNames, outputNames: session.outputNames, ...outputs }));
 }
 
 main().catch((error) => {
