@@ -266,7 +266,7 @@ test('a loop that stalls (a model run that never ends) is a fault too, after ser
     await until('cam1 ready', () => status.on('plant/line4/press3/cam1/status').at(-1)?.json?.ready === true, 30_000);
     // A model run that never ends: frames wait, no batch is taken or finished.
     const pipeline = (daemon as any).pipeline;
-    pipeline.model.run = () => new Promise(() => undefined);
+    pipeline.currentModel.run = () => new Promise(() => undefined);
     await status.client.publishAsync('plant/line4/press3/cam1/trigger', 'hung', { qos: 1 });
     await until('not ready: stalled', () => /stalled/.test(status.on('plant/line4/press3/status').at(-1)?.json?.inspection?.reason ?? ''), 20_000);
     assert.equal(daemon.health().healthy, false);

@@ -116,7 +116,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
 type Fmt =
   | { kind: 'enum'; values: readonly unknown[] }
   | { kind: 'number' | 'integer'; min: number; max: number }
-  | { kind: 'string' | 'mqtt-string' | 'boolean' | 'topic-level' | 'optional-topic-level' | 'topic-prefix' | 'qos' | 'string-list' | 'verdict-list' | 'roi' | 'nullable-number' | 'camera-list' | 'object' };
+  | { kind: 'string' | 'mqtt-string' | 'boolean' | 'topic-level' | 'optional-topic-level' | 'topic-prefix' | 'qos' | 'string-list' | 'verdict-list' | 'roi' | 'nullable-number' | 'camera-list' | 'object' | 'broker-list' };
 
 /** Read from the format's name; a format the model does not know fails the file (give it a model). */
 function fmtOf(leaf: Leaf): Fmt {
@@ -132,7 +132,7 @@ function fmtOf(leaf: Leaf): Fmt {
     assert.ok(Number.isFinite(min) && Number.isFinite(max), `fuzz: cannot read the range of ${name}`);
     return { kind: range[1] as 'number' | 'integer', min, max };
   }
-  const known = ['mqtt-string', 'topic-level', 'optional-topic-level', 'topic-prefix', 'qos', 'string-list', 'verdict-list', 'roi', 'nullable-number', 'camera-list', 'object'] as const;
+  const known = ['mqtt-string', 'topic-level', 'optional-topic-level', 'topic-prefix', 'qos', 'string-list', 'verdict-list', 'roi', 'nullable-number', 'camera-list', 'object', 'broker-list'] as const;
   const kind = known.find((k) => k === name);
   if (!kind) throw new Error(`fuzz: no model for format ${name}; add one to test/remote-config-fuzz.test.ts`);
   return { kind };
@@ -185,6 +185,17 @@ function fmtValid(fmt: Fmt, v: unknown): boolean {
     case 'roi': return roiValid(v);
     case 'nullable-number': return v === null || (typeof v === 'number' && Number.isFinite(v));
     case 'camera-list': throw new Error('fuzz: camera lists are modelled by camerasProblem');
+    // Broker URLs for the Sparkplug plane: parseable, an MQTT-ish scheme, no credentials in them.
+    case 'broker-list': return Array.isArray(v) && v.every((u) => {
+      if (typeof u !== 'string') return false;
+      let url: URL;
+      try {
+        url = new URL(u);
+      } catch {
+        return false;
+      }
+      return ['mqtt:', 'mqtts:', 'tcp:', 'ssl:', 'ws:', 'wss:'].includes(url.protocol) && url.username === '' && url.password === '';
+    });
   }
 }
 
@@ -355,6 +366,9 @@ function valuesFor(key: string, leaf: Leaf): fc.Arbitrary<unknown> {
     case 'nullable-number': right = fc.oneof(fc.constant(null), anyNumber()); break;
     case 'roi': right = roiValues; break;
     case 'camera-list': right = cameraLists(false).map((c) => c.cameras); break;
+    case 'broker-list': right = fc.oneof(fc.array(anyString, { maxLength: 2 }), fc.constantFrom<unknown>(
+      [], ['mqtt://127.0.0.1:1883'], ['mqtts://spb.plant:8883', 'mqtt://backup:1883'], ['mqtt://user:pw@host:1883'], ['http://host'], ['not a url'], [1], 'mqtt://x',
+    )); break;
   }
   return fc.oneof({ weight: 1, arbitrary: same }, { weight: 5, arbitrary: right }, { weight: 2, arbitrary: wrongKinds() });
 }

@@ -82,9 +82,9 @@ export function keysApplied(apply: Apply): string[] {
   return daemonLeaves.filter(([, leaf]) => leaf.apply === apply).map(([key]) => key);
 }
 
-/** The remote policy of a daemon key ("allowed" when the schema says nothing). */
+/** The remote policy of a daemon key: every leaf states it, like `apply`. */
 export function remotePolicy(leaf: Leaf): Remote {
-  return leaf.remote ?? 'allowed';
+  return leaf.remote;
 }
 
 /** A new value for a signed-only leaf: changed, and not back to the default (which reaches nothing). */

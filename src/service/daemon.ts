@@ -61,7 +61,7 @@ export const LIVE_STAGE_KEYS = {
   dataset: ['dataset'],
   commands: ['remoteConfig', 'model.delivery', 'cameras'],
   // Read from the running configuration each time they are used.
-  readWhenUsed: ['model.modelsDir', 'model.goldenDir', 'model.delivery', 'remoteConfig', 'service'],
+  readWhenUsed: ['model.modelsDir', 'model.goldenDir', 'model.delivery', 'remoteConfig', 'service', 'http.alarmNgStreak'],
 } as const satisfies Record<string, readonly string[]>;
 
 type Stage = 'capture' | 'inference' | 'pipeline' | 'publish' | 'control' | 'console';
