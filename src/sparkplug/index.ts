@@ -1,5 +1,6 @@
 // The Sparkplug B plane (sparkplug.*): an edge node beside the JSON topics, on its own connection.
 //   edge-node.ts  the state machine: sessions, births and deaths, seq/bdSeq, commands, primary host
+//                 (in layers: edge-node-{types,base,messages,replay,session,host}.ts)
 //   metrics.ts    the metric map (names, datatypes, stable aliases) and command checks
 //   proto.ts      the payload encoding (protobufjs), history.ts what waits for historical DDATA,
 //   state.ts      bdSeq and device numbers across restarts, topics.ts the namespace
