@@ -7,26 +7,31 @@ import os from 'node:os';
 import convict from 'convict';
 
 /**
- * How a changed value takes effect in a running daemon:
- * - live: the stage that reads it applies it at once;
- * - reopen: the camera reopens its source (camera fields only);
- * - camera: the camera is rebuilt (camera fields only);
- * - model: the model is loaded again (beside the running one, swapped between batches);
- * - mqtt: needs a new broker connection, applied at the next daemon start;
- * - outbox: needs the outbox reopened, applied at the next daemon start;
- * - daemon: applied at the next daemon start.
+ * The policy of a key, one table each: how a changed value takes effect in a running daemon
+ * (`apply`), and whether a remote push may change it (`remote`, always also subject to
+ * remoteConfig.allow). `reads` is how the configuration reference shows it; `restart` marks the
+ * parts a change leaves waiting for a daemon restart (reported in restartRequired).
  */
-export type Apply = 'live' | 'reopen' | 'camera' | 'model' | 'mqtt' | 'outbox' | 'daemon';
+export const APPLY = {
+  live: { reads: 'live', means: 'the stage that reads it applies it at once' },
+  reopen: { reads: 'camera reopens', means: 'the camera reopens its source (camera fields only)' },
+  camera: { reads: 'camera rebuilt', means: 'the camera is rebuilt (camera fields only)' },
+  model: { reads: 'model reloaded', means: 'the model is loaded again (beside the running one, swapped between batches)' },
+  mqtt: { reads: 'restart (broker)', means: 'needs a new broker connection, applied at the next daemon start', restart: true },
+  outbox: { reads: 'restart (outbox)', means: 'needs the outbox reopened, applied at the next daemon start', restart: true },
+  daemon: { reads: 'restart', means: 'applied at the next daemon start', restart: true },
+} as const satisfies Record<string, { reads: string; means: string; restart?: true }>;
+export type Apply = keyof typeof APPLY;
 /** Parts a change can leave waiting for a daemon restart (reported in restartRequired). */
-export const RESTART_PARTS: readonly Apply[] = ['mqtt', 'outbox', 'daemon'];
-/**
- * Whether a remote push may change a key (always also subject to remoteConfig.allow):
- * - allowed: yes;
- * - signed: only on a device that verifies signatures (remoteConfig.publicKey set), since the value
- *   decides what the daemon reads or runs (a GStreamer pipeline can write files);
- * - never: only the operator's file changes it (it guards remote configuration itself).
- */
-export type Remote = 'allowed' | 'signed' | 'never';
+export const RESTART_PARTS: readonly Apply[] = (Object.keys(APPLY) as Apply[]).filter((apply) => 'restart' in APPLY[apply]);
+
+export const REMOTE = {
+  allowed: { means: 'a push may change it (when in remoteConfig.allow)' },
+  // The value decides what the daemon reads or runs (a GStreamer pipeline can write files).
+  signed: { means: 'only a signed push, on a device with remoteConfig.publicKey; clearing it back to the default needs no signature' },
+  never: { means: 'only the operator\'s file changes it (it guards remote configuration itself)' },
+} as const;
+export type Remote = keyof typeof REMOTE;
 
 export type JsonKind = 'string' | 'number' | 'boolean' | 'null' | 'array' | 'object';
 
