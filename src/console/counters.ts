@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Result } from '../inference/types.js';
 import type { CameraCounters } from '../publish/payloads.js';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import type { Logger } from '../shared/log.js';
 
 const SAVE_INTERVAL_MS = 1000;
@@ -87,11 +88,9 @@ export class ProductionCounters {
         timeoutsCarried: this.timeouts(id, t), since: t.since.toISOString(),
       };
     }
-    const temp = `${this.file}.tmp`;
     try {
       fs.mkdirSync(path.dirname(this.file), { recursive: true });
-      fs.writeFileSync(temp, JSON.stringify({ cameras }));
-      fs.renameSync(temp, this.file);
+      writeFileAtomic(this.file, JSON.stringify({ cameras }));
     } catch (err) {
       this.dirty = true;
       this.log?.warn({ err: (err as Error).message, file: this.file }, 'production counters not saved');

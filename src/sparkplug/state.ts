@@ -3,6 +3,7 @@
 // its metric aliases are built from. Written atomically (temp file, fsync, rename).
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../shared/atomic-write.js';
 import type { Logger } from '../shared/log.js';
 
 export interface NodeState {
@@ -54,14 +55,6 @@ export class NodeStateFile {
 
   private write(): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    const tmp = `${this.file}.tmp`;
-    const fd = fs.openSync(tmp, 'w');
-    try {
-      fs.writeSync(fd, JSON.stringify(this.state));
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, this.file);
+    writeFileAtomic(this.file, JSON.stringify(this.state));
   }
 }
