@@ -46,9 +46,11 @@ test('TLS with CA, client certificate and username/password: results arrive; a w
   }
 });
 
-test('unreadable TLS files are refused when the publisher is built, naming the config key', async () => {
+test('unreadable TLS files are refused when the publisher starts, naming the config key', async () => {
   const config = testConfig('mqtts://127.0.0.1:8883', path.join(dir, 'bad.sqlite'), { mqtt: { tls: { ca: path.join(dir, 'missing-ca.pem') } } });
-  assert.throws(() => new Publisher(config, createLogger('silent')), /mqtt\.tls\.ca: cannot read .*missing-ca\.pem/);
+  const refused = new Publisher(config, createLogger('silent'));
+  await assert.rejects(refused.start(), /mqtt\.tls\.ca: cannot read .*missing-ca\.pem/);
+  await refused.stop();
   // The outbox it opened is closed again: a corrected publisher can use the same file.
   await new Publisher(testConfig('mqtt://127.0.0.1:1', path.join(dir, 'bad.sqlite')), createLogger('silent')).stop();
 });

@@ -77,7 +77,8 @@ export class MqttConnection {
   private stopped = true;
   private failures = 0;
   private version: ProtocolVersion;
-  private readonly tlsFiles: Pick<IClientOptions, 'ca' | 'cert' | 'key'>;
+  /** Read at start(), never in the constructor. */
+  private tlsFiles: Pick<IClientOptions, 'ca' | 'cert' | 'key'> = {};
   /** Successful connections since start. */
   connects = 0;
   connectedSince: Date | null = null;
@@ -88,10 +89,6 @@ export class MqttConnection {
     private readonly log: Logger,
   ) {
     this.version = settings.protocolVersion;
-    this.tlsFiles = readTlsFiles(settings.tls);
-    if (Object.keys(this.tlsFiles).length > 0 && !/^(mqtts|ssl|wss):/.test(settings.url)) {
-      log.warn({ url: redactUrls(settings.url) }, 'mqtt.tls files are set but mqtt.url is not a TLS URL (mqtts://): they are not used');
-    }
   }
 
   get client(): MqttClient | null {
@@ -102,9 +99,16 @@ export class MqttConnection {
     return this.version;
   }
 
-  /** Start the connect loop; `onFirstOutcome` fires once, after the first attempt connects or fails. */
+  /**
+   * Start the connect loop; `onFirstOutcome` fires once, after the first attempt connects or fails.
+   * Throws, naming the key, when a TLS file cannot be read.
+   */
   start(onFirstOutcome?: () => void): void {
     if (!this.stopped) return;
+    this.tlsFiles = readTlsFiles(this.settings.tls);
+    if (Object.keys(this.tlsFiles).length > 0 && !/^(mqtts|ssl|wss):/.test(this.settings.url)) {
+      this.log.warn({ url: redactUrls(this.settings.url) }, 'mqtt.tls files are set but mqtt.url is not a TLS URL (mqtts://): they are not used');
+    }
     this.stopped = false;
     this.firstOutcome = onFirstOutcome ?? null;
     this.attempt();

@@ -113,10 +113,14 @@ export class Publisher {
   async start(): Promise<void> {
     if (this.started) return;
     if (this.stopped) throw new Error('Publisher.start: this publisher was stopped; build a new one');
+    let firstOutcome!: () => void;
+    const connectedOrFailed = new Promise<void>((resolve) => (firstOutcome = resolve));
+    // Throws (unreadable TLS files) before anything else has started.
+    this.connection.start(firstOutcome);
     this.started = true;
     this.sender.start();
     this.status.start(this.config.service.statusIntervalMs);
-    await new Promise<void>((resolve) => this.connection.start(resolve));
+    await connectedOrFailed;
   }
 
   /** Queue a result (and its crops/overlay) for publishing; never blocks (see OutboxSender). */

@@ -12,8 +12,8 @@ import type { Device, EdgeNodeHooks, EdgeNodeSettings, Session, Unconfirmed } fr
 
 export abstract class EdgeNodeBase {
   readonly topics: SparkplugTopics;
-  protected readonly state: NodeStateFile;
-  protected readonly history: History;
+  private stateFile: NodeStateFile | null = null;
+  private historyTable: History | null = null;
   protected readonly nodeMetrics: MetricDef[];
   protected readonly deviceMetrics: MetricDef[];
   protected readonly stateTopic: string | null;
@@ -63,12 +63,28 @@ export abstract class EdgeNodeBase {
     this.confirmTopic = `${this.topics.node('NCMD')}/confirm`;
     if (settings.connections.length === 0) throw new Error('Sparkplug: no MQTT server');
     this.version = settings.connections[0]!.protocolVersion;
-    this.state = new NodeStateFile(settings.stateFile, log);
-    this.history = new History(settings.historyFile, settings.historyMaxRows, log);
     this.connection = this.connectionTo(0);
     this.nodeValues.set(REBIRTH, false);
     this.nodeValues.set('Node Info/Rejected Commands', 0);
-    for (const id of settings.cameras) this.device(id);
+  }
+
+  // The state file and the history table open at start() (or first use), never in the constructor.
+  protected openFiles(): void {
+    void this.state;
+    void this.history;
+  }
+
+  protected get state(): NodeStateFile {
+    return (this.stateFile ??= new NodeStateFile(this.settings.stateFile, this.log));
+  }
+
+  protected get history(): History {
+    return (this.historyTable ??= new History(this.settings.historyFile, this.settings.historyMaxRows, this.log));
+  }
+
+  /** The history table, closed (at stop) only if it was ever opened. */
+  protected closeHistory(): void {
+    this.historyTable?.close();
   }
 
   /**

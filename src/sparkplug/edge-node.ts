@@ -30,6 +30,8 @@ export type { EdgeNodeHooks, EdgeNodeSettings, EdgeNodeStats } from './edge-node
 
 export class EdgeNode extends EdgeNodeHost {
   start(): void {
+    this.openFiles();
+    for (const id of this.settings.cameras) this.device(id);
     this.timer = setInterval(() => this.publishNodeData(), this.settings.ndataIntervalMs);
     this.timer.unref();
     this.connection.start();
@@ -117,6 +119,6 @@ export class EdgeNode extends EdgeNodeHost {
     this.endSession();
     if (client && this.version !== 5) await this.publishDeath(client, Math.max(50, (deadline - Date.now()) / 2));
     await this.connection.stop(Math.max(50, deadline - Date.now()), { reasonCode: DISCONNECT_WITH_WILL });
-    this.history.close();
+    this.closeHistory();
   }
 }
