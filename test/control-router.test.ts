@@ -4,13 +4,12 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { CommandRouter, type Command } from '../src/control/router.js';
 import { Publisher } from '../src/publish/index.js';
-import { createLogger } from '../src/shared/log.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { tempDir } from './helpers/cleanup.js';
+import { capturingLogger, type Logger } from './helpers/log.js';
 import { PREFIX, Subscriber, assertValid, commandsOn, schemaValidator, testConfig, until } from './helpers/publish-fixtures.js';
 
 const dir = tempDir('publish');
@@ -27,20 +26,13 @@ after(async () => {
 });
 
 /** A logger whose warnings and errors the test can read (the router reports through it). */
-function recordingLogger(): { log: ReturnType<typeof createLogger>; messages: () => string[] } {
-  const lines: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(chunk.toString());
-      done();
-    },
-  });
-  const log = createLogger('warn', sink);
-  return { log, messages: () => lines.map((line) => (JSON.parse(line) as { msg: string }).msg) };
+function recordingLogger(): { log: Logger; messages: () => string[] } {
+  const { log, lines } = capturingLogger('warn');
+  return { log, messages: () => lines().map((line) => line.msg as string) };
 }
 
 /** A publisher on `url` with a router on its connection (not started). */
-function routed(url: string, log: ReturnType<typeof createLogger>): { publisher: Publisher; router: CommandRouter } {
+function routed(url: string, log: Logger): { publisher: Publisher; router: CommandRouter } {
   const publisher = new Publisher(testConfig(url, outboxFile()), log);
   return { publisher, router: new CommandRouter(publisher.inbound, log) };
 }

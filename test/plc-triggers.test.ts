@@ -8,11 +8,11 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { loadConfig } from '../src/config/load.js';
 import { Daemon } from '../src/service/daemon.js';
 import { createLogger } from '../src/shared/log.js';
 import { tempDir } from './helpers/cleanup.js';
+import { capturingLogger } from './helpers/log.js';
 import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
 import { consoleUrl } from './helpers/console.js';
 import { Mosquitto } from './helpers/mosquitto.js';
@@ -195,18 +195,12 @@ test('a batch loop that dies is a fault everyone sees: statuses not ready with t
     service: { stateDir: dir, statusIntervalMs: 1000, faultExitDelayMs: 1500 },
   });
   const faults: Array<{ reason: string; at: number }> = [];
-  const lines: string[] = [];
-  const log = createLogger('info', new Writable({
-    write(chunk, _encoding, done) {
-      lines.push(...chunk.toString().split('\n').filter(Boolean));
-      done();
-    },
-  }));
+  const { log, lines } = capturingLogger('info');
   const daemon = new Daemon({ config, log, onFault: (reason) => faults.push({ reason, at: Date.now() }) });
   const plc = await Plc.connect(PREFIX, broker.port, `plc-fault-${process.pid}`);
   try {
     await daemon.start();
-    const address = () => lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'operator console listening')?.address as string | undefined;
+    const address = () => lines().find((l) => l.msg === 'operator console listening')?.address as string | undefined;
     await until('the console listens', () => address() !== undefined, 30_000);
     await until('cam1 ready', () => plc.lastStatus('cam1')?.ready === true, 30_000);
     plc.trigger('cam1', { id: 'ok1' });

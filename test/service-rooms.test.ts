@@ -8,13 +8,14 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { loadConfig } from '../src/config/load.js';
 import { signConfigPush } from '../src/config/push-signing.js';
 import { signDelivery } from '../src/control/model-delivery.js';
 import { Daemon } from '../src/service/daemon.js';
-import { createLogger } from '../src/shared/log.js';
+import { Fanout, type Plane } from '../src/service/fanout.js';
+import { EdgeNode, edgeNodeSettings } from '../src/sparkplug/index.js';
 import { tempDir } from './helpers/cleanup.js';
+import { capturingLogger } from './helpers/log.js';
 import { demoModel, samplesDir } from './helpers/daemon.js';
 import { ModelServer } from './helpers/model-server.js';
 import { writeModelVariant } from './helpers/model-variants.js';
@@ -30,17 +31,6 @@ after(async () => {
 });
 
 const sha = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-
-function capturing(level: string): { log: ReturnType<typeof createLogger>; lines: () => Record<string, any>[] } {
-  const raw: string[] = [];
-  const log = createLogger(level, new Writable({
-    write(chunk, _encoding, done) {
-      raw.push(...chunk.toString().split('\n').filter(Boolean));
-      done();
-    },
-  }));
-  return { log, lines: () => raw.map((line) => JSON.parse(line) as Record<string, any>) };
-}
 
 test('a push, a delivery, a golden run and a file-watch reload started at once run one at a time in arrival order, each answered', async () => {
   const dir = tempDir('rooms-queue');
@@ -66,7 +56,7 @@ test('a push, a delivery, a golden run and a file-watch reload started at once r
     crops: { enabled: false },
     service: { stateDir: dir, shutdownTimeoutMs: 5000 },
   });
-  const { log, lines } = capturing('debug');
+  const { log, lines } = capturingLogger('debug');
   const daemon = new Daemon({ config, log });
   const ops = await Subscriber.connect(broker.url, 5, 'rooms/rooms1/+/response');
   const prefix = 'rooms/rooms1';
@@ -129,7 +119,7 @@ test('a plane that throws on every result: results, the outbox and the other pla
     crops: { enabled: false },
     service: { stateDir: dir, shutdownTimeoutMs: 5000, statusIntervalMs: 1000 },
   });
-  const { log, lines } = capturing('info');
+  const { log, lines } = capturingLogger('info');
   const daemon = new Daemon({ config, log });
   const scada = await Subscriber.connect(broker.url, 5, 'rooms/rooms2/#');
   try {
@@ -164,4 +154,79 @@ test('a plane that throws on every result: results, the outbox and the other pla
     await daemon.stop();
     await scada.close();
   }
+});
+
+test('planes start in the order they were added and stop in reverse; one that fails to stop is counted, the others still stop', async () => {
+  const { log, lines } = capturingLogger('info');
+  const calls: string[] = [];
+  const plane = (name: string, failStop = false, failStart = false): Plane => ({
+    name,
+    start: async () => {
+      calls.push(`start ${name}`);
+      if (failStart) throw new Error(`${name} cannot start`);
+    },
+    stop: async (timeoutMs) => {
+      calls.push(`stop ${name}`);
+      assert.ok(timeoutMs >= 100, `each stop gets time (${timeoutMs})`);
+      if (failStop) throw new Error(`${name} cannot stop`);
+    },
+  });
+  const fanout = new Fanout(log);
+  fanout.add(plane('mqtt'), null, plane('archive', true), plane('console'));
+  await fanout.start();
+  await fanout.stop(1000);
+  assert.deepEqual(calls, ['start mqtt', 'start archive', 'start console', 'stop console', 'stop archive', 'stop mqtt']);
+  assert.deepEqual(fanout.failureCounts(), { archive: 1 });
+  assert.ok(lines().some((l) => l.plane === 'archive' && /did not stop cleanly/.test(l.msg)));
+
+  // A plane that cannot start ends the start; stop() stops only those that started.
+  calls.length = 0;
+  const failing = new Fanout(log);
+  failing.add(plane('mqtt'), plane('sparkplug', false, true), plane('console'));
+  await assert.rejects(failing.start(), /sparkplug cannot start/);
+  await failing.stop(1000);
+  assert.deepEqual(calls, ['start mqtt', 'start sparkplug', 'stop mqtt']);
+});
+
+test('building the daemon and its planes touches no file; start opens them and stop closes them', async () => {
+  const dir = tempDir('rooms-lifecycle');
+  const stateDir = path.join(dir, 'state');
+  const config = loadConfig(undefined, {
+    device: { id: 'rooms3' },
+    model: { path: demoModel, warmupRuns: 0 },
+    cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 5 }],
+    mqtt: { url: broker.url, topicPrefix: 'rooms' },
+    outbox: { path: path.join(stateDir, 'outbox.sqlite') },
+    archive: { enabled: true, dir: path.join(stateDir, 'archive') },
+    sparkplug: { enabled: true, groupId: 'rooms', brokers: [broker.url], tls: { ca: path.join(dir, 'no-such-ca.pem') } },
+    crops: { enabled: false },
+    service: { stateDir, shutdownTimeoutMs: 5000, statusIntervalMs: 1000 },
+  });
+  const settings = edgeNodeSettings(config);
+  // An edge node whose TLS file is missing: built without complaint, refused (naming the key) when started.
+  const node = new EdgeNode(settings, { trigger: () => 'no', nodeInfo: () => ({ outboxDepth: 0, brokerReconnects: 0, configRevision: 0 }) }, capturingLogger('silent').log);
+  try {
+    assert.equal(fs.existsSync(stateDir), false, 'the edge node\'s constructor wrote nothing');
+    assert.throws(() => node.start(), /tls\.ca: cannot read/);
+  } finally {
+    await node.stop(200);
+  }
+
+  fs.rmSync(stateDir, { recursive: true, force: true });
+  const { log } = capturingLogger('silent');
+  const working = { ...config, sparkplug: { ...config.sparkplug, tls: { ...config.sparkplug.tls, ca: '' } } };
+  const daemon = new Daemon({ config: working, log });
+  assert.equal(fs.existsSync(path.join(stateDir, 'sparkplug-history.sqlite')), false, 'the daemon\'s constructor opened no history');
+  assert.equal(fs.existsSync(path.join(stateDir, 'archive')), false);
+  try {
+    await daemon.start();
+    for (const file of ['sparkplug-history.sqlite', 'sparkplug-state.json', 'outbox.sqlite']) {
+      assert.ok(fs.existsSync(path.join(stateDir, file)), `${file} opened by start()`);
+    }
+    await until('results flow', () => daemon.stats().pipeline.processed >= 3, 30_000);
+  } finally {
+    await daemon.stop();
+  }
+  assert.deepEqual(daemon.stats().planeFailures, {}, 'every plane stopped cleanly');
+  assert.ok(fs.existsSync(path.join(stateDir, 'counters.json')), 'the counters plane saved at stop');
 });

@@ -144,7 +144,6 @@ export class Daemon {
       ...(this.options.consolePlugins ?? []),
     ]);
     const model = await loadModel(state.config.model.path, modelOptions(state.config), this.logs.inference);
-    this.counters.persistTo(path.join(state.config.service.stateDir, 'counters.json'), this.logs.console);
     this.publisher = new Publisher(state.config, this.logs.publish);
     this.publisher.setDeviceStatus({
       ...buildInfo(), model: model.info, inspection: { ready: true, reason: null }, revision: state.revision, config: state.status(),
@@ -153,20 +152,17 @@ export class Daemon {
     this.router = new CommandRouter(this.publisher.inbound, this.logs.control);
     this.commands = new CommandGroup(this.router);
     this.syncCommands();
-    await this.publisher.start();
-    this.sendUndeliveredAnswer();
     this.sparkplug = this.sparkplugPlane();
     this.sparkplug?.setModel(model.info);
-    this.sparkplug?.start();
-    if (state.config.archive.enabled) {
-      this.archive = new Archive(archiveOptions(state.config), this.log.child({ stage: 'archive' }));
-      await this.archive.open();
-    }
+    if (state.config.archive.enabled) this.archive = new Archive(archiveOptions(state.config), this.log.child({ stage: 'archive' }));
     this.dataset = new DatasetCapture(datasetOptions(state.config), this.log.child({ stage: 'dataset' }));
     const recipeModels = await this.recipes.loadModels(state.config);
     this.publisher.setDeviceStatus({ recipes: recipeModels.status() });
     this.pipeline = new Pipeline(state.config, model, this.fanout, this.logs.pipeline, recipeModels);
+    // Every plane opens its files and connections here, in the order planes() lists them.
     this.fanout.add(...this.planes());
+    await this.fanout.start();
+    this.sendUndeliveredAnswer();
     this.recipes.restoreSelections();
     // The model must meet its golden samples before any camera feeds it.
     const run = await this.gate.run(model, state.config, { kind: 'daemon' }, 'start-up');
@@ -178,7 +174,6 @@ export class Daemon {
     }
     this.pipeline.start();
     this.modelWatch.watch();
-    this.consoleAddress = (await this.console?.start()) ?? null;
     const fallback = state.layered.fallback;
     if (fallback) {
       this.log.error({ ...fallback }, 'the recorded configuration could not be used: running an older revision');
@@ -189,33 +184,42 @@ export class Daemon {
     this.log.info({ cameras: state.config.cameras.map((c) => c.id), model: model.info.path, provider: model.info.executionProvider }, 'crad-edge running');
   }
 
-  /** The pipeline's output, in this order, to: the cameras' bookkeeping, MQTT (the outbox), counters, archive, dataset, Sparkplug, console. */
+  /**
+   * The pipeline's output, in this order, to: the cameras' bookkeeping, MQTT (the outbox), counters,
+   * archive, dataset, Sparkplug, console. They start in this order and stop in the reverse one.
+   */
   private planes(): Plane[] {
-    const { publisher, counters, archive, dataset, sparkplug, console } = this;
+    const { publisher, counters, archive, dataset, sparkplug, console, state } = this;
     const planes: Plane[] = [this.cameras.plane(), {
       name: 'mqtt',
+      start: () => publisher.start(),
+      stop: (timeoutMs) => publisher.stop(timeoutMs),
       result: (result) => publisher.publishResult(result),
       answer: (result) => publisher.publishResult(result),
       cameraStatus: (status) => publisher.publishCameraStatus(status),
       model: (model) => publisher.setDeviceStatus({ model }),
     }, {
       name: 'counters',
+      start: () => counters.persistTo(path.join(state.config.service.stateDir, 'counters.json'), this.logs.console),
+      stop: () => counters.close(),
       result: (result, _inspected, cycleMs) => counters.countResult(result, cycleMs),
       answer: (result) => counters.countError(result.frame.cameraId),
       frameFailed: (cameraId) => counters.countError(cameraId),
     }];
     // Both take a copy of the frame only when they keep it, and write it off the pipeline.
-    if (archive) planes.push({ name: 'archive', result: (result, inspected) => archive.offer(result, inspected.frame.image) });
-    planes.push({ name: 'dataset', result: (result, inspected) => dataset.offer(result, inspected.frame.image) });
+    if (archive) planes.push({ name: 'archive', start: () => archive.open(), stop: () => archive.close(), result: (result, inspected) => archive.offer(result, inspected.frame.image) });
+    planes.push({ name: 'dataset', stop: () => dataset.close(), result: (result, inspected) => dataset.offer(result, inspected.frame.image) });
     if (sparkplug) {
       planes.push({
-        name: 'sparkplug', result: (result) => sparkplug.onResult(result), answer: (result) => sparkplug.onResult(result),
+        name: 'sparkplug', start: () => sparkplug.start(), stop: (timeoutMs) => sparkplug.stop(Math.min(2000, timeoutMs / 3)),
+        result: (result) => sparkplug.onResult(result), answer: (result) => sparkplug.onResult(result),
         cameraStatus: (status) => sparkplug.onCameraStatus(status), model: (model) => sparkplug.setModel(model),
       });
     }
     if (console) {
       planes.push({
-        name: 'console', result: (result, inspected, cycleMs) => console.observeResult(result, inspected, cycleMs),
+        name: 'console', start: async () => void (this.consoleAddress = await console.start()), stop: () => console.stop(),
+        result: (result, inspected, cycleMs) => console.observeResult(result, inspected, cycleMs),
         answer: (result) => console.observeFailure(result.frame.cameraId), frameFailed: (cameraId) => console.observeFailure(cameraId),
       });
     }
@@ -302,13 +306,12 @@ export class Daemon {
       const t0 = performance.now();
       this.pushes.probation.stop();
       for (const subscription of this.subscriptions) subscription.unsubscribe();
-      await this.console?.stop().catch((err: Error) => this.logs.console.warn({ err: err.message }, 'console did not close cleanly'));
       this.router?.close(); // no new commands while shutting down
       const drained = await this.pipeline?.stop(Math.max(100, deadline * 0.6));
-      await this.sparkplug?.stop(Math.max(100, Math.min(2000, (deadline - (performance.now() - t0)) / 3)));
-      await this.publisher?.stop(Math.max(100, deadline - (performance.now() - t0)));
-      await Promise.all([this.archive?.close(), this.dataset?.close()]);
-      this.counters.close();
+      // The planes, console first and the JSON plane (the outbox) last, in what time is left.
+      await this.fanout.stop(Math.max(100, deadline - (performance.now() - t0)));
+      // Built but never started when the start failed early: its outbox is open all the same.
+      await this.publisher?.stop(100);
       this.log.info({ drained }, 'crad-edge stopped');
     })();
     return this.stopping;

@@ -12,7 +12,9 @@ import type { Logger } from '../shared/log.js';
  */
 export interface Plane {
   readonly name: string;
+  /** Open files, connect, listen. A plane that cannot start stops the daemon's start. */
   start?(): void | Promise<void>;
+  /** Flush and close within `timeoutMs` (what is left of service.shutdownTimeoutMs). */
   stop?(timeoutMs: number): void | Promise<void>;
   /** `inspected` is borrowed: the frame's Mat and map are valid only during the call. */
   result?(result: InspectionResult, inspected: FrameInference, cycleMs: number): void;
@@ -28,6 +30,7 @@ const LOG_EVERY_MS = 10_000;
 
 export class Fanout implements PipelineSink {
   private readonly planes: Plane[] = [];
+  private readonly started: Plane[] = [];
   private readonly failures = new Map<string, number>();
   private readonly loggedAt = new Map<string, number>();
 
@@ -39,6 +42,32 @@ export class Fanout implements PipelineSink {
   /** Planes are told in the order they were added (the JSON plane first: it owns the outbox). */
   add(...planes: Array<Plane | null | undefined>): void {
     for (const plane of planes) if (plane) this.planes.push(plane);
+  }
+
+  /** Start the planes in the order they were added; the first that fails ends the start (stop() stops those started). */
+  async start(): Promise<void> {
+    for (const plane of this.planes) {
+      if (this.started.includes(plane)) continue;
+      await plane.start?.();
+      this.started.push(plane);
+    }
+  }
+
+  /**
+   * Stop the started planes in reverse order (the JSON plane, which owns the outbox, last: it gets
+   * whatever time the others left). A plane that fails to stop is counted and logged under its
+   * name; the others still stop.
+   */
+  async stop(timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (const plane of this.started.splice(0).reverse()) {
+      try {
+        await plane.stop?.(Math.max(100, deadline - performance.now()));
+      } catch (err) {
+        this.failures.set(plane.name, (this.failures.get(plane.name) ?? 0) + 1);
+        this.log.warn({ plane: plane.name, err }, 'a plane did not stop cleanly; the others still stop');
+      }
+    }
   }
 
   /** Failures per plane name since start. */
