@@ -64,6 +64,7 @@ export class Pipeline {
     private readonly log: Logger,
     recipes: RecipeModels = RecipeModels.none(),
   ) {
+    const deadlineMs = (cameraId: string): number => this.cameraConfig(cameraId)?.triggerDeadlineMs ?? 5000;
     this.watch = new LoopWatch(() => ({ waiting: this.batcher.waiting, running: this.inFlight.size }), () => this.config.service.watchdogStallMs, (reason) => {
       // Gone for good: every trigger owed is answered, every status says not ready, the owner is told.
       this.log.fatal({ reason }, 'inspection stopped: the batch loop is not running');
@@ -81,9 +82,7 @@ export class Pipeline {
       activeRecipe: (cameraId) => this.activeRecipe(cameraId),
       triggered: (cameraId) => this.triggered.has(cameraId),
       owedBy: (cameraId) => this.ledger.owedBy(cameraId),
-      swapBlockedMs: () => this.models.blockedMs(),
-      deadlineMs: (cameraId) => this.cameraConfig(cameraId)?.triggerDeadlineMs ?? 5000,
-      publish: (status) => this.sink.publishCameraStatus(status),
+      swapBlockedMs: () => this.models.blockedMs(), deadlineMs, publish: (status) => this.sink.publishCameraStatus(status),
     });
     this.recipes = new RecipeChoice(config);
     this.ledger = new TriggerLedger({
@@ -98,7 +97,7 @@ export class Pipeline {
       camera: (cameraId) => this.cameras.get(cameraId),
       notReady: (cameraId) => this.readiness.notReady(cameraId),
       activeRecipe: (cameraId) => this.activeRecipe(cameraId),
-      deadlineMs: (cameraId) => this.cameraConfig(cameraId)?.triggerDeadlineMs ?? 5000,
+      deadlineMs,
     }, log);
   }
 

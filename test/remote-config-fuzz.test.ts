@@ -16,7 +16,7 @@ import { loadConfig, validateConfigObject, type AppConfig } from '../src/config/
 import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushOptions, type ConfigPushResult } from '../src/config/remote.js';
 import type { ConfigPushRequest } from '../src/config/push-request.js';
 import { canonicalJson, signConfigPush } from '../src/config/push-signing.js';
-import { persistConfig } from '../src/config/persist.js';
+import { persistConfig } from './helpers/persist-config.js';
 import { normalizeZero, remotePolicy, sameValue } from '../src/config/policy.js';
 import { cameraLeaves, cameraSchema, leafKinds, leaves, topicLevelProblem, valueAt, type Leaf } from '../src/config/schema.js';
 

@@ -11,7 +11,7 @@ import { loadConfig, redact, validateConfigObject, type AppConfig } from '../src
 import { applyConfigPush, configPushResponse, pushOptionsFrom, type ConfigPushOptions } from '../src/config/remote.js';
 import type { ConfigPushRequest } from '../src/config/push-request.js';
 import { canonicalJson, configPushSigningBytes, signConfigPush } from '../src/config/push-signing.js';
-import { persistConfig } from '../src/config/persist.js';
+import { persistConfig } from './helpers/persist-config.js';
 import { tempDir } from './helpers/cleanup.js';
 
 const REVISION = 3;

@@ -14,8 +14,8 @@ export class ConfigState {
   constructor(readonly layered: LayeredConfig) {
     this.config = layered.config;
     this.revision = layered.revision;
-    this.layerChanges = this.layerRecord(this.revision)?.changes ?? {};
     const record = this.layerRecord(this.revision);
+    this.layerChanges = record?.changes ?? {};
     if (record?.origin.kind === 'rollback') {
       this.rollbackInfo = { undid: record.origin.undid, to: this.revision, at: record.createdAt, reason: record.origin.reason };
     }

@@ -1,9 +1,9 @@
-// Writing a pushed configuration so it survives a restart or a power cut: the file is always either
+// Tests write a configuration file the way an operator's tool would: the file is always either
 // the old or the new config, never half of one. The revision lives inside it (remoteConfig.revision),
 // so config and revision change together.
-import { writeFileAtomic } from '../shared/atomic-write.js';
-import { leaves, valueAt } from './schema.js';
-import { ConfigError } from './load.js';
+import { writeFileAtomic } from '../../src/shared/atomic-write.js';
+import { leaves, valueAt } from '../../src/config/schema.js';
+import { ConfigError } from '../../src/config/load.js';
 
 /**
  * Atomically replace `file` with `config` as JSON: write a temp file in the same directory, fsync
