@@ -117,7 +117,10 @@ def _good_images(folder: Path) -> list[Path]:
 def _check_readable(images: list[Path]) -> None:
     from .data import read_image_uint8
 
-    bad = [p.name for p in images if read_image_uint8(str(p), 32) is None]
+    bad = [p for p in images if read_image_uint8(str(p), 32) is None]
+    if bad:  # an image the daemon is still writing (record mode goes on) reads whole a moment later
+        time.sleep(1.0)
+        bad = [p.name for p in bad if read_image_uint8(str(p), 32) is None]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise TeachError(f"{len(bad)} of {len(images)} images cannot be read ({shown}): delete them or capture them again")
