@@ -116,7 +116,17 @@ test('through MQTT only: record, train/start, progress, shadow, train/promote, r
   const epochs = plc.messages('train/progress').map((m) => m.json?.progress).filter((p) => p?.phase === 'train');
   assert.deepEqual(epochs.map((p) => p.epoch), [1, 2]);
   assert.ok(epochs.every((p) => p.epochs === 2 && p.loss > 0 && p.fraction > 0 && p.fraction < 1));
-  assert.ok(plc.messages('train/progress').every((m) => m.retain !== undefined));
+  // Retained: a client that connects now reads the run at once.
+  const late = await Plc.connect(PREFIX, broker.port, 'teach-late-reader');
+  try {
+    await until('the retained run', () => late.messages('train/progress').length > 0, 20_000);
+    const [retained] = late.messages('train/progress');
+    assert.equal(retained!.retain, true);
+    assert.equal(retained!.json.id, started.run.id);
+    assert.equal(retained!.json.state, 'ready');
+  } finally {
+    await late.close();
+  }
   // Recording goes on while it trains: the trainer takes what is there when it starts.
   assert.ok(ready.images.train + ready.images.calibration >= started.dataset.count, JSON.stringify(ready.images));
   assert.ok(ready.images.calibration >= 10 && ready.images.train > ready.images.calibration, JSON.stringify(ready.images));
