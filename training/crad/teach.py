@@ -153,11 +153,13 @@ def _step(name: str, module, argv: list[str], tail: _Tail, **extra) -> str:
     args = parser.parse_args(argv)
     for key, value in extra.items():
         setattr(args, key, value)
+    from .device import DeviceError
+
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(tail):
         try:
             code = int(module.run(args) or 0)
-        except (ValueError, FileNotFoundError) as error:
+        except (ValueError, FileNotFoundError, DeviceError) as error:  # the user's to fix (as crad's own CLI says)
             raise TeachError(f"{name} failed: {error}") from error
     if code != 0:
         raise TeachError(f"{name} failed: {tail.last_line() or f'exit status {code}'}")
