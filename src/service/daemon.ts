@@ -33,6 +33,8 @@ import { GoldenGate, ModelQueue } from './model-queue.js';
 import { ModelFileWatch } from './model-watch.js';
 import { Recipes } from './recipes.js';
 import { SystemdNotifier, type Health } from './systemd.js';
+import { Training } from './training.js';
+import { teachConsolePlugin } from '../console/teach-routes.js';
 
 export interface DaemonOptions {
   /** The operator's config file: read, never written (pushes go to a layer in service.stateDir). */
@@ -61,7 +63,7 @@ export const LIVE_STAGE_KEYS = {
   dataset: ['dataset'],
   commands: ['remoteConfig', 'model.delivery', 'cameras'],
   // Read from the running configuration each time they are used.
-  readWhenUsed: ['model.modelsDir', 'model.goldenDir', 'model.delivery', 'remoteConfig', 'service', 'http.alarmNgStreak'],
+  readWhenUsed: ['training', 'model.modelsDir', 'model.goldenDir', 'model.delivery', 'remoteConfig', 'service', 'http.alarmNgStreak'],
 } as const satisfies Record<string, readonly string[]>;
 
 type Stage = 'capture' | 'inference' | 'pipeline' | 'publish' | 'control' | 'console';
@@ -82,6 +84,7 @@ export class Daemon {
   private readonly delivery: ModelDelivery;
   private readonly modelWatch: ModelFileWatch;
   private readonly fanout: Fanout;
+  private readonly training: Training;
   private readonly subscriptions: Subscription[] = [];
   // Built by start(), in this order.
   private console: ConsoleServer | null = null;
@@ -128,6 +131,11 @@ export class Daemon {
       swapped: () => this.goldenPassed(),
       rejected: (modelError) => this.publisher.setDeviceStatus({ modelError }),
     }, this.logs.inference);
+    this.training = new Training({
+      state: this.state, audit: this.audit, dataset: () => this.dataset, pipeline,
+      push: (payload, actor) => this.pushes.handle(payload, { actor, publicKey: '' }),
+      publish: (run) => this.publisher?.publishRetainedState(this.publisher.topics.trainProgress, run),
+    }, this.logs.control.child({ room: 'training' }));
     this.fanout = new Fanout(log, { sendPending: () => this.publisher.sendPending(), pipelineFault: (reason) => this.watch.inspectionStopped(reason) });
   }
 
@@ -141,6 +149,7 @@ export class Daemon {
     // First, so that a console that must not run (no credentials beyond loopback) stops the start.
     if (state.config.http.enabled) this.console = new ConsoleServer(consoleHost(parts), this.logs.console, [
       archiveConsolePlugin(() => ({ archive: this.archive, dataset: this.dataset })),
+      teachConsolePlugin(() => (this.pipeline ? this.training : null)),
       ...(this.options.consolePlugins ?? []),
     ]);
     const model = await loadModel(state.config.model.path, modelOptions(state.config), this.logs.inference);
@@ -209,6 +218,8 @@ export class Daemon {
     // Both take a copy of the frame only when they keep it, and write it off the pipeline.
     if (archive) planes.push({ name: 'archive', start: () => archive.open(), stop: () => archive.close(), result: (result, inspected) => archive.offer(result, inspected.frame.image) });
     planes.push({ name: 'dataset', stop: () => dataset.close(), result: (result, inspected) => dataset.offer(result, inspected.frame.image) });
+    // Reads its run back and publishes it at start; takes a copy of a share of the frames while a shadow check runs.
+    planes.push(this.training.plane());
     if (sparkplug) {
       planes.push({
         name: 'sparkplug', start: () => sparkplug.start(), stop: (timeoutMs) => sparkplug.stop(Math.min(2000, timeoutMs / 3)),
@@ -259,7 +270,7 @@ export class Daemon {
     return {
       state: this.state, pipeline: () => this.pipeline, publisher: () => this.publisher, recipes: this.recipes, pushes: this.pushes, delivery: this.delivery,
       queue: this.queue, gate: this.gate, audit: this.audit, cameras: this.cameras, counters: this.counters, health: this.watch,
-      goldenPassed: () => this.goldenPassed(), log: this.log,
+      goldenPassed: () => this.goldenPassed(), log: this.log, training: this.training,
     };
   }
 
