@@ -654,9 +654,12 @@ def run(args: argparse.Namespace) -> int:
     if resume_state is None and args.select != "off":
         settings_selection, train_features, holdout_features = run_selection(args, detector, train_images, holdout_images, progress)
     else:
+        # unpooled, then pooled (identical to pooled features): one cache serves every --neck-pool
         settings_selection = _unselected(args, payload if resume_state is not None else None)
-        train_features = cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train")
-        holdout_features = cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout") if holdout_kept else None
+        train_features = detector.pool_features(
+            cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train", pooled=False))
+        holdout_features = detector.pool_features(
+            cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout", pooled=False)) if holdout_kept else None
     del train_images, holdout_images
     from .select import describe
 

@@ -25,7 +25,7 @@ LAYERS = [
     ["train", "select", "evaluate", "export"],
     ["calibrate"],
     ["bench_common"],
-    ["bench_fewshot", "bench_unified"],
+    ["bench_fewshot", "bench_unified", "bench_select"],
     ["bench"],
     ["__main__"],
 ]
