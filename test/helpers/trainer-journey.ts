@@ -101,8 +101,9 @@ export async function journey(t: TestContext, images: JourneyImages, backbone: s
   const lineImages = imagesIn(folders.line);
 
   const run = path.join(work, 'run');
+  // The trainer chooses its settings (on by default); a short selection run to keep the test quick.
   crad('train', '--data', folders.train, ...backbone, '--input-size', String(SIZE), '--epochs', EPOCHS, '--min-steps', '0',
-    '--batch-size', '8', '--out', run, '--no-progress');
+    '--batch-size', '8', '--select-steps', '12', '--out', run, '--no-progress');
   const calibrated = path.join(run, 'calibrated.pt');
   crad('calibrate', '--model', path.join(run, 'best.pt'), '--normal', folders.calibrate, '--out', calibrated);
 
@@ -137,6 +138,11 @@ export async function journey(t: TestContext, images: JourneyImages, backbone: s
     assert.deepEqual([file.height, file.width], [SIZE, SIZE]);
     const calibration = file.info.calibration;
     assert.ok(calibration, `${form}: the exported model carries the calibration`);
+    // The settings the trainer chose from good images, and the synthetic-anomaly check of the threshold.
+    const selection = file.info.training?.['settings_selection'] as { mode?: string; chosen?: { neck_pool?: number } } | undefined;
+    assert.equal(selection?.mode, 'on', `${form}: crad.training records the settings selection`);
+    assert.ok([1, 3].includes(selection?.chosen?.neck_pool ?? 0), `${form}: chosen neck pool ${selection?.chosen?.neck_pool}`);
+    assert.match(calibration.source ?? '', /balanced/, `${form}: the default threshold balances false rejects and synthetic misses`);
     await checkAgainstReference(model);
 
     // The line: crad-edge infer gives the trainer's scores and the calibration's verdicts (NG at

@@ -3,7 +3,9 @@
 `python -m crad bench magnetic-tile --minutes 30 --backbone mobilenet-v2`: the protocol below.
 `python -m crad bench magnetic-tile --few-shot 8,16,32 --seeds 0,1,2`: few good images
 (crad.bench_fewshot). `python -m crad bench unified`: one model for several classes against one
-model per class (crad.bench_unified). What the three share is in crad.bench_common.
+model per class (crad.bench_unified). `python -m crad bench select`: the settings chosen from good
+images against the real ranking, per dataset (crad.bench_select). What they share is in
+crad.bench_common.
 
 Protocol of the published Magnetic Tile results (DifferNet, CS-Flow): a seeded 80 % of MT_Free
 trains (`crad.data.magnetic_tile_split`, split seed 0 by default); the other 20 % and every
@@ -34,7 +36,7 @@ from .metrics import METRIC_TITLES, METRICS
 from .train import add_neck_pool_argument
 
 log = logging.getLogger("crad.bench")
-DATASETS = ("magnetic-tile", "unified")
+DATASETS = ("magnetic-tile", "unified", "select")
 # Published image AUROC on Magnetic Tile (the DifferNet and CS-Flow papers).
 PUBLISHED = {
     "magnetic-tile": [
@@ -136,6 +138,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     unified.add_argument("--synth-test-defect", type=int, default=40, help="defective test images per synthetic class (default 40)")
     unified.add_argument("--synth-size", type=int, default=256,
                          help="side of the generated images before the --input-size resize (default 256)")
+    add_select_arguments(parser)
+
+
+def add_select_arguments(parser: argparse.ArgumentParser) -> None:
+    from .select import DEFAULT_NECK_POOLS, parse_neck_pools
+    from .synth import CLASSES as SYNTH_CLASSES
+    from .train import DEFAULT_SELECT_ANOMALIES, DEFAULT_SELECT_STEPS
+
+    group = parser.add_argument_group("settings selection against the real ranking (select: crad.bench_select)")
+    group.add_argument("--select-datasets", nargs="+", default=["magnetic-tile", *SYNTH_CLASSES], metavar="NAME",
+                       choices=["magnetic-tile", *SYNTH_CLASSES], help="magnetic-tile and/or synthetic classes (default: all)")
+    group.add_argument("--select-neck-pools", type=parse_neck_pools, default=list(DEFAULT_NECK_POOLS), metavar="K,K")
+    group.add_argument("--select-steps", type=int, default=DEFAULT_SELECT_STEPS)
+    group.add_argument("--select-anomalies", type=int, default=DEFAULT_SELECT_ANOMALIES)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
         from .bench_unified import run_unified
 
         return run_unified(args, data, _out_folder(args, "unified"), device)
+    if args.dataset == "select":
+        from .bench_select import run_select_bench
+
+        return run_select_bench(args, data, _out_folder(args, "select"), device)
     if args.few_shot:
         from .bench_fewshot import run_few_shot
 

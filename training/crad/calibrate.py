@@ -9,8 +9,14 @@ The rules are crad.thresholds' (see there; `--rule`):
   on new good parts is at most --target-frr (default 1 %) with --confidence (default 95 %), from
   the held-out normal scores (an order-statistic bound, or a fitted tail when there are too few
   normals for one). "max-margin" is the old rule (the largest normal + 10 % of the range).
+- Good images only, with synthetic anomalies (--synthetic N per normal image, default 3:
+  crad.anomalies draws them on the calibration's normal images, seeded by --seed): "balanced",
+  the default then, minimises the estimated false-reject rate plus the synthetic miss rate. The
+  trade-off table gets a column of missed synthetic anomalies for every threshold, and when the
+  chosen threshold passes more than half of them the calibration carries a `warning` and the
+  command prints it loudly. --synthetic 0: no anomalies, the "frr" rule as before.
 - With labelled defect images (default "f1"): the F1-optimal threshold; or "miss-rate" (misses
-  at most --target-miss of them).
+  at most --target-miss of them). Synthetic anomalies are then not drawn.
 - Pixel threshold (where regions start): F1-optimal over pixels when defect masks are given;
   otherwise the image rule applied to each normal image's largest pixel value, so that at most
   the target share of good parts shows a region ("max-margin": over all normal pixels).
@@ -43,6 +49,7 @@ from .metrics import best_f1
 
 CALIBRATION_KEY = "crad.calibration"
 SIDECAR_SUFFIX = ".calibration.json"
+DEFAULT_SYNTHETIC = 3
 
 
 def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_maps: np.ndarray | None = None,
@@ -50,11 +57,12 @@ def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_
                      quantile: float = thresholds.DEFAULT_QUANTILE, margin: float = thresholds.DEFAULT_MARGIN,
                      rule: str = "auto", target_frr: float = thresholds.DEFAULT_TARGET_FRR,
                      confidence: float = thresholds.DEFAULT_CONFIDENCE,
-                     target_miss: float = thresholds.DEFAULT_TARGET_MISS) -> dict:
+                     target_miss: float = thresholds.DEFAULT_TARGET_MISS, synthetic_scores: np.ndarray | None = None) -> dict:
     """The `crad.calibration` object (see the module docstring for the rules).
 
     normal_maps (N,H,W) and normal_scores (N,) from held-out normal images; optionally
-    defect_maps (M,H,W), defect_scores (M,) and defect_masks (M,H,W) of 0/1.
+    defect_maps (M,H,W), defect_scores (M,) and defect_masks (M,H,W) of 0/1, and the image scores
+    of synthetic anomalies drawn on the normal images (they never enter min / max).
     """
     normal_scores = np.asarray(normal_scores, np.float64).reshape(-1)
     normal_maps = np.asarray(normal_maps)
@@ -73,7 +81,8 @@ def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_
         all_pixels_min = min(all_pixels_min, float(np.min(defect_maps)))
         all_pixels_max = max(all_pixels_max, float(np.max(defect_maps)))
     options = dict(target_frr=target_frr, confidence=confidence, target_miss=target_miss, quantile=quantile, margin=margin)
-    image_threshold, image_rule = thresholds.choose(rule, normal_scores, defect_scores, **options)
+    synthetic = None if synthetic_scores is None else np.asarray(synthetic_scores, np.float64).reshape(-1)
+    image_threshold, image_rule = thresholds.choose(rule, normal_scores, defect_scores, synthetic=synthetic, **options)
     if has_defects and defect_maps is not None and defect_masks is not None:
         defect_masks = np.asarray(defect_masks)
         if defect_masks.shape != np.shape(defect_maps):
@@ -94,20 +103,54 @@ def calibrate_scores(normal_maps: np.ndarray, normal_scores: np.ndarray, defect_
         if not high > low:
             raise ValueError(f"calibration: all {what} are equal ({low}); the normalised score would divide by zero")
     counts = f"{normal_scores.size} normal" + (f" + {n_defects} defect" if n_defects else "") + " images"
-    return {
+    calibration = {
         "image": {"threshold": float(image_threshold), "min": image_min, "max": image_max},
         "pixel": {"threshold": float(pixel_threshold), "min": all_pixels_min, "max": all_pixels_max},
         "source": f"{counts}; image: {image_rule['text']}; pixel: {pixel_rule['text']}; min/max over all",
         "images": int(normal_scores.size + n_defects),
         "rule": {"image": image_rule, "pixel": pixel_rule},
-        "tradeoff": thresholds.tradeoff_table(normal_scores, defect_scores, {"chosen": image_threshold}),
+        "tradeoff": thresholds.tradeoff_table(normal_scores, defect_scores, {"chosen": image_threshold}, synthetic),
     }
+    if synthetic is not None and synthetic.size:
+        calibration.update(synthetic_check(float(image_threshold), synthetic))
+    return calibration
+
+
+def synthetic_check(threshold: float, synthetic: np.ndarray) -> dict:
+    """The synthetic anomalies' record for the calibration, with a `warning` when `threshold`
+    passes more than thresholds.SYNTHETIC_WARNING of them as OK."""
+    missed = int((synthetic < threshold).sum())
+    record: dict = {"synthetic": {"anomalies": int(synthetic.size), "missed_at_threshold": missed,
+                                  "miss_rate_at_threshold": missed / synthetic.size}}
+    if missed / synthetic.size > thresholds.SYNTHETIC_WARNING:
+        record["warning"] = (f"the image threshold {threshold:.6g} passes {missed} of {synthetic.size} synthetic anomalies "
+                             f"({100 * missed / synthetic.size:.0f} %) as OK: most defects like them would pass; "
+                             f"see the trade-off table and choose a lower threshold or a better model")
+    return record
 
 
 def normalized_score(raw: float, calibration: dict, level: str = "image") -> float:
     """The contract's normalised score (0.5 = the threshold): what the daemon publishes."""
     part = calibration[level]
     return float(np.clip((raw - part["threshold"]) / (part["max"] - part["min"]) + 0.5, 0.0, 1.0))
+
+
+def score_synthetic(detector, samples, size: int, per_image: int, seed: int, batch: int) -> np.ndarray:
+    """Image scores of `per_image` synthetic anomalies (crad.anomalies) drawn on each of `samples`."""
+    import torch
+
+    from .anomalies import make_anomalies
+    from .data import load_images
+
+    images, _, _ = load_images(samples, size)
+    anomalous, _ = make_anomalies(images, per_image, seed)
+    device = detector.mean.device
+    detector.eval()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(anomalous), batch):
+            scores.append(detector(torch.as_tensor(anomalous[start:start + batch], device=device))[1].float().cpu().numpy())
+    return np.concatenate(scores).reshape(-1)
 
 
 # ----------------------------------------------------------------------------- model files
@@ -191,13 +234,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="at most N images per class and label (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rule", default="auto", choices=thresholds.RULES,
-                        help="image threshold rule: auto (f1 with --defects, else frr), frr, max-margin, f1, miss-rate")
+                        help="image threshold rule: auto (f1 with --defects, else balanced with --synthetic, else frr), "
+                             "frr, max-margin, f1, miss-rate, balanced")
     parser.add_argument("--target-frr", type=float, default=thresholds.DEFAULT_TARGET_FRR,
                         help="frr rule: largest false-reject rate of good parts (default 0.01)")
     parser.add_argument("--confidence", type=float, default=thresholds.DEFAULT_CONFIDENCE,
                         help="frr rule: confidence of that bound (default 0.95)")
     parser.add_argument("--target-miss", type=float, default=thresholds.DEFAULT_TARGET_MISS,
                         help="miss-rate rule: largest share of labelled defects missed (default 0.05)")
+    parser.add_argument("--synthetic", type=int, default=DEFAULT_SYNTHETIC, metavar="N",
+                        help=f"without --defects: draw N synthetic anomalies on each normal image (crad.anomalies, seeded "
+                             f"by --seed) to estimate the miss rate of each threshold; their balance with the false-reject "
+                             f"rate is the default rule (default {DEFAULT_SYNTHETIC}; 0: none, the frr rule)")
     parser.add_argument("--quantile", type=float, default=thresholds.DEFAULT_QUANTILE, help="max-margin rule")
     parser.add_argument("--margin", type=float, default=thresholds.DEFAULT_MARGIN, help="max-margin rule")
     parser.add_argument("--batch", type=int, default=16)
@@ -244,7 +292,7 @@ def _run(args: argparse.Namespace) -> int:
     normal = limit_samples(normal, args.limit, args.seed)
     if not normal:
         raise DataError(f"no normal (label 0) images in {args.normal}")
-    normal_maps, normal_scores, _, _ = predict_with_skips(detector, normal, size, args.batch)
+    normal_maps, normal_scores, normal_kept, _ = predict_with_skips(detector, normal, size, args.batch)
     defect_maps = defect_scores = defect_masks = None
     if args.defects:
         layout = detect_layout(args.defects) if args.layout == "auto" else args.layout
@@ -258,9 +306,12 @@ def _run(args: argparse.Namespace) -> int:
         defect_maps, defect_scores, kept, _ = predict_with_skips(detector, defects, size, args.batch)
         if all(s.mask_path is not None for s in kept):
             defect_masks = np.stack([sample_mask(s, size) for s in kept])
+    synthetic_scores = None
+    if not args.defects and args.synthetic > 0:
+        synthetic_scores = score_synthetic(detector, normal_kept, size, args.synthetic, args.seed, args.batch)
     calibration = calibrate_scores(normal_maps, normal_scores, defect_maps, defect_scores, defect_masks,
                                    args.quantile, args.margin, args.rule, args.target_frr, args.confidence,
-                                   args.target_miss)
+                                   args.target_miss, synthetic_scores)
     text = json.dumps(calibration)
     if out.lower().endswith(".onnx"):
         write_model_metadata(onnx_target, out, {CALIBRATION_KEY: text})
@@ -270,6 +321,8 @@ def _run(args: argparse.Namespace) -> int:
         store_in_checkpoint(checkpoint, out, calibration)
     print(json.dumps(calibration, indent=2))
     print(thresholds.tradeoff_markdown(calibration["tradeoff"]))
+    if "warning" in calibration:
+        print(f"\n*** WARNING: {calibration['warning']} ***\n", file=sys.stderr)
     print(f"wrote {out}")
     if args.checkpoint_out:
         store_in_checkpoint(checkpoint, args.checkpoint_out, calibration)

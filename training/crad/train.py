@@ -27,6 +27,12 @@
   training images. What was decided goes into the model's crad.training and the log.
 - Unified: every class's normal images train one model; the class list goes into the model.
 - --max-minutes: before each epoch, stop if the previous epoch would not fit in what is left.
+- Settings chosen per class from good images (--select on, the default; crad.select): each
+  candidate --neck-pool trains a short run (--select-steps) and scores held-out good images against
+  synthetic anomalies drawn on them (crad.anomalies); the best separation wins, is logged and goes
+  into crad.training as settings_selection. --select off trains the given settings; only stops
+  after choosing (selection.json). The selection restores the random state it found, so the
+  training after it is exactly `--select off --neck-pool <chosen>`.
 
 Outputs in --out: best.pt (the selected model: load_detector / export read it), last.pt (the
 resume point: model + optimizer + scheduler + random states), history.json (per-epoch losses).
@@ -204,15 +210,19 @@ def _tensor_digest(tensors) -> str:
     return digest.hexdigest()
 
 
-def cached_features(detector, images, cache_dir: str | None, batch_size: int, progress: bool, description: str):
-    """compute_features, memoised on disk under cache_dir by (backbone weights, input size, images)."""
+def cached_features(detector, images, cache_dir: str | None, batch_size: int, progress: bool, description: str,
+                    pooled: bool = True):
+    """compute_features, memoised on disk under cache_dir by (backbone weights, input size, pooling, images)."""
     import numpy as np
     import torch
 
     if not cache_dir:
-        return compute_features(detector, images, batch_size, progress, description)
+        return compute_features(detector, images, batch_size, progress, description, pooled=pooled)
     key = hashlib.sha256()
-    key.update(json.dumps({k: v for k, v in detector.build_arguments().items() if k in ("backbone", "backbone_options", "input_size", "neck_pool")}, sort_keys=True).encode())
+    options = {k: v for k, v in detector.build_arguments().items() if k in ("backbone", "backbone_options", "input_size", "neck_pool")}
+    if not pooled:
+        options["neck_pool"] = "unpooled"
+    key.update(json.dumps(options, sort_keys=True).encode())
     key.update(_tensor_digest(detector.backbone.state_dict().values()).encode())
     key.update(hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest().encode())
     if detector.mean.device.type == "cuda":  # float16-autocast features differ from the CPU's float32 ones
@@ -221,7 +231,7 @@ def cached_features(detector, images, cache_dir: str | None, batch_size: int, pr
     if path.is_file():
         log.info("features of %d %s images read from cache %s", len(images), description, path)
         return torch.load(path, map_location=detector.mean.device)
-    features = compute_features(detector, images, batch_size, progress, description)
+    features = compute_features(detector, images, batch_size, progress, description, pooled=pooled)
     path.parent.mkdir(parents=True, exist_ok=True)
     from .model import atomic_torch_save
 
@@ -395,6 +405,105 @@ def fit(
     return TrainResult(completed, best_epoch, best_loss, stopped_by_budget, history)
 
 
+# ---- choosing the settings from good images (crad.select) ------------------------------------
+
+# Each candidate's short schedule: about 3 epochs of Magnetic Tile's 724 images (46 batches of 16).
+DEFAULT_SELECT_STEPS = 150
+DEFAULT_SELECT_ANOMALIES = 3  # synthetic anomalies per held-out good image
+MIN_SELECTION_GOOD = 4  # held-out good images the selection needs (else it holds out its own)
+SELECTION_SPLIT = 0.25  # the share of the training images it holds out then, for the selection only
+
+
+def short_schedule(steps: int, batch_size: int, seed: int) -> Callable:
+    """train_head for crad.select: `fit` on pooled features for about `steps` optimizer steps
+    (plan_schedule's minimum, the decay at 80 %), the last epoch kept, nothing written to keep."""
+    import tempfile
+
+    def train_head(detector, features) -> dict:
+        config, schedule = plan_schedule(TrainConfig(epochs=1, batch_size=batch_size, seed=seed, progress=False),
+                                         len(features), steps)
+        with tempfile.TemporaryDirectory(prefix="crad-select-") as scratch:
+            fit(detector, features, None, config, scratch, {})
+        return schedule
+
+    return train_head
+
+
+def auto_select(detector, train_unpooled, good_images, good_unpooled, neck_pools: list[int], steps: int, per_image: int,
+                seed: int, batch_size: int, progress: bool = False) -> dict:
+    """crad.select on these features: synthetic anomalies on `good_images` (float32 N,3,S,S; never
+    trained on), their features, every candidate trained and scored. Returns the selection record."""
+    from .anomalies import make_anomalies
+    from .select import select_settings
+
+    started = time.perf_counter()
+    anomalous_images, records = make_anomalies(good_images, per_image, seed)
+    anomalous = compute_features(detector, anomalous_images, batch_size, progress, "synthetic anomalies", pooled=False)
+    del anomalous_images
+    record = select_settings(detector, train_unpooled, good_unpooled, anomalous, records, neck_pools, seed, batch_size,
+                             short_schedule(steps, batch_size, seed))
+    record["seconds_with_anomalies"] = round(time.perf_counter() - started, 1)
+    return record
+
+
+def selection_split(count: int, seed: int) -> tuple[list[int], list[int]] | None:
+    """(indices to train the candidates on, indices to score them on) of `count` training images
+    when there is no hold-out to score on: a seeded SELECTION_SPLIT, or None when too few."""
+    import numpy as np
+
+    held = max(2, int(round(SELECTION_SPLIT * count)))
+    if count - held < 2:
+        return None
+    order = np.random.default_rng(seed).permutation(count)
+    return sorted(int(i) for i in order[held:]), sorted(int(i) for i in order[:held])
+
+
+def run_selection(args, detector, train_images, holdout_images, progress: bool):
+    """--select on|only: choose args.neck_pool (crad.select) and set it on `detector`.
+
+    Returns (selection record, pooled training features, pooled hold-out features or None): the
+    backbone runs once, unpooled, for the selection and the training after it."""
+    train_unpooled = cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train", pooled=False)
+    held_unpooled = None
+    if holdout_images is not None and len(holdout_images):
+        held_unpooled = cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout", pooled=False)
+    if held_unpooled is not None and len(held_unpooled) >= MIN_SELECTION_GOOD:
+        candidates_train, good_images, good_unpooled = train_unpooled, holdout_images, held_unpooled
+        source = f"the training hold-out ({len(held_unpooled)} good images)"
+    else:
+        split = selection_split(len(train_unpooled), args.seed)
+        if split is None:
+            record = {"mode": "skipped", "text": f"{len(train_unpooled)} training images are too few to hold any out: "
+                                                 f"neck pool {args.neck_pool} as given"}
+            return record, detector.pool_features(train_unpooled), None if held_unpooled is None else detector.pool_features(held_unpooled)
+        fit_index, good_index = split
+        candidates_train, good_images, good_unpooled = train_unpooled[fit_index], train_images[good_index], train_unpooled[good_index]
+        source = (f"{len(good_index)} of the {len(train_unpooled)} training images (a seeded {SELECTION_SPLIT:.0%}), "
+                  f"held out for the selection only; the model then trains on all of them")
+    record = auto_select(detector, candidates_train, good_images, good_unpooled, args.select_neck_pools, args.select_steps,
+                         args.select_anomalies, args.seed, args.batch_size, progress)
+    record["good_source"] = source
+    args.neck_pool = detector.neck_pool = record["chosen"]["neck_pool"]
+    pooled_held = None if held_unpooled is None else detector.pool_features(held_unpooled)
+    return record, detector.pool_features(train_unpooled), pooled_held
+
+
+def add_selection_arguments(parser) -> None:
+    from .select import DEFAULT_NECK_POOLS, parse_neck_pools
+
+    group = parser.add_argument_group("settings selection (crad.select: from good images and synthetic anomalies)")
+    group.add_argument("--select", choices=("on", "off", "only"), default="on",
+                       help="on (default): choose --neck-pool among --select-neck-pools by how well a short run of each "
+                            "separates held-out good images from synthetic anomalies drawn on them, then train with it; "
+                            "off: train with the given --neck-pool; only: choose, write selection.json to --out, stop")
+    group.add_argument("--select-neck-pools", type=parse_neck_pools, default=list(DEFAULT_NECK_POOLS), metavar="K,K",
+                       help=f"the candidates (default {','.join(map(str, DEFAULT_NECK_POOLS))}; the first wins a tie)")
+    group.add_argument("--select-steps", type=int, default=DEFAULT_SELECT_STEPS,
+                       help=f"optimizer steps of each candidate's short run (default {DEFAULT_SELECT_STEPS})")
+    group.add_argument("--select-anomalies", type=int, default=DEFAULT_SELECT_ANOMALIES,
+                       help=f"synthetic anomalies per held-out good image (default {DEFAULT_SELECT_ANOMALIES})")
+
+
 # ---- data -> features -> fit: the command ----------------------------------------------------
 
 def dataset_digest(paths: list[str], root: str) -> str:
@@ -460,6 +569,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--feature-cache", metavar="DIR", help="also cache backbone features on disk here")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_argument(run)
+    add_selection_arguments(parser)
 
 
 # Settings a resumed run must keep (everything that shapes the data or the optimisation).
@@ -483,6 +593,13 @@ def _load_training_data(args, input_size: int):
     if len(train_kept) == 0:
         raise ValueError(f"{args.data}: none of the {len(train_samples)} training images could be read")
     return train_images, train_kept, holdout_images, holdout_kept, holdout_rule
+
+
+def _unselected(args, resumed_payload: dict | None) -> dict:
+    """The settings_selection record without a selection: a resumed run's own, or --select off."""
+    if resumed_payload is not None:
+        return resumed_payload.get("extra", {}).get("training", {}).get("settings_selection") or {"mode": "off", "text": "resumed run"}
+    return {"mode": "off", "text": f"--select off: neck pool {args.neck_pool} as given"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -537,9 +654,24 @@ def run(args: argparse.Namespace) -> int:
     )
 
     progress = not args.no_progress
-    train_features = cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train")
-    holdout_features = cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout") if holdout_kept else None
+    if resume_state is None and args.select != "off":
+        settings_selection, train_features, holdout_features = run_selection(args, detector, train_images, holdout_images, progress)
+    else:
+        # unpooled, then pooled (identical to pooled features): one cache serves every --neck-pool
+        settings_selection = _unselected(args, payload if resume_state is not None else None)
+        train_features = detector.pool_features(
+            cached_features(detector, train_images, args.feature_cache, args.batch_size, progress, "train", pooled=False))
+        holdout_features = detector.pool_features(
+            cached_features(detector, holdout_images, args.feature_cache, args.batch_size, progress, "holdout", pooled=False)) if holdout_kept else None
     del train_images, holdout_images
+    from .select import describe
+
+    log.info("%s", describe(settings_selection))
+    if args.select == "only" and resume_state is None:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "selection.json").write_text(json.dumps(settings_selection, indent=1) + "\n")
+        print(json.dumps(settings_selection, indent=1))
+        return 0
 
     requested = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, lr_grid=args.lr_grid, lr=args.lr,
@@ -561,6 +693,7 @@ def run(args: argparse.Namespace) -> int:
         "schedule": schedule,
         "seed": args.seed,
         "selection": "lowest held-out normal MSE(F, X)" if holdout_kept else "last epoch",
+        "settings_selection": settings_selection,
         "backbone_weights": detector.backbone.weights_origin,
         "trainer": f"crad {__version__}",
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -156,3 +156,23 @@ def test_unified_end_to_end(tmp_path, capsys, one_thread):
     assert "| CRAD tiny (neck pool 3) unified | 1 |" in printed and "| PatchCore separate | 3 |" in printed
     assert "- CRAD, unified vs separate" in printed
     assert (tmp_path / "out" / "synth" / "weave" / "train" / "good").is_dir()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_select_bench_end_to_end(tmp_path, capsys, one_thread):
+    make_tiles(tmp_path / "mt")
+    args = bench_args("select", "--data", str(tmp_path / "mt"), "--select-datasets", "label", "--synth-train", "80",
+                      "--synth-test-good", "3", "--synth-test-defect", "3", "--synth-size", "64", "--epochs", "1",
+                      "--min-steps", "0", "--select-steps", "2", "--select-anomalies", "1", "--out", str(tmp_path / "out"), *TINY)
+    assert bench.run(args) == 0
+    row = json.loads((tmp_path / "out" / "bench.json").read_text())["rows"][0]
+    # as crad train sees it: 10 % of the good images held out; the test set only for the real figures
+    assert row["images"] == {"train": 72, "holdout": 8, "test": 6, "test_defective": 3, "synthetic_anomalies": 8}
+    assert [c["neck_pool"] for c in row["candidates"]] == [1, 3] and row["chosen"] in (1, 3)
+    chosen = next(c for c in row["candidates"] if c["neck_pool"] == row["chosen"])
+    assert chosen["synthetic_auroc"] == max(c["synthetic_auroc"] for c in row["candidates"])
+    assert row["agrees"] == (chosen["image_auroc"] == max(c["image_auroc"] for c in row["candidates"]))
+    for rule in ("threshold_auto", "threshold_frr"):
+        assert chosen[rule]["defects"] == 3 and chosen[rule]["good"] == 3
+    assert 0.0 <= row["patchcore"]["image_auroc"] <= 1.0
+    assert "| label |" in capsys.readouterr().out

@@ -128,3 +128,21 @@ def test_onnx_from_another_model_is_refused():
     check_same_model({"crad.input": json.dumps({"height": 224}), "crad.variant": "crad-s"}, build, "m.onnx", "c.pt")
     with pytest.raises(SystemExit, match="input size 256 vs 224"):
         check_same_model({"crad.input": json.dumps({"height": 256})}, build, "m.onnx", "c.pt")
+
+
+def test_synthetic_anomalies_balance_the_default_and_warn_when_most_pass():
+    rng = np.random.default_rng(2)
+    scores = np.exp(rng.normal(0.0, 0.2, 40))
+    maps = maps_with_peaks(scores * 2)
+    separated = np.exp(rng.normal(1.2, 0.2, 80))
+    cal = calibrate_scores(maps, scores, synthetic_scores=separated)
+    assert cal["rule"]["image"]["rule"] == "balanced" and "balanced" in cal["source"]
+    assert cal["synthetic"]["anomalies"] == 80 and "warning" not in cal
+    assert (cal["image"]["min"], cal["image"]["max"]) == (scores.min(), scores.max())  # synthetic scores stay out
+    assert all("synthetic_miss_rate" in row for row in cal["tradeoff"])
+    # anomalies that score like good parts: even the balanced threshold passes most, and says so loudly
+    alike = np.exp(rng.normal(0.05, 0.2, 80))
+    frr_only = calibrate_scores(maps, scores, rule="frr", synthetic_scores=alike)
+    assert frr_only["rule"]["image"]["rule"] == "frr" and frr_only["synthetic"]["miss_rate_at_threshold"] > 0.5
+    assert "passes" in frr_only["warning"] and "synthetic anomalies" in frr_only["warning"]
+    json.dumps(frr_only, allow_nan=False)

@@ -50,6 +50,9 @@ def test_calibrate_cli_all_targets(setup):
     assert cli(calibrate, ["--model", setup / "model.pt", "--normal", data, "--out", setup / "cal.json"]) == 0
     cal = json.loads((setup / "cal.json").read_text())
     assert cal["images"] == 6 and cal["image"]["threshold"] > cal["image"]["max"]
+    # 3 synthetic anomalies per normal image by default: too few normals (6) to balance, the frr rule
+    assert cal["synthetic"]["anomalies"] == 18 and all(row["synthetic"] == 18 for row in cal["tradeoff"])
+    assert "only 6 normals" in cal["source"]
     # with labelled defects: F1-optimal thresholds, min/max over defects too
     assert cli(calibrate, ["--model", setup / "model.pt", "--normal", data, "--defects", data,
                            "--out", setup / "cal2.json"]) == 0

@@ -19,13 +19,13 @@ CRAD = Path(__file__).resolve().parents[1] / "crad"
 # sub-package such as backbones/ is one room, its modules import each other freely, cycles aside).
 LAYERS = [
     ["crad", "device", "files", "metrics", "scores"],
-    ["data", "synth", "thresholds"],
+    ["data", "synth", "anomalies", "thresholds"],
     ["backbones"],
     ["model", "baseline"],
-    ["train", "evaluate", "export"],
+    ["train", "select", "evaluate", "export"],
     ["calibrate"],
     ["bench_common"],
-    ["bench_fewshot", "bench_unified"],
+    ["bench_fewshot", "bench_unified", "bench_select"],
     ["bench"],
     ["__main__"],
 ]

@@ -7,8 +7,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from crad.thresholds import (MIN_FIT, choose, frr_threshold, miss_threshold, normals_needed, tradeoff_markdown,
-                             tradeoff_table)
+from crad.thresholds import (MIN_FIT, balanced_threshold, choose, estimated_frr, frr_threshold, miss_threshold,
+                             normals_needed, tradeoff_markdown, tradeoff_table)
 
 
 def coverage(draw, true_frr, n, trials=300, target=0.01, confidence=0.95):
@@ -98,3 +98,36 @@ def test_tradeoff_rows_count_rejects_and_misses():
     assert {"F1-optimal", "miss <= 5 %", "max + 10 % of range (old default)"} <= names
     assert "| chosen | 0.9 | 5 / 50 (10.0 %) | 1 / 3 (33.3 %) |" in tradeoff_markdown(rows)
     assert all(r["miss_rate"] is None for r in tradeoff_table(normal, np.zeros(0)))  # JSON-safe, not NaN
+
+
+def test_balanced_rule_minimises_estimated_false_rejects_plus_synthetic_misses():
+    rng = np.random.default_rng(1)
+    normal = np.exp(rng.normal(0.0, 0.2, 40))
+    # a third of the synthetic anomalies look like good parts, the rest score well above them
+    synthetic = np.concatenate([np.exp(rng.normal(0.0, 0.2, 20)), np.exp(rng.normal(1.0, 0.2, 40))])
+    threshold, info = choose("auto", normal, synthetic=synthetic)
+    assert info["rule"] == "balanced" and threshold in synthetic
+    frr, _ = estimated_frr(normal, synthetic)
+    cost = frr + np.array([(synthetic < t).mean() for t in synthetic])
+    assert info["estimated_frr"] + info["synthetic_miss_rate"] == pytest.approx(cost.min())
+    # it sits below the FRR bound (which passes more anomalies) and above most good parts
+    frr_bound, _ = frr_threshold(normal)
+    assert threshold < frr_bound and (synthetic < threshold).mean() < (synthetic < frr_bound).mean()
+    assert (normal >= threshold).mean() < 0.2 and "balanced" in info["text"]
+    # too few normals to estimate a false-reject rate: the frr rule, and it says so
+    few, few_info = balanced_threshold(normal[:5], synthetic)
+    assert few_info["rule"] == "frr" and "only 5 normals" in few_info["text"]
+    with pytest.raises(ValueError, match="synthetic"):
+        choose("balanced", normal)
+
+
+def test_tradeoff_table_counts_synthetic_misses_beside_false_rejects():
+    normal = np.linspace(1.0, 2.0, 20)
+    synthetic = np.array([1.5, 3.0, 4.0, 5.0])
+    rows = tradeoff_table(normal, np.zeros(0), {"chosen": 2.5}, synthetic)
+    chosen = next(r for r in rows if r["threshold_rule"] == "chosen")
+    assert (chosen["false_rejects"], chosen["synthetic_missed"], chosen["synthetic"]) == (0, 1, 4)
+    assert any(r["threshold_rule"].startswith("balanced") for r in rows)
+    text = tradeoff_markdown(rows)
+    assert "missed synthetic anomalies" in text and "| chosen | 2.5 | 0 / 20 (0.0 %) | n/a | 1 / 4 (25.0 %) |" in text
+    assert "synthetic" not in tradeoff_table(normal, np.zeros(0))[0]  # without them the table is as before

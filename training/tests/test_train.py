@@ -100,7 +100,7 @@ def test_train_command_on_synthetic_classes(tmp_path):
         "--data", str(tmp_path / "data"), "--backbone", "efficientnet-b4", "--random-backbone",
         "--variant", "tiny", "--E", "16", "--input-size", str(INPUT), "--epochs", "2", "--batch-size", "4",
         "--holdout", "0.2", "--min-steps", "0", "--out", str(tmp_path / "run"), "--feature-cache", str(tmp_path / "cache"),
-        "--no-progress",
+        "--no-progress", "--select", "off",
     ])
     assert run(args) == 0
     detector, extra = load_detector(str(tmp_path / "run" / "best.pt"))
@@ -156,11 +156,11 @@ def test_train_command_defaults_on_a_small_set(tmp_path):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     defaults = parser.parse_args(["--data", str(tmp_path / "data")])
-    assert (defaults.holdout, defaults.min_steps, defaults.epochs) == ("auto", DEFAULT_MIN_STEPS, None)
+    assert (defaults.holdout, defaults.min_steps, defaults.epochs, defaults.select) == ("auto", DEFAULT_MIN_STEPS, None, "on")
     args = parser.parse_args([
         "--data", str(tmp_path / "data"), "--backbone", "mobilenet-v2", "--random-backbone",
         "--variant", "tiny", "--E", "16", "--input-size", str(INPUT), "--epochs", "1", "--batch-size", "4",
-        "--min-steps", "5", "--out", str(tmp_path / "run"), "--no-progress",
+        "--min-steps", "5", "--out", str(tmp_path / "run"), "--no-progress", "--select", "off",
     ])
     assert run(args) == 0
     _, extra = load_detector(str(tmp_path / "run" / "best.pt"))
