@@ -17,9 +17,11 @@ import { tempDir } from './helpers/cleanup.js';
 import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { Plc } from './helpers/plc.js';
+import { assertValid, schemaValidator } from './helpers/publish-fixtures.js';
 import { until } from './helpers/wait.js';
 
 const PREFIX = 'crad/teach-1';
+const ajv = schemaValidator();
 const TRAINING = { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 2, minSteps: 0, batchSize: 8, threads: 1, nice: 5, shadowShare: 1, shadowFrames: 4 };
 
 let broker: Mosquitto;
@@ -65,6 +67,12 @@ function procFile(pid: number, name: string): string {
 /** A process's nice value (field 19 of /proc/<pid>/stat, after the command in parentheses). */
 function niceOf(pid: number): number {
   return Number(procFile(pid, 'stat').split(') ')[1]!.split(' ')[16]);
+}
+
+/** Every train/response and train/progress message so far matches its schema. */
+function everyMessageValid(): void {
+  for (const m of plc.messages('train/response')) assertValid(ajv, 'train-response.schema.json', m.json);
+  for (const m of plc.messages('train/progress')) assertValid(ajv, 'teach-run.schema.json', m.json);
 }
 
 function lastResult(): any {
@@ -159,6 +167,7 @@ test('through MQTT only: record, train/start, progress, shadow, train/promote, r
   const audit = fs.readFileSync(path.join(dir, 'audit', 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
   const teach = audit.filter((e) => e.kind === 'teach').map((e) => `${e.outcome}:${e.actor.kind}`);
   assert.deepEqual(teach, ['started:mqtt', 'ready:daemon', 'promoted:mqtt', 'rolled-back:mqtt']);
+  everyMessageValid();
 });
 
 test('a cancelled run, a killed trainer, a candidate failing its golden samples, a set too small and a restart mid-training change nothing', async () => {
@@ -254,4 +263,5 @@ test('a cancelled run, a killed trainer, a candidate failing its golden samples,
   await until('results after the restart', () => plc.results('cam1').length > restarted, 60_000);
   assert.equal(lastResult().model.hash, servingHash);
   assert.equal(await revision(), before);
+  everyMessageValid();
 });
