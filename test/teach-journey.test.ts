@@ -17,9 +17,11 @@ import { tempDir } from './helpers/cleanup.js';
 import { DaemonProcess, demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { Plc } from './helpers/plc.js';
+import { assertValid, schemaValidator } from './helpers/publish-fixtures.js';
 import { until } from './helpers/wait.js';
 
 const PREFIX = 'crad/teach-1';
+const ajv = schemaValidator();
 const TRAINING = { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 2, minSteps: 0, batchSize: 8, threads: 1, nice: 5, shadowShare: 1, shadowFrames: 4 };
 
 let broker: Mosquitto;
@@ -65,6 +67,12 @@ function procFile(pid: number, name: string): string {
 /** A process's nice value (field 19 of /proc/<pid>/stat, after the command in parentheses). */
 function niceOf(pid: number): number {
   return Number(procFile(pid, 'stat').split(') ')[1]!.split(' ')[16]);
+}
+
+/** Every train/response and train/progress message so far matches its schema. */
+function everyMessageValid(): void {
+  for (const m of plc.messages('train/response')) assertValid(ajv, 'train-response.schema.json', m.json);
+  for (const m of plc.messages('train/progress')) assertValid(ajv, 'teach-run.schema.json', m.json);
 }
 
 function lastResult(): any {
@@ -159,6 +167,7 @@ test('through MQTT only: record, train/start, progress, shadow, train/promote, r
   const audit = fs.readFileSync(path.join(dir, 'audit', 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line));
   const teach = audit.filter((e) => e.kind === 'teach').map((e) => `${e.outcome}:${e.actor.kind}`);
   assert.deepEqual(teach, ['started:mqtt', 'ready:daemon', 'promoted:mqtt', 'rolled-back:mqtt']);
+  everyMessageValid();
 });
 
 test('a cancelled run, a killed trainer, a candidate failing its golden samples, a set too small and a restart mid-training change nothing', async () => {
@@ -180,11 +189,12 @@ test('a cancelled run, a killed trainer, a candidate failing its golden samples,
   assert.equal(started.status, 'ok', JSON.stringify(started));
   const again = await train('start', { cameraId: 'cam1' });
   assert.equal(again.status, 'error');
-  assert.equal(again.code, 409);
+  assert.equal(again.code, 60);
+  assert.match(again.error, /already training/);
   const cancelled = await train('cancel');
   assert.equal(cancelled.run.state, 'cancelled');
   assert.equal(fs.existsSync(path.join(runsDir, cancelled.run.id)), false, 'the cancelled run left files');
-  assert.equal((await train('cancel')).code, 409);
+  assert.match((await train('cancel')).error, /no training run to cancel/);
 
   // The trainer killed under the daemon.
   const second = await train('start', { cameraId: 'cam1' });
@@ -218,16 +228,20 @@ test('a cancelled run, a killed trainer, a candidate failing its golden samples,
   assert.equal(fs.existsSync(path.join(runsDir, checked.run.id)), false);
 
   // Nothing to promote or roll back; an unknown camera; a set too small.
-  assert.equal((await train('promote')).code, 409);
-  assert.equal((await train('rollback')).code, 409);
-  assert.equal((await train('start', { cameraId: 'nope' })).code, 400);
+  assert.match((await train('promote')).error, /no candidate to promote \(the run is failed\)/);
+  assert.match((await train('rollback')).error, /nothing to roll back to/);
+  assert.match((await train('start', { cameraId: 'nope' })).error, /no enabled camera "nope"/);
+  const unreadable = `bad-${Date.now()}`;
+  plc.publish('train/start', `{"transaction": "${unreadable}"`);
+  await until('the unreadable request answered', () => plc.messages('train/response').some((m) => m.json?.code === 51), 20_000);
   const empty = path.join(dir, 'dataset', 'cam1', 'train', 'good');
   const kept = path.join(dir, 'kept-images');
   fs.renameSync(empty, kept);
   fs.mkdirSync(empty);
   for (const name of fs.readdirSync(kept).slice(0, 5)) fs.copyFileSync(path.join(kept, name), path.join(empty, name));
   const small = await train('start', { cameraId: 'cam1' });
-  assert.equal(small.code, 400);
+  assert.equal(small.status, 'error');
+  assert.equal(small.code, 60);
   assert.match(small.error, /of at least 20 good images/);
 
   assert.equal(await revision(), before, 'the configuration changed');
@@ -249,4 +263,5 @@ test('a cancelled run, a killed trainer, a candidate failing its golden samples,
   await until('results after the restart', () => plc.results('cam1').length > restarted, 60_000);
   assert.equal(lastResult().model.hash, servingHash);
   assert.equal(await revision(), before);
+  everyMessageValid();
 });
