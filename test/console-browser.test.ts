@@ -2,8 +2,8 @@
 // running daemon whose folder camera plays numbered frames (each writes its number into its
 // pixels): for 20+ shown frames in a row the number read back from the page's canvas is the frame
 // the page's sequence, verdict, score and boxes belong to (checked against the results an
-// independent MQTT client saw). Then the operator's path: overlay, an ROI drawn with the mouse and
-// applied through the push path, the threshold slider (one push per move), a bad value's error,
+// independent MQTT client saw). Then the operator's path: overlay, an ROI drawn with the mouse,
+// checked and applied through the push path, the threshold slider (one push per move), a bad value's error,
 // the last NG pinned until acknowledged, history and yield, record/capture buttons (recording
 // survives a config push), the verdict above the fold at 1024x768, a read-only page, the archive.
 // Screenshots go to the test's temp dir; docs/console.png is rewritten only with
@@ -153,7 +153,13 @@ test('the heatmap overlay toggles', async () => {
   await newResult(await sequence());
 });
 
-test('an ROI drawn with the mouse is applied and persisted through the push path', async () => {
+/** The page checks a changed ROI on the recent frames first (console-roi-zoom.test.ts); apply it. */
+async function confirmRoiCheck(): Promise<void> {
+  await page.waitForFunction(() => /would be NG|No recent frames|could not be checked/.test(document.getElementById('roi-check-text')!.textContent ?? ''), { timeout: 60_000 });
+  await page.click('#roi-confirm');
+}
+
+test('an ROI drawn with the mouse is checked, applied and persisted through the push path', async () => {
   const before = await device.getConfig();
   assert.deepEqual(before.config.cameras[0].roi, frames.roi);
   const box = (await (await page.$('#drawing'))!.boundingBox())!;
@@ -163,6 +169,7 @@ test('an ROI drawn with the mouse is applied and persisted through the push path
   await page.mouse.move(box.x + box.width * 0.8, box.y + box.height * 0.85, { steps: 8 });
   await page.mouse.up();
   await page.click('#apply-roi');
+  await confirmRoiCheck();
   await page.waitForFunction(() => /ROI applied: revision \d+/.test(document.getElementById('message')!.textContent ?? ''), { timeout: 30_000 });
 
   const afterPush = await device.getConfig();
@@ -181,6 +188,7 @@ test('an ROI drawn with the mouse is applied and persisted through the push path
 
   // "Whole frame" pushes the ROI away.
   await page.click('#clear-roi');
+  await confirmRoiCheck();
   await page.waitForFunction((revision: number) => (document.getElementById('message')!.textContent ?? '').includes(`ROI applied: revision ${revision}`), { timeout: 30_000 }, afterPush.revision + 1);
   assert.equal((await device.getConfig()).config.cameras[0].roi, null);
   // The numbered frames' band is for the test, not the model: its ROI back.
