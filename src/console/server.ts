@@ -25,6 +25,8 @@ const STATIC_FILES: Record<string, string> = {
   '/console.js': 'console.js',
   '/console.css': 'console.css',
   '/tools.js': 'tools.js',
+  '/teach.html': 'teach.html',
+  '/teach.js': 'teach.js',
 };
 const CONTENT_TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
