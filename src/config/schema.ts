@@ -835,6 +835,23 @@ export const schema = {
     recordEvery: setting({ doc: 'Record mode: save every Nth frame of the cameras in dataset.recordCameras as a good image (0 = off; the console starts and stops recording too).', format: integerIn(0, 1_000_000), default: 0, apply: 'live', remote: 'allowed' }),
     recordCameras: setting({ doc: 'Cameras that record mode saves (empty = all).', format: STRING_LIST, default: [] as string[], apply: 'live', remote: 'allowed' }),
   },
+  training: {
+    python: setting({ filePath: true, doc: 'On-device training (train/start, the console\'s Teach page): the Python that runs the trainer (`crad teach`); Debian\'s, with its torch (on a Jetson, the one with CUDA torch).', format: String, default: '/usr/bin/python3', apply: 'live', remote: 'never' }),
+    trainerDir: setting({ filePath: true, doc: 'The folder holding the trainer\'s crad package (its PYTHONPATH); empty = the training/ folder of this installation.', format: String, default: '', apply: 'live', remote: 'never' }),
+    nice: setting({ doc: 'Nice level of the trainer process, added to the daemon\'s: inspection keeps the CPU first.', format: integerIn(0, 19), default: 10, apply: 'live', remote: 'allowed' }),
+    threads: setting({ doc: 'Cores the trainer may use (torch and OpenMP threads; pinned to the last cores with taskset where it is installed). Leave the rest to inspection.', format: integerIn(1, 256), default: 1, apply: 'live', remote: 'allowed' }),
+    minFreeMb: setting({ doc: 'A run refuses to start with less free disk than this under service.stateDir (features, checkpoints and the model file).', format: integerIn(0), default: 500, apply: 'live', remote: 'allowed' }),
+    backbone: setting({ doc: 'The trainer\'s backbone (crad train --backbone); empty = the trainer\'s default.', format: String, default: '', apply: 'live', remote: 'signed' }),
+    backboneWeights: setting({ filePath: true, doc: 'Weight file of training.backbone; empty = its documented location.', format: String, default: '', apply: 'live', remote: 'signed' }),
+    randomBackbone: setting({ doc: 'Random backbone weights: for tests of the flow only, never a model worth serving.', format: Boolean, default: false, apply: 'live', remote: 'never' }),
+    inputSize: setting({ doc: 'Model input size in pixels; 0 = the trainer\'s default.', format: integerIn(0, 4096), default: 0, apply: 'live', remote: 'allowed' }),
+    epochs: setting({ doc: 'Training epochs; 0 = the trainer\'s default for the set\'s size.', format: integerIn(0, 10_000), default: 0, apply: 'live', remote: 'allowed' }),
+    minSteps: setting({ doc: 'crad train --min-steps (a small set trains at least this many optimizer steps); -1 = the trainer\'s default.', format: integerIn(-1, 1_000_000), default: -1, apply: 'live', remote: 'allowed' }),
+    batchSize: setting({ doc: 'Training batch size; 0 = the trainer\'s default.', format: integerIn(0, 1024), default: 0, apply: 'live', remote: 'allowed' }),
+    shadowShare: setting({ doc: 'Shadow check: the share of the camera\'s frames the candidate model also scores (beside the serving model, never in its way: a frame the candidate is still busy for is skipped).', format: numberIn(0, 1), default: 0.25, apply: 'live', remote: 'allowed' }),
+    shadowFrames: setting({ doc: 'Shadow check: frames the candidate scores before the run is ready to promote (0 = no shadow: ready after the golden samples).', format: integerIn(0, 1_000_000), default: 200, apply: 'live', remote: 'allowed' }),
+    autoPromote: setting({ doc: 'Promote a candidate by itself once it passed its golden samples and the shadow check, instead of waiting for a person (train/promote, the console).', format: Boolean, default: false, apply: 'live', remote: 'signed' }),
+  },
   http: {
     enabled: setting({ doc: 'Run the operator console (live view, /metrics, /healthz, /readyz) inside the daemon.', format: Boolean, default: false, env: 'CRAD_HTTP_ENABLED', apply: 'daemon', remote: 'never' }),
     host: setting({

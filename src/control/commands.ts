@@ -35,7 +35,12 @@ export interface DeviceCommandHandlers {
   audit?(payload: Buffer): object;
   /** Deliver a model (model/deliver): `progress` answers each stage, the result is the last answer. */
   deliver?(payload: Buffer, properties: Command['properties'], progress: (answer: object) => void): Promise<object>;
+  /** On-device training: train/start, train/cancel, train/promote, train/rollback (answered on train/response). */
+  train?(command: TrainCommand, payload: Buffer, properties: Command['properties']): Promise<object>;
 }
+
+export const TRAIN_COMMANDS = ['start', 'cancel', 'promote', 'rollback'] as const;
+export type TrainCommand = (typeof TRAIN_COMMANDS)[number];
 
 /** A trigger as read from its payload. */
 export interface TriggerRequest {
@@ -53,7 +58,12 @@ export function deviceCommands(config: AppConfig, topics: Topics, handlers: Devi
   table.set(topics.configGet, configCommand('get', topics, handlers));
   if (config.remoteConfig.enabled) table.set(topics.configSet, configCommand('set', topics, handlers));
   table.set(topics.countersReset, countersResetCommand(topics, handlers));
-  const { golden, audit, deliver } = handlers;
+  const { golden, audit, deliver, train } = handlers;
+  if (train) {
+    for (const command of TRAIN_COMMANDS) {
+      table.set(topics.train(command), { responseTopic: topics.trainResponse, handler: async ({ payload, properties, reply }) => reply(await train(command, payload, properties)) });
+    }
+  }
   if (golden) table.set(topics.goldenRun, { responseTopic: topics.goldenResponse, handler: async ({ payload, properties, reply }) => reply(await golden(payload, properties)) });
   if (audit) table.set(topics.auditGet, { responseTopic: topics.auditResponse, handler: ({ payload, reply }) => reply(audit(payload)) });
   if (deliver && config.remoteConfig.enabled && config.model.delivery.enabled) {

@@ -70,6 +70,8 @@ export class Publisher {
   private readonly messages = new Subject<InboundMessage>();
   private started = false;
   private stopped = false;
+  /** Retained states (topic -> payload): the latest is published now and again on every connection. */
+  private readonly retained = new Map<string, Buffer>();
 
   constructor(config: AppConfig, private readonly log: Logger) {
     this.config = config;
@@ -190,6 +192,22 @@ export class Publisher {
     this.status.onConnect(client);
     this.sender.onConnect(connack, version);
     this.connectedSubject.next(true);
+    for (const topic of this.retained.keys()) this.sendRetained(topic);
+  }
+
+  /** Publish `state` retained on `topic`; the latest is sent again after a reconnect (a lost one is not queued). */
+  publishRetainedState(topic: string, state: unknown): void {
+    this.retained.set(topic, Buffer.from(JSON.stringify(state)));
+    this.sendRetained(topic);
+  }
+
+  private sendRetained(topic: string): void {
+    const client = this.connection.client;
+    const payload = this.retained.get(topic);
+    if (!client?.connected || !payload) return;
+    client.publish(topic, payload, { qos: this.statusQos(), retain: true, properties: jsonProperties(client) }, (err) => {
+      if (err) this.log.debug({ topic, err: err.message }, 'retained state not published; sent again on the next connection');
+    });
   }
 
   private onDisconnect(): void {

@@ -72,4 +72,15 @@ export class Topics {
   get recipeResponse(): string {
     return `${this.prefix}/recipe/response`;
   }
+  /** Inbound: on-device training (start, cancel, promote, rollback); answered on trainResponse. */
+  train(command: 'start' | 'cancel' | 'promote' | 'rollback'): string {
+    return `${this.prefix}/train/${command}`;
+  }
+  get trainResponse(): string {
+    return `${this.prefix}/train/response`;
+  }
+  /** Retained: the training run (TeachStatus.run) on every change. */
+  get trainProgress(): string {
+    return `${this.prefix}/train/progress`;
+  }
 }

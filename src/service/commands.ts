@@ -6,7 +6,7 @@ import type { ConsoleHost } from '../console/host.js';
 import type { ProductionCounters } from '../console/counters.js';
 import { mqttActor } from '../control/actor.js';
 import { parseAuditRequest } from '../control/audit-request.js';
-import type { DeviceCommandHandlers } from '../control/commands.js';
+import type { DeviceCommandHandlers, TrainCommand } from '../control/commands.js';
 import type { Command } from '../control/router.js';
 import type { Pipeline } from '../pipeline.js';
 import type { Publisher } from '../publish/index.js';
@@ -22,6 +22,8 @@ import type { HealthWatch } from './health.js';
 import type { GoldenGate, ModelQueue } from './model-queue.js';
 import { frameScorer } from './frame-scorer.js';
 import type { Recipes } from './recipes.js';
+import { TeachRefused } from '../shared/teach-status.js';
+import type { Training } from './training.js';
 
 export interface CommandParts {
   state: ConfigState;
@@ -36,6 +38,7 @@ export interface CommandParts {
   cameras: Cameras;
   counters: ProductionCounters;
   health: HealthWatch;
+  training: Training;
   /** A model passed its golden samples: a device held not-ready starts its cameras. */
   goldenPassed(): void;
   log: Logger;
@@ -70,7 +73,30 @@ export function deviceHandlers(parts: CommandParts): DeviceCommandHandlers {
       return { transaction: request.transaction, status: 'ok', ...parts.audit.read({ limit: request.limit, before: request.before }) };
     },
     deliver: (payload, properties, progress) => parts.delivery.deliver(payload, properties, progress),
+    train: (command, payload, properties) => trainCommand(parts.training, command, payload, properties),
   };
+}
+
+/** train/<command>: the payload is empty or a JSON object ({cameraId, recipe?} for start); the answer is the TeachStatus. */
+async function trainCommand(training: Training, command: TrainCommand, payload: Buffer, properties: Command['properties']): Promise<object> {
+  const transaction = requestTransaction(payload);
+  const text = payload.toString('utf8').trim();
+  let request: Record<string, unknown> = {};
+  try {
+    if (text !== '') request = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return { transaction, status: 'error', error: 'the payload must be empty or a JSON object' };
+  }
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) return { transaction, status: 'error', error: 'the payload must be empty or a JSON object' };
+  const actor = mqttActor(properties, payload, null);
+  try {
+    const status = command === 'start' ? training.start({ cameraId: request.cameraId, recipe: request.recipe }, actor)
+      : command === 'cancel' ? training.cancel(actor)
+        : command === 'promote' ? await training.promote(actor) : await training.rollback(actor);
+    return { transaction, status: 'ok', command, ...status };
+  } catch (err) {
+    return { transaction, status: 'error', command, error: (err as Error).message, ...(err instanceof TeachRefused ? { code: err.status } : {}) };
+  }
 }
 
 /** golden/run: the running model against its golden samples, in turn with other model changes. */

@@ -33,6 +33,8 @@ import { GoldenGate, ModelQueue } from './model-queue.js';
 import { ModelFileWatch } from './model-watch.js';
 import { Recipes } from './recipes.js';
 import { SystemdNotifier, type Health } from './systemd.js';
+import { Training } from './training.js';
+import { teachConsolePlugin } from '../console/teach-routes.js';
 
 export interface DaemonOptions {
   /** The operator's config file: read, never written (pushes go to a layer in service.stateDir). */
@@ -61,7 +63,7 @@ export const LIVE_STAGE_KEYS = {
   dataset: ['dataset'],
   commands: ['remoteConfig', 'model.delivery', 'cameras'],
   // Read from the running configuration each time they are used.
-  readWhenUsed: ['model.modelsDir', 'model.goldenDir', 'model.delivery', 'remoteConfig', 'service', 'http.alarmNgStreak'],
+  readWhenUsed: ['training', 'model.modelsDir', 'model.goldenDir', 'model.delivery', 'remoteConfig', 'service', 'http.alarmNgStreak'],
 } as const satisfies Record<string, readonly string[]>;
 
 type Stage = 'capture' | 'inference' | 'pipeline' | 'publish' | 'control' | 'console';
@@ -82,6 +84,7 @@ export class Daemon {
   private readonly delivery: ModelDelivery;
   private readonly modelWatch: ModelFileWatch;
   private readonly fanout: Fanout;
+  private readonly training: Training;
   private readonly subscriptions: Subscription[] = [];
   // Built by start(), in this order.
   private console: ConsoleServer | null = null;
@@ -128,6 +131,11 @@ export class Daemon {
       swapped: () => this.goldenPassed(),
       rejected: (modelError) => this.publisher.setDeviceStatus({ modelError }),
     }, this.logs.inference);
+    this.training = new Training({
+      state: this.state, audit: this.audit, dataset: () => this.dataset, pipeline,
+      push: (payload, actor) => this.pushes.handle(payload, { actor, publicKey: '' }),
+      publish: (run) => this.publisher?.publishRetainedState(this.publisher.topics.trainProgress, run),
+    }, this.logs.control.child({ room: 'training' }));
     this.fanout = new Fanout(log, { sendPending: () => this.publisher.sendPending(), pipelineFault: (reason) => this.watch.inspectionStopped(reason) });
   }
 
@@ -141,6 +149,7 @@ export class Daemon {
     // First, so that a console that must not run (no credentials beyond loopback) stops the start.
     if (state.config.http.enabled) this.console = new ConsoleServer(consoleHost(parts), this.logs.console, [
       archiveConsolePlugin(() => ({ archive: this.archive, dataset: this.dataset })),
+      teachConsolePlugin(() => (this.pipeline ? this.training : null)),
       ...(this.options.consolePlugins ?? []),
     ]);
     const model = await loadModel(state.config.model.path, modelOptions(state.config), this.logs.inference);
@@ -155,6 +164,7 @@ export class Daemon {
     this.syncCommands();
     await this.publisher.start();
     this.sendUndeliveredAnswer();
+    this.publisher.publishRetainedState(this.publisher.topics.trainProgress, this.training.status().run);
     this.sparkplug = this.sparkplugPlane();
     this.sparkplug?.setModel(model.info);
     this.sparkplug?.start();
@@ -207,6 +217,7 @@ export class Daemon {
     // Both take a copy of the frame only when they keep it, and write it off the pipeline.
     if (archive) planes.push({ name: 'archive', result: (result, inspected) => archive.offer(result, inspected.frame.image) });
     planes.push({ name: 'dataset', result: (result, inspected) => dataset.offer(result, inspected.frame.image) });
+    planes.push(this.training.plane()); // takes a copy of a share of the frames while a shadow check runs
     if (sparkplug) {
       planes.push({
         name: 'sparkplug', result: (result) => sparkplug.onResult(result), answer: (result) => sparkplug.onResult(result),
@@ -255,7 +266,7 @@ export class Daemon {
     return {
       state: this.state, pipeline: () => this.pipeline, publisher: () => this.publisher, recipes: this.recipes, pushes: this.pushes, delivery: this.delivery,
       queue: this.queue, gate: this.gate, audit: this.audit, cameras: this.cameras, counters: this.counters, health: this.watch,
-      goldenPassed: () => this.goldenPassed(), log: this.log,
+      goldenPassed: () => this.goldenPassed(), log: this.log, training: this.training,
     };
   }
 
@@ -301,6 +312,7 @@ export class Daemon {
       this.watch.stop();
       const t0 = performance.now();
       this.pushes.probation.stop();
+      await this.training.stop();
       for (const subscription of this.subscriptions) subscription.unsubscribe();
       await this.console?.stop().catch((err: Error) => this.logs.console.warn({ err: err.message }, 'console did not close cleanly'));
       this.router?.close(); // no new commands while shutting down

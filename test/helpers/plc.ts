@@ -55,6 +55,12 @@ export class Plc {
     this.child.stdin!.write(`${JSON.stringify({ op: 'trigger', camera, payload: text })}\n`);
   }
 
+  /** Publish `payload` (an object as JSON, text as is) on <prefix>/<topic> at QoS 1. */
+  publish(topic: string, payload: string | object): void {
+    const text = typeof payload === 'string' ? payload : JSON.stringify(payload);
+    this.child.stdin!.write(`${JSON.stringify({ op: 'publish', topic, payload: text })}\n`);
+  }
+
   messages(topic: string): PlcEvent[] {
     return this.events.filter((e) => e.event === 'message' && e.topic === `${this.prefix}/${topic}`);
   }

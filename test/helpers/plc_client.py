@@ -3,6 +3,7 @@ python3-paho-mqtt) over MQTT 5, with a persistent session like a PLC gateway kee
 
 Reads commands as JSON lines on stdin, writes what it sees as JSON lines on stdout:
   {"op": "trigger", "camera": "cam1", "payload": "<text sent as is>"}   -> {"event": "sent", ...}
+  {"op": "publish", "topic": "<below PREFIX/>", "payload": "<text>"}   -> {"event": "sent", ...}
   {"op": "quit"}
   events: {"event": "connected", "sessionPresent": bool}, {"event": "disconnected"},
           {"event": "message", "topic": ..., "retain": bool, "json": <payload parsed or null>}
@@ -61,6 +62,9 @@ for line in sys.stdin:
         break
     if command["op"] == "trigger":
         info = client.publish(prefix + "/" + command["camera"] + "/trigger", command["payload"].encode("utf-8"), qos=1)
+        emit({"event": "sent", "payload": command["payload"], "rc": info.rc})
+    if command["op"] == "publish":
+        info = client.publish(prefix + "/" + command["topic"], command["payload"].encode("utf-8"), qos=1)
         emit({"event": "sent", "payload": command["payload"], "rc": info.rc})
 
 client.disconnect()

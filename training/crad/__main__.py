@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("crad.evaluate", "evaluate a checkpoint: image/pixel AUROC, AUPRO, F1-max, overlays"),
     "calibrate": ("crad.calibrate", "compute score thresholds from normal images into the model"),
     "export": ("crad.export", "export a checkpoint to the contract's ONNX file and reference file"),
+    "teach": ("crad.teach", "good images -> train -> calibrate -> export, JSON-lines progress (the daemon's on-device training)"),
     "bench": ("crad.bench", "benchmarks: Magnetic Tile (protocol or few good images), separate vs unified"),
 }
 

@@ -272,6 +272,7 @@ def fit(
     resume_state: dict | None = None,
     resume_info: dict | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_epoch: Callable[[dict, int], None] | None = None,
 ) -> TrainResult:
     """Train detector.head on cached features; write last.pt each epoch and best.pt on improvement.
 
@@ -386,6 +387,8 @@ def fit(
             }
             atomic_torch_save(payload, str(run_dir / "last.pt"))
             (run_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+            if on_epoch is not None:  # progress for a caller (crad teach's JSON lines)
+                on_epoch(record, config.epochs)
     finally:
         bar.close()
     completed = len(history)
@@ -568,7 +571,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.out)
     resume_info = {"args": {name: getattr(args, name) for name in _RESUME_FIXED}, "dataset_hash": digest,
                    "epochs_requested": requested.epochs}
-    result = fit(detector, train_features, holdout_features, config, run_dir, extra, resume_state, resume_info)
+    result = fit(detector, train_features, holdout_features, config, run_dir, extra, resume_state, resume_info,
+                 on_epoch=getattr(args, "on_epoch", None))
     summary = {
         "epochs_completed": result.epochs_completed,
         "best_epoch": result.best_epoch,
