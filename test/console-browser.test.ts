@@ -12,7 +12,8 @@ import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
+import { launchChromium, openPage } from './helpers/browser.js';
 import { call, CONSOLE_HOST, consoleUrl, FRAME_BITS, FRAME_BLOCK, numberedFrames } from './helpers/console.js';
 import { demoModel, repoRoot, writeConfig } from './helpers/daemon.js';
 import { tempDir } from './helpers/cleanup.js';
@@ -48,12 +49,8 @@ before(async () => {
   }, stateDir));
   await device.start();
   base = await consoleUrl(device.process);
-  browser = await puppeteer.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
-  page = await browser.newPage();
-  await page.setExtraHTTPHeaders({ authorization: `Bearer ${TOKEN}` });
-  await page.setViewport({ width: 1280, height: 900 });
-  page.on('pageerror', (err) => pageErrors.push(String(err)));
-  await page.goto(`${base}/?camera=cam1`);
+  browser = await launchChromium();
+  page = await openPage(browser, `${base}/?camera=cam1`, { token: TOKEN, errors: pageErrors });
 });
 
 after(async () => {

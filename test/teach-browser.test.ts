@@ -5,15 +5,17 @@
 // from the page (a small, fast schedule on a random backbone, via training.*), watches the
 // progress bar, reads the shadow comparison, promotes, and the page (and an independent MQTT
 // client) show the next results judged by the new model's hash; then rolls back. A read-only
-// viewer sees every control disabled. Screenshots go to the test's temp dir.
+// viewer sees every control disabled. Screenshots go to the test's temp dir; docs/teach.png is
+// rewritten only with CRAD_UPDATE_README_PICTURE=1.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
+import { launchChromium, openPage } from './helpers/browser.js';
 import cv from '../src/cv.js';
 import { call, CONSOLE_HOST, consoleUrl, samples } from './helpers/console.js';
-import { demoModel, samplesDir, writeConfig } from './helpers/daemon.js';
+import { demoModel, repoRoot, samplesDir, writeConfig } from './helpers/daemon.js';
 import { tempDir } from './helpers/cleanup.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { Device } from './helpers/remote-device.js';
@@ -45,20 +47,17 @@ before(async () => {
     http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps: 4, token: TOKEN, openReadOnly: true },
     archive: { enabled: true },
     // A small, fast schedule: a flow test, not a model worth serving.
-    training: { randomBackbone: true, inputSize: 64, epochs: 3, minSteps: 0, batchSize: 8, threads: 1, minFreeMb: 0, shadowFrames: 12, shadowShare: 1 },
+    training: { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 3, minSteps: 0, batchSize: 8, threads: 1, minFreeMb: 0, shadowFrames: 12, shadowShare: 1 },
   }, stateDir));
   await device.start();
   base = await consoleUrl(device.process);
-  browser = await puppeteer.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
-  page = await browser.newPage();
-  await page.setExtraHTTPHeaders({ authorization: `Bearer ${TOKEN}` });
-  await page.setViewport({ width: 1400, height: 1000 });
-  page.on('pageerror', (err) => pageErrors.push(String(err)));
+  browser = await launchChromium();
+  page = await openPage(browser, `${base}/teach.html?camera=cam1`, { token: TOKEN, width: 1400, height: 1000, errors: pageErrors });
+  // Cancel, promote and rollback ask first: the engineer says yes.
   page.on('dialog', (dialog) => {
     dialogs.push(dialog.message());
     void dialog.accept();
   });
-  await page.goto(`${base}/teach.html?camera=cam1`);
 });
 
 after(async () => {
@@ -171,10 +170,8 @@ test('the collected images\' routes refuse what is not theirs', async () => {
 });
 
 test('without credentials the Teach page says it is read-only and disables its controls', async () => {
-  const viewer = await browser.newPage();
+  const viewer = await openPage(browser, `${base}/teach.html?camera=cam1`, { errors: pageErrors });
   try {
-    viewer.on('pageerror', (err) => pageErrors.push(String(err)));
-    await viewer.goto(`${base}/teach.html?camera=cam1`);
     await viewer.waitForFunction(() => !(document.getElementById('badge-readonly') as HTMLElement).hidden && document.querySelectorAll('#collected figure').length > 0, { timeout: 30_000 });
     await new Promise((r) => setTimeout(r, 1500)); // a refresh or two: still disabled
     const enabled = await viewer.$$eval('.change', (els) => els.filter((e) => !(e as HTMLButtonElement).disabled).map((e) => e.id || e.className));
@@ -224,6 +221,8 @@ test('train from the page, watch the progress, read the shadow comparison, promo
     await page.waitForFunction(() => [...document.querySelectorAll<HTMLImageElement>('#shadow-examples img')].every((img) => img.complete && img.naturalWidth > 0), { timeout: 30_000 });
   }
   await shot('check-shadow');
+  // The README's picture of the Teach page, only on purpose.
+  if (process.env.CRAD_UPDATE_README_PICTURE === '1') fs.copyFileSync(path.join(shots, 'check-shadow.png'), path.join(repoRoot, 'docs/teach.png'));
 
   // Promote: a person decides (asked first); the page then shows results judged by the new model.
   const candidate = (status.run.candidate.sha256 as string).slice(0, 12);
@@ -238,10 +237,8 @@ test('train from the page, watch the progress, read the shadow comparison, promo
   assert.match(await page.$eval('#models tr:nth-child(2)', (tr) => tr.textContent ?? ''), new RegExp(`^${candidate}.*serving$`));
   await shot('promoted');
   // The live view says which model judged each frame.
-  const live = await browser.newPage();
+  const live = await openPage(browser, `${base}/?camera=cam1`, { token: TOKEN, errors: pageErrors });
   try {
-    await live.setExtraHTTPHeaders({ authorization: `Bearer ${TOKEN}` });
-    await live.goto(`${base}/?camera=cam1`);
     await live.waitForFunction((hash: string) => document.getElementById('frame-model')!.textContent === hash, { timeout: 60_000 }, candidate);
   } finally {
     await live.close();

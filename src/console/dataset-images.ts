@@ -47,7 +47,7 @@ export async function listImages(dataset: DatasetCapture, cameraId: string): Pro
     const stat = await fs.promises.stat(path.join(dir, name)).catch(() => null);
     if (!stat?.isFile()) continue;
     const url = `/api/dataset/images/${encodeURIComponent(cameraId)}/${encodeURIComponent(name)}`;
-    images.push({ name, url, thumb: `${url}?thumb=1`, bytes: stat.size, addedAt: stat.mtime.toISOString(), source: name.startsWith('ng-') ? 'archive' : 'camera' });
+    images.push({ name, url, thumb: `${url}?thumb=true`, bytes: stat.size, addedAt: stat.mtime.toISOString(), source: name.startsWith('ng-') ? 'archive' : 'camera' });
   }
   images.sort((a, b) => b.addedAt.localeCompare(a.addedAt) || b.name.localeCompare(a.name));
   return { count: images.length, images: images.slice(0, MAX_LISTED) };

@@ -24,6 +24,7 @@ const STATIC_FILES: Record<string, string> = {
   '/': 'index.html',
   '/console.js': 'console.js',
   '/console.css': 'console.css',
+  '/common.js': 'common.js',
   '/tools.js': 'tools.js',
   '/teach.html': 'teach.html',
   '/teach.js': 'teach.js',

@@ -12,7 +12,6 @@ const SILENCE_MS = 2500;
 const DEBOUNCE_MS = 400;
 /** Smallest ROI side the mouse draws, in frame pixels. */
 const MIN_ROI_SIDE = 8;
-const $ = (id) => document.getElementById(id);
 let camera = null;
 /** The polled camera state (histogram, counters, model). */
 let state = null;
@@ -33,18 +32,6 @@ let shown = 0;
 let lastNg = null;
 let recording = false;
 
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: options.body !== undefined ? { 'Content-Type': 'application/json' } : {} });
-  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return body;
-}
-
-function show(message, error) {
-  $('message').textContent = message || '';
-  $('error').textContent = error || '';
-}
-
 /** Send a change; the daemon's answer (ok with the new revision, or its error) is shown. */
 async function push(path, body, what) {
   try {
@@ -58,7 +45,6 @@ async function push(path, body, what) {
 }
 
 const cameraPath = () => `/api/cameras/${encodeURIComponent(camera)}`;
-const localTime = (iso) => new Date(iso).toLocaleTimeString();
 
 function connect() {
   source?.close();

@@ -13,25 +13,12 @@ const STATE_WORDS = {
   shadow: 'Shadow check: scoring live frames beside the serving model', ready: 'Ready to promote', promoted: 'Promoted: serving',
   failed: 'Failed: nothing changed', cancelled: 'Cancelled: nothing changed', interrupted: 'Interrupted (the daemon restarted): nothing changed',
 };
-const $ = (id) => document.getElementById(id);
 let camera = null;
 let access = 'change';
 let teach = null;
 let dataset = null;
 let recording = false;
 let busy = false;
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: options.body !== undefined ? { 'Content-Type': 'application/json' } : {} });
-  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return body;
-}
-
-function show(message, error) {
-  $('message').textContent = message || '';
-  $('error').textContent = error || '';
-}
 
 /** Run a change; its answer is shown, the page refreshed. */
 async function act(what, work) {
@@ -48,7 +35,7 @@ async function act(what, work) {
 }
 
 const cameraPart = () => encodeURIComponent(camera);
-const localTime = (iso) => new Date(iso).toLocaleString();
+const localDateTime = (iso) => new Date(iso).toLocaleString();
 const shortHash = (hash) => (hash ? hash.slice(0, 12) : '–');
 
 function duration(sec) {
@@ -100,7 +87,7 @@ function imageCard(image) {
   img.src = image.thumb;
   img.alt = image.name;
   img.loading = 'lazy';
-  img.title = `${image.name}, ${localTime(image.addedAt)}${image.source === 'archive' ? ', marked good in the NG archive' : ''}`;
+  img.title = `${image.name}, ${localDateTime(image.addedAt)}${image.source === 'archive' ? ', marked good in the NG archive' : ''}`;
   const link = document.createElement('a');
   link.href = image.url;
   link.target = '_blank';
@@ -134,7 +121,7 @@ async function loadArchive() {
     card.className = 'thumb';
     const img = document.createElement('img');
     img.src = `/api/archive/${e.id}/frame.jpg`;
-    img.title = `frame ${e.sequence}, ${localTime(e.capturedAt)}, score ${(e.normalized ?? e.raw).toFixed(3)}`;
+    img.title = `frame ${e.sequence}, ${localDateTime(e.capturedAt)}, score ${(e.normalized ?? e.raw).toFixed(3)}`;
     img.loading = 'lazy';
     const good = document.createElement('button');
     good.className = 'change';
@@ -168,7 +155,7 @@ function showTeach(t) {
   showProgress(run);
   showCheck(run);
   $('models').replaceChildren(...(t.models.length ? [row(['model', 'promoted', 'trained on', 'trainer', ''], 'th')] : []),
-    ...t.models.map((m) => row([shortHash(m.sha256), localTime(m.promotedAt), shortHash(m.datasetSha256), m.trainerVersion, m.serving ? 'serving' : ''])));
+    ...t.models.map((m) => row([shortHash(m.sha256), localDateTime(m.promotedAt), shortHash(m.datasetSha256), m.trainerVersion, m.serving ? 'serving' : ''])));
 }
 
 function showProgress(run) {
@@ -185,7 +172,7 @@ function showProgress(run) {
   if (run.state === 'training' && p.epochs > 0) parts.push(`epoch ${p.epoch} of ${p.epochs}`);
   if (p.loss !== null && run.state === 'training') parts.push(`loss ${p.loss.toFixed(4)}`);
   if (ACTIVE.includes(run.state) && run.state !== 'shadow') parts.push(duration(p.etaSec));
-  parts.push(`${run.images.train} images to train, ${run.images.calibration} to calibrate; camera ${run.cameraId}${run.recipe ? `, recipe ${run.recipe}` : ''}; started ${localTime(run.startedAt)}`);
+  parts.push(`${run.images.train} images to train, ${run.images.calibration} to calibrate; camera ${run.cameraId}${run.recipe ? `, recipe ${run.recipe}` : ''}; started ${localDateTime(run.startedAt)}`);
   $('teach-phase').textContent = parts.join(' · ');
   $('teach-error').textContent = run.error ?? '';
 }
@@ -203,7 +190,7 @@ function showCheck(run) {
   }
   $('teach-shadow').textContent = `On ${shadow.frames} live frames, ${shadow.changed} verdict(s) would change: the serving model said NG ${shadow.servingNg} times, the new one ${shadow.candidateNg}.`;
   $('shadow-examples').replaceChildren(row(['frame', 'image', 'serving model', 'new model'], 'th'), ...shadow.examples.map((e) => {
-    const tr = row([`${e.cameraId} #${e.sequence}, ${localTime(e.at)}`, '', verdictText(e.serving), verdictText(e.candidate)]);
+    const tr = row([`${e.cameraId} #${e.sequence}, ${localDateTime(e.at)}`, '', verdictText(e.serving), verdictText(e.candidate)]);
     const img = document.createElement('img');
     img.src = e.image;
     img.loading = 'lazy';
