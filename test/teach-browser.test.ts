@@ -33,6 +33,8 @@ const shots = tempDir('teach-browser-shots');
 const cameraDir = tempDir('teach-camera');
 const goodDir = path.join(stateDir, 'dataset', 'cam1', 'train', 'good');
 const pageErrors: string[] = [];
+/** In the page: the run states in which the trainer works (Cancel, not Discard). */
+const WORKING_STATES = ['training', 'calibrating', 'exporting', 'checking'];
 const dialogs: string[] = [];
 
 before(async () => {
@@ -137,6 +139,7 @@ test('collect: record frames, watch the count and the advice, delete the bad cap
   await shot('collect-archive');
   await page.click(`#collected figure[data-name="${joined}"] button.delete`);
   await page.waitForFunction((n: string) => !document.querySelector(`#collected figure[data-name="${n}"]`), { timeout: 30_000 }, joined);
+  await page.click('#archive-box summary');
   assert.ok(!goodFiles().includes(joined));
   assert.ok(goodFiles().length >= 20, `${goodFiles().length} good images to train on`);
   await page.waitForFunction(() => !(document.getElementById('teach-start') as HTMLButtonElement).disabled, { timeout: 30_000 });
@@ -180,6 +183,22 @@ test('without credentials the Teach page says it is read-only and disables its c
   } finally {
     await viewer.close();
   }
+});
+
+test('a training cancelled from the page changes nothing', async () => {
+  const serving = await text('#serving-model');
+  const { revision } = await device.getConfig();
+  await page.click('#teach-start');
+  await page.waitForFunction((states: string[]) => states.includes(document.body.dataset.teachState ?? ''), { timeout: 60_000, polling: 200 }, WORKING_STATES);
+  await page.waitForFunction(() => !(document.getElementById('teach-cancel') as HTMLButtonElement).disabled, { timeout: 30_000 });
+  await page.click('#teach-cancel');
+  await page.waitForFunction(() => document.body.dataset.teachState === 'cancelled', { timeout: 60_000, polling: 200 });
+  assert.match(dialogs.at(-1)!, /^Cancel the training\? Nothing changes/);
+  assert.match(await text('#teach-phase'), /^Cancelled: nothing changed/);
+  assert.match(await text('#teach-error'), /cancelled while \w+; nothing was changed/);
+  assert.equal(await text('#serving-model'), serving);
+  assert.equal((await device.getConfig()).revision, revision, 'no config push');
+  await page.waitForFunction(() => !(document.getElementById('teach-start') as HTMLButtonElement).disabled, { timeout: 30_000 });
 });
 
 test('train from the page, watch the progress, read the shadow comparison, promote: the next results carry the new model; then roll back', async () => {

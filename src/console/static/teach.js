@@ -6,8 +6,12 @@
 // disabled.
 'use strict';
 const POLL_MS = 1000;
-/** States in which a run works and can be cancelled. */
-const ACTIVE = ['training', 'calibrating', 'exporting', 'checking', 'shadow'];
+/** States in which the trainer or the checks work (another run cannot start). */
+const WORKING = ['training', 'calibrating', 'exporting', 'checking'];
+/** States a run ends in; before them it can be cancelled (nothing changes). */
+const ENDED = ['promoted', 'failed', 'cancelled', 'interrupted'];
+/** A candidate a person may promote (during the shadow check too, before it has its full count). */
+const PROMOTABLE = ['shadow', 'ready'];
 const STATE_WORDS = {
   training: 'Training', calibrating: 'Calibrating (setting the threshold)', exporting: 'Exporting the model', checking: 'Checking on the golden samples',
   shadow: 'Shadow check: scoring live frames beside the serving model', ready: 'Ready to promote', promoted: 'Promoted: serving',
@@ -141,15 +145,17 @@ async function loadArchive() {
 function showTeach(t) {
   teach = t;
   const run = t.run;
-  const active = run !== null && ACTIVE.includes(run.state);
+  const working = run !== null && WORKING.includes(run.state);
+  const open = run !== null && !ENDED.includes(run.state);
   const count = dataset?.count ?? t.dataset.count;
   const enough = count >= t.dataset.minimum;
   $('teach-start').textContent = `Train a model from ${count} images`;
-  $('teach-start').disabled = access !== 'change' || active || !enough || busy;
+  $('teach-start').disabled = access !== 'change' || working || !enough || busy;
   $('teach-start').title = enough ? '' : `at least ${t.dataset.minimum} good images are needed`;
-  $('teach-cancel').disabled = access !== 'change' || !active || busy;
-  $('teach-promote').disabled = access !== 'change' || run?.state !== 'ready' || busy;
-  $('teach-rollback').disabled = access !== 'change' || t.previous === null || active || busy;
+  $('teach-cancel').disabled = access !== 'change' || !open || busy;
+  $('teach-cancel').textContent = working ? 'Cancel' : 'Discard the new model';
+  $('teach-promote').disabled = access !== 'change' || !PROMOTABLE.includes(run?.state) || busy;
+  $('teach-rollback').disabled = access !== 'change' || t.previous === null || working || busy;
   $('teach-rollback').title = t.previous ? `back to ${shortHash(t.previous)}` : 'no previous model';
   document.body.dataset.teachState = run?.state ?? 'none';
   showProgress(run);
@@ -171,7 +177,7 @@ function showProgress(run) {
   const parts = [`${STATE_WORDS[run.state] ?? run.state}`];
   if (run.state === 'training' && p.epochs > 0) parts.push(`epoch ${p.epoch} of ${p.epochs}`);
   if (p.loss !== null && run.state === 'training') parts.push(`loss ${p.loss.toFixed(4)}`);
-  if (ACTIVE.includes(run.state) && run.state !== 'shadow') parts.push(duration(p.etaSec));
+  if (WORKING.includes(run.state)) parts.push(duration(p.etaSec));
   parts.push(`${run.images.train} images to train, ${run.images.calibration} to calibrate; camera ${run.cameraId}${run.recipe ? `, recipe ${run.recipe}` : ''}; started ${localDateTime(run.startedAt)}`);
   $('teach-phase').textContent = parts.join(' · ');
   $('teach-error').textContent = run.error ?? '';
@@ -264,17 +270,22 @@ function wire() {
     return `Recording every ${$('record-every').value} frames`;
   }));
   $('teach-start').addEventListener('click', () => act('Train', async () => {
+    const waiting = teach?.run && PROMOTABLE.includes(teach.run.state);
+    if (waiting && !confirm(`Train again? The new model ${shortHash(teach.run.candidate?.sha256)} waiting to be promoted is discarded.`)) return '';
+    const images = dataset?.count;
     const run = (await api('/api/teach/start', { method: 'POST', body: JSON.stringify({ cameraId: camera, recipe: $('recipe').value || null }) })).run;
-    return `Training started on ${run.images.train + run.images.calibration} images of camera ${run.cameraId}`;
+    return `Training started on ${images} images of camera ${run.cameraId}`;
   }));
   $('teach-cancel').addEventListener('click', () => act('Cancel', async () => {
-    if (!confirm('Cancel the training? Nothing changes; the serving model stays.')) return '';
+    const working = WORKING.includes(teach?.run?.state);
+    if (!confirm(working ? 'Cancel the training? Nothing changes; the serving model stays.' : 'Discard the new model? Nothing changes; the serving model stays.')) return '';
     await api('/api/teach/cancel', { method: 'POST', body: '{}' });
     return 'Training cancelled: nothing changed';
   }));
   $('teach-promote').addEventListener('click', () => act('Promote', async () => {
-    const changed = teach?.run?.shadow?.changed;
-    if (!confirm(`Promote model ${shortHash(teach?.run?.candidate?.sha256)}? It serves from the next frame on${changed !== undefined ? ` (${changed} verdict(s) changed in the shadow check)` : ''}.`)) return '';
+    const shadow = teach?.run?.shadow;
+    const early = teach?.run?.state === 'shadow' ? ' The shadow check has not finished.' : '';
+    if (!confirm(`Promote model ${shortHash(teach?.run?.candidate?.sha256)}? It serves from the next frame on${shadow ? ` (${shadow.changed} of ${shadow.frames} verdicts changed in the shadow check)` : ''}.${early}`)) return '';
     const t = await api('/api/teach/promote', { method: 'POST', body: '{}' });
     return `Model ${shortHash(t.run?.candidate?.sha256)} promoted`;
   }));
