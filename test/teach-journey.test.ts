@@ -9,6 +9,7 @@
 // stay as they were, and the run's files are gone.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { tempDir } from './helpers/cleanup.js';
@@ -50,6 +51,19 @@ async function train(command: string, body: object = {}): Promise<any> {
   let answer: any;
   await until(`the answer to train/${command}`, () => (answer = plc.messages('train/response').map((m) => m.json).find((a) => a?.transaction === transaction)) !== undefined, 60_000);
   return answer;
+}
+
+function procFile(pid: number, name: string): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/${name}`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** A process's nice value (field 19 of /proc/<pid>/stat, after the command in parentheses). */
+function niceOf(pid: number): number {
+  return Number(procFile(pid, 'stat').split(') ')[1]!.split(' ')[16]);
 }
 
 function lastResult(): any {
@@ -164,8 +178,14 @@ test('a cancelled run, a killed trainer, a set too small and a restart mid-train
   // The trainer killed under the daemon.
   const second = await train('start', { cameraId: 'cam1' });
   const stored = () => JSON.parse(fs.readFileSync(path.join(dir, 'teach', 'run.json'), 'utf8'));
-  await until('the trainer running', () => stored().pid !== undefined && run()?.progress?.phase !== undefined, 20_000);
-  process.kill(stored().pid, 'SIGKILL');
+  await until('the trainer running', () => stored().pid !== undefined && procFile(stored().pid, 'cmdline').includes('teach'), 20_000);
+  // Niced below the daemon, held to training.threads cores, its math libraries told the same.
+  const pid = stored().pid as number;
+  assert.equal(niceOf(pid), niceOf(daemon.pid!) + TRAINING.nice);
+  const cores = os.availableParallelism();
+  if (cores > 1) assert.equal(procFile(pid, 'status').match(/^Cpus_allowed_list:\s*(\S+)$/m)?.[1], String(cores - 1));
+  assert.ok(procFile(pid, 'environ').split('\0').includes('OMP_NUM_THREADS=1'));
+  process.kill(pid, 'SIGKILL');
   await until('the run failed', () => run()?.id === second.run.id && run()?.state === 'failed', 30_000);
   assert.match(run().error, /the trainer was killed \(SIGKILL\)/);
   assert.equal(fs.existsSync(path.join(runsDir, second.run.id)), false);

@@ -110,6 +110,7 @@ export class TeachProcess {
     this.cancelled = true;
     this.signal('SIGTERM');
     this.killTimer = setTimeout(() => this.signal('SIGKILL'), KILL_AFTER_MS);
+    this.killTimer.unref();
   }
 
   private signal(signal: NodeJS.Signals): void {
