@@ -234,6 +234,7 @@ test('train from the page, watch the progress, read the shadow comparison, promo
     assert.ok(rows.length > 0, 'the changed frames are shown');
     for (const [k, row] of rows.entries()) {
       const e = status.run.shadow.examples[k];
+      assert.ok(row[0]!.startsWith(`#${e.sequence} `), `${row[0]} is frame ${e.sequence}`);
       assert.equal(row[2], `${e.serving.verdict} ${e.serving.score.toFixed(3)}`);
       assert.equal(row[3], `${e.candidate.verdict} ${e.candidate.score.toFixed(3)}`);
     }

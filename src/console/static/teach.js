@@ -196,7 +196,7 @@ function showCheck(run) {
   }
   $('teach-shadow').textContent = `On ${shadow.frames} live frames, ${shadow.changed} verdict(s) would change: the serving model said NG ${shadow.servingNg} times, the new one ${shadow.candidateNg}.`;
   $('shadow-examples').replaceChildren(row(['frame', 'image', 'serving model', 'new model'], 'th'), ...shadow.examples.map((e) => {
-    const tr = row([`${e.cameraId} #${e.sequence}, ${localDateTime(e.at)}`, '', verdictText(e.serving), verdictText(e.candidate)]);
+    const tr = row([`#${e.sequence} ${localTime(e.at)}`, '', verdictText(e.serving), verdictText(e.candidate)]);
     const img = document.createElement('img');
     img.src = e.image;
     img.loading = 'lazy';
