@@ -37,6 +37,8 @@ before(async () => {
     cameras: [{ id: 'cam1', source: 'folder', path: frames.dir, loop: true, fps: 5, roi: frames.roi }],
     mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
     crops: { enabled: false },
+    // Overlays of NG results go to the archive too: the zoom shows them beside the frame.
+    overlay: { enabled: true, maxSize: 0 },
     http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps: 4, token: TOKEN, openReadOnly: true },
     archive: { enabled: true },
   }, stateDir));
@@ -119,7 +121,10 @@ test('a click on the pinned NG, a region or the live image opens that result\'s 
   await page.waitForFunction(() => (document.getElementById('zoom-frame') as HTMLCanvasElement).dataset.entry !== undefined, { timeout: 30_000 });
   const zoomed = await page.$eval('#zoom-frame', (c) => ({ width: (c as HTMLCanvasElement).width, height: (c as HTMLCanvasElement).height, sequence: Number((c as HTMLCanvasElement).dataset.sequence) }));
   assert.deepEqual(zoomed, { ...fullSize, sequence: pinned }, 'the pinned NG\'s whole frame at full size');
-  assert.match(await text('#zoom-info'), new RegExp(`^NG frame ${pinned}, .*, score \\d\\.\\d{3}, [1-9]\\d* region\\(s\\), ${fullSize.width}x${fullSize.height} px$`));
+  assert.match(await text('#zoom-info'), new RegExp(`^NG frame ${pinned}, .*, score \\d\\.\\d{3}, [1-9]\\d* region\\(s\\), ${fullSize.width}x${fullSize.height} px, with its heatmap overlay$`));
+  // The overlay (the model's part of the frame, at full size: overlay.maxSize 0) beside it.
+  await page.waitForFunction(() => { const img = document.getElementById('zoom-overlay') as HTMLImageElement; return !img.hidden && img.complete && img.naturalWidth > 0; }, { timeout: 30_000 });
+  assert.deepEqual(await page.$eval('#zoom-overlay', (img) => [(img as HTMLImageElement).naturalWidth, (img as HTMLImageElement).naturalHeight]), [frames.roi.width, frames.roi.height]);
   await shot('zoom-pinned-ng');
   await page.click('#zoom-close');
   assert.equal(await hidden('#zoom'), true);

@@ -128,7 +128,7 @@ async function zoom(f, region) {
   $('zoom-overlay').hidden = !entry.overlay;
   if (entry.overlay) $('zoom-overlay').src = `/api/archive/${entry.id}/overlay.jpg`;
   $('zoom-info').textContent = `${entry.verdict ?? 'uncalibrated'} frame ${entry.sequence}, ${localTime(entry.capturedAt)}, score ${(entry.normalized ?? entry.raw).toFixed(3)}, `
-    + `${entry.regions.length} region(s), ${canvas.width}x${canvas.height} px`;
+    + `${entry.regions.length} region(s), ${canvas.width}x${canvas.height} px${entry.overlay ? ', with its heatmap overlay' : '; no overlay archived (overlay.enabled is off)'}`;
   // Scroll the chosen region (or the first) into the middle of the view.
   const focus = region ?? entry.regions[0];
   if (focus) $('zoom-body').scrollTo({ left: focus.x + focus.width / 2 - $('zoom-body').clientWidth / 2, top: focus.y + focus.height / 2 - $('zoom-body').clientHeight / 2 });
