@@ -14,8 +14,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'puppeteer-core';
 import { launchChromium, openPage } from './helpers/browser.js';
-import { call, CONSOLE_HOST, consoleUrl, FRAME_BITS, FRAME_BLOCK, numberedFrames } from './helpers/console.js';
-import { demoModel, repoRoot, writeConfig } from './helpers/daemon.js';
+import { call, consoleUrl, FRAME_BITS, FRAME_BLOCK, numberedFrames, numberedFramesConfig } from './helpers/console.js';
+import { repoRoot } from './helpers/daemon.js';
 import { tempDir } from './helpers/cleanup.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { Device } from './helpers/remote-device.js';
@@ -36,17 +36,10 @@ const pageErrors: string[] = [];
 
 before(async () => {
   broker = await Mosquitto.start();
-  device = new Device(broker.url, TOPIC_PREFIX, 'line1', writeConfig({
-    device: { id: 'line1' },
-    model: { path: demoModel },
-    cameras: [{ id: 'cam1', source: 'folder', path: frames.dir, loop: true, fps: 5, roi: frames.roi }],
-    mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-    crops: { enabled: false },
-    // Beyond loopback with a token: this page logs in, a second one only reads.
-    http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps: LIVE_FPS, token: TOKEN, openReadOnly: true },
-    archive: { enabled: true },
+  // Beyond loopback with a token: this page logs in, a second one only reads.
+  device = new Device(broker.url, TOPIC_PREFIX, 'line1', numberedFramesConfig(stateDir, { url: broker.url, topicPrefix: TOPIC_PREFIX }, frames, TOKEN, LIVE_FPS, {
     recipes: { strict: { inference: { sensitivity: -0.5 } } },
-  }, stateDir));
+  }));
   await device.start();
   base = await consoleUrl(device.process);
   browser = await launchChromium();

@@ -10,8 +10,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import type { Browser, Page } from 'puppeteer-core';
 import { launchChromium, openPage } from './helpers/browser.js';
-import { call, CONSOLE_HOST, consoleUrl, numberedFrames } from './helpers/console.js';
-import { demoModel, writeConfig } from './helpers/daemon.js';
+import { call, consoleUrl, numberedFrames, numberedFramesConfig } from './helpers/console.js';
 import { tempDir } from './helpers/cleanup.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { Device } from './helpers/remote-device.js';
@@ -31,17 +30,10 @@ const pageErrors: string[] = [];
 
 before(async () => {
   broker = await Mosquitto.start();
-  device = new Device(broker.url, TOPIC_PREFIX, 'line1', writeConfig({
-    device: { id: 'line1' },
-    model: { path: demoModel },
-    cameras: [{ id: 'cam1', source: 'folder', path: frames.dir, loop: true, fps: 5, roi: frames.roi }],
-    mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-    crops: { enabled: false },
-    // Overlays of NG results go to the archive too: the zoom shows them beside the frame.
+  // Overlays of NG results go to the archive too: the zoom shows them beside the frame.
+  device = new Device(broker.url, TOPIC_PREFIX, 'line1', numberedFramesConfig(stateDir, { url: broker.url, topicPrefix: TOPIC_PREFIX }, frames, TOKEN, 4, {
     overlay: { enabled: true, maxSize: 0 },
-    http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps: 4, token: TOKEN, openReadOnly: true },
-    archive: { enabled: true },
-  }, stateDir));
+  }));
   await device.start();
   base = await consoleUrl(device.process);
   browser = await launchChromium();
@@ -122,9 +114,10 @@ test('a click on the pinned NG, a region or the live image opens that result\'s 
   const zoomed = await page.$eval('#zoom-frame', (c) => ({ width: (c as HTMLCanvasElement).width, height: (c as HTMLCanvasElement).height, sequence: Number((c as HTMLCanvasElement).dataset.sequence) }));
   assert.deepEqual(zoomed, { ...fullSize, sequence: pinned }, 'the pinned NG\'s whole frame at full size');
   assert.match(await text('#zoom-info'), new RegExp(`^NG frame ${pinned}, .*, score \\d\\.\\d{3}, [1-9]\\d* region\\(s\\), ${fullSize.width}x${fullSize.height} px, with its heatmap overlay$`));
-  // The overlay (the model's part of the frame, at full size: overlay.maxSize 0) beside it.
+  // The overlay (the part of the frame the model saw, at full size: overlay.maxSize 0) beside it.
   await page.waitForFunction(() => { const img = document.getElementById('zoom-overlay') as HTMLImageElement; return !img.hidden && img.complete && img.naturalWidth > 0; }, { timeout: 30_000 });
-  assert.deepEqual(await page.$eval('#zoom-overlay', (img) => [(img as HTMLImageElement).naturalWidth, (img as HTMLImageElement).naturalHeight]), [frames.roi.width, frames.roi.height]);
+  const entry = await call(`${base}/api/archive/${await page.$eval('#zoom-frame', (c) => (c as HTMLCanvasElement).dataset.entry)}/result.json`, { token: TOKEN });
+  assert.deepEqual(await page.$eval('#zoom-overlay', (img) => [(img as HTMLImageElement).naturalWidth, (img as HTMLImageElement).naturalHeight]), [entry.json.roi.width, entry.json.roi.height], 'the overlay of the ROI that result was inspected with');
   await shot('zoom-pinned-ng');
   await page.click('#zoom-close');
   assert.equal(await hidden('#zoom'), true);
