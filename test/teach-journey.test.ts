@@ -4,7 +4,8 @@
 // `crad teach` as its child process (a tiny schedule: random backbone, 64 px, 2 epochs), progress
 // arrives retained on train/progress, the candidate is shadowed on live frames, train/promote makes
 // it serve (the next results carry its hash) and train/rollback returns the previous model. Then
-// what must change nothing: a cancelled run, a killed trainer, a set too small, a daemon stopped
+// what must change nothing: a cancelled run, a killed trainer, a candidate failing the golden
+// samples, a set too small, a daemon stopped
 // mid-training (interrupted after the restart); the serving model and the configuration revision
 // stay as they were, and the run's files are gone.
 import assert from 'node:assert/strict';
@@ -116,7 +117,17 @@ test('through MQTT only: record, train/start, progress, shadow, train/promote, r
   const epochs = plc.messages('train/progress').map((m) => m.json?.progress).filter((p) => p?.phase === 'train');
   assert.deepEqual(epochs.map((p) => p.epoch), [1, 2]);
   assert.ok(epochs.every((p) => p.epochs === 2 && p.loss > 0 && p.fraction > 0 && p.fraction < 1));
-  assert.ok(plc.messages('train/progress').every((m) => m.retain !== undefined));
+  // Retained: a client that connects now reads the run at once.
+  const late = await Plc.connect(PREFIX, broker.port, 'teach-late-reader');
+  try {
+    await until('the retained run', () => late.messages('train/progress').length > 0, 20_000);
+    const [retained] = late.messages('train/progress');
+    assert.equal(retained!.retain, true);
+    assert.equal(retained!.json.id, started.run.id);
+    assert.equal(retained!.json.state, 'ready');
+  } finally {
+    await late.close();
+  }
   // Recording goes on while it trains: the trainer takes what is there when it starts.
   assert.ok(ready.images.train + ready.images.calibration >= started.dataset.count, JSON.stringify(ready.images));
   assert.ok(ready.images.calibration >= 10 && ready.images.train > ready.images.calibration, JSON.stringify(ready.images));
@@ -150,7 +161,7 @@ test('through MQTT only: record, train/start, progress, shadow, train/promote, r
   assert.deepEqual(teach, ['started:mqtt', 'ready:daemon', 'promoted:mqtt', 'rolled-back:mqtt']);
 });
 
-test('a cancelled run, a killed trainer, a set too small and a restart mid-training change nothing', async () => {
+test('a cancelled run, a killed trainer, a candidate failing its golden samples, a set too small and a restart mid-training change nothing', async () => {
   const revision = async () => (await configGet()).revision as number;
   const configGet = async () => {
     const transaction = `get-${Date.now()}`;
@@ -189,6 +200,22 @@ test('a cancelled run, a killed trainer, a set too small and a restart mid-train
   await until('the run failed', () => run()?.id === second.run.id && run()?.state === 'failed', 30_000);
   assert.match(run().error, /the trainer was killed \(SIGKILL\)/);
   assert.equal(fs.existsSync(path.join(runsDir, second.run.id)), false);
+
+  // A candidate that fails the station's golden samples: a set added after start-up whose one image
+  // is expected OK and NG at once, so that no model can pass it.
+  const golden = path.join(dir, 'models', 'serving.golden');
+  for (const kind of ['ok', 'ng']) {
+    fs.mkdirSync(path.join(golden, kind), { recursive: true });
+    fs.copyFileSync(path.join(samplesDir, 'washer_00_good.png'), path.join(golden, kind, 'washer.png'));
+  }
+  const checked = await train('start', { cameraId: 'cam1' });
+  assert.equal(checked.status, 'ok', JSON.stringify(checked));
+  await until('the checked run failed', () => run()?.id === checked.run.id && ['failed', 'shadow', 'ready'].includes(run()?.state), 240_000);
+  fs.rmSync(golden, { recursive: true });
+  assert.equal(run().state, 'failed');
+  assert.match(run().error, /the candidate did not pass the station's golden samples, nothing was changed: golden samples failed \(1 of 2/);
+  assert.deepEqual(run().candidate.golden, { passed: 1, total: 2 });
+  assert.equal(fs.existsSync(path.join(runsDir, checked.run.id)), false);
 
   // Nothing to promote or roll back; an unknown camera; a set too small.
   assert.equal((await train('promote')).code, 409);

@@ -215,7 +215,7 @@ export class Training {
       if (goldenDir) {
         const golden = await runGoldenSamples(candidate, goldenDir, postprocessOptions(config), 1);
         run.candidate.golden = { passed: golden.total - golden.failed.length, total: golden.total };
-        if (!golden.passed) throw new Error(`the candidate failed the station's ${goldenFailureText(golden)}`);
+        if (!golden.passed) throw new Error(`the candidate did not pass the station's golden samples, nothing was changed: ${goldenFailureText(golden)}`);
       }
       if (this.current !== stored || ENDED_STATES.includes(run.state)) return;
       this.shadowCheck(stored, candidate);

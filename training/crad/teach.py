@@ -117,7 +117,10 @@ def _good_images(folder: Path) -> list[Path]:
 def _check_readable(images: list[Path]) -> None:
     from .data import read_image_uint8
 
-    bad = [p.name for p in images if read_image_uint8(str(p), 32) is None]
+    bad = [p for p in images if read_image_uint8(str(p), 32) is None]
+    if bad:  # an image the daemon is still writing (record mode goes on) reads whole a moment later
+        time.sleep(1.0)
+        bad = [p.name for p in bad if read_image_uint8(str(p), 32) is None]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise TeachError(f"{len(bad)} of {len(images)} images cannot be read ({shown}): delete them or capture them again")
@@ -150,11 +153,13 @@ def _step(name: str, module, argv: list[str], tail: _Tail, **extra) -> str:
     args = parser.parse_args(argv)
     for key, value in extra.items():
         setattr(args, key, value)
+    from .device import DeviceError
+
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(tail):
         try:
             code = int(module.run(args) or 0)
-        except (ValueError, FileNotFoundError) as error:
+        except (ValueError, FileNotFoundError, DeviceError) as error:  # the user's to fix (as crad's own CLI says)
             raise TeachError(f"{name} failed: {error}") from error
     if code != 0:
         raise TeachError(f"{name} failed: {tail.last_line() or f'exit status {code}'}")

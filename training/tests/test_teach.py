@@ -99,3 +99,15 @@ def test_no_room_on_disk_is_a_plain_error(tmp_path):
 def test_a_missing_folder_is_a_plain_error(tmp_path):
     code, lines = teach(tmp_path, tmp_path / "nowhere")
     assert code == 2 and "does not exist" in lines[-1]["error"]
+
+
+def test_missing_backbone_weights_are_a_plain_error(tmp_path):
+    data = good_images(tmp_path / "good", 22)
+    env = {**os.environ, "PYTHONPATH": str(TRAINING)}
+    done = subprocess.run([sys.executable, "-m", "crad", "teach", "--data", str(data), "--work", str(tmp_path / "work"),
+                           "--out", str(tmp_path / "out" / "model.onnx"), "--backbone", "mobilenet-v2",
+                           "--backbone-weights", str(tmp_path / "absent.tflite"), "--epochs", "1"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 2
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["phase"] == "error" and last["error"].startswith("train failed: ") and "absent.tflite" in last["error"]
