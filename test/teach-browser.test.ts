@@ -32,6 +32,8 @@ const stateDir = tempDir('teach-browser');
 const shots = tempDir('teach-browser-shots');
 const cameraDir = tempDir('teach-camera');
 const goodDir = path.join(stateDir, 'dataset', 'cam1', 'train', 'good');
+/** The station's golden samples (the good parts): the serving model and every candidate must pass them. */
+const goldenDir = tempDir('teach-golden');
 const pageErrors: string[] = [];
 /** In the page: the run states in which the trainer works (Cancel, not Discard). */
 const WORKING_STATES = ['training', 'calibrating', 'exporting', 'checking'];
@@ -39,10 +41,12 @@ const dialogs: string[] = [];
 
 before(async () => {
   for (const s of samples().filter((s) => s.expected === 'OK' || s.file === DEFECT)) fs.copyFileSync(path.join(samplesDir, s.file), path.join(cameraDir, s.file));
+  fs.mkdirSync(path.join(goldenDir, 'ok'));
+  for (const s of samples().filter((s) => s.expected === 'OK')) fs.copyFileSync(path.join(samplesDir, s.file), path.join(goldenDir, 'ok', s.file));
   broker = await Mosquitto.start();
   device = new Device(broker.url, TOPIC_PREFIX, 'line1', writeConfig({
     device: { id: 'line1' },
-    model: { path: demoModel },
+    model: { path: demoModel, goldenDir },
     cameras: [{ id: 'cam1', source: 'folder', path: cameraDir, loop: true, fps: 5 }],
     mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
     crops: { enabled: false },
@@ -223,7 +227,7 @@ test('train from the page, watch the progress, read the shadow comparison, promo
   assert.ok(states.some(([state, value, words]) => state === 'training' && Number(value) > 0 && Number(value) < 1 && /epoch \d+ of \d+ · loss \d+\.\d{4} · about \d+ (s|min) left/.test(words!)), `the bar moved with epoch, loss and ETA: ${[...seen].join('\n')}`);
 
   // Check: the golden result and the shadow comparison, frames side by side.
-  assert.match(await text('#teach-golden'), /^New model [0-9a-f]{12}, threshold \d+\.\d{3}; golden samples: /);
+  assert.match(await text('#teach-golden'), /^New model [0-9a-f]{12}, threshold \d+\.\d{3}; golden samples: 6 of 6 passed\.$/);
   const shadow = await text('#teach-shadow');
   const [, frames, changed] = /^On (\d+) live frames, (\d+) verdict\(s\) would change: the serving model said NG \d+ times, the new one \d+\.$/.exec(shadow) ?? [];
   assert.ok(frames !== undefined && Number(frames) >= 12, shadow);
