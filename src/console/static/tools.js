@@ -2,13 +2,15 @@
 // ROI check: before a changed ROI is pushed, the daemon scores the camera's recent frames with it
 // and the page shows how many would be NG, beside how many were; the operator applies or cancels.
 // Zoom: a click on the live image, a region or the pinned NG opens that result's full frame and
-// overlay from the archive, at full size with its boxes.
+// overlay from the archive, at full resolution (enlarged when small) with its boxes.
 'use strict';
 /** A rise in the NG share this large (or every frame NG) makes the check a warning, not a note. */
 const ROI_WARN_RISE = 0.25;
 /** The archive writes off the pipeline: a result clicked at once may be a moment from its entry. */
 const ZOOM_LOOKUPS = 6;
 const ZOOM_LOOKUP_MS = 500;
+/** Most a small frame is enlarged in the zoom. */
+const ZOOM_MAX = 4;
 let pendingRoi;
 /** Counts zooms: a slow lookup for an earlier click must not draw over a later one. */
 let zooms = 0;
@@ -125,13 +127,20 @@ async function zoom(f, region) {
   canvas.dataset.region = chosen ? `${chosen.x},${chosen.y},${chosen.width},${chosen.height}` : '';
   canvas.dataset.entry = entry.id;
   canvas.dataset.sequence = String(entry.sequence);
-  $('zoom-overlay').hidden = !entry.overlay;
-  if (entry.overlay) $('zoom-overlay').src = `/api/archive/${entry.id}/overlay.jpg`;
+  // A frame smaller than the screen is enlarged (whole times, at most 4); a larger one scrolls.
+  const body = $('zoom-body');
+  const fit = Math.max(1, Math.min(ZOOM_MAX, Math.floor(Math.min(body.clientWidth / (entry.overlay ? 2 : 1) / canvas.width, body.clientHeight / canvas.height))));
+  canvas.style.width = `${canvas.width * fit}px`;
+  const overlay = $('zoom-overlay');
+  overlay.hidden = !entry.overlay;
+  overlay.style.width = '';
+  overlay.onload = () => (overlay.style.width = `${overlay.naturalWidth * fit}px`);
+  if (entry.overlay) overlay.src = `/api/archive/${entry.id}/overlay.jpg`;
   $('zoom-info').textContent = `${entry.verdict ?? 'uncalibrated'} frame ${entry.sequence}, ${localTime(entry.capturedAt)}, score ${(entry.normalized ?? entry.raw).toFixed(3)}, `
     + `${entry.regions.length} region(s), ${canvas.width}x${canvas.height} px${entry.overlay ? ', with its heatmap overlay' : '; no overlay archived (overlay.enabled is off)'}`;
   // Scroll the chosen region (or the first) into the middle of the view.
   const focus = region ?? entry.regions[0];
-  if (focus) $('zoom-body').scrollTo({ left: focus.x + focus.width / 2 - $('zoom-body').clientWidth / 2, top: focus.y + focus.height / 2 - $('zoom-body').clientHeight / 2 });
+  if (focus) body.scrollTo({ left: (focus.x + focus.width / 2) * fit - body.clientWidth / 2, top: (focus.y + focus.height / 2) * fit - body.clientHeight / 2 });
 }
 
 /** The region of the shown frame under a frame point, or undefined. */
