@@ -180,11 +180,12 @@ test('a cancelled run, a killed trainer, a candidate failing its golden samples,
   assert.equal(started.status, 'ok', JSON.stringify(started));
   const again = await train('start', { cameraId: 'cam1' });
   assert.equal(again.status, 'error');
-  assert.equal(again.code, 409);
+  assert.equal(again.code, 60);
+  assert.match(again.error, /already training/);
   const cancelled = await train('cancel');
   assert.equal(cancelled.run.state, 'cancelled');
   assert.equal(fs.existsSync(path.join(runsDir, cancelled.run.id)), false, 'the cancelled run left files');
-  assert.equal((await train('cancel')).code, 409);
+  assert.match((await train('cancel')).error, /no training run to cancel/);
 
   // The trainer killed under the daemon.
   const second = await train('start', { cameraId: 'cam1' });
@@ -218,16 +219,20 @@ test('a cancelled run, a killed trainer, a candidate failing its golden samples,
   assert.equal(fs.existsSync(path.join(runsDir, checked.run.id)), false);
 
   // Nothing to promote or roll back; an unknown camera; a set too small.
-  assert.equal((await train('promote')).code, 409);
-  assert.equal((await train('rollback')).code, 409);
-  assert.equal((await train('start', { cameraId: 'nope' })).code, 400);
+  assert.match((await train('promote')).error, /no candidate to promote \(the run is failed\)/);
+  assert.match((await train('rollback')).error, /nothing to roll back to/);
+  assert.match((await train('start', { cameraId: 'nope' })).error, /no enabled camera "nope"/);
+  const unreadable = `bad-${Date.now()}`;
+  plc.publish('train/start', `{"transaction": "${unreadable}"`);
+  await until('the unreadable request answered', () => plc.messages('train/response').some((m) => m.json?.code === 51), 20_000);
   const empty = path.join(dir, 'dataset', 'cam1', 'train', 'good');
   const kept = path.join(dir, 'kept-images');
   fs.renameSync(empty, kept);
   fs.mkdirSync(empty);
   for (const name of fs.readdirSync(kept).slice(0, 5)) fs.copyFileSync(path.join(kept, name), path.join(empty, name));
   const small = await train('start', { cameraId: 'cam1' });
-  assert.equal(small.code, 400);
+  assert.equal(small.status, 'error');
+  assert.equal(small.code, 60);
   assert.match(small.error, /of at least 20 good images/);
 
   assert.equal(await revision(), before, 'the configuration changed');

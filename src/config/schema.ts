@@ -841,7 +841,7 @@ export const schema = {
     nice: setting({ doc: 'Nice level of the trainer process, added to the daemon\'s: inspection keeps the CPU first.', format: integerIn(0, 19), default: 10, apply: 'live', remote: 'allowed' }),
     threads: setting({ doc: 'Cores the trainer may use (torch and OpenMP threads; pinned to the last cores with taskset where it is installed). Leave the rest to inspection.', format: integerIn(1, 256), default: 1, apply: 'live', remote: 'allowed' }),
     minFreeMb: setting({ doc: 'A run refuses to start with less free disk than this under service.stateDir (features, checkpoints and the model file).', format: integerIn(0), default: 500, apply: 'live', remote: 'allowed' }),
-    backbone: setting({ doc: 'The trainer\'s backbone (crad train --backbone); empty = the trainer\'s default.', format: String, default: '', apply: 'live', remote: 'signed' }),
+    backbone: setting({ doc: 'The trainer\'s backbone (crad train --backbone); empty = the trainer\'s default (efficientnet-b4, the paper\'s, whose weight file must be installed; on a CPU use mobilenet-v2: docs/quality-engineers.md, Backbones).', format: String, default: '', apply: 'live', remote: 'signed' }),
     backboneWeights: setting({ filePath: true, doc: 'Weight file of training.backbone; empty = its documented location.', format: String, default: '', apply: 'live', remote: 'signed' }),
     randomBackbone: setting({ doc: 'Random backbone weights: for tests of the flow only, never a model worth serving.', format: Boolean, default: false, apply: 'live', remote: 'never' }),
     inputSize: setting({ doc: 'Model input size in pixels; 0 = the trainer\'s default.', format: integerIn(0, 4096), default: 0, apply: 'live', remote: 'allowed' }),

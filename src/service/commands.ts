@@ -10,7 +10,7 @@ import type { DeviceCommandHandlers, TrainCommand } from '../control/commands.js
 import type { Command } from '../control/router.js';
 import type { Pipeline } from '../pipeline.js';
 import type { Publisher } from '../publish/index.js';
-import { failure } from '../shared/answer-codes.js';
+import { answerCode, failure } from '../shared/answer-codes.js';
 import { requestTransaction } from '../shared/request-transaction.js';
 import type { Logger } from '../shared/log.js';
 import type { AuditLog } from './audit.js';
@@ -85,9 +85,9 @@ async function trainCommand(training: Training, command: TrainCommand, payload: 
   try {
     if (text !== '') request = JSON.parse(text) as Record<string, unknown>;
   } catch {
-    return { transaction, status: 'error', error: 'the payload must be empty or a JSON object' };
+    return { transaction, status: 'error', error: 'the payload must be empty or a JSON object', code: answerCode('malformed-command') };
   }
-  if (typeof request !== 'object' || request === null || Array.isArray(request)) return { transaction, status: 'error', error: 'the payload must be empty or a JSON object' };
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) return { transaction, status: 'error', error: 'the payload must be empty or a JSON object', code: answerCode('malformed-command') };
   const actor = mqttActor(properties, payload, null);
   try {
     const status = command === 'start' ? training.start({ cameraId: request.cameraId, recipe: request.recipe }, actor)
@@ -95,7 +95,9 @@ async function trainCommand(training: Training, command: TrainCommand, payload: 
         : command === 'promote' ? await training.promote(actor) : await training.rollback(actor);
     return { transaction, status: 'ok', command, ...status };
   } catch (err) {
-    return { transaction, status: 'error', command, error: (err as Error).message, ...(err instanceof TeachRefused ? { code: err.status } : {}) };
+    // The router adds the code: 60 refused (the error says why), as every command answer has it.
+    if (err instanceof TeachRefused) return { transaction, status: 'error', command, error: err.message };
+    return { transaction, status: 'error', command, error: (err as Error).message, code: answerCode('internal-error') };
   }
 }
 
