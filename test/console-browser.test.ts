@@ -2,8 +2,8 @@
 // running daemon whose folder camera plays numbered frames (each writes its number into its
 // pixels): for 20+ shown frames in a row the number read back from the page's canvas is the frame
 // the page's sequence, verdict, score and boxes belong to (checked against the results an
-// independent MQTT client saw). Then the operator's path: overlay, an ROI drawn with the mouse and
-// applied through the push path, the threshold slider (one push per move), a bad value's error,
+// independent MQTT client saw). Then the operator's path: overlay, an ROI drawn with the mouse,
+// checked and applied through the push path, the threshold slider (one push per move), a bad value's error,
 // the last NG pinned until acknowledged, history and yield, record/capture buttons (recording
 // survives a config push), the verdict above the fold at 1024x768, a read-only page, the archive.
 // Screenshots go to the test's temp dir; docs/console.png is rewritten only with
@@ -12,9 +12,10 @@ import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { call, CONSOLE_HOST, consoleUrl, FRAME_BITS, FRAME_BLOCK, numberedFrames } from './helpers/console.js';
-import { demoModel, repoRoot, writeConfig } from './helpers/daemon.js';
+import type { Browser, Page } from 'puppeteer-core';
+import { launchChromium, openPage } from './helpers/browser.js';
+import { call, consoleUrl, FRAME_BITS, FRAME_BLOCK, numberedFrames, numberedFramesConfig } from './helpers/console.js';
+import { repoRoot } from './helpers/daemon.js';
 import { tempDir } from './helpers/cleanup.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { Device } from './helpers/remote-device.js';
@@ -35,25 +36,14 @@ const pageErrors: string[] = [];
 
 before(async () => {
   broker = await Mosquitto.start();
-  device = new Device(broker.url, TOPIC_PREFIX, 'line1', writeConfig({
-    device: { id: 'line1' },
-    model: { path: demoModel },
-    cameras: [{ id: 'cam1', source: 'folder', path: frames.dir, loop: true, fps: 5, roi: frames.roi }],
-    mqtt: { url: broker.url, topicPrefix: TOPIC_PREFIX, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-    crops: { enabled: false },
-    // Beyond loopback with a token: this page logs in, a second one only reads.
-    http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps: LIVE_FPS, token: TOKEN, openReadOnly: true },
-    archive: { enabled: true },
+  // Beyond loopback with a token: this page logs in, a second one only reads.
+  device = new Device(broker.url, TOPIC_PREFIX, 'line1', numberedFramesConfig(stateDir, { url: broker.url, topicPrefix: TOPIC_PREFIX }, frames, TOKEN, LIVE_FPS, {
     recipes: { strict: { inference: { sensitivity: -0.5 } } },
-  }, stateDir));
+  }));
   await device.start();
   base = await consoleUrl(device.process);
-  browser = await puppeteer.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
-  page = await browser.newPage();
-  await page.setExtraHTTPHeaders({ authorization: `Bearer ${TOKEN}` });
-  await page.setViewport({ width: 1280, height: 900 });
-  page.on('pageerror', (err) => pageErrors.push(String(err)));
-  await page.goto(`${base}/?camera=cam1`);
+  browser = await launchChromium();
+  page = await openPage(browser, `${base}/?camera=cam1`, { token: TOKEN, errors: pageErrors });
 });
 
 after(async () => {
@@ -153,7 +143,13 @@ test('the heatmap overlay toggles', async () => {
   await newResult(await sequence());
 });
 
-test('an ROI drawn with the mouse is applied and persisted through the push path', async () => {
+/** The page checks a changed ROI on the recent frames first (console-roi-zoom.test.ts); apply it. */
+async function confirmRoiCheck(): Promise<void> {
+  await page.waitForFunction(() => /would be NG|No recent frames|could not be checked/.test(document.getElementById('roi-check-text')!.textContent ?? ''), { timeout: 60_000 });
+  await page.click('#roi-confirm');
+}
+
+test('an ROI drawn with the mouse is checked, applied and persisted through the push path', async () => {
   const before = await device.getConfig();
   assert.deepEqual(before.config.cameras[0].roi, frames.roi);
   const box = (await (await page.$('#drawing'))!.boundingBox())!;
@@ -163,6 +159,7 @@ test('an ROI drawn with the mouse is applied and persisted through the push path
   await page.mouse.move(box.x + box.width * 0.8, box.y + box.height * 0.85, { steps: 8 });
   await page.mouse.up();
   await page.click('#apply-roi');
+  await confirmRoiCheck();
   await page.waitForFunction(() => /ROI applied: revision \d+/.test(document.getElementById('message')!.textContent ?? ''), { timeout: 30_000 });
 
   const afterPush = await device.getConfig();
@@ -181,6 +178,7 @@ test('an ROI drawn with the mouse is applied and persisted through the push path
 
   // "Whole frame" pushes the ROI away.
   await page.click('#clear-roi');
+  await confirmRoiCheck();
   await page.waitForFunction((revision: number) => (document.getElementById('message')!.textContent ?? '').includes(`ROI applied: revision ${revision}`), { timeout: 30_000 }, afterPush.revision + 1);
   assert.equal((await device.getConfig()).config.cameras[0].roi, null);
   // The numbered frames' band is for the test, not the model: its ROI back.

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { ARCHIVE_ID_PATTERN, type Archive, type ArchiveFile, type ArchiveFilter } from './archive.js';
 import type { DatasetCapture } from './dataset.js';
+import { datasetImageRoutes } from './dataset-images.js';
 import { archivePage } from './archive-page.js';
 import type { ConsolePlugin } from './server.js';
 
@@ -159,7 +160,9 @@ export function archiveConsolePlugin(capture: () => Pick<ArchiveRoutesOptions, '
     prefix,
     plugin: async (app, { auth }) => {
       app.addHook('preHandler', (request, reply) => (request.method === 'GET' || request.method === 'HEAD' ? auth.read(request, reply) : auth.change(request, reply)));
-      await app.register(archiveRoutes, { ...capture(), readOnly: false });
+      const parts = capture();
+      await app.register(archiveRoutes, { ...parts, readOnly: false });
+      await app.register(datasetImageRoutes, { dataset: parts.dataset });
     },
   };
 }

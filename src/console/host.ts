@@ -9,6 +9,7 @@ import type { ModelInfo } from '../inference/types.js';
 import type { PipelineStats } from '../pipeline.js';
 import type { PublisherStats } from '../publish/index.js';
 import type { CameraCounters } from './counters.js';
+import type { FrameScorer } from './roi-check.js';
 
 export interface ConsoleHost {
   config(): AppConfig;
@@ -28,6 +29,8 @@ export interface ConsoleHost {
   recipes(): { names: string[]; active: Record<string, string | null> };
   /** The same checked, kept and audited path as an MQTT recipe/set. */
   selectRecipe(request: RecipeSetRequest): RecipeResponse;
+  /** Score frames with the model and options serving the camera now (an ROI check); absent: no checks. */
+  scoreFrames?: FrameScorer;
 }
 
 export interface CameraView {

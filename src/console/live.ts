@@ -42,6 +42,8 @@ export interface LastResult {
   roi: Rect;
   frameSize: { width: number; height: number };
   latencyMs: InspectionResult['latency'];
+  /** sha256 of the model that judged it (after a model change, the page shows which one did). */
+  model: string;
 }
 
 /** One shown frame: its result and its images, the SSE message for each kind made once. */
@@ -113,6 +115,7 @@ export class LiveView {
       roi,
       frameSize,
       latencyMs: result.latency,
+      model: result.model.hash,
     };
     if (live.viewers === 0) return;
     const interval = 1000 / this.options.fps;

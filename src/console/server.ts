@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConfigError, readKeyFile, redact, type AppConfig } from '../config/load.js';
+import type { Roi } from '../capture/frame.js';
 import type { FrameInference, InspectionResult } from '../inference/types.js';
 import { modelSummary } from '../publish/payloads.js';
 import type { Logger } from '../shared/log.js';
@@ -15,6 +16,7 @@ import { authConfigProblem, ConsoleAuth, type Access } from './auth.js';
 import type { ConsoleHost } from './host.js';
 import { LiveView } from './live.js';
 import { Metrics } from './metrics.js';
+import { RecentFrames, RoiCheckError } from './roi-check.js';
 
 /** Largest request body (config changes are a few hundred bytes). */
 const BODY_LIMIT_BYTES = 64 * 1024;
@@ -22,6 +24,10 @@ const STATIC_FILES: Record<string, string> = {
   '/': 'index.html',
   '/console.js': 'console.js',
   '/console.css': 'console.css',
+  '/common.js': 'common.js',
+  '/tools.js': 'tools.js',
+  '/teach.html': 'teach.html',
+  '/teach.js': 'teach.js',
 };
 const CONTENT_TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
 
@@ -56,6 +62,8 @@ function httpsFiles(tls: AppConfig['http']['tls']): { cert: Buffer; key: Buffer 
 export class ConsoleServer {
   readonly live: LiveView;
   readonly metrics: Metrics;
+  /** A few recent frames per camera, for checking an ROI before it is applied. */
+  private readonly recent = new RecentFrames();
   private readonly app: FastifyInstance;
   private readonly auth: ConsoleAuth;
   private readonly httpConfig: AppConfig['http'];
@@ -94,6 +102,7 @@ export class ConsoleServer {
   observeResult(result: InspectionResult, inspected: FrameInference | undefined, captureToPublishMs: number): void {
     this.metrics.observeResult(result, captureToPublishMs);
     this.live.offer(result, inspected);
+    if (this.host.scoreFrames) this.recent.offer(result, inspected);
   }
 
   observeFailure(cameraId: string): void {
@@ -110,6 +119,7 @@ export class ConsoleServer {
 
   async stop(): Promise<void> {
     await this.app.close();
+    this.recent.close();
   }
 
   private routes(): void {
@@ -201,6 +211,22 @@ export class ConsoleServer {
       const id = this.knownCamera(request.params.camera);
       const cameras = this.host.config().cameras.map((c) => (c.id === id ? { ...c, roi: request.body.roi } : c));
       return this.push(reply, request.body.baseRevision, { cameras });
+    });
+
+    // What an ROI would do before it is applied: the recent frames scored with it (see roi-check.ts).
+    app.post<{ Params: { camera: string }; Body: { roi: Roi | null } }>('/api/cameras/:camera/roi/check', {
+      preHandler: auth.change,
+      schema: { params: cameraParams, body: { type: 'object', required: ['roi'], additionalProperties: false, properties: { roi: ROI_BODY } } },
+    }, async (request, reply) => {
+      const id = this.knownCamera(request.params.camera);
+      const score = this.host.scoreFrames;
+      if (!score) return reply.code(501).send({ error: 'this daemon cannot score frames for an ROI check' });
+      try {
+        return await this.recent.check(id, request.body.roi, score);
+      } catch (err) {
+        if (err instanceof RoiCheckError) return reply.code(err.statusCode).send({ error: err.message });
+        throw err;
+      }
     });
 
     app.post<{ Params: { camera: string }; Body: { recipe: string | null } }>('/api/cameras/:camera/recipe', {
@@ -296,6 +322,12 @@ export class ConsoleServer {
     return reasons;
   }
 }
+
+/** An ROI in a request body: null (the whole frame) or a rectangle in frame pixels. */
+const ROI_BODY = {
+  type: ['object', 'null'], required: ['x', 'y', 'width', 'height'], additionalProperties: false,
+  properties: { x: { type: 'integer', minimum: 0 }, y: { type: 'integer', minimum: 0 }, width: { type: 'integer', minimum: 1 }, height: { type: 'integer', minimum: 1 } },
+} as const;
 
 /** Keys that would reach an object's prototype when a parsed body is copied. */
 const POISON_KEYS = new Set(['__proto__', 'constructor', 'prototype']);

@@ -20,6 +20,7 @@ import type { ConfigState } from './config-state.js';
 import type { ModelDelivery } from './delivery.js';
 import type { HealthWatch } from './health.js';
 import type { GoldenGate, ModelQueue } from './model-queue.js';
+import { frameScorer } from './frame-scorer.js';
 import type { Recipes } from './recipes.js';
 import { TeachRefused } from '../shared/teach-status.js';
 import type { Training } from './training.js';
@@ -138,5 +139,6 @@ export function consoleHost(parts: CommandParts): ConsoleHost {
     recipes: () => ({ names: Object.keys(state.config.recipes), active: parts.recipes.active() }),
     // The same path as recipe/set (checked, kept, audited), the console as the actor.
     selectRecipe: (request) => parts.recipes.handleSet(request, { kind: 'console' }),
+    scoreFrames: frameScorer(parts.pipeline, () => state.config),
   };
 }

@@ -46,6 +46,24 @@ export function numberedFrames(count: number): { dir: string; roi: { x: number; 
   return { dir, roi, sampleOf: (k) => all[k % all.length]! };
 }
 
+/**
+ * The browser tests' daemon: one looping folder camera playing numbered `frames` at 5/s with their
+ * ROI, the console on CONSOLE_HOST beyond loopback with `token` (a page without it only reads) at
+ * `liveFps`, the NG archive on; `extra` adds or replaces top-level sections.
+ */
+export function numberedFramesConfig(stateDir: string, mqtt: { url: string; topicPrefix: string }, frames: ReturnType<typeof numberedFrames>, token: string, liveFps: number, extra: Record<string, unknown> = {}): string {
+  return writeConfig({
+    device: { id: 'line1' },
+    model: { path: demoModel },
+    cameras: [{ id: 'cam1', source: 'folder', path: frames.dir, loop: true, fps: 5, roi: frames.roi }],
+    mqtt: { reconnectMinMs: 200, reconnectMaxMs: 1000, ...mqtt },
+    crops: { enabled: false },
+    http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps, token, openReadOnly: true },
+    archive: { enabled: true },
+    ...extra,
+  }, stateDir);
+}
+
 /** Where the console tests bind it: beyond loopback by the console's rule (only 127.0.0.1, ::1, localhost are not). */
 export const CONSOLE_HOST = '127.0.0.2';
 

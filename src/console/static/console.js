@@ -12,7 +12,6 @@ const SILENCE_MS = 2500;
 const DEBOUNCE_MS = 400;
 /** Smallest ROI side the mouse draws, in frame pixels. */
 const MIN_ROI_SIDE = 8;
-const $ = (id) => document.getElementById(id);
 let camera = null;
 /** The polled camera state (histogram, counters, model). */
 let state = null;
@@ -23,6 +22,8 @@ let access = 'change';
 let frame = null;
 let drawnRoi = null;
 let dragStart = null;
+/** The mouse just drew an ROI: its click is not a zoom. */
+let justDrew = false;
 let source = null;
 const conn = { open: false, lastMessageMs: 0, lastState: null };
 /** Frames arrive in order; their images decode asynchronously: only newer ones are shown. */
@@ -30,18 +31,6 @@ let received = 0;
 let shown = 0;
 let lastNg = null;
 let recording = false;
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: options.body !== undefined ? { 'Content-Type': 'application/json' } : {} });
-  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return body;
-}
-
-function show(message, error) {
-  $('message').textContent = message || '';
-  $('error').textContent = error || '';
-}
 
 /** Send a change; the daemon's answer (ok with the new revision, or its error) is shown. */
 async function push(path, body, what) {
@@ -56,7 +45,6 @@ async function push(path, body, what) {
 }
 
 const cameraPath = () => `/api/cameras/${encodeURIComponent(camera)}`;
-const localTime = (iso) => new Date(iso).toLocaleTimeString();
 
 function connect() {
   source?.close();
@@ -117,6 +105,7 @@ function showFrame(f, image) {
   $('threshold-shown').textContent = f.normalized === null ? '–' : f.threshold.toFixed(2);
   $('sequence').textContent = String(f.sequence);
   $('captured').textContent = localTime(f.capturedAt);
+  $('frame-model').textContent = f.model.slice(0, 12);
   $('recipe').textContent = f.recipe ? `recipe ${f.recipe}` : '';
   $('regions').replaceChildren(...f.regions.map((r) => {
     const li = document.createElement('li');
@@ -449,16 +438,23 @@ function wire() {
     dragStart = null;
     // A click is not an ROI.
     drawnRoi = roi.width >= MIN_ROI_SIDE && roi.height >= MIN_ROI_SIDE ? roi : null;
+    // The click that ends a drag on the image is not a zoom (a drag ending elsewhere makes none).
+    justDrew = drawnRoi !== null && event.target === canvas;
     $('apply-roi').disabled = drawnRoi === null;
     drawImageMarks();
   });
   window.addEventListener('resize', drawImageMarks);
-  $('apply-roi').addEventListener('click', async () => {
-    await push(`${cameraPath()}/roi`, { roi: drawnRoi }, 'ROI');
-    drawnRoi = null;
-    $('apply-roi').disabled = true;
+  // A click (no ROI drawn) opens the frame, or the region under it, at full size (tools.js).
+  canvas.addEventListener('click', (event) => {
+    if (justDrew) {
+      justDrew = false;
+      return;
+    }
+    if (frame) void zoom(frame, regionAt(framePoint(event)));
   });
-  $('clear-roi').addEventListener('click', () => push(`${cameraPath()}/roi`, { roi: null }, 'ROI'));
+  // An ROI is checked on the recent frames first; the operator then applies it or not (tools.js).
+  $('apply-roi').addEventListener('click', () => checkThenApply(drawnRoi));
+  $('clear-roi').addEventListener('click', () => checkThenApply(null));
   $('sensitivity').addEventListener('input', () => thresholdMoved($('sensitivity').value));
   $('sensitivity-value').addEventListener('change', () => thresholdMoved($('sensitivity-value').value));
   $('reset-counters').addEventListener('click', async () => {
