@@ -407,7 +407,9 @@ def fit(
 
 # ---- choosing the settings from good images (crad.select) ------------------------------------
 
-# Each candidate's short schedule: about 3 epochs of Magnetic Tile's 724 images (46 batches of 16).
+# Each candidate's short schedule, raised to whole epochs: on Magnetic Tile's 686 training images
+# (43 batches of 16) 4 epochs, 172 steps: about 3.5 minutes per candidate on the quiet 2-core machine
+# (estimated from its 1.3 s per step; docs/quality-engineers.md).
 DEFAULT_SELECT_STEPS = 150
 DEFAULT_SELECT_ANOMALIES = 3  # synthetic anomalies per held-out good image
 MIN_SELECTION_GOOD = 4  # held-out good images the selection needs (else it holds out its own)
