@@ -36,7 +36,7 @@ test('training.autoPromote: a candidate that passed its checks serves without a 
     mqtt: { url: `mqtt://127.0.0.1:${broker.port}`, topicPrefix: 'crad' },
     model: { path: path.join(models, 'serving.onnx'), modelsDir: models, warmupRuns: 0 },
     cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 4 }],
-    training: { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 1, minSteps: 0, batchSize: 8, threads: 1, shadowFrames: 0, autoPromote: true },
+    training: { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 1, minSteps: 0, batchSize: 8, selectSteps: 8, threads: 1, shadowFrames: 0, autoPromote: true },
   }, dir));
   daemon.start();
   plc = await Plc.connect('crad/teach-auto', broker.port, 'teach-auto-engineer');

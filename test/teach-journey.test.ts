@@ -22,7 +22,7 @@ import { until } from './helpers/wait.js';
 
 const PREFIX = 'crad/teach-1';
 const ajv = schemaValidator();
-const TRAINING = { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 2, minSteps: 0, batchSize: 8, threads: 1, nice: 5, shadowShare: 1, shadowFrames: 4 };
+const TRAINING = { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 2, minSteps: 0, batchSize: 8, selectSteps: 8, calibrationRule: 'frr', threads: 1, nice: 5, shadowShare: 1, shadowFrames: 4 };
 
 let broker: Mosquitto;
 let daemon: DaemonProcess;

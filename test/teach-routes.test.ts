@@ -39,7 +39,7 @@ before(async () => {
     cameras: [{ id: 'cam1', source: 'folder', path: samplesDir, loop: true, fps: 6 }],
     http: { enabled: true, host: '127.0.0.1', port, token: TOKEN },
     remoteConfig: { probationMs: 0 },
-    training: { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 2, minSteps: 0, batchSize: 8, threads: 1, shadowShare: 1, shadowFrames: 6 },
+    training: { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 2, minSteps: 0, batchSize: 8, selectSteps: 8, calibrationRule: 'frr', threads: 1, shadowShare: 1, shadowFrames: 6 },
   }, dir);
   daemon = new DaemonProcess(config);
   daemon.start();

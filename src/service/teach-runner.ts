@@ -39,7 +39,8 @@ export function teachCommand(config: AppConfig, job: TeachJob, cores = os.availa
   const optional: Array<[string, string | number, boolean]> = [
     ['--backbone', t.backbone, t.backbone !== ''], ['--backbone-weights', t.backboneWeights, t.backboneWeights !== ''],
     ['--input-size', t.inputSize, t.inputSize > 0], ['--epochs', t.epochs, t.epochs > 0], ['--min-steps', t.minSteps, t.minSteps >= 0],
-    ['--batch-size', t.batchSize, t.batchSize > 0],
+    ['--batch-size', t.batchSize, t.batchSize > 0], ['--select-steps', t.selectSteps, t.selectSteps > 0],
+    ['--rule', t.calibrationRule, t.calibrationRule !== ''],
   ];
   for (const [flag, value, given] of optional) if (given) teach.push(flag, String(value));
   if (t.randomBackbone) teach.push('--random-backbone');

@@ -102,6 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epochs (default: crad train's for the set's size)")
     parser.add_argument("--min-steps", type=int, help="crad train --min-steps (default: crad train's)")
     parser.add_argument("--batch-size", type=int, help="crad train --batch-size (default: crad train's)")
+    parser.add_argument("--select-steps", type=int, help="crad train --select-steps (default: crad train's)")
+    parser.add_argument("--rule", help="crad calibrate --rule (default: crad calibrate's for good images only)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--min-free-mb", type=int, default=DEFAULT_MIN_FREE_MB, help=f"refuse to start with less free disk than this under --work (default {DEFAULT_MIN_FREE_MB})")
 
@@ -190,7 +192,7 @@ def _teach(args: argparse.Namespace, report: Reporter, tail: _Tail) -> dict:
     options = []
     for flag, value in (("--backbone", args.backbone), ("--backbone-weights", args.backbone_weights),
                         ("--input-size", args.input_size), ("--epochs", args.epochs), ("--min-steps", args.min_steps),
-                        ("--batch-size", args.batch_size)):
+                        ("--batch-size", args.batch_size), ("--select-steps", args.select_steps)):
         if value is not None:
             options += [flag, str(value)]
     if args.random_backbone:
@@ -212,8 +214,9 @@ def _teach(args: argparse.Namespace, report: Reporter, tail: _Tail) -> dict:
     train_seconds = time.monotonic() - started
     report.progress("calibrate", 0.0, summary["epochs_completed"], summary["epochs_completed"], losses[-1] if losses else None)
     calibrated = run_dir / "calibrated.pt"
+    rule = ["--rule", args.rule] if args.rule else []
     _step("calibrate", calibrate, ["--model", str(run_dir / "best.pt"), "--normal", str(calibration_dir), "--layout", "folder",
-                                   "--out", str(calibrated)], tail)
+                                   "--out", str(calibrated), *rule], tail)
     report.progress("export", 0.0, summary["epochs_completed"], summary["epochs_completed"], losses[-1] if losses else None)
     references = sorted(str(p) for p in calibration_dir.iterdir())[:4]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from crad.teach import MIN_IMAGES, calibration_split
 
 TRAINING = Path(__file__).resolve().parents[1]
 FAST = ["--random-backbone", "--backbone", "mobilenet-v2", "--input-size", "64", "--epochs", "2", "--min-steps", "0",
-        "--batch-size", "8", "--threads", "1"]
+        "--batch-size", "8", "--select-steps", "8", "--threads", "1"]
 
 
 def good_images(folder: Path, count: int) -> Path:
