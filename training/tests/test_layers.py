@@ -24,6 +24,7 @@ LAYERS = [
     ["model", "baseline"],
     ["train", "select", "evaluate", "export"],
     ["calibrate"],
+    ["teach"],
     ["bench_common"],
     ["bench_fewshot", "bench_unified", "bench_select"],
     ["bench"],
