@@ -215,7 +215,8 @@ test('a recipe whose model fails its golden samples is refused before it can ser
   const daemon = new Daemon({ config, log: createLogger('silent') });
   try {
     await daemon.start();
-    await until('the device status lists the recipes', () => status.messages.at(-1)?.json?.recipes !== undefined, 30_000);
+    // This daemon's status, not the retained offline one the previous test's daemon left.
+    await until('the device status lists the recipes', () => status.messages.at(-1)?.json?.state === 'online' && status.messages.at(-1)?.json?.recipes !== undefined, 30_000);
     const { recipes } = status.messages.at(-1)!.json;
     assert.equal(recipes.recipes.A.state, 'ready');
     assert.equal(recipes.recipes.L.state, 'refused');

@@ -53,7 +53,7 @@ before(async () => {
     http: { enabled: true, host: CONSOLE_HOST, port: 0, liveFps: 4, token: TOKEN, openReadOnly: true },
     archive: { enabled: true },
     // A small, fast schedule: a flow test, not a model worth serving.
-    training: { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 3, minSteps: 0, batchSize: 8, selectSteps: 8, calibrationRule: 'frr', threads: 1, minFreeMb: 0, shadowFrames: 12, shadowShare: 1 },
+    training: { randomBackbone: true, backbone: 'mobilenet-v2', inputSize: 64, epochs: 20, minSteps: 0, batchSize: 8, selectSteps: 8, calibrationRule: 'frr', threads: 1, minFreeMb: 0, shadowFrames: 12, shadowShare: 1 },
   }, stateDir));
   await device.start();
   base = await consoleUrl(device.process);

@@ -3,7 +3,8 @@
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 
 export function launchChromium(): Promise<Browser> {
-  return puppeteer.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
+  // protocolTimeout above the tests' longest wait: a waitForFunction of 5 min must not end at puppeteer's 180 s default.
+  return puppeteer.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'], protocolTimeout: 900_000 });
 }
 
 /** A new page at `url`, logged in with `token` when given; its script errors are pushed to `errors`. */
