@@ -115,11 +115,7 @@ export async function placeModel(file: string, modelsDir: string, name: string, 
   const target = path.join(modelsDir, name);
   const sha256 = await fileSha256(file);
   if (path.resolve(file) !== path.resolve(target)) {
-    if (!fs.existsSync(target) || (await fileSha256(target)) !== sha256) {
-      const partial = `${target}.partial`;
-      fs.copyFileSync(file, partial);
-      fs.renameSync(partial, target);
-    }
+    if (!fs.existsSync(target) || (await fileSha256(target)) !== sha256) writeFileAtomic(target, fs.readFileSync(file), 0o644);
   }
   const goldenTarget = target.replace(/\.onnx$/i, '') + '.golden';
   if (golden && path.resolve(golden) !== path.resolve(goldenTarget) && !fs.existsSync(goldenTarget)) fs.cpSync(golden, goldenTarget, { recursive: true });
