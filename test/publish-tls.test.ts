@@ -52,5 +52,7 @@ test('unreadable TLS files are refused when the publisher starts, naming the con
   await assert.rejects(refused.start(), /mqtt\.tls\.ca: cannot read .*missing-ca\.pem/);
   await refused.stop();
   // The outbox it opened is closed again: a corrected publisher can use the same file.
-  await new Publisher(testConfig('mqtt://127.0.0.1:1', path.join(dir, 'bad.sqlite')), createLogger('silent')).stop();
+  const corrected = new Publisher(testConfig('mqtt://127.0.0.1:1', path.join(dir, 'bad.sqlite')), createLogger('silent'));
+  await corrected.start();
+  await corrected.stop();
 });

@@ -3,6 +3,7 @@
 // control router as the daemon wires it.
 import { answerCode } from '../src/shared/answer-codes.js';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -333,6 +334,30 @@ test('a result reaches the broker only after the fsync of its outbox commit has 
   } finally {
     release();
     await publisher.stop();
+    await sub.close();
+  }
+});
+
+test('the constructor opens no outbox: start opens it (a file in use is refused there), a result handed over before start is kept, a stop without start writes nothing', async () => {
+  const unused = outboxFile();
+  await new Publisher(testConfig(broker.url, unused), log).stop();
+  assert.equal(fs.existsSync(unused), false, 'built and stopped without a start: no file');
+
+  const file = outboxFile();
+  const first = new Publisher(testConfig(broker.url, file), log);
+  const second = new Publisher(testConfig(broker.url, file), log);
+  assert.equal(fs.existsSync(file), false, 'two publishers built on one file: neither opened it');
+  const sub = await Subscriber.connect(broker.url, 5);
+  try {
+    first.publishResult(makeResult('cam1', 1));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(first.stats().outbox.pendingResults, 1, 'a result handed over before start is on disk');
+    await assert.rejects(second.start(), (err: Error) => err.message.includes(file) && /in use/.test(err.message));
+    await first.start();
+    await sub.waitFor('the result queued before start', (m) => m.some((x) => x.topic === `${PREFIX}/cam1/result`));
+  } finally {
+    await second.stop();
+    await first.stop();
     await sub.close();
   }
 });

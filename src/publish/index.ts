@@ -61,7 +61,9 @@ export class Publisher {
   readonly inbound: InboundChannel;
 
   private config: AppConfig;
-  private readonly outbox: Outbox;
+  /** Opened by start() (or by a result handed over before it): the constructor touches no file. */
+  private openedOutbox: Outbox | null = null;
+  private limits: ReturnType<typeof outboxLimits>;
   private readonly connection: MqttConnection;
   private readonly sender: OutboxSender;
   private readonly status: StatusPublisher;
@@ -77,26 +79,29 @@ export class Publisher {
     this.config = config;
     const device = config.device.id;
     this.topics = new Topics(config.mqtt.topicPrefix, device);
-    this.outbox = new Outbox(config.outbox.path, outboxLimits(config), log);
+    this.limits = outboxLimits(config);
     this.connected$ = this.connectedSubject.pipe(distinctUntilChanged());
-    try {
-      this.connection = new MqttConnection(
-        connectionSettingsFrom(config, undefined, true),
-        {
-          will: (version) => this.status.will(version),
-          onConnect: (client, connack, version) => this.onConnect(client, connack, version),
-          onDisconnect: () => this.onDisconnect(),
-          onMessage: (topic, payload, packet) => this.messages.next({ topic, payload, packet }),
-        },
-        log,
-      );
-    } catch (err) {
-      this.outbox.close();
-      throw err;
-    }
+    this.connection = new MqttConnection(
+      connectionSettingsFrom(config, undefined, true),
+      {
+        will: (version) => this.status.will(version),
+        onConnect: (client, connack, version) => this.onConnect(client, connack, version),
+        onDisconnect: () => this.onDisconnect(),
+        onMessage: (topic, payload, packet) => this.messages.next({ topic, payload, packet }),
+      },
+      log,
+    );
     const context = { connection: this.connection, topics: this.topics, device, bootId: this.bootId, log };
     this.status = new StatusPublisher(this.statusQos(), { ...context, outboxStats: () => this.sender.outboxStats() });
-    this.sender = new OutboxSender(config, { ...context, outbox: this.outbox, onOutboxPruned: () => this.status.refresh() });
+    const publisher = this;
+    this.sender = new OutboxSender(config, {
+      ...context,
+      get outbox() {
+        return publisher.outbox;
+      },
+      outboxOpen: () => this.openedOutbox !== null,
+      onOutboxPruned: () => this.status.refresh(),
+    });
     const connection = this.connection;
     this.inbound = {
       get client() {
@@ -117,8 +122,14 @@ export class Publisher {
     if (this.stopped) throw new Error('Publisher.start: this publisher was stopped; build a new one');
     let firstOutcome!: () => void;
     const connectedOrFailed = new Promise<void>((resolve) => (firstOutcome = resolve));
-    // Throws (unreadable TLS files) before anything else has started.
-    this.connection.start(firstOutcome);
+    // Both throw (an outbox in use or unwritable, unreadable TLS files) before anything else has started.
+    void this.outbox;
+    try {
+      this.connection.start(firstOutcome);
+    } catch (err) {
+      this.closeOutbox();
+      throw err;
+    }
     this.started = true;
     this.sender.start();
     this.status.start(this.config.service.statusIntervalMs);
@@ -153,6 +164,7 @@ export class Publisher {
   updateLive(config: AppConfig): 'live' | 'restart' {
     const rebuild = partsToRebuild(this.config, config).filter((part) => part === 'mqtt' || part === 'outbox');
     if (rebuild.length === 0) this.config = config;
+    this.limits = outboxLimits(config);
     this.status.setQos(config.mqtt.qos.status as 0 | 1 | 2);
     this.sender.updateLive(config);
     return rebuild.length > 0 ? 'restart' : 'live';
@@ -185,9 +197,19 @@ export class Publisher {
     await this.status.publishOffline(remaining() / 2);
     await this.connection.stop(remaining());
     this.sender.close();
-    this.outbox.close();
+    this.closeOutbox();
     this.connectedSubject.next(false);
     for (const subject of [this.connectedSubject, this.connects, this.messages]) subject.complete();
+  }
+
+  /** The outbox, opened on first use (start, or a result handed over before start). */
+  private get outbox(): Outbox {
+    this.openedOutbox ??= new Outbox(this.config.outbox.path, this.limits, this.log);
+    return this.openedOutbox;
+  }
+
+  private closeOutbox(): void {
+    this.openedOutbox?.close();
   }
 
   private onConnect(client: MqttClient, connack: IConnackPacket, version: ProtocolVersion): void {

@@ -26,7 +26,10 @@ export interface SenderCounters {
 
 export interface SenderContext {
   connection: MqttConnection;
-  outbox: Outbox;
+  /** Opens the outbox when it is not open yet. */
+  readonly outbox: Outbox;
+  /** Whether the outbox has been opened: stopping or stats before any result or start open nothing. */
+  outboxOpen(): boolean;
   topics: Topics;
   device: string;
   bootId: string;
@@ -89,7 +92,7 @@ export class OutboxSender {
   /** QoS/retain, outbox limits and the inflight window follow the new config. */
   updateLive(config: AppConfig): void {
     this.config = config;
-    this.context.outbox.setLimits(outboxLimits(config));
+    if (this.context.outboxOpen()) this.context.outbox.setLimits(outboxLimits(config));
     if (this.context.connection.client) this.window = this.inflightWindow();
     this.scheduleFlush();
   }
@@ -154,6 +157,7 @@ export class OutboxSender {
 
   /** Waiters whose rows an fsync now covers (all of them when the fsync failed or the sender closed). */
   private wakeDurableWaiters(all = false): void {
+    if (this.durableWaiters.size === 0) return;
     const durable = this.context.outbox.durableId;
     for (const waiter of [...this.durableWaiters]) if (all || waiter.upTo <= durable) waiter.done();
   }
@@ -173,7 +177,7 @@ export class OutboxSender {
   }
 
   outboxStats(): OutboxStats {
-    const counts = !this.closed
+    const counts = !this.closed && this.context.outboxOpen()
       ? this.context.outbox.counts()
       : { pending: 0, pendingResults: 0, pendingBytes: 0, oldestCreatedAt: null, droppedResults: 0, droppedImages: 0, rejected: 0 };
     return {
@@ -207,6 +211,8 @@ export class OutboxSender {
   /** One commit for everything queued this tick, then send what the inflight window allows. */
   private flush(): void {
     if (this.closed) return;
+    // Nothing was ever handed over and the publisher never started: nothing to open.
+    if (!this.context.outboxOpen() && this.pendingAppends.length === 0) return;
     const appends = this.pendingAppends;
     const acknowledged = [...this.acknowledged];
     const rejected = [...this.rejected];

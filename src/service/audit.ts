@@ -69,7 +69,6 @@ export class AuditLog {
   constructor(readonly dir: string, private limits: AuditLimits) {
     this.file = path.join(dir, FILE_NAME);
     this.lockFile = path.join(dir, `${FILE_NAME}.lock`);
-    fs.mkdirSync(dir, { recursive: true });
   }
 
   /** The audit log of a configuration's state directory. */
@@ -107,6 +106,8 @@ export class AuditLog {
    */
   private locked<T>(work: () => T): T {
     const deadline = Date.now() + LOCK_WAIT_MS;
+    // Made by the first append, not the constructor: building the daemon writes nothing.
+    fs.mkdirSync(this.dir, { recursive: true });
     for (;;) {
       try {
         fs.writeFileSync(this.lockFile, String(process.pid), { flag: 'wx', mode: 0o640 });
