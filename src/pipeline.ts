@@ -234,9 +234,23 @@ export class Pipeline {
         releaseAll(frames);
         break;
       }
-      this.inFlight.add(this.processBatch(frames));
+      // A swap may have given the batch's recipes different models (a recipe got a model of its
+      // own): each frame runs on the model its recipe has now, never on another recipe's.
+      for (const [model, group] of this.byModel(frames)) this.inFlight.add(this.processBatch(group, model));
     }
     await Promise.all(this.inFlight);
+  }
+
+  /** The frames grouped by the model their recipe runs on now, in the order the models first appear. */
+  private byModel(frames: Frame[]): Map<CradModel, Frame[]> {
+    const groups = new Map<CradModel, Frame[]>();
+    for (const frame of frames) {
+      const model = this.models.modelFor(frame.recipe ?? null);
+      const group = groups.get(model);
+      if (group) group.push(frame);
+      else groups.set(model, [frame]);
+    }
+    return groups;
   }
 
   private async freeSlot(): Promise<void> {
@@ -256,7 +270,7 @@ export class Pipeline {
    * Never rejects. The frames end here, once, whatever happens: after publishing, or after a failed
    * run (counted, the loop goes on), and only once the model is done with their pixels.
    */
-  private processBatch(frames: Frame[]): Promise<void> {
+  private processBatch(frames: Frame[], model: CradModel): Promise<void> {
     const previousTurn = this.publishTurn;
     // The model is done with the pixels: a camera replaying a recording may read its next
     // image now. With one batch in flight, once it has run (read during the run, the next image
@@ -271,7 +285,7 @@ export class Pipeline {
       beforeBlockingRun: async () => this.sink.sendPending?.(),
     };
     // async: a model that throws instead of rejecting still ends in the same catch.
-    const run = (async () => this.models.modelFor(frames[0]!.recipe ?? null).run(frames, hooks))();
+    const run = (async () => model.run(frames, hooks))();
     if (!readAhead) void run.then(inferred, () => undefined);
     let done!: Promise<void>;
     done = (async () => {

@@ -2,6 +2,7 @@
 // demo model or a fake one where a test must make the model fail or hold a batch, real
 // post-processing, and a sink that records what would be published.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { Subject } from 'rxjs';
@@ -9,10 +10,12 @@ import { loadConfig } from '../src/config/load.js';
 import type { CameraStatus, Frame } from '../src/capture/frame.js';
 import { loadModel, type CradModel } from '../src/inference/model.js';
 import type { FrameInference, Inference, ModelInfo, Result } from '../src/inference/types.js';
+import { RecipeModels } from '../src/inference/recipes.js';
 import { Pipeline, type PipelineCamera, type PipelineSink } from '../src/pipeline.js';
 import { capturingLogger, cpuOptions, frameOf, imageWithSpots } from './fixtures/frames.js';
 import { tinyModels } from './fixtures/tiny-models.js';
-import { demoModel } from './helpers/daemon.js';
+import { tempDir } from './helpers/cleanup.js';
+import { demoModel, samplesDir } from './helpers/daemon.js';
 import { MODEL, until } from './helpers/publish-fixtures.js';
 
 /** Generous: a drain that works ends long before; one that hangs fails the test instead of stalling it. */
@@ -398,5 +401,34 @@ test('trigger() reaches the camera; a trigger for an unknown camera is answered 
   const answer = sink.results.find((r) => r.frame.triggerId === 't-2');
   assert.deepEqual([answer?.verdict, answer?.code, answer?.reason], ['ERROR', 11, 'no such camera running']);
   assert.ok(answer?.receivedAt && !Number.isNaN(Date.parse(answer.receivedAt)), 'the answer says when the trigger was received');
+  assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
+});
+
+test('a batch taken before a recipe got a model of its own runs each frame on the model its recipe has after the swap, never on another recipe\'s', async () => {
+  const base = new FakeModel('base');
+  const tiles = new FakeModel('tiles');
+  const tilesFile = path.join(tempDir('pipeline-recipe-swap'), 'tiles.onnx');
+  fs.writeFileSync(tilesFile, 'a model file the fake loader stands for');
+  const cameras = [
+    { id: 'cam1', source: 'folder', path: samplesDir, recipe: 'tiles' },
+    { id: 'cam2', source: 'folder', path: samplesDir },
+  ];
+  // Recipe "tiles" runs on the base model: cam1's and cam2's frames share batches.
+  const config = loadConfig(undefined, { inference: { maxBatch: 2, maxWaitMs: 5000 }, cameras, recipes: { tiles: { inference: { sensitivity: 0.05 } } } });
+  const { log } = capturingLogger();
+  const sink = new RecordingSink();
+  const pipeline = new Pipeline(config, base, sink, log, await RecipeModels.load(config, () => Promise.reject(new Error('none to load')), log));
+  const [one, two] = [new FakeCamera('cam1'), new FakeCamera('cam2')];
+  pipeline.addCamera(one, true);
+  pipeline.addCamera(two, true);
+  pipeline.start();
+  one.emit();
+  // While the batch fills, the recipe gets a model of its own (a promotion into the recipe).
+  const promoted = loadConfig(undefined, { ...config, recipes: { tiles: { inference: { sensitivity: 0.05 }, model: { path: tilesFile } } } });
+  pipeline.replaceRecipes(await RecipeModels.load(promoted, async () => tiles, log));
+  two.emit();
+  await until('both results', () => sink.results.length === 2);
+  const modelOf = Object.fromEntries(sink.results.map((r) => [r.frame.cameraId, r.model?.name]));
+  assert.deepEqual(modelOf, { cam1: 'tiles', cam2: 'base' });
   assert.equal(await pipeline.stop(STOP_TIMEOUT_MS), true);
 });
