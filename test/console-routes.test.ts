@@ -200,26 +200,26 @@ test('recording started or stopped from the console survives a config push; a pu
   assert.deepEqual(capture.status().recording, { cam2: 5 });
 });
 
-test('production counters are kept in a file; one that is not counters is logged and counting starts from zero', () => {
+test('production counters are kept in a file; one that is not counters is logged and counting starts from zero', async () => {
   const dir = tempDir('counters');
   const file = path.join(dir, 'counters.json');
   const { log, lines } = capturingLogger();
   const first = new ProductionCounters(() => 0);
   first.persistTo(file, log);
   first.countError('cam1');
-  first.close();
+  await first.close();
   const second = new ProductionCounters(() => 0);
   second.persistTo(file, log);
   const kept = second.snapshot(['cam1']).cam1!;
   assert.equal(kept.errors, 1);
   assert.equal(kept.since, first.snapshot(['cam1']).cam1!.since);
-  second.close();
+  await second.close();
   for (const bad of ['{"cameras": {"cam1": {"ok": "many"}}}', 'not json', '{"cameras": {"cam1": {"ok": 1e308, "since": "x"}}}']) {
     fs.writeFileSync(file, bad);
     const fresh = new ProductionCounters(() => 0);
     fresh.persistTo(file, log);
     assert.equal(fresh.snapshot(['cam1']).cam1!.errors, 0, bad);
-    fresh.close();
+    await fresh.close();
   }
   assert.equal(lines().filter((r) => r.msg === 'saved production counters not usable; counting from zero').length, 3);
 });

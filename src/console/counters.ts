@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Result } from '../inference/types.js';
 import type { CameraCounters } from '../publish/payloads.js';
-import { writeFileAtomic } from '../shared/atomic-write.js';
+import { writeFileAtomicAsync } from '../shared/atomic-write.js';
 import type { Logger } from '../shared/log.js';
 
 const SAVE_INTERVAL_MS = 1000;
@@ -38,6 +38,7 @@ export class ProductionCounters {
   private log: Logger | null = null;
   private dirty = false;
   private saver: NodeJS.Timeout | null = null;
+  private saving: Promise<void> | null = null;
 
   /** `triggerTimeouts(id)`: the camera's cumulative count (it restarts at 0 when the camera is rebuilt). */
   constructor(private readonly triggerTimeouts: (cameraId: string) => number) {}
@@ -65,19 +66,21 @@ export class ProductionCounters {
       this.tallies.clear();
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err: (err as Error).message, file }, 'saved production counters not usable; counting from zero');
     }
-    this.saver = setInterval(() => this.save(), SAVE_INTERVAL_MS);
+    this.saver = setInterval(() => void this.save(), SAVE_INTERVAL_MS);
     this.saver.unref();
   }
 
-  /** Write the counts now (at stop); no more periodic writes. */
-  close(): void {
+  /** Write the counts now (at stop), after a periodic write still in flight; no more periodic writes. */
+  async close(): Promise<void> {
     if (this.saver) clearInterval(this.saver);
     this.saver = null;
-    this.save();
+    await this.saving;
+    await this.save();
   }
 
-  private save(): void {
-    if (!this.file || !this.dirty) return;
+  /** One write at a time (the last rename wins), off the main thread: its fsyncs would stall the frame loop. */
+  private save(): Promise<void> {
+    if (!this.file || !this.dirty || this.saving) return this.saving ?? Promise.resolve();
     this.dirty = false;
     const cameras: Record<string, SavedTally> = {};
     for (const [id, t] of this.tallies) {
@@ -88,13 +91,15 @@ export class ProductionCounters {
         timeoutsCarried: this.timeouts(id, t), since: t.since.toISOString(),
       };
     }
-    try {
-      fs.mkdirSync(path.dirname(this.file), { recursive: true });
-      writeFileAtomic(this.file, JSON.stringify({ cameras }));
-    } catch (err) {
-      this.dirty = true;
-      this.log?.warn({ err: (err as Error).message, file: this.file }, 'production counters not saved');
-    }
+    const file = this.file;
+    this.saving = fs.promises.mkdir(path.dirname(file), { recursive: true })
+      .then(() => writeFileAtomicAsync(file, JSON.stringify({ cameras })))
+      .catch((err: Error) => {
+        this.dirty = true;
+        this.log?.warn({ err: err.message, file }, 'production counters not saved');
+      })
+      .finally(() => (this.saving = null));
+    return this.saving;
   }
 
   countResult(result: Result, cycleMs: number): void {
@@ -118,7 +123,7 @@ export class ProductionCounters {
   reset(cameraIds: string[]): void {
     for (const id of cameraIds) this.tallies.set(id, this.fresh(id));
     this.dirty = true;
-    this.save();
+    void this.save();
   }
 
   private timeouts(id: string, t: Tally): number {
