@@ -236,21 +236,9 @@ export class Pipeline {
       }
       // A swap may have given the batch's recipes different models (a recipe got a model of its
       // own): each frame runs on the model its recipe has now, never on another recipe's.
-      for (const [model, group] of this.byModel(frames)) this.inFlight.add(this.processBatch(group, model));
+      for (const [model, group] of this.models.byModel(frames)) this.inFlight.add(this.processBatch(group, model));
     }
     await Promise.all(this.inFlight);
-  }
-
-  /** The frames grouped by the model their recipe runs on now, in the order the models first appear. */
-  private byModel(frames: Frame[]): Map<CradModel, Frame[]> {
-    const groups = new Map<CradModel, Frame[]>();
-    for (const frame of frames) {
-      const model = this.models.modelFor(frame.recipe ?? null);
-      const group = groups.get(model);
-      if (group) group.push(frame);
-      else groups.set(model, [frame]);
-    }
-    return groups;
   }
 
   private async freeSlot(): Promise<void> {
@@ -262,8 +250,6 @@ export class Pipeline {
     const m = this.config.model;
     return batchesInFlight({ sessions: m.sessions, inferenceThread: resolveInferenceThread(m.inferenceThread), prepareAhead: m.prepareAhead });
   }
-
-
 
   /**
    * Run the model on a batch, then post-process and publish it after the batch taken before it.

@@ -1,6 +1,7 @@
 // The models a pipeline runs on: the base model and the recipes' models, and those handed over to
 // replace them. A replacement is swapped in between batches (a batch never sees two models), and
 // an old model is released once nothing runs on it any more.
+import type { Frame } from '../capture/frame.js';
 import type { RecipeName } from '../config/recipes.js';
 import type { Logger } from '../shared/log.js';
 import type { CradModel } from './model.js';
@@ -26,6 +27,18 @@ export class ModelSlot {
   /** The model a batch of `recipe`'s frames runs on. */
   modelFor(recipe: RecipeName): CradModel {
     return this.recipes.model(recipe) ?? this.model;
+  }
+
+  /** Frames grouped by the model their recipe runs on now, in the order the models first appear. */
+  byModel(frames: Frame[]): Map<CradModel, Frame[]> {
+    const groups = new Map<CradModel, Frame[]>();
+    for (const frame of frames) {
+      const model = this.modelFor(frame.recipe ?? null);
+      const group = groups.get(model);
+      if (group) group.push(frame);
+      else groups.set(model, [frame]);
+    }
+    return groups;
   }
 
   /** Why a recipe cannot serve now, or null. */
