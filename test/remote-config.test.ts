@@ -430,3 +430,19 @@ describe('persist and reload', () => {
     assert.equal(replay.ok, false);
   });
 });
+
+test('ownKeys: the daemon\'s own change of a key outside the allow-list and signed-only (a model promoted into its recipe) goes through; the same push received is refused', () => {
+  const recipes = { tiles: { model: { path: path.join(modelsDir, 'current.onnx') } } };
+  const received = applyConfigPush(current, REVISION, bytes(req({ recipes })), options());
+  assert.equal(received.ok, false);
+  assert.match((received as { error: string }).error, /recipes/);
+  const withAllow = applyConfigPush(current, REVISION, bytes(req({ recipes })), options({ allow: [...current.remoteConfig.allow, 'recipes'] }));
+  assert.equal(withAllow.ok, false);
+  assert.match((withAllow as { error: string }).error, /recipes: a push may change it only when signed/);
+  const own = accept(req({ recipes }), { ownKeys: ['recipes'] });
+  assert.deepEqual(own.changedKeys, ['recipes']);
+  assert.deepEqual(own.config.recipes, recipes);
+  // Only the keys named: another key in the same push is checked as any push's.
+  const more = applyConfigPush(current, REVISION, bytes(req({ recipes, 'service.stateDir': '/tmp/elsewhere' })), options({ ownKeys: ['recipes'] }));
+  assert.equal(more.ok, false);
+});

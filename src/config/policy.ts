@@ -96,9 +96,9 @@ function signedChange(leaf: Leaf, before: unknown, after: unknown): boolean {
  * The first change only a signed push may make, described for the sender, or null. A new camera's
  * fields count as changed from their defaults.
  */
-export function signedOnlyChange(before: AppConfig, after: AppConfig): string | null {
+export function signedOnlyChange(before: AppConfig, after: AppConfig, ownKeys: string[] = []): string | null {
   for (const [key, leaf] of daemonLeaves) {
-    if (signedChange(leaf, valueAt(before, key), valueAt(after, key))) {
+    if (!ownKeys.includes(key) && signedChange(leaf, valueAt(before, key), valueAt(after, key))) {
       return `${key}: a push may change it only when signed; set remoteConfig.publicKey on the device`;
     }
   }

@@ -49,6 +49,22 @@ export function configuredRecipe(camera: CameraConfig): RecipeName {
   return camera.recipe === '' ? NO_RECIPE : camera.recipe;
 }
 
+/**
+ * The configuration a recipe's model is loaded and checked with: withRecipe, and without a golden
+ * set of its own (the base's model.goldenDir inherited) the set beside the recipe's model file.
+ */
+export function recipeModelConfig(config: AppConfig, name: RecipeName): AppConfig {
+  const own = withRecipe(config, name);
+  if (name !== NO_RECIPE && own !== config && own.model.goldenDir === config.model.goldenDir) own.model.goldenDir = '';
+  return own;
+}
+
+/** The recipes with `name`'s model file replaced by `file` (the recipe gets a model of its own if it had none). */
+export function recipesWithModel(recipes: Record<string, RecipeOverrides>, name: string, file: string): Record<string, RecipeOverrides> {
+  const recipe = recipes[name]!;
+  return { ...recipes, [name]: { ...recipe, model: { ...(recipe.model as Record<string, unknown> | undefined), path: file } } };
+}
+
 /** The configuration a recipe inspects with: the base with the recipe's global overrides. */
 export function withRecipe(config: AppConfig, name: RecipeName): AppConfig {
   const recipe = name === NO_RECIPE ? undefined : config.recipes[name];

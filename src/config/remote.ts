@@ -22,6 +22,11 @@ export type ConfigPushOptions = {
   maxPayloadBytes: number;
   /** model.modelsDir: a pushed model.path must resolve inside it. */
   modelsDir: string;
+  /**
+   * Keys the daemon itself changes on an audited, authorised action (a trained model promoted into
+   * its recipe): outside remoteConfig.allow and without a signature. Never set for a received push.
+   */
+  ownKeys?: string[];
 };
 
 export type ConfigPushResult =
@@ -81,7 +86,7 @@ export function applyConfigPush(
 
     const updates = new Map<string, unknown>();
     for (const [key, value] of Object.entries(changes)) {
-      const leaf = checkKey(key, options.allow);
+      const leaf = checkKey(key, [...options.allow, ...(options.ownKeys ?? [])]);
       checkValueKind(key, value, leaf);
       if (key === 'cameras') checkPushedCameras(value as unknown[]);
       updates.set(key, key === 'model.path' ? resolvePushedModelPath(value as string, options.modelsDir) : value);
@@ -100,7 +105,7 @@ export function applyConfigPush(
     }
 
     if (options.publicKey.trim() === '') {
-      const unsigned = signedOnlyChange(current, next);
+      const unsigned = signedOnlyChange(current, next, options.ownKeys);
       if (unsigned) reject(unsigned);
     }
     const changedKeys = [...updates.keys()].filter((key) => !sameValue(valueAt(next, key), valueAt(current, key))).sort();

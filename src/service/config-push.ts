@@ -26,6 +26,8 @@ export interface PushSource {
   actor: AuditActor;
   /** Replaces remoteConfig.publicKey for this push ('' = the push carries no signature to check). */
   publicKey?: string;
+  /** The daemon's own change (ConfigPushOptions.ownKeys): these keys need neither the allow-list nor a signature. */
+  ownKeys?: string[];
   /** Told the golden-sample run of a pushed model before it is swapped in. */
   onGolden?: (run: GoldenRun) => void;
 }
@@ -96,7 +98,11 @@ export class ConfigPushes {
       audit.tryRecord({ kind: 'config', outcome: 'rejected', actor: source.actor, transaction, revisionBefore: revision, revisionAfter: revision, error }, this.log);
       return configPushResponse({ ok: false, error, transaction }, revision);
     };
-    const options = { ...pushOptionsFrom(state.config), ...(source.publicKey !== undefined ? { publicKey: source.publicKey } : {}) };
+    const options = {
+      ...pushOptionsFrom(state.config),
+      ...(source.publicKey !== undefined ? { publicKey: source.publicKey } : {}),
+      ...(source.ownKeys ? { ownKeys: source.ownKeys } : {}),
+    };
     const outcome = applyConfigPush(state.config, revision, payload, options);
     if (!state.config.remoteConfig.enabled) return fail(outcome.transaction, 'remote configuration is disabled on this device');
     if (!outcome.ok) return fail(outcome.transaction, outcome.error);

@@ -133,7 +133,7 @@ export class Daemon {
     }, this.logs.inference);
     this.training = new Training({
       state: this.state, audit: this.audit, dataset: () => this.dataset, pipeline,
-      push: (payload, actor) => this.pushes.handle(payload, { actor, publicKey: '' }),
+      push: (payload, actor, ownKeys) => this.pushes.handle(payload, { actor, publicKey: '', ownKeys }),
       publish: (run) => this.publisher?.publishRetainedState(this.publisher.topics.trainProgress, run),
     }, this.logs.control.child({ room: 'training' }));
     this.fanout = new Fanout(log, { sendPending: () => this.publisher.sendPending(), pipelineFault: (reason) => this.watch.inspectionStopped(reason) });

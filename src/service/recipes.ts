@@ -2,7 +2,7 @@
 // per camera (recipe/set, or a trigger that names one) kept across restarts and audited.
 import type { AppConfig } from '../config/load.js';
 import { enabledCameraIds } from '../config/load.js';
-import { recipeExists, withRecipe, type RecipeName } from '../config/recipes.js';
+import { recipeExists, recipeModelConfig, type RecipeName } from '../config/recipes.js';
 import type { AuditActor } from '../control/actor.js';
 import { RecipeSelectionStore, type RecipeResponse, type RecipeSetRequest } from '../control/recipes.js';
 import { RecipeModels } from '../inference/recipes.js';
@@ -29,9 +29,7 @@ export class Recipes {
    */
   loadModels(config: AppConfig): Promise<RecipeModels> {
     const recipeOf = new Map(Object.keys(config.recipes).map((name) => {
-      const own = withRecipe(config, name);
-      // Without a golden set of its own, a recipe's model is held to the set beside its file.
-      if (own.model.goldenDir === config.model.goldenDir) own.model.goldenDir = '';
+      const own = recipeModelConfig(config, name);
       return [own.model.path, own] as const;
     }));
     return RecipeModels.load(config, (file) => this.gate.load(file, recipeOf.get(file) ?? config, { kind: 'daemon' }, `recipe model ${file}`), this.log);

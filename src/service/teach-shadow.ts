@@ -19,6 +19,8 @@ export const SHADOW_IMAGE_PATTERN = '^[A-Za-z0-9_-]+\\.jpg$';
 
 export interface ShadowOptions {
   cameraId: string;
+  /** The recipe the candidate was trained for: frames inspected under another are not comparable. */
+  recipe: string | null;
   share: number;
   /** Where example JPEGs go, and the URL prefix they are served under. */
   dir: string;
@@ -41,6 +43,7 @@ export class ShadowCheck {
   /** Take a share of the camera's frames (a copy of each, scored on the candidate's own session). */
   offer(result: InspectionResult, inspected: FrameInference): void {
     if (this.stopped || result.frame.cameraId !== this.options.cameraId || result.verdict === null) return;
+    if ((result.recipe ?? null) !== this.options.recipe) return;
     this.credit += this.options.share;
     if (this.credit < 1) return;
     this.credit -= 1;

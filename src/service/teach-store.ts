@@ -23,6 +23,8 @@ export interface StoredRun {
 export interface StoredVersion {
   sha256: string;
   file: string;
+  /** The recipe it serves (null: the base configuration's model.path); absent in versions kept before recipes. */
+  recipe?: string | null;
   promotedAt: string;
   datasetSha256: string;
   trainerVersion: string;

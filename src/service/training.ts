@@ -10,6 +10,7 @@ import type { AppConfig } from '../config/load.js';
 import type { ConfigPushResponse } from '../config/remote.js';
 import type { AuditActor } from '../control/actor.js';
 import type { DatasetCapture } from '../console/dataset.js';
+import { recipeModelConfig, recipesWithModel } from '../config/recipes.js';
 import { goldenDirFor, goldenFailureText, runGoldenSamples } from '../inference/golden.js';
 import { loadModel, type CradModel } from '../inference/model.js';
 import { modelOptions } from '../inference/model-options.js';
@@ -22,7 +23,7 @@ import type { AuditLog } from './audit.js';
 import type { ConfigState } from './config-state.js';
 import { TeachProcess, type TeachDone } from './teach-runner.js';
 import { ShadowCheck, shadowPlane } from './teach-shadow.js';
-import { placeModel, TeachStore, type StoredRun } from './teach-store.js';
+import { placeModel, TeachStore, type StoredRun, type StoredVersion } from './teach-store.js';
 import type { Plane } from './fanout.js';
 
 export interface TrainingParts {
@@ -30,8 +31,11 @@ export interface TrainingParts {
   audit: AuditLog;
   dataset(): DatasetCapture;
   pipeline(): Pipeline;
-  /** Push config changes as the daemon's own (model queue, golden gate, probation). */
-  push(payload: Buffer, actor: AuditActor): Promise<ConfigPushResponse>;
+  /**
+   * Push config changes as the daemon's own (model queue, golden gate, probation); `ownKeys` may
+   * change beyond remoteConfig.allow and without a signature (ConfigPushOptions.ownKeys).
+   */
+  push(payload: Buffer, actor: AuditActor, ownKeys: string[]): Promise<ConfigPushResponse>;
   /** The run changed: publish it (retained <prefix>/train/progress). */
   publish(run: TeachRun | null): void;
 }
@@ -75,14 +79,15 @@ export class Training {
   status(): TeachStatus {
     const run = this.current?.run ?? null;
     const cameraId = run?.cameraId ?? this.config.cameras.find((c) => c.enabled)?.id ?? null;
-    const serving = this.servingHash();
     const versions = this.store.versions();
-    const servingVersion = versions.find((v) => v.sha256 === serving);
     return {
       run,
       dataset: { cameraId, ...datasetAdvice(cameraId ? this.imageCount(cameraId) : 0) },
-      models: versions.map((v) => ({ sha256: v.sha256, promotedAt: v.promotedAt, datasetSha256: v.datasetSha256, trainerVersion: v.trainerVersion, figures: v.figures, serving: v.sha256 === serving })),
-      previous: servingVersion?.replaced?.sha256 ?? null,
+      models: versions.map((v) => ({
+        sha256: v.sha256, recipe: v.recipe ?? null, promotedAt: v.promotedAt, datasetSha256: v.datasetSha256, trainerVersion: v.trainerVersion, figures: v.figures,
+        serving: this.serves(v),
+      })),
+      previous: this.rollbackTarget()?.replaced?.sha256 ?? null,
     };
   }
 
@@ -133,7 +138,10 @@ export class Training {
     return this.status();
   }
 
-  /** Serve the candidate: placed in model.modelsDir and pushed as model.path (golden gate, probation). */
+  /**
+   * Serve the candidate where it was trained for: placed in model.modelsDir and pushed as model.path,
+   * or as its recipe's model (recipes.<name>.model.path), through the golden gate and probation.
+   */
   async promote(actor: AuditActor): Promise<TeachStatus> {
     const stored = this.current;
     if (!stored || !stored.onnx || (stored.run.state !== 'ready' && stored.run.state !== 'shadow')) {
@@ -141,38 +149,41 @@ export class Training {
     }
     const { run } = stored;
     const config = this.config;
-    const serving = this.parts.pipeline().latestModel.info;
-    // The station's golden samples go along, so that the gate holds the copies to them.
-    const golden = config.model.goldenDir ? null : goldenDirFor(config, serving.path);
+    if (run.recipe !== null && !Object.hasOwn(config.recipes, run.recipe)) {
+      throw new TeachRefused(409, `recipe ${run.recipe}, which the candidate was trained for, no longer exists: nothing was changed`);
+    }
+    const serving = this.servingModel(run.recipe).info;
+    // The golden samples the serving model is held to go along, so that the gate holds the copies to them.
+    const own = recipeModelConfig(config, run.recipe);
+    const golden = own.model.goldenDir ? null : goldenDirFor(own, serving.path);
     const placed = await placeModel(stored.onnx, config.model.modelsDir, `teach-${run.id}.onnx`, golden);
     const replaced = isInside(serving.path, config.model.modelsDir)
       ? { file: serving.path, sha256: serving.hash }
       : await placeModel(serving.path, config.model.modelsDir, `before-teach-${run.id}.onnx`, golden);
-    const answer = await this.pushModel(placed.file, `teach-promote-${run.id}`, actor);
+    const answer = await this.pushModel(placed.file, run.recipe, `teach-promote-${run.id}`, actor);
     if (answer.status !== 'ok') {
       this.record('rejected', actor, { run: run.id, sha256: placed.sha256 }, answer.error);
       throw new TeachRefused(422, `the candidate was not promoted, the serving model is unchanged: ${answer.error}`);
     }
     this.store.addVersion({
-      sha256: placed.sha256, file: placed.file, promotedAt: new Date().toISOString(), runId: run.id, replaced,
+      sha256: placed.sha256, file: placed.file, recipe: run.recipe, promotedAt: new Date().toISOString(), runId: run.id, replaced,
       datasetSha256: run.candidate?.datasetSha256 ?? '', trainerVersion: run.candidate?.trainerVersion ?? '', figures: run.candidate?.figures ?? {},
     });
-    this.record('promoted', actor, { run: run.id, sha256: placed.sha256, file: placed.file, replaced: replaced.sha256, revision: answer.revision });
+    this.record('promoted', actor, { run: run.id, recipe: run.recipe, sha256: placed.sha256, file: placed.file, replaced: replaced.sha256, revision: answer.revision });
     this.end('promoted');
     return this.status();
   }
 
-  /** Serve again the model the serving (promoted) one replaced. */
+  /** Serve again the model the newest promotion still serving (base or recipe) replaced. */
   async rollback(actor: AuditActor): Promise<TeachStatus> {
-    const serving = this.servingHash();
-    const version = this.store.versions().find((v) => v.sha256 === serving);
-    if (!version?.replaced) throw new TeachRefused(409, 'nothing to roll back to: the serving model was not promoted by on-device training');
-    const answer = await this.pushModel(version.replaced.file, `teach-rollback-${version.runId}`, actor);
+    const version = this.rollbackTarget();
+    if (!version?.replaced) throw new TeachRefused(409, 'nothing to roll back to: no serving model was promoted by on-device training');
+    const answer = await this.pushModel(version.replaced.file, version.recipe ?? null, `teach-rollback-${version.runId}`, actor);
     if (answer.status !== 'ok') {
       this.record('rejected', actor, { rollbackTo: version.replaced.sha256 }, answer.error);
       throw new TeachRefused(422, `the rollback failed, the serving model is unchanged: ${answer.error}`);
     }
-    this.record('rolled-back', actor, { from: version.sha256, to: version.replaced.sha256, revision: answer.revision });
+    this.record('rolled-back', actor, { recipe: version.recipe ?? null, from: version.sha256, to: version.replaced.sha256, revision: answer.revision });
     this.parts.publish(this.current?.run ?? null);
     return this.status();
   }
@@ -184,9 +195,34 @@ export class Training {
     await this.candidate?.release();
   }
 
-  private pushModel(file: string, transaction: string, actor: AuditActor): Promise<ConfigPushResponse> {
-    const payload = { transaction, baseRevision: this.parts.state.revision, changes: { 'model.path': file } };
-    return this.parts.push(Buffer.from(JSON.stringify(payload)), actor);
+  /** model.path, or the recipe's model only: the one key this promotion or rollback may change. */
+  private pushModel(file: string, recipe: string | null, transaction: string, actor: AuditActor): Promise<ConfigPushResponse> {
+    const key = recipe === null ? 'model.path' : 'recipes';
+    const value = recipe === null ? file : recipesWithModel(this.config.recipes, recipe, file);
+    const payload = { transaction, baseRevision: this.parts.state.revision, changes: { [key]: value } };
+    return this.parts.push(Buffer.from(JSON.stringify(payload)), actor, [key]);
+  }
+
+  /** The model inspecting under `recipe` now (a recipe without a model of its own runs on the base model). */
+  private servingModel(recipe: string | null): CradModel {
+    const pipeline = this.parts.pipeline();
+    return (recipe !== null && Object.hasOwn(this.config.recipes, recipe) ? pipeline.recipeModels.model(recipe) : null) ?? pipeline.latestModel;
+  }
+
+  /** Whether a promoted version serves in its place (the base configuration or its recipe) now. */
+  private serves(version: StoredVersion): boolean {
+    const recipe = version.recipe ?? null;
+    if (recipe !== null && !Object.hasOwn(this.config.recipes, recipe)) return false;
+    try {
+      return this.servingModel(recipe).info.hash === version.sha256;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The newest promoted version that serves now: a rollback returns its place to what it replaced. */
+  private rollbackTarget(): StoredVersion | undefined {
+    return this.store.versions().find((v) => this.serves(v));
   }
 
   private progress(runId: string, progress: TeachProgress): void {
@@ -216,7 +252,7 @@ export class Training {
       this.candidate = candidate;
       const threshold = candidate.info.calibration?.image.threshold ?? Number.NaN;
       run.candidate = { sha256: candidate.info.hash, threshold, figures: done.figures, trainerVersion: done.trainerVersion, datasetSha256: done.datasetSha256 };
-      const goldenDir = goldenDirFor(config, this.parts.pipeline().latestModel.info.path);
+      const goldenDir = goldenDirFor(recipeModelConfig(config, run.recipe), this.servingModel(run.recipe).info.path);
       if (goldenDir) {
         const golden = await runGoldenSamples(candidate, goldenDir, postprocessOptions(config), 1);
         run.candidate.golden = { passed: golden.total - golden.failed.length, total: golden.total };
@@ -238,7 +274,7 @@ export class Training {
     fs.rmSync(this.shadowDir, { recursive: true, force: true });
     let published = 0;
     this.shadow = new ShadowCheck(candidate, {
-      cameraId: stored.run.cameraId, share: shadowShare, dir: this.shadowDir, urlPrefix: SHADOW_URL,
+      cameraId: stored.run.cameraId, recipe: stored.run.recipe, share: shadowShare, dir: this.shadowDir, urlPrefix: SHADOW_URL,
       post: () => postprocessOptions(this.config),
       changed: (figures) => {
         stored.run.shadow = structuredClone(figures);
@@ -297,13 +333,6 @@ export class Training {
     this.parts.audit.tryRecord({ kind: 'teach', outcome, actor, revisionBefore: revision, revisionAfter: this.parts.state.revision, details, ...(error !== undefined ? { error } : {}) }, this.log);
   }
 
-  private servingHash(): string | null {
-    try {
-      return this.parts.pipeline().latestModel.info.hash;
-    } catch {
-      return null;
-    }
-  }
 
   private imageCount(cameraId: string): number {
     try {

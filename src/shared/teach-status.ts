@@ -63,6 +63,8 @@ export interface TeachRun {
 
 export interface TeachModelVersion {
   sha256: string;
+  /** The recipe it was promoted into; null: the base configuration (model.path). */
+  recipe: string | null;
   promotedAt: string;
   datasetSha256: string;
   trainerVersion: string;
@@ -75,7 +77,7 @@ export interface TeachStatus {
   dataset: { cameraId: string | null } & Omit<DatasetAdvice, 'count'> & { count: number };
   /** Versions kept in the state dir, newest first. */
   models: TeachModelVersion[];
-  /** sha256 a rollback would return to. */
+  /** sha256 a rollback would return to (in the place of the newest promoted version still serving). */
   previous: string | null;
 }
 

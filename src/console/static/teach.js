@@ -160,8 +160,8 @@ function showTeach(t) {
   document.body.dataset.teachState = run?.state ?? 'none';
   showProgress(run);
   showCheck(run);
-  $('models').replaceChildren(...(t.models.length ? [row(['model', 'promoted', 'trained on', 'trainer', ''], 'th')] : []),
-    ...t.models.map((m) => row([shortHash(m.sha256), localDateTime(m.promotedAt), shortHash(m.datasetSha256), m.trainerVersion, m.serving ? 'serving' : ''])));
+  $('models').replaceChildren(...(t.models.length ? [row(['model', 'serves', 'promoted', 'trained on', 'trainer', ''], 'th')] : []),
+    ...t.models.map((m) => row([shortHash(m.sha256), m.recipe ? `recipe ${m.recipe}` : 'base configuration', localDateTime(m.promotedAt), shortHash(m.datasetSha256), m.trainerVersion, m.serving ? 'serving' : ''])));
 }
 
 function showProgress(run) {
