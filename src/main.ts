@@ -12,6 +12,7 @@ import { configReference } from './cli/config-docs.js';
 import { signCommand } from './cli/sign.js';
 import { validateCommand } from './cli/validate.js';
 import { auditCommand } from './cli/audit.js';
+import { deliverCommand } from './cli/deliver.js';
 import { version } from './paths.js';
 
 
@@ -112,6 +113,24 @@ config
   .requiredOption('-d, --device <id>', 'device id the push is for (a signature is valid for that device only)')
   .action((request: string, opts: { key: string; device: string }) => {
     process.exitCode = signCommand(request, opts.key, opts.device);
+  });
+
+program
+  .command('deliver')
+  .description('publish a model file, already served at --url, to stations with model/deliver (signed per device with --key); waits for each answer')
+  .argument('<model>', 'the ONNX file (its sha256 and size go in the request)')
+  .requiredOption('-u, --url <url>', 'where the stations download it (http or https)')
+  .requiredOption('-b, --broker <url>', 'the stations\' MQTT broker (mqtt://, mqtts://)')
+  .requiredOption('-p, --prefix <prefix>', 'their mqtt.topicPrefix')
+  .requiredOption('-d, --device <id...>', 'device ids to deliver to')
+  .option('-k, --key <file>', 'Ed25519 private key (PEM) for stations with remoteConfig.publicKey')
+  .option('-n, --name <file>', 'file name on the stations (default: the model file\'s name)')
+  .addOption(new Option('-t, --timeout <seconds>', 'wait at most this long for each station\'s status and final answer').default(300).argParser(Number))
+  .action(async (model: string, opts: { url: string; broker: string; prefix: string; device: string[]; key?: string; name?: string; timeout: number }) => {
+    process.exitCode = await deliverCommand(model, {
+      broker: opts.broker, prefix: opts.prefix, devices: opts.device, url: opts.url, timeoutSeconds: opts.timeout,
+      ...(opts.key ? { key: opts.key } : {}), ...(opts.name ? { name: opts.name } : {}),
+    });
   });
 
 program

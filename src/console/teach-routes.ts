@@ -17,6 +17,8 @@ export interface TeachHost {
   rollback(actor: AuditActor): Promise<TeachStatus>;
   /** Where the shadow check's example JPEGs are. */
   readonly shadowDir: string;
+  /** The file of a version promoted here (for other stations: crad-edge deliver), or null. */
+  modelFile(sha256: string): string | null;
 }
 
 const startBody = {
@@ -30,6 +32,12 @@ const frameParams = {
   type: 'object',
   required: ['name'],
   properties: { name: { type: 'string', pattern: '^[A-Za-z0-9_-]+\\.jpg$' } },
+} as const;
+
+const modelParams = {
+  type: 'object',
+  required: ['file'],
+  properties: { file: { type: 'string', pattern: '^[0-9a-f]{64}\\.onnx$' } },
 } as const;
 
 const CONSOLE: AuditActor = { kind: 'console' };
@@ -73,6 +81,14 @@ export function teachRoutes(host: () => TeachHost | null): FastifyPluginAsync {
       } catch {
         return reply.code(404).send({ error: 'no such shadow frame (a new shadow check replaces the last one\'s frames)' });
       }
+    });
+    // A promoted model, to publish to other stations (the fleet's file server, then crad-edge deliver).
+    app.get<{ Params: { file: string } }>('/teach/models/:file', { schema: { params: modelParams } }, async (request, reply) => {
+      const teach = room(reply);
+      if (!teach) return reply;
+      const file = teach.modelFile(request.params.file.slice(0, 64));
+      if (!file) return reply.code(404).send({ error: 'no model of that sha256 was promoted on this station' });
+      return reply.type('application/octet-stream').header('content-disposition', `attachment; filename="${path.basename(file)}"`).send(fs.createReadStream(file));
     });
   };
 }

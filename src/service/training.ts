@@ -91,6 +91,12 @@ export class Training {
     };
   }
 
+  /** The file of a version promoted here, while it is still in model.modelsDir. */
+  modelFile(sha256: string): string | null {
+    const version = this.store.versions().find((v) => v.sha256 === sha256);
+    return version && fs.existsSync(version.file) ? version.file : null;
+  }
+
   /** Start a run on the camera's recorded good images. */
   start(request: { cameraId?: unknown; recipe?: unknown }, actor: AuditActor): TeachStatus {
     const { cameraId, recipe = null } = request;

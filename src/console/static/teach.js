@@ -161,7 +161,17 @@ function showTeach(t) {
   showProgress(run);
   showCheck(run);
   $('models').replaceChildren(...(t.models.length ? [row(['model', 'serves', 'promoted', 'trained on', 'trainer', ''], 'th')] : []),
-    ...t.models.map((m) => row([shortHash(m.sha256), m.recipe ? `recipe ${m.recipe}` : 'base configuration', localDateTime(m.promotedAt), shortHash(m.datasetSha256), m.trainerVersion, m.serving ? 'serving' : ''])));
+    ...t.models.map((m) => {
+      const tr = row([shortHash(m.sha256), m.recipe ? `recipe ${m.recipe}` : 'base configuration', localDateTime(m.promotedAt), shortHash(m.datasetSha256), m.trainerVersion, m.serving ? 'serving' : '']);
+      // The file, for other stations (crad-edge deliver).
+      const link = document.createElement('a');
+      link.href = `/api/teach/models/${m.sha256}.onnx`;
+      link.download = `teach-${m.sha256.slice(0, 12)}.onnx`;
+      link.textContent = shortHash(m.sha256);
+      link.title = 'download this model (for other stations: crad-edge deliver)';
+      tr.firstChild.replaceChildren(link);
+      return tr;
+    }));
 }
 
 function showProgress(run) {
