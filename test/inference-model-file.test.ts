@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ModelContractError, ModelFileError, readModelFile } from '../src/inference/model-file.js';
 import { tinyModels } from './fixtures/tiny-models.js';
+import { writeModelVariant } from './helpers/model-variants.js';
 import { tempDir } from './helpers/cleanup.js';
 
 const dir = tinyModels();
@@ -59,6 +60,28 @@ test('an uncalibrated model loads with a warning and calibration null', async ()
   assert.equal(model.info.calibration, null);
   assert.equal(model.warnings.length, 1);
   assert.match(model.warnings[0]!, /uncalibrated/);
+});
+
+test('the trainer\'s calibration warning and synthetic record reach the model info and the load\'s warnings; malformed, they are refused naming the key', async () => {
+  const good = path.join(dir, 'good.onnx');
+  const calibration = (await readModelFile(good)).info.calibration!;
+  const warning = 'the image threshold 12.5 passes 140 of 228 synthetic anomalies (61 %) as OK';
+  const warned = path.join(scratch, 'warned.onnx');
+  writeModelVariant(good, warned, 'crad.calibration', JSON.stringify({
+    ...calibration, warning, synthetic: { anomalies: 228, missed_at_threshold: 140, miss_rate_at_threshold: 140 / 228 },
+  }));
+  const model = await readModelFile(warned);
+  assert.equal(model.info.calibration?.warning, warning);
+  assert.deepEqual(model.info.calibration?.synthetic, { anomalies: 228, missedAtThreshold: 140, missRateAtThreshold: 140 / 228 });
+  assert.ok(model.warnings.some((w) => w.includes(warned) && w.includes(warning)), model.warnings.join('\n'));
+  for (const [name, extra, key] of [
+    ['warning-number.onnx', { warning: 5 }, /crad\.calibration\.warning must be a string/],
+    ['synthetic-text.onnx', { synthetic: { anomalies: 'many' } }, /crad\.calibration\.synthetic must be an object of finite numbers/],
+  ] as const) {
+    const file = path.join(scratch, name);
+    writeModelVariant(good, file, 'crad.calibration', JSON.stringify({ ...calibration, ...extra }));
+    assert.match((await refusal(file)).message, key);
+  }
 });
 
 test('a missing file, a directory and an empty file are refused by name', async () => {

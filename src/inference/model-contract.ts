@@ -102,10 +102,22 @@ export function parseCalibration(value: unknown, problems: string[]): Calibratio
   if (value.images !== undefined && (!Number.isInteger(value.images) || (value.images as number) < 0)) {
     problems.push(`metadata ${key}.images must be a non-negative integer`);
   }
+  if (value.warning !== undefined && typeof value.warning !== 'string') problems.push(`metadata ${key}.warning must be a string`);
+  const synthetic = value.synthetic;
+  const syntheticFields = ['anomalies', 'missed_at_threshold', 'miss_rate_at_threshold'] as const;
+  if (synthetic !== undefined && (!isObject(synthetic) || syntheticFields.some((f) => typeof synthetic[f] !== 'number' || !Number.isFinite(synthetic[f])))) {
+    problems.push(`metadata ${key}.synthetic must be an object of finite numbers {${syntheticFields.join(', ')}}`);
+  }
   if (problems.length > before || !image || !pixel) return null;
   const calibration: Calibration = { image, pixel };
   if (typeof value.source === 'string') calibration.source = value.source;
   if (typeof value.images === 'number') calibration.images = value.images;
+  if (typeof value.warning === 'string') calibration.warning = value.warning;
+  if (isObject(synthetic)) {
+    calibration.synthetic = {
+      anomalies: synthetic.anomalies as number, missedAtThreshold: synthetic.missed_at_threshold as number, missRateAtThreshold: synthetic.miss_rate_at_threshold as number,
+    };
+  }
   return calibration;
 }
 
@@ -277,6 +289,7 @@ export function checkContract(file: string, decoded: DecodedModel, hash: string)
   } else {
     const v = parseJson('crad.calibration', calibrationText, problems);
     if (v !== undefined) calibration = parseCalibration(v, problems);
+    if (calibration?.warning) warnings.push(`model ${file}: the trainer's calibration warns: ${calibration.warning}`);
   }
 
   let training: Record<string, unknown> | null = null;

@@ -6,6 +6,10 @@ export interface Calibration {
   pixel: { threshold: number; min: number; max: number };
   source?: string;
   images?: number;
+  /** Calibrated on good images only: the synthetic anomalies the image threshold passes as OK. */
+  synthetic?: { anomalies: number; missedAtThreshold: number; missRateAtThreshold: number };
+  /** The trainer's warning (e.g. the threshold passes most synthetic anomalies): logged at load, in the device status. */
+  warning?: string;
 }
 
 /**

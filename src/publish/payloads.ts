@@ -145,6 +145,8 @@ export interface ModelSummary {
   /** How the graph takes its input: float32-rgb-nchw (contract format 1) or uint8-bgr-nhwc (format 2). */
   inputForm: InputForm;
   calibrated: boolean;
+  /** The trainer's calibration warning (e.g. the threshold passes most synthetic anomalies), or null. */
+  calibrationWarning: string | null;
   classes: string[];
 }
 
@@ -158,6 +160,7 @@ export function modelSummary(model: ModelInfo): ModelSummary {
     executionProvider: model.executionProvider,
     inputForm: model.input.form,
     calibrated: model.calibration !== null,
+    calibrationWarning: model.calibration?.warning ?? null,
     classes: model.classes,
   };
 }
