@@ -126,10 +126,17 @@ program
   .option('-k, --key <file>', 'Ed25519 private key (PEM) for stations with remoteConfig.publicKey')
   .option('-n, --name <file>', 'file name on the stations (default: the model file\'s name)')
   .addOption(new Option('-t, --timeout <seconds>', 'wait at most this long for each station\'s status and final answer').default(300).argParser(Number))
-  .action(async (model: string, opts: { url: string; broker: string; prefix: string; device: string[]; key?: string; name?: string; timeout: number }) => {
+  .option('--ca <file>', 'CA certificate (PEM) of an mqtts:// broker, besides the system CAs')
+  .option('--cert <file>', 'client certificate (PEM) for a broker that requires one')
+  .option('--cert-key <file>', 'the client certificate\'s private key (PEM)')
+  .option('--username <name>', 'broker user (the password comes from CRAD_DELIVER_PASSWORD)')
+  .action(async (model: string, opts: { url: string; broker: string; prefix: string; device: string[]; key?: string; name?: string; timeout: number; ca?: string; cert?: string; certKey?: string; username?: string }) => {
+    const password = process.env.CRAD_DELIVER_PASSWORD;
     process.exitCode = await deliverCommand(model, {
       broker: opts.broker, prefix: opts.prefix, devices: opts.device, url: opts.url, timeoutSeconds: opts.timeout,
-      ...(opts.key ? { key: opts.key } : {}), ...(opts.name ? { name: opts.name } : {}),
+      ...(opts.key ? { key: opts.key } : {}), ...(opts.name ? { name: opts.name } : {}), ...(opts.ca ? { ca: opts.ca } : {}),
+      ...(opts.cert ? { cert: opts.cert } : {}), ...(opts.certKey ? { certKey: opts.certKey } : {}),
+      ...(opts.username !== undefined ? { username: opts.username } : {}), ...(password !== undefined ? { password } : {}),
     });
   });
 

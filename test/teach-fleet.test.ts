@@ -8,9 +8,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { tempDir } from './helpers/cleanup.js';
+import { makeCertificates } from './helpers/certs.js';
 import { CONSOLE_HOST, consoleUrl } from './helpers/console.js';
 import { DaemonProcess, demoModel, repoRoot, samplesDir, writeConfig } from './helpers/daemon.js';
 import { ModelServer } from './helpers/model-server.js';
+import { writeModelVariant } from './helpers/model-variants.js';
 import { Mosquitto } from './helpers/mosquitto.js';
 import { Plc } from './helpers/plc.js';
 import { until } from './helpers/wait.js';
@@ -40,10 +42,10 @@ function station(id: string, dir: string, brokerPort: number, extra: Record<stri
 }
 
 /** `crad-edge deliver` to line2, run beside this process (whose file server must keep answering). */
-function deliverCli(file: string, url: string, brokerPort: number, extra: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const args = [path.join(repoRoot, 'bin/crad-edge.js'), 'deliver', file, '--url', url, '--broker', `mqtt://127.0.0.1:${brokerPort}`, '--prefix', 'crad', '--device', 'line2', '--timeout', '120', ...extra];
+function deliverCli(file: string, url: string, brokerPort: number, extra: string[], broker = `mqtt://127.0.0.1:${brokerPort}`, env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const args = [path.join(repoRoot, 'bin/crad-edge.js'), 'deliver', file, '--url', url, '--broker', broker, '--prefix', 'crad', '--device', 'line2', '--timeout', '120', ...extra];
   return new Promise((resolve) => {
-    execFile(process.execPath, args, { encoding: 'utf8', timeout: 180_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, args, { encoding: 'utf8', timeout: 180_000, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr });
     });
   });
@@ -107,4 +109,31 @@ test('a model trained on station A reaches station B: downloaded from A\'s conso
   const unsigned = await deliverCli(file, url, broker.port, []);
   assert.equal(unsigned.status, 1, `${unsigned.stdout}\n${unsigned.stderr}`);
   assert.match(unsigned.stdout, /^line2: failed at accepted: signature is missing/m);
+});
+
+test('crad-edge deliver over a TLS broker that wants a client certificate and a password: applied; a wrong password is a clear error', async () => {
+  const certs = makeCertificates({ clients: ['fleet'] });
+  const broker = await Mosquitto.start({ tls: { ca: certs.ca, cert: certs.cert, key: certs.key, users: { fleet: 's3cret' } } });
+  cleanups.push(() => broker.stop());
+  const files = await ModelServer.start();
+  cleanups.push(() => files.close());
+  // The station on the plain listener; the fleet tool on the TLS one.
+  station('line2', tempDir('teach-fleet-tls'), broker.port, {});
+  const plc = await Plc.connect('crad/line2', broker.port, 'fleet-tls-plc');
+  cleanups.push(() => plc.close());
+  await until('the station inspects', () => plc.results('cam1').length > 0, 90_000);
+  const file = path.join(tempDir('teach-fleet-tls-file'), 'variant.onnx');
+  writeModelVariant(demoModel, file, 'fleet.note', 'another file, another hash');
+  const hash = crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  const url = files.serve('/models/variant.onnx', fs.readFileSync(file));
+  const tls = `mqtts://127.0.0.1:${broker.tlsPort}`;
+  const client = certs.clients.fleet!;
+  const tlsArgs = ['--ca', certs.ca, '--cert', client.cert, '--cert-key', client.key, '--username', 'fleet'];
+  const wrong = await deliverCli(file, url, broker.port, tlsArgs, tls, { CRAD_DELIVER_PASSWORD: 'wrong' });
+  assert.equal(wrong.status, 2, `${wrong.stdout}\n${wrong.stderr}`);
+  assert.match(wrong.stderr, /cannot deliver .*variant\.onnx: .*(Not authorized|Bad User Name or Password)/i);
+  const right = await deliverCli(file, url, broker.port, tlsArgs, tls, { CRAD_DELIVER_PASSWORD: 's3cret' });
+  assert.equal(right.status, 0, `${right.stdout}\n${right.stderr}`);
+  const count = plc.results('cam1').length;
+  await until('the station inspects with the delivered model', () => plc.results('cam1').slice(count).some((r) => r.model.hash === hash), 60_000);
 });

@@ -21,6 +21,14 @@ export interface DeliverOptions {
   /** File name on the devices (model.modelsDir); default: the file's own name. */
   name?: string;
   timeoutSeconds: number;
+  /** A CA (PEM file) the broker's certificate is checked against, besides the system's. */
+  ca?: string;
+  /** Client certificate and its key (PEM files) for a broker that requires them. */
+  cert?: string;
+  certKey?: string;
+  username?: string;
+  /** From the environment (CRAD_DELIVER_PASSWORD), never the command line. */
+  password?: string;
 }
 
 export interface DeviceOutcome {
@@ -56,7 +64,14 @@ export async function deliver(file: string, options: DeliverOptions): Promise<De
   const name = options.name ?? path.basename(file);
   const key = options.key ? fs.readFileSync(options.key, 'utf8') : null;
   if (options.devices.length === 0) throw new Error('name at least one device (--device)');
-  const client = await mqtt.connectAsync(options.broker, { protocolVersion: 5, reconnectPeriod: 0, clientId: `crad-edge-deliver-${process.pid}-${crypto.randomBytes(3).toString('hex')}` });
+  const client = await mqtt.connectAsync(options.broker, {
+    protocolVersion: 5, reconnectPeriod: 0, clientId: `crad-edge-deliver-${process.pid}-${crypto.randomBytes(3).toString('hex')}`,
+    ...(options.ca ? { ca: fs.readFileSync(options.ca) } : {}),
+    ...(options.cert ? { cert: fs.readFileSync(options.cert) } : {}),
+    ...(options.certKey ? { key: fs.readFileSync(options.certKey) } : {}),
+    ...(options.username !== undefined ? { username: options.username } : {}),
+    ...(options.password !== undefined ? { password: options.password } : {}),
+  });
   try {
     return await Promise.all(options.devices.map(async (device) => {
       const topics = new Topics(options.prefix, device);
