@@ -75,6 +75,12 @@ after(async () => {
 const text = (selector: string, on: Page = page) => on.$eval(selector, (el) => el.textContent ?? '');
 const shot = (name: string, on: Page = page) => on.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 const shownCount = async () => Number(await text('#dataset-count'));
+/**
+ * The delete button of one collected image, clicked on the element itself: the grid's thumbnails
+ * load lazily and shift the layout, so a click at coordinates taken a moment before can land on
+ * another card (seen once in a full run).
+ */
+const deleteCapture = (name: string) => page.$eval(`#collected figure[data-name="${name}"] button.delete`, (button) => (button as HTMLButtonElement).click());
 const goodFiles = () => (fs.existsSync(goodDir) ? fs.readdirSync(goodDir) : []);
 
 /** Whether a collected image shows the dent (same pixels: the capture is a lossless PNG). */
@@ -116,7 +122,7 @@ test('collect: record frames, watch the count and the advice, delete the bad cap
   assert.ok(defects.length > 0, 'the dented part was recorded too');
   for (const name of defects) {
     const before = await shownCount();
-    await page.click(`#collected figure[data-name="${name}"] button.delete`);
+    await deleteCapture(name);
     await page.waitForFunction((n: number) => Number(document.getElementById('dataset-count')!.textContent) === n, { timeout: 30_000 }, before - 1);
   }
   assert.deepEqual(goodFiles().filter((name) => defects.includes(name)), [], 'deleted on disk');
@@ -129,7 +135,7 @@ test('collect: record frames, watch the count and the advice, delete the bad cap
   await page.waitForFunction(() => /Captured |Capture requested/.test(document.getElementById('message')!.textContent ?? ''), { timeout: 30_000 });
   await page.waitForFunction((n: number) => Number(document.getElementById('dataset-count')!.textContent) === n, { timeout: 30_000 }, beforeCapture + 1);
   for (const name of goodFiles().filter((n) => isDefect(path.join(goodDir, n)))) {
-    await page.click(`#collected figure[data-name="${name}"] button.delete`);
+    await deleteCapture(name);
     await page.waitForFunction((n: string) => !document.querySelector(`#collected figure[data-name="${n}"]`), { timeout: 30_000 }, name);
   }
 
@@ -141,7 +147,7 @@ test('collect: record frames, watch the count and the advice, delete the bad cap
   const joined = await page.$eval('#collected figure[data-name^="ng-"]', (el) => (el as HTMLElement).dataset.name!);
   assert.ok(goodFiles().includes(joined));
   await shot('collect-archive');
-  await page.click(`#collected figure[data-name="${joined}"] button.delete`);
+  await deleteCapture(joined);
   await page.waitForFunction((n: string) => !document.querySelector(`#collected figure[data-name="${n}"]`), { timeout: 30_000 }, joined);
   await page.click('#archive-box summary');
   assert.ok(!goodFiles().includes(joined));
